@@ -1,0 +1,35 @@
+# Developer and CI entry points. `make test` is what .ci/run runs.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Touched after a successful install: the venv is rebuilt only when pyproject.toml changes.
+INSTALLED := $(VENV)/.installed
+
+.PHONY: venv up down status demo test lint
+
+venv: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -e '.[dev,load,mysql]'
+	touch $@
+
+up: venv
+	$(BIN)/smallcups dev up
+
+down: venv
+	$(BIN)/smallcups dev down
+
+status: venv
+	$(BIN)/smallcups dev status
+
+# The main job on the local stack: init, 2 workers, a bounded load, the books checked.
+demo: venv up
+	$(BIN)/smallcups demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: venv up lint
+	$(BIN)/pytest -m 'not slow'

@@ -1,0 +1,86 @@
+"""The databases of the local cluster: the control database and one per cup.
+
+Creating is idempotent: a later ``dev up`` with more cups creates only the missing ones.
+Nothing here drops a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from deploy.local import ports
+from engine.config import StackConfig
+from engine.errors import StackError
+
+MAINTENANCE_DATABASE = "postgres"
+CONTROL_DATABASE = "smallcups_control"
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+def wanted_databases(config: StackConfig) -> list[str]:
+    """The control database first, then every cup's database."""
+    return [CONTROL_DATABASE] + [config.cup_database(i) for i in range(config.cups)]
+
+
+def ensure_databases(config: StackConfig) -> list[str]:
+    """Create the missing databases; return the names created."""
+    try:
+        return asyncio.run(_create_missing(config))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        raise StackError(f"cannot create the stack's databases: {error}") from error
+
+
+def missing_databases(config: StackConfig) -> list[str] | None:
+    """The wanted databases that do not exist, or None when the cluster does not answer."""
+    try:
+        return asyncio.run(_missing(config))
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return None
+
+
+async def _connect(config: StackConfig) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        host=ports.HOST,
+        port=config.postgres_port,
+        user=config.postgres_user,
+        database=MAINTENANCE_DATABASE,
+        timeout=CONNECT_TIMEOUT_SECONDS,
+    )
+
+
+async def _existing(connection: asyncpg.Connection, names: list[str]) -> set[str]:
+    rows = await connection.fetch(
+        "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", names
+    )
+    return {row["datname"] for row in rows}
+
+
+async def _missing(config: StackConfig) -> list[str]:
+    connection = await _connect(config)
+    try:
+        wanted = wanted_databases(config)
+        existing = await _existing(connection, wanted)
+    finally:
+        await connection.close()
+    return [name for name in wanted if name not in existing]
+
+
+async def _create_missing(config: StackConfig) -> list[str]:
+    connection = await _connect(config)
+    created: list[str] = []
+    try:
+        wanted = wanted_databases(config)
+        existing = await _existing(connection, wanted)
+        for name in wanted:
+            if name in existing:
+                continue
+            try:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+            except asyncpg.DuplicateDatabaseError:
+                continue  # another `dev up` created it a moment ago
+            created.append(name)
+    finally:
+        await connection.close()
+    return created

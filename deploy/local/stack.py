@@ -1,0 +1,135 @@
+"""``smallcups dev up | down | status``: the local stack, a Kafka broker and a Postgres cluster.
+
+``up`` is idempotent: what runs already (pid file, live process, answering port) is
+reused, what is missing is started, missing databases are created. The broker is spawned
+first and warms up while Postgres starts. ``down`` stops both and waits until their ports
+are closed. ``status`` prints the endpoints and each server's health. A lock file in the
+state folder makes two ``up`` or ``down`` at once (two shells, a shell and a test session)
+take turns instead of racing.
+
+The functions are synchronous (they run their own short event loops for the Kafka and
+Postgres probes): call them from plain code or sync fixtures, not inside a running loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deploy.local import kafka_broker, ports, postgres_cluster, postgres_databases
+from deploy.local.processes import exclusive_lock
+from engine.config import StackConfig
+from engine.errors import ConfigError, StackError
+
+PORTS_CLOSE_TIMEOUT_SECONDS = 15.0
+LOCK_FILE = "stack.lock"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """One server of the stack: its pid when running, whether it answers, and why not."""
+
+    name: str
+    pid: int | None
+    answering: bool
+    detail: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    @property
+    def healthy(self) -> bool:
+        return self.running and self.answering
+
+
+@dataclass(frozen=True, slots=True)
+class StackStatus:
+    kafka: ServiceStatus
+    postgres: ServiceStatus
+
+    @property
+    def healthy(self) -> bool:
+        return self.kafka.healthy and self.postgres.healthy
+
+
+def stack_ports(config: StackConfig) -> dict[str, int]:
+    """Every port the stack listens on, by configuration knob; they must differ."""
+    by_knob = {
+        "stack.kafka_port": config.kafka_port,
+        "stack.kafka_controller_port": config.kafka_controller_port,
+        "stack.postgres_port": config.postgres_port,
+    }
+    if len(set(by_knob.values())) != len(by_knob):
+        raise ConfigError(f"the stack's ports must all differ: {by_knob}")
+    return by_knob
+
+
+def stack_up(config: StackConfig) -> StackStatus:
+    """Start whatever is not running, create missing databases, wait until all answer."""
+    stack_ports(config)
+    with exclusive_lock(config.state_path / LOCK_FILE):
+        kafka_pid = kafka_broker.start_broker(config)
+        postgres_cluster.start_postgres(config)
+        postgres_databases.ensure_databases(config)
+        kafka_broker.wait_broker_ready(config, kafka_pid)
+    status = stack_status(config)
+    if not status.healthy:
+        raise StackError(f"the stack started but is not healthy:\n{format_status(config, status)}")
+    return status
+
+
+def stack_down(config: StackConfig) -> None:
+    """Stop the broker and the cluster; raise StackError if a port stays taken."""
+    if not config.state_path.is_dir():
+        return  # never started here: nothing of ours can run
+    with exclusive_lock(config.state_path / LOCK_FILE):
+        kafka_broker.stop_broker(config)
+        postgres_cluster.stop_postgres(config)
+    for knob, port in stack_ports(config).items():
+        if not ports.wait_port_closed(port, PORTS_CLOSE_TIMEOUT_SECONDS):
+            raise StackError(f"port {port} ({knob}) is still taken after `dev down`")
+
+
+def stack_status(config: StackConfig) -> StackStatus:
+    """Probe both servers without starting or stopping anything."""
+    kafka_pid = kafka_broker.running_broker_pid(config)
+    kafka_answering = kafka_pid is not None and kafka_broker.broker_answers(config)
+    kafka = ServiceStatus("kafka", kafka_pid, kafka_answering)
+    postgres_pid = postgres_cluster.running_postgres_pid(config)
+    missing = postgres_databases.missing_databases(config) if postgres_pid else None
+    detail = f"missing databases: {', '.join(missing)}" if missing else ""
+    postgres = ServiceStatus("postgres", postgres_pid, missing == [], detail)
+    return StackStatus(kafka, postgres)
+
+
+def format_status(config: StackConfig, status: StackStatus) -> str:
+    """Endpoints and health as aligned text; DSNs carry no password (trust on 127.0.0.1)."""
+    lines = []
+    for service in (status.kafka, status.postgres):
+        state = f"running (pid {service.pid})" if service.running else "stopped"
+        answer = "answering" if service.answering else "not answering"
+        extra = f"  {service.detail}" if service.detail else ""
+        lines.append(f"{service.name:<10} {state}, {answer}{extra}")
+    lines.append(f"{'bootstrap':<10} {kafka_broker.bootstrap_servers(config)}")
+    lines.append(f"{'control':<10} {config.control_dsn}")
+    lines += [f"{f'cup {i}':<10} {dsn}" for i, dsn in enumerate(config.cup_dsns)]
+    lines.append(f"{'state':<10} {config.state_path}")
+    lines.append(f"{'health':<10} {'healthy' if status.healthy else 'UNHEALTHY'}")
+    return "\n".join(lines)
+
+
+def run_dev(action: str, config: StackConfig) -> int:
+    """The ``smallcups dev <action>`` command: 0 when the stack ends up as asked, else 1."""
+    match action:
+        case "up":
+            status = stack_up(config)
+        case "down":
+            stack_down(config)
+            print(f"stopped the stack of {config.state_path}")
+            return 0
+        case "status":
+            status = stack_status(config)
+        case _:
+            raise ConfigError(f"unknown dev action {action!r}; use up, down or status")
+    print(format_status(config, status))
+    return 0 if status.healthy else 1

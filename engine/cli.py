@@ -1,0 +1,96 @@
+"""The ``smallcups`` command line: wiring only, every command lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from engine.config import Config, load_config
+from engine.errors import SmallcupsError
+
+log = logging.getLogger("smallcups")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smallcups", description=__doc__)
+    parser.add_argument("--config", help="TOML configuration file (else SMALLCUPS_CONFIG)")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="the local stack: Kafka broker and Postgres cups")
+    dev.add_argument("action", choices=["up", "down", "status"])
+
+    init = commands.add_parser("init", help="create topics, cup schemas and the shard map")
+    init.add_argument("--partitions", type=int, help="partitions of the command topic")
+
+    commands.add_parser("worker", help="run a worker (SIGTERM/SIGINT stop it cleanly)")
+
+    publish = commands.add_parser("publish", help="publish one command (JSON), print its result")
+    publish.add_argument("command", help='e.g. \'{"type":"deposit","id":"d1",...}\' or - for stdin')
+    publish.add_argument("--no-wait", action="store_true", help="do not wait for the result")
+    publish.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+
+    balance = commands.add_parser("balance", help="an account as its cup holds it")
+    balance.add_argument("account", help="CUSTOMER/ACCOUNT, e.g. 42/1")
+
+    demo = commands.add_parser("demo", help="the demo job on the local stack")
+    demo.add_argument("--seconds", type=float, default=30.0, help="duration of the load")
+    demo.add_argument("--workers", type=int, default=2, help="worker processes to start")
+    demo.add_argument("--customers", type=int, default=2_000, help="customers to open")
+    demo.add_argument("--rate", type=int, default=0, help="commands/s cap (0: as fast as possible)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(args.config)
+        return _dispatch(args, config)
+    except SmallcupsError as error:
+        print(f"smallcups: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, config: Config) -> int:
+    match args.command:
+        case "dev":
+            from deploy.local.stack import run_dev
+
+            return run_dev(args.action, config.stack)
+        case "init":
+            from engine import commands
+
+            return commands.init(config, args.partitions)
+        case "worker":
+            from engine.service import run_worker
+
+            return run_worker(config)
+        case "publish":
+            from engine import commands
+
+            return commands.publish(
+                config, args.command, wait=not args.no_wait, timeout_seconds=args.timeout
+            )
+        case "balance":
+            from engine import commands
+
+            return commands.balance(config, args.account)
+        case "demo":
+            from loadtest.demo import DemoOptions, run_demo
+
+            options = DemoOptions(args.seconds, args.workers, args.customers, args.rate)
+            return run_demo(config, options)
+    raise SmallcupsError(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The local stack end to end: Kafka carries messages, every cup takes writes, up/down behave."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from deploy.local.kafka_broker import bootstrap_servers
+from deploy.local.ports import port_is_free
+from deploy.local.stack import run_dev, stack_down, stack_status, stack_up
+from engine.config import Config, StackConfig
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 6
+MESSAGES = 600
+CONSUME_TIMEOUT_SECONDS = 30.0
+SECOND_UP_SECONDS_MAX = 5.0
+
+
+async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+async def _produce(bootstrap: str, topic: str) -> dict[bytes, int]:
+    """Send MESSAGES keyed records; return each value's partition as the broker placed it."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        values = [str(i).encode() for i in range(MESSAGES)]
+        pending = [await producer.send(topic, value, key=b"customer-" + value) for value in values]
+        placed = await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return {value: meta.partition for value, meta in zip(values, placed, strict=True)}
+
+
+async def _consume(bootstrap: str, topic: str, count: int) -> dict[bytes, int]:
+    """Read ``count`` records as a fresh consumer group; return each value's partition."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"{topic}-group",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    received: dict[bytes, int] = {}
+    try:
+        async with asyncio.timeout(CONSUME_TIMEOUT_SECONDS):
+            while len(received) < count:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    received.update((record.value, record.partition) for record in records)
+        await consumer.commit()
+    finally:
+        await consumer.stop()
+    return received
+
+
+async def test_producer_and_consumer_group_exchange_messages(stack: Config) -> None:
+    bootstrap = bootstrap_servers(stack.stack)
+    topic = f"stack-test-{uuid.uuid4().hex[:12]}"
+    await _create_topic(bootstrap, topic, PARTITIONS)
+
+    sent = await _produce(bootstrap, topic)
+    received = await _consume(bootstrap, topic, len(sent))
+
+    assert received == sent
+    assert set(received.values()) == set(range(PARTITIONS))
+
+
+async def test_every_cup_and_the_control_database_accept_writes(stack: Config) -> None:
+    dsns = [stack.stack.control_dsn, *stack.stack.cup_dsns]
+    assert len(dsns) == stack.stack.cups + 1
+    for dsn in dsns:
+        connection = await asyncpg.connect(dsn)
+        try:
+            assert await connection.fetchval("SELECT current_database()") == dsn.rsplit("/", 1)[1]
+            await connection.execute("CREATE TEMP TABLE probe (id bigint, amount bigint)")
+            await connection.executemany("INSERT INTO probe VALUES ($1, $2)", [(1, 100), (2, -40)])
+            assert await connection.fetchval("SELECT sum(amount) FROM probe") == 60
+            assert await connection.fetchval("SHOW fsync") == "on"
+            assert await connection.fetchval("SHOW synchronous_commit") == "on"
+        finally:
+            await connection.close()
+
+
+def test_second_up_reuses_the_running_servers(stack: Config) -> None:
+    before = stack_status(stack.stack)
+    started = time.monotonic()
+    after = stack_up(stack.stack)
+    elapsed_seconds = time.monotonic() - started
+
+    assert before.healthy and after.healthy
+    assert after.kafka.pid == before.kafka.pid
+    assert after.postgres.pid == before.postgres.pid
+    assert elapsed_seconds < SECOND_UP_SECONDS_MAX
+
+
+def test_status_prints_endpoints_and_succeeds(
+    stack: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_dev("status", stack.stack) == 0
+    printed = capsys.readouterr().out
+    assert bootstrap_servers(stack.stack) in printed
+    assert stack.stack.control_dsn in printed
+    assert all(dsn in printed for dsn in stack.stack.cup_dsns)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for probe in sockets:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+@pytest.fixture
+def side_state_dir() -> Iterator[Path]:
+    """A state folder outside pytest's private tmp (the postgres user must traverse it)."""
+    path = Path(tempfile.mkdtemp(prefix="smallcups-side-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_down_closes_every_port_of_a_second_stack(stack: Config, side_state_dir: Path) -> None:
+    """A second stack (other ports, own state, shared jar cache) grows by a cup, then stops."""
+    kafka_port, controller_port, postgres_port = _free_ports(3)
+    side = StackConfig(
+        state_dir=str(side_state_dir),
+        cache_dir=stack.stack.cache_dir,
+        kafka_port=kafka_port,
+        kafka_controller_port=controller_port,
+        postgres_port=postgres_port,
+        kafka_heap_mb=256,
+        cups=1,
+    )
+    grown = msgspec.structs.replace(side, cups=2)
+    try:
+        assert stack_up(side).healthy
+        assert stack_up(grown).healthy
+        stack_down(grown)
+
+        assert all(port_is_free(port) for port in (kafka_port, controller_port, postgres_port))
+        assert not (side_state_dir / "kafka" / "kafka.pid").exists()
+        assert not (side_state_dir / "postgres" / "data" / "postmaster.pid").exists()
+        status = stack_status(grown)
+        assert not status.kafka.running and not status.postgres.running
+        assert run_dev("status", grown) == 1
+    finally:
+        stack_down(side)
+    assert stack_status(stack.stack).healthy
