@@ -1,0 +1,54 @@
+"""Operator commands that are not the worker: initializing the system, reading balances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.config import Config
+from engine.ledger import Account
+from engine.routing import partition_of
+from engine.topics import ensure_topics
+from shards.control import ShardMap, connect, initialize_control, load_shard_map
+from shards.cups import close_cups, initialize_cups, open_cups
+
+
+@dataclass(frozen=True, slots=True)
+class InitReport:
+    topics: dict[str, int]
+    shard_map: ShardMap
+
+
+async def initialize(config: Config) -> InitReport:
+    """Topics, control schema and shard map, cup schemas: all idempotent."""
+    partitions = config.kafka.partitions
+    topics = await ensure_topics(config.kafka, partitions)
+    control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+    try:
+        shard_map = await initialize_control(
+            control, config.cup_dsns, partitions, config.kafka.topic_prefix
+        )
+    finally:
+        await control.close()
+    await initialize_cups(shard_map, config.shards)
+    return InitReport(topics, shard_map)
+
+
+async def read_shard_map(config: Config) -> ShardMap:
+    control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+    try:
+        return await load_shard_map(control)
+    finally:
+        await control.close()
+
+
+async def read_account(config: Config, customer: int, number: int) -> tuple[int, Account | None]:
+    """The partition of ``customer`` and the account as its cup holds it (None: no such)."""
+    shard_map = await read_shard_map(config)
+    partition = partition_of(customer, shard_map.partitions)
+    stores = await open_cups(shard_map, config.shards)
+    try:
+        store = stores[shard_map.cup_of[partition]]
+        found = await store.load_accounts(partition, [(customer, number)])
+    finally:
+        await close_cups(stores)
+    return partition, (found[0] if found else None)

@@ -1,0 +1,196 @@
+"""One owned partition: its cup, its claim, its cached account book, its batches.
+
+The worker loop hands each partition its slice of a fetch; this module turns the slice
+into one fenced commit: decode, load what the cache lacks, decide, commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import asyncpg
+
+from engine.config import WorkerConfig
+from engine.errors import FencedError, InfrastructureError, invariant
+from engine.ledger import AccountKey, Incoming, Known, Outcome, PartitionLedger
+from engine.messages import (
+    DeadLetter,
+    Invalid,
+    Transfer,
+    Undecodable,
+    decode_command,
+    encode,
+    fingerprint,
+)
+from engine.routing import customer_key
+from shards.store import Claim, CommitBatch, CommitStatus, CupStore, OutboxKind, OutboxRow
+
+log = logging.getLogger(__name__)
+
+RETRIABLE: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+
+@dataclass(slots=True)
+class Decoded:
+    incoming: list[Incoming] = field(default_factory=list)
+    dead: list[OutboxRow] = field(default_factory=list)
+    last_offset: int = -1
+
+
+def decode_records(records: Sequence[Any], message_bytes_max: int) -> Decoded:
+    """Decode a partition's records; what cannot be answered becomes a DLQ row."""
+    decoded = Decoded()
+    for record in records:
+        decoded.last_offset = record.offset
+        value: bytes = record.value or b""
+        if len(value) > message_bytes_max:
+            parsed: Any = Undecodable(
+                "message_too_large", f"{len(value)} > {message_bytes_max} bytes"
+            )
+            value = value[:message_bytes_max]
+        else:
+            parsed = decode_command(value)
+        if isinstance(parsed, Undecodable):
+            letter = DeadLetter(
+                parsed.reason,
+                parsed.detail,
+                record.topic,
+                record.partition,
+                record.offset,
+                record.key,
+                value,
+            )
+            decoded.dead.append(
+                OutboxRow(record.offset, 0, OutboxKind.DEAD_LETTER, record.key, encode(letter))
+            )
+            continue
+        digest = 0 if isinstance(parsed, Invalid) else fingerprint(parsed)
+        decoded.incoming.append(Incoming(record.offset, record.timestamp, parsed, digest))
+    return decoded
+
+
+class PartitionState:
+    """The worker's hold on one partition, valid while its epoch is the cup's."""
+
+    def __init__(
+        self, partition: int, partitions: int, store: CupStore, claim: Claim, config: WorkerConfig
+    ):
+        self.partition = partition
+        self.store = store
+        self.epoch = claim.epoch
+        self.position = claim.next_offset
+        self.config = config
+        self.accounts_max = max(1_000, config.accounts_cached_max // partitions)
+        self.complete = False
+        self.trimmed_below = 0
+        self.ledger = PartitionLedger(partition, partitions, {})
+
+    async def load(self) -> None:
+        """Bulk-load the partition's accounts; if they all fit, the book is complete."""
+        accounts = await self.store.load_partition(self.partition, self.accounts_max)
+        self.ledger.accounts = {a.key: a for a in accounts}
+        self.complete = len(accounts) < self.accounts_max
+
+    async def _ensure_accounts(self, incoming: Sequence[Incoming]) -> None:
+        if self.complete:
+            return
+        book = self.ledger.accounts
+        if len(book) > self.accounts_max:
+            await self.load()
+        missing = {key for i in incoming for key in _keys(i) if key not in book}
+        if missing:
+            for account in await self.store.load_accounts(self.partition, sorted(missing)):
+                book[account.key] = account
+
+    async def process(self, decoded: Decoded, now_us: int, trim_below: int) -> list[OutboxRow]:
+        """Decide and commit one batch; returns the outbox rows to publish."""
+        invariant(decoded.last_offset >= self.position, "batches move forward")
+        known: dict[str, Known] = {}
+        for _attempt in range(2):
+            await self._ensure_accounts(decoded.incoming)
+            outcome = self.ledger.decide_batch(decoded.incoming, known, now_us)
+            batch = self._batch(decoded, outcome, trim_below)
+            status = await self._commit(batch)
+            if status is CommitStatus.COMMITTED:
+                self.position = batch.next_offset
+                return list(batch.outbox)
+            if status is CommitStatus.FENCED:
+                raise FencedError(f"partition {self.partition} was claimed by another worker")
+            await self.load()
+            ids = [i.command.id for i in decoded.incoming]
+            known = await self.store.load_known(self.partition, ids)
+        raise InfrastructureError(f"partition {self.partition}: duplicates persisted after reload")
+
+    def _batch(self, decoded: Decoded, outcome: Outcome, trim_below: int) -> CommitBatch:
+        encoded: dict[int, bytes] = {}
+        by_id: dict[str, bytes] = {}
+        rows = list(decoded.dead)
+        for incoming, result in zip(decoded.incoming, outcome.results, strict=True):
+            value = encoded.get(id(result))
+            if value is None:
+                value = encoded[id(result)] = encode(result)
+            by_id[result.command_id] = value
+            key = customer_key(incoming.command.customer)
+            rows.append(OutboxRow(incoming.offset, 0, OutboxKind.RESULT, key, value))
+        rows.sort(key=lambda row: row.src_offset)
+        return CommitBatch(
+            partition=self.partition,
+            epoch=self.epoch,
+            expected_offset=self.position,
+            next_offset=decoded.last_offset + 1,
+            outcome=outcome,
+            result_bytes=by_id,
+            outbox=rows,
+            trim_below_offset=trim_below,
+        )
+
+    async def _commit(self, batch: CommitBatch) -> CommitStatus:
+        """Commit, retrying infrastructure faults; an unclear outcome is read back."""
+        delay = 0.05
+        for attempt in range(1, self.config.commit_retry_max + 1):
+            try:
+                return await self.store.commit(batch)
+            except RETRIABLE as error:
+                log.warning(
+                    "partition %d commit attempt %d failed: %s",
+                    self.partition,
+                    attempt,
+                    type(error).__name__,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.config.retry_backoff_max_seconds)
+            try:
+                state = await self.store.state(self.partition)
+            except RETRIABLE:
+                continue
+            if state == Claim(self.epoch, batch.next_offset):
+                return CommitStatus.COMMITTED
+            if state != Claim(self.epoch, batch.expected_offset):
+                return CommitStatus.FENCED
+        raise InfrastructureError(
+            f"partition {self.partition}: cup {self.store.cup_id} unreachable"
+        )
+
+
+def _keys(incoming: Incoming) -> list[AccountKey]:
+    command = incoming.command
+    if isinstance(command, Invalid):
+        return []
+    if isinstance(command, Transfer):
+        return [(command.customer, command.account), (command.to_customer, command.to_account)]
+    return [(command.customer, command.account)]
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000

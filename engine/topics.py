@@ -1,0 +1,91 @@
+"""Creating the topics: commands and results with P partitions, the DLQ with a few."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from engine.config import KafkaConfig
+from engine.errors import ConfigError, InfrastructureError
+
+_DLQ_PARTITIONS = 4
+_READY_ATTEMPTS = 150
+
+
+async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
+    """Create the missing topics; refuse existing ones with another partition count."""
+    wanted = {
+        kafka.commands_topic: partitions,
+        kafka.results_topic: partitions,
+        kafka.dlq_topic: min(_DLQ_PARTITIONS, partitions),
+    }
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms
+    )
+    await admin.start()
+    try:
+        existing = await _partition_counts(admin, list(wanted))
+        missing = [
+            NewTopic(name, count, 1) for name, count in wanted.items() if name not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+            for _ in range(300):
+                existing = await _partition_counts(admin, list(wanted))
+                if len(existing) == len(wanted):
+                    break
+                await asyncio.sleep(0.1)
+            await _wait_for_leaders(kafka, existing)
+    finally:
+        await admin.close()
+    commands = existing.get(kafka.commands_topic)
+    if commands != partitions:
+        raise ConfigError(
+            f"topic {kafka.commands_topic} has {commands} partitions, not {partitions}"
+        )
+    return existing
+
+
+async def _wait_for_leaders(kafka: KafkaConfig, topics: dict[str, int]) -> None:
+    """New partitions answer metadata before their leaders serve offsets: wait for that."""
+    tps = [TopicPartition(name, p) for name, count in topics.items() for p in range(count)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    await consumer.start()
+    try:
+        for _ in range(_READY_ATTEMPTS):
+            try:
+                await consumer.end_offsets(tps)
+                return
+            except KafkaError:
+                await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+    raise InfrastructureError(f"new topics {sorted(topics)} have no partition leaders yet")
+
+
+async def partition_counts(kafka: KafkaConfig, names: list[str]) -> dict[str, int]:
+    """Partition counts of the existing, ready topics among ``names``."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms
+    )
+    await admin.start()
+    try:
+        return await _partition_counts(admin, names)
+    finally:
+        await admin.close()
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    described = await admin.describe_topics(names)
+    return {
+        topic["topic"]: len(topic["partitions"])
+        for topic in described
+        if topic.get("error_code", 0) == 0
+        and topic["partitions"]
+        and all(p.get("leader", -1) >= 0 for p in topic["partitions"])
+    }

@@ -1,0 +1,243 @@
+"""The worker: consumes the command topic and applies each command exactly once.
+
+A worker is one member of the consumer group. For every partition Kafka assigns it, it
+claims the partition in the partition's cup (bumping the epoch fences every earlier
+owner), seeks to the cup's ``next_offset`` and loads the partition's accounts. From then
+on it is the partition's only writer, until Kafka revokes it or a commit finds it fenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from engine.config import Config
+from engine.errors import FencedError, InfrastructureError
+from engine.partition import RETRIABLE, Decoded, PartitionState, decode_records, now_us
+from engine.relay import Relay
+from shards.control import ShardMap
+from shards.store import CupStore
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        config: Config,
+        shard_map: ShardMap,
+        stores: Mapping[int, CupStore],
+        consumer: AIOKafkaConsumer,
+        relay: Relay,
+    ):
+        self.config = config
+        self.limits = config.worker
+        self.topic = config.kafka.commands_topic
+        self.shard_map = shard_map
+        self.stores = stores
+        self.consumer = consumer
+        self.relay = relay
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.owned: dict[int, PartitionState] = {}
+        self.assigned: set[int] = set()
+        self.lost: set[int] = set()
+        self._lock = asyncio.Lock()
+        self._offsets_committed_at = 0.0
+        self._trimmed_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The worker loop, until ``stop`` is set. Each turn:
+
+        1. fetch: up to ``fetch_records_max`` records (aiokafka prefetches the next
+           ones meanwhile), grouped by partition;
+        2. decode: msgspec, one reused decoder; what cannot be answered becomes a DLQ row,
+           what is invalid becomes a rejected result;
+        3. decide: the pure ledger, against the partition's cached account book;
+        4. commit: one fenced statement per partition batch, all partitions concurrently;
+        5. publish: the committed results and dead letters go to the relay;
+        6. acknowledge: the cup's ``next_offset`` is the truth; Kafka's committed offsets
+           follow every few seconds, for lag dashboards only.
+        """
+        while not stop.is_set():
+            fetched = await self.consumer.getmany(
+                timeout_ms=self.limits.fetch_timeout_ms, max_records=self.limits.fetch_records_max
+            )
+            async with self._lock:
+                await self._recover()
+                batches = self._decode(fetched)
+                await asyncio.gather(*(self._commit_and_publish(s, d) for s, d in batches))
+                await self._housekeeping()
+
+    def _decode(
+        self, fetched: Mapping[TopicPartition, Sequence[Any]]
+    ) -> list[tuple[PartitionState, Decoded]]:
+        batches = []
+        for tp, records in fetched.items():
+            state = self.owned.get(tp.partition)
+            if state is None:
+                continue
+            fresh = [r for r in records if r.offset >= state.position]
+            if fresh:
+                batches.append((state, decode_records(fresh, self.limits.message_bytes_max)))
+        return batches
+
+    async def _commit_and_publish(self, state: PartitionState, decoded: Decoded) -> None:
+        partition = state.partition
+        trim_below = self.relay.acked_below(partition)
+        try:
+            rows = await state.process(decoded, now_us(), trim_below)
+        except FencedError as error:
+            log.warning("fenced: %s; re-claiming", error)
+            self._lose(partition)
+            return
+        except (InfrastructureError, *RETRIABLE) as error:
+            log.warning("partition %d: %s; will re-claim", partition, error)
+            self._lose(partition)
+            return
+        state.trimmed_below = trim_below
+        await self.relay.publish(partition, rows)
+
+    def _lose(self, partition: int) -> None:
+        self.owned.pop(partition, None)
+        self.relay.forget(partition)
+        if partition in self.assigned:
+            self.lost.add(partition)
+
+    async def _recover(self) -> None:
+        """Re-claim partitions lost to a fence or a fault; re-send failed publishes."""
+        for partition in sorted(self.lost & self.assigned):
+            await self._claim(partition)
+        for partition in self.relay.take_resends():
+            state = self.owned.get(partition)
+            if state is not None:
+                try:
+                    await self.relay.publish(partition, await state.store.unsent(partition))
+                except RETRIABLE as error:
+                    log.warning("partition %d: re-send failed: %s", partition, error)
+                    self._lose(partition)
+
+    async def _claim(self, partition: int) -> None:
+        store = self.stores[self.shard_map.cup_of[partition]]
+        try:
+            claim = await store.claim(partition, self.owner)
+            state = PartitionState(partition, self.shard_map.partitions, store, claim, self.limits)
+            await state.load()
+            unsent = await store.unsent(partition)
+        except RETRIABLE as error:
+            log.warning("partition %d: claim failed (%s); will retry", partition, error)
+            self.lost.add(partition)
+            await asyncio.sleep(min(1.0, self.limits.retry_backoff_max_seconds))
+            return
+        self.lost.discard(partition)
+        self.consumer.seek(TopicPartition(self.topic, partition), claim.next_offset)
+        self.owned[partition] = state
+        await self.relay.publish(partition, unsent)
+        log.info(
+            "claimed partition %d in cup %d at offset %d epoch %d",
+            partition,
+            store.cup_id,
+            claim.next_offset,
+            claim.epoch,
+        )
+
+    async def on_assigned(self, partitions: Sequence[int]) -> None:
+        async with self._lock:
+            self.assigned |= set(partitions)
+            await asyncio.gather(*(self._claim(p) for p in partitions))
+
+    async def on_revoked(self, partitions: Sequence[int]) -> None:
+        """Hand partitions over cleanly: publish what is committed, trim, forget."""
+        async with self._lock:
+            await self.relay.flush(self.limits.handover_flush_seconds, partitions)
+            await self.trim_outboxes(partitions)
+            for partition in partitions:
+                self.assigned.discard(partition)
+                self.lost.discard(partition)
+                self.owned.pop(partition, None)
+                self.relay.forget(partition)
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._trimmed_at >= self.limits.outbox_trim_interval_seconds:
+            self._trimmed_at = now
+            await self.trim_outboxes()
+        if now - self._offsets_committed_at >= self.limits.kafka_offsets_commit_interval_seconds:
+            self._offsets_committed_at = now
+            await self._commit_kafka_offsets()
+
+    async def trim_outboxes(self, partitions: Iterable[int] | None = None) -> None:
+        """Delete outbox rows the relay has published, for idle partitions too."""
+        chosen = self.owned.keys() if partitions is None else partitions
+        for state in [self.owned[p] for p in chosen if p in self.owned]:
+            acked = self.relay.acked_below(state.partition)
+            if acked > state.trimmed_below:
+                try:
+                    await state.store.trim_outbox(state.partition, state.epoch, acked)
+                    state.trimmed_below = acked
+                except RETRIABLE as error:
+                    log.warning("partition %d: outbox trim failed: %s", state.partition, error)
+
+    async def _commit_kafka_offsets(self) -> None:
+        offsets = {
+            TopicPartition(self.topic, p): OffsetAndMetadata(s.position, "")
+            for p, s in self.owned.items()
+            if s.position > 0
+        }
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as error:
+            log.debug("kafka offset commit skipped: %s", error)
+
+    async def drain(self) -> None:
+        """After the loop: publish what is committed, trim, hand Kafka the offsets."""
+        async with self._lock:
+            await self.relay.flush(self.limits.handover_flush_seconds)
+            await self.trim_outboxes()
+            await self._commit_kafka_offsets()
+
+
+class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker):
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self.worker.on_revoked([tp.partition for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self.worker.on_assigned([tp.partition for tp in assigned])
+
+
+def make_producer(config: Config) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=config.kafka.bootstrap_servers,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        request_timeout_ms=config.kafka.request_timeout_ms,
+    )
+
+
+def make_consumer(config: Config) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=config.kafka.bootstrap_servers,
+        group_id=config.kafka.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=1_048_576,
+        fetch_max_bytes=16_777_216,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+        request_timeout_ms=config.kafka.request_timeout_ms,
+    )

@@ -1,0 +1,133 @@
+"""``smallcups demo``: the main job on the local stack, end to end.
+
+1. initialize topics, cup schemas and the shard map (idempotent);
+2. start the worker processes;
+3. open and fund one account per customer, and wait for every result;
+4. publish transfers (plus some deposits and withdrawals) for a bounded time;
+5. wait for every result, print commands/s and publish-to-result latency;
+6. check the books: customer balances in the cups == deposits - withdrawals, the system
+   accounts mirror them, every balance equals the sum of its journal rows;
+7. stop the workers with SIGTERM (each finishes its batch and leaves the group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import uvloop
+
+from engine.admin import initialize, read_shard_map
+from engine.client import Client
+from engine.config import Config
+from loadtest.driver import Driver, Score
+from loadtest.workers import WorkerProcess
+from loadtest.workload import Workload, WorkloadShape
+from shards.cups import close_cups, open_cups
+from shards.store import audit_cup
+
+log = logging.getLogger(__name__)
+
+COMMANDS_MAX = 2_000_000
+"""Most commands one demo publishes, whatever its duration."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    seconds: float = 30.0
+    workers: int = 2
+    customers: int = 2_000
+    rate: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Books:
+    """Totals over every cup."""
+
+    customer_total: int
+    system_total: int
+    accounts_off_journal: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.customer_total + self.system_total == 0 and not self.accounts_off_journal
+
+
+async def read_books(config: Config) -> Books:
+    shard_map = await read_shard_map(config)
+    stores = await open_cups(shard_map, config.shards)
+    try:
+        audits = await asyncio.gather(*(audit_cup(s) for s in stores.values()))
+    finally:
+        await close_cups(stores)
+    return Books(
+        customer_total=sum(a.customer_total for a in audits),
+        system_total=sum(a.system_total for a in audits),
+        accounts_off_journal=sum(a.accounts_off_journal for a in audits),
+    )
+
+
+async def _load(config: Config, options: DemoOptions, run: str) -> tuple[Score, float]:
+    shape = WorkloadShape(customers=options.customers, partitions=config.kafka.partitions, run=run)
+    workload = Workload(shape)
+    async with Client(config.kafka) as client:
+        driver = Driver(client)
+        await driver.send_all(workload.opening())
+        if not await driver.wait_all(120):
+            raise RuntimeError("accounts were not opened within 120 s: are the workers up?")
+        print(f"opened and funded {options.customers} accounts")
+        before = len(driver.score.results)
+        driver.score.latencies_ms.clear()
+        started = time.monotonic()
+        deadline = started + options.seconds
+        interval = 1 / options.rate if options.rate else 0.0
+        sent = 0
+        while time.monotonic() < deadline and sent < COMMANDS_MAX:
+            await driver.send(workload.next_command())
+            sent += 1
+            if interval:
+                await asyncio.sleep(max(0.0, started + sent * interval - time.monotonic()))
+        if not await driver.wait_all(120):
+            raise RuntimeError("results still missing 120 s after the load ended")
+        elapsed = time.monotonic() - started
+        return driver.score, (len(driver.score.results) - before) / elapsed
+
+
+def run_demo(config: Config, options: DemoOptions) -> int:
+    state = config.stack.state_path
+    run = f"demo{int(time.time())}"
+    asyncio.run(initialize(config))
+    before = asyncio.run(read_books(config))
+    workers = [
+        WorkerProcess(f"worker-{i}", state / "logs" / f"demo-worker-{i}.log")
+        for i in range(options.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    print(f"started {len(workers)} workers (logs in {state / 'logs'})")
+    try:
+        score, rate = uvloop.run(_load(config, options, run))
+        after = uvloop.run(read_books(config))
+    finally:
+        codes = [worker.stop() for worker in workers]
+        print(f"workers stopped with exit codes {codes}")
+    print(
+        f"commands: {score.published} published, {len(score.results)} results, "
+        f"{score.accepted} accepted"
+    )
+    print(f"throughput: {rate:,.0f} commands/s over {options.seconds:.0f} s")
+    print(
+        f"publish-to-result latency: p50 {score.percentile_ms(0.5):.1f} ms, "
+        f"p99 {score.percentile_ms(0.99):.1f} ms"
+    )
+    moved = after.customer_total - before.customer_total
+    expected = score.deposited - score.withdrawn
+    ok = after.balanced and moved == expected
+    print(
+        f"books: customer balances moved by {moved:,}, deposits - withdrawals = {expected:,}; "
+        f"all balances + system accounts = {after.customer_total + after.system_total}; "
+        f"balances off their journal: {after.accounts_off_journal} -> {'OK' if ok else 'FAILED'}"
+    )
+    return 0 if ok else 1

@@ -1,0 +1,77 @@
+"""A seeded workload: customers, their accounts, and a stream of money commands.
+
+Pure and deterministic (same seed, same commands), so a test can replay exactly what was
+published through the pure ledger and compare.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from engine.messages import Command, Deposit, OpenAccount, Transfer, Withdraw
+from engine.routing import partition_of
+
+ACCOUNT = 1
+CURRENCY = "EUR"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadShape:
+    customers: int = 2_000
+    partitions: int = 64
+    initial_deposit: int = 1_000_000
+    transfer_amount_max: int = 5_000
+    deposit_share_percent: int = 5
+    withdraw_share_percent: int = 5
+    seed: int = 7
+    run: str = "w"
+
+    def __post_init__(self) -> None:
+        if self.customers < 2:
+            raise ValueError("a workload needs at least 2 customers")
+        if self.deposit_share_percent + self.withdraw_share_percent > 100:
+            raise ValueError("deposit and withdraw shares exceed 100%")
+
+
+class Workload:
+    def __init__(self, shape: WorkloadShape):
+        self.shape = shape
+        self.random = random.Random(shape.seed)
+        first = 1 + self.random.randrange(1_000_000_000)
+        self.customers = list(range(first, first + shape.customers))
+        by_partition: dict[int, list[int]] = {}
+        for customer in self.customers:
+            by_partition.setdefault(partition_of(customer, shape.partitions), []).append(customer)
+        self.neighbours = {
+            c: by_partition[partition_of(c, shape.partitions)] for c in self.customers
+        }
+        self.sequence = 0
+
+    def _id(self, kind: str) -> str:
+        self.sequence += 1
+        return f"{self.shape.run}-{kind}-{self.sequence}"
+
+    def opening(self) -> Iterator[Command]:
+        """Open one account per customer and fund it."""
+        for customer in self.customers:
+            yield OpenAccount(self._id("open"), customer, ACCOUNT, CURRENCY)
+        for customer in self.customers:
+            yield Deposit(self._id("dep"), customer, ACCOUNT, self.shape.initial_deposit, CURRENCY)
+
+    def next_command(self) -> Command:
+        """A transfer to a customer of the same partition, or a deposit or withdrawal."""
+        shape = self.shape
+        pick = self.random.randrange(100)
+        customer = self.random.choice(self.customers)
+        amount = 1 + self.random.randrange(shape.transfer_amount_max)
+        if pick < shape.deposit_share_percent:
+            return Deposit(self._id("dep"), customer, ACCOUNT, amount, CURRENCY)
+        if pick < shape.deposit_share_percent + shape.withdraw_share_percent:
+            return Withdraw(self._id("wd"), customer, ACCOUNT, amount, CURRENCY)
+        payees = self.neighbours[customer]
+        payee = self.random.choice(payees)
+        if payee == customer and len(payees) > 1:
+            payee = payees[(payees.index(customer) + 1) % len(payees)]
+        return Transfer(self._id("tr"), customer, ACCOUNT, payee, ACCOUNT, amount, CURRENCY)

@@ -1,0 +1,52 @@
+"""Connection pools to the cups of a shard map, and their schema set-up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from engine.config import ShardsConfig
+from engine.errors import InfrastructureError
+from shards.control import ShardMap, connect, redact
+from shards.migrate import migrate
+from shards.store import CupStore
+
+
+async def initialize_cups(shard_map: ShardMap, config: ShardsConfig) -> None:
+    """Migrate every cup and give each partition its state row in its cup."""
+    for cup_id, dsn in sorted(shard_map.cups.items()):
+        connection = await connect(dsn, config.connect_timeout_seconds)
+        try:
+            await migrate(connection, "postgres")
+            await connection.executemany(
+                "INSERT INTO partition_state (partition) VALUES ($1) ON CONFLICT DO NOTHING",
+                [(p,) for p in shard_map.partitions_of(cup_id)],
+            )
+        finally:
+            await connection.close()
+
+
+async def open_cups(shard_map: ShardMap, config: ShardsConfig) -> dict[int, CupStore]:
+    """One pool per cup. A cup that cannot be reached fails the start, by name."""
+
+    async def open_one(cup_id: int, dsn: str) -> CupStore:
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=config.pool_size_max,
+                timeout=config.connect_timeout_seconds,
+                command_timeout=60,
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+            detail = f"{type(error).__name__}: {error}"
+            raise InfrastructureError(f"cup {cup_id} at {redact(dsn)}: {detail}") from None
+        return CupStore(cup_id, pool)
+
+    stores = await asyncio.gather(*(open_one(c, d) for c, d in sorted(shard_map.cups.items())))
+    return {store.cup_id: store for store in stores}
+
+
+async def close_cups(stores: dict[int, CupStore]) -> None:
+    await asyncio.gather(*(store.pool.close() for store in stores.values()))

@@ -1,0 +1,270 @@
+"""The store of one cup: claiming partitions, loading accounts, the fenced batch commit.
+
+The fenced batch commit (DESIGN.md §3) is ONE SQL statement, so one round trip and one
+implicit transaction per partition batch:
+
+1. ``fence``: move ``next_offset`` from the value this worker last read or wrote to the
+   batch's end, only while ``epoch`` is still the one this worker claimed and none of
+   the batch's new command ids is recorded yet (a compare-and-set);
+2. every other part runs only ``WHERE EXISTS (SELECT 1 FROM fence)``: upsert the changed
+   accounts, append the journal rows, record the idempotency keys with their results,
+   append the outbox rows, and trim outbox rows the relay has published;
+3. the statement returns whether the fence held. When it did not, a second query tells
+   why: another worker owns the partition now (fenced), or a command id in the batch was
+   applied before (duplicates: re-decide the batch with those results).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+import asyncpg
+
+from engine.ledger import Account, AccountKey, AccountStatus, Known, Outcome
+from engine.messages import result_decoder
+
+
+class OutboxKind(enum.IntEnum):
+    RESULT = 1
+    DEAD_LETTER = 2
+
+
+class OutboxRow(NamedTuple):
+    src_offset: int
+    seq: int
+    kind: OutboxKind
+    key: bytes | None
+    value: bytes
+
+
+class Claim(NamedTuple):
+    epoch: int
+    next_offset: int
+
+
+class CommitStatus(enum.Enum):
+    COMMITTED = "committed"
+    FENCED = "fenced"
+    DUPLICATES = "duplicates"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBatch:
+    """Everything one partition batch writes, already decided."""
+
+    partition: int
+    epoch: int
+    expected_offset: int
+    next_offset: int
+    outcome: Outcome
+    result_bytes: dict[str, bytes]
+    outbox: Sequence[OutboxRow]
+    trim_below_offset: int
+
+
+_COMMIT: Final = """
+WITH fence AS (
+    UPDATE partition_state SET next_offset = $4, updated_at = now()
+    WHERE partition = $1 AND epoch = $2 AND next_offset = $3
+      AND NOT EXISTS (SELECT 1 FROM command_results
+                      WHERE partition = $1 AND command_id = ANY($5::text[]))
+    RETURNING partition
+), upserted AS (
+    INSERT INTO accounts (partition, customer_id, account_no, currency, balance,
+                          credit_limit, status)
+    SELECT $1, a.* FROM unnest($6::bigint[], $7::bigint[], $8::text[], $9::bigint[],
+                               $10::bigint[], $11::smallint[]) AS a
+    WHERE EXISTS (SELECT 1 FROM fence)
+    ON CONFLICT (partition, customer_id, account_no)
+    DO UPDATE SET balance = EXCLUDED.balance, status = EXCLUDED.status
+), journaled AS (
+    INSERT INTO journal (partition, src_offset, command_id, customer_id, account_no,
+                         currency, amount)
+    SELECT $1, j.* FROM unnest($12::bigint[], $13::text[], $14::bigint[], $15::bigint[],
+                               $16::text[], $17::bigint[]) AS j
+    WHERE EXISTS (SELECT 1 FROM fence)
+), recorded AS (
+    INSERT INTO command_results (partition, command_id, fingerprint, src_offset, result)
+    SELECT $1, r.* FROM unnest($5::text[], $18::bigint[], $19::bigint[], $20::bytea[]) AS r
+    WHERE EXISTS (SELECT 1 FROM fence)
+), queued AS (
+    INSERT INTO outbox (partition, src_offset, seq, kind, key, value)
+    SELECT $1, o.* FROM unnest($21::bigint[], $22::integer[], $23::smallint[],
+                               $24::bytea[], $25::bytea[]) AS o
+    WHERE EXISTS (SELECT 1 FROM fence)
+), trimmed AS (
+    DELETE FROM outbox
+    WHERE partition = $1 AND src_offset < $26 AND EXISTS (SELECT 1 FROM fence)
+)
+SELECT count(*) FROM fence
+"""
+
+_ACCOUNT_COLUMNS: Final = "customer_id, account_no, currency, balance, credit_limit, status"
+
+
+class CupStore:
+    """The SQL of one Postgres cup. Every method is one round trip."""
+
+    def __init__(self, cup_id: int, pool: asyncpg.Pool):
+        self.cup_id = cup_id
+        self.pool = pool
+
+    async def claim(self, partition: int, owner: str) -> Claim:
+        """Become the partition's writer: bump its epoch, fencing every earlier owner."""
+        row = await self.pool.fetchrow(
+            "INSERT INTO partition_state (partition, epoch, owner) VALUES ($1, 1, $2)"
+            " ON CONFLICT (partition) DO UPDATE"
+            " SET epoch = partition_state.epoch + 1, owner = $2, updated_at = now()"
+            " RETURNING epoch, next_offset",
+            partition,
+            owner,
+        )
+        return Claim(row["epoch"], row["next_offset"])
+
+    async def state(self, partition: int) -> Claim | None:
+        row = await self.pool.fetchrow(
+            "SELECT epoch, next_offset FROM partition_state WHERE partition = $1", partition
+        )
+        return None if row is None else Claim(row["epoch"], row["next_offset"])
+
+    async def load_partition(self, partition: int, limit: int) -> list[Account]:
+        """Up to ``limit`` accounts of the partition, system accounts first."""
+        rows = await self.pool.fetch(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE partition = $1"
+            " ORDER BY customer_id LIMIT $2",
+            partition,
+            limit,
+        )
+        return [_account(row) for row in rows]
+
+    async def load_accounts(self, partition: int, keys: Sequence[AccountKey]) -> list[Account]:
+        rows = await self.pool.fetch(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE partition = $1"
+            " AND (customer_id, account_no) IN"
+            " (SELECT * FROM unnest($2::bigint[], $3::bigint[]))",
+            partition,
+            [key[0] for key in keys],
+            [key[1] for key in keys],
+        )
+        return [_account(row) for row in rows]
+
+    async def load_known(self, partition: int, command_ids: Sequence[str]) -> dict[str, Known]:
+        rows = await self.pool.fetch(
+            "SELECT command_id, fingerprint, result FROM command_results"
+            " WHERE partition = $1 AND command_id = ANY($2::text[])",
+            partition,
+            list(command_ids),
+        )
+        return {
+            row["command_id"]: Known(row["fingerprint"], result_decoder.decode(row["result"]))
+            for row in rows
+        }
+
+    async def commit(self, batch: CommitBatch) -> CommitStatus:
+        """The fenced batch commit (see the module docstring)."""
+        committed = await self.pool.fetchval(_COMMIT, *_commit_arguments(batch))
+        if committed == 1:
+            return CommitStatus.COMMITTED
+        state = await self.state(batch.partition)
+        if state == Claim(batch.epoch, batch.expected_offset):
+            return CommitStatus.DUPLICATES
+        return CommitStatus.FENCED
+
+    async def unsent(self, partition: int) -> list[OutboxRow]:
+        rows = await self.pool.fetch(
+            "SELECT src_offset, seq, kind, key, value FROM outbox WHERE partition = $1"
+            " ORDER BY src_offset, seq",
+            partition,
+        )
+        return [
+            OutboxRow(r["src_offset"], r["seq"], OutboxKind(r["kind"]), r["key"], r["value"])
+            for r in rows
+        ]
+
+    async def trim_outbox(self, partition: int, epoch: int, below_offset: int) -> None:
+        """Delete published outbox rows, while this worker still owns the partition."""
+        await self.pool.execute(
+            "DELETE FROM outbox WHERE partition = $1 AND src_offset < $3"
+            " AND EXISTS (SELECT 1 FROM partition_state WHERE partition = $1 AND epoch = $2)",
+            partition,
+            epoch,
+            below_offset,
+        )
+
+
+def _account(row: asyncpg.Record) -> Account:
+    return Account(
+        row["customer_id"],
+        row["account_no"],
+        row["currency"],
+        row["balance"],
+        row["credit_limit"],
+        AccountStatus(row["status"]),
+    )
+
+
+def _commit_arguments(batch: CommitBatch) -> list[object]:
+    outcome = batch.outcome
+    accounts = list(outcome.changed.values())
+    journal = outcome.journal
+    applied = outcome.applied
+    outbox = batch.outbox
+    return [
+        batch.partition,
+        batch.epoch,
+        batch.expected_offset,
+        batch.next_offset,
+        [a.command_id for a in applied],
+        [a.customer for a in accounts],
+        [a.number for a in accounts],
+        [a.currency for a in accounts],
+        [a.balance for a in accounts],
+        [a.credit_limit for a in accounts],
+        [int(a.status) for a in accounts],
+        [j.offset for j in journal],
+        [j.command_id for j in journal],
+        [j.customer for j in journal],
+        [j.account for j in journal],
+        [j.currency for j in journal],
+        [j.amount for j in journal],
+        [a.fingerprint for a in applied],
+        [a.result.offset for a in applied],
+        [batch.result_bytes[a.command_id] for a in applied],
+        [o.src_offset for o in outbox],
+        [o.seq for o in outbox],
+        [int(o.kind) for o in outbox],
+        [o.key for o in outbox],
+        [o.value for o in outbox],
+        batch.trim_below_offset,
+    ]
+
+
+class CupAudit(NamedTuple):
+    customer_total: int
+    system_total: int
+    accounts: int
+    accounts_off_journal: int
+
+
+_AUDIT: Final = """
+WITH sums AS (
+    SELECT partition, customer_id, account_no, sum(amount) AS total
+    FROM journal GROUP BY partition, customer_id, account_no
+)
+SELECT coalesce(sum(a.balance) FILTER (WHERE a.customer_id <> 0), 0) AS customer_total,
+       coalesce(sum(a.balance) FILTER (WHERE a.customer_id = 0), 0) AS system_total,
+       count(*) AS accounts,
+       count(*) FILTER (WHERE a.balance <> coalesce(s.total, 0)) AS off_journal
+FROM accounts a LEFT JOIN sums s USING (partition, customer_id, account_no)
+"""
+
+
+async def audit_cup(store: CupStore) -> CupAudit:
+    """Totals of a cup, and how many balances differ from the sum of their journal rows."""
+    row = await store.pool.fetchrow(_AUDIT)
+    return CupAudit(
+        int(row["customer_total"]), int(row["system_total"]), row["accounts"], row["off_journal"]
+    )

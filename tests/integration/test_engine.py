@@ -1,0 +1,155 @@
+"""The vertical slice on the real stack: commands in, exactly-once effects, results out."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from engine.client import Client
+from engine.config import Config
+from engine.ledger import Outcome
+from engine.messages import Command, DeadLetter, Deposit, Reason, Result, result_decoder
+from engine.routing import customer_key
+from loadtest.driver import Driver
+from loadtest.workload import Workload, WorkloadShape
+from shards.cups import close_cups, open_cups
+from shards.store import CommitBatch, CommitStatus
+from tests.integration.system import (
+    System,
+    cup_balances,
+    drop_system,
+    make_system,
+    read_topic,
+    replay,
+)
+
+pytestmark = pytest.mark.integration
+
+RESULTS_TIMEOUT_SECONDS = 120.0
+
+
+@pytest.fixture
+async def system(stack: Config, tmp_path: Path) -> AsyncIterator[System]:
+    made = await make_system(stack, tmp_path, partitions=8, cups=2)
+    yield made
+    await drop_system(stack, made)
+
+
+async def _publish_load(system: System, commands: list[Command], *, kill_after: int = 0) -> Driver:
+    """Publish ``commands``; after ``kill_after`` of them SIGKILL worker 0 and restart it."""
+    async with Client(system.config.kafka) as client:
+        driver = Driver(client, window=2_000)
+        for index, command in enumerate(commands):
+            await driver.send(command)
+            if kill_after and index == kill_after:
+                await asyncio.sleep(0.5)
+                system.workers[0].kill()
+                system.start_worker()
+        finished = await driver.wait_all(RESULTS_TIMEOUT_SECONDS)
+        assert finished, f"results missing; worker logs:\n{system.worker_logs()}"
+    return driver
+
+
+def _commands(system: System, count: int, *, duplicates: int) -> list[Command]:
+    shape = WorkloadShape(customers=300, partitions=system.config.kafka.partitions, seed=11)
+    workload = Workload(shape)
+    commands = list(workload.opening())
+    load = [workload.next_command() for _ in range(count - len(commands) - duplicates)]
+    rng = random.Random(5)
+    for _ in range(duplicates):
+        load.insert(rng.randrange(len(load)), rng.choice(load))
+    return commands + load
+
+
+async def _check_exactly_once(system: System, commands: list[Command], *, resent_ok: bool) -> None:
+    kafka = system.config.kafka
+    results = [result_decoder.decode(r.value) for r in await read_topic(kafka, kafka.results_topic)]
+    published = Counter(c.id for c in commands)
+    answered = Counter(r.command_id for r in results)
+    assert set(answered) == set(published)
+    for command_id, count in published.items():
+        if resent_ok:
+            assert answered[command_id] >= count
+        else:
+            assert answered[command_id] == count, command_id
+    by_id: dict[str, set[bytes]] = {}
+    for result in results:
+        by_id.setdefault(result.command_id, set()).add(msgspec.msgpack.encode(result))
+    assert all(len(variants) == 1 for variants in by_id.values()), "one result per command id"
+    records = await read_topic(kafka, kafka.commands_topic)
+    assert len(records) == len(commands)
+    assert await cup_balances(system) == replay(records, kafka.partitions)
+
+
+async def test_ten_thousand_commands_two_workers_exactly_once(system: System) -> None:
+    system.start_worker()
+    system.start_worker()
+    commands = _commands(system, 10_000, duplicates=200)
+    driver = await _publish_load(system, commands)
+    assert driver.score.publish_errors == 0
+    assert system.stop_all() == [0, 0], system.worker_logs()
+    await _check_exactly_once(system, commands, resent_ok=False)
+    accepted = sum(1 for r in driver.score.results.values() if r.accepted)
+    assert accepted > 8_000
+
+
+async def test_worker_killed_mid_load_loses_nothing_applies_nothing_twice(system: System) -> None:
+    system.start_worker()
+    system.start_worker()
+    commands = _commands(system, 10_000, duplicates=100)
+    await _publish_load(system, commands, kill_after=5_000)
+    system.stop_all()
+    await _check_exactly_once(system, commands, resent_ok=True)
+
+
+async def test_stale_worker_cannot_commit(system: System) -> None:
+    stores = await open_cups(system.shard_map, system.config.shards)
+    try:
+        store = stores[system.shard_map.cup_of[3]]
+        stale = await store.claim(3, "stale")
+        fresh = await store.claim(3, "fresh")
+        assert fresh.epoch == stale.epoch + 1
+        batch = CommitBatch(
+            3, stale.epoch, stale.next_offset, stale.next_offset + 1, Outcome(), {}, [], 0
+        )
+        assert await store.commit(batch) is CommitStatus.FENCED
+        assert await store.state(3) == fresh
+        current = CommitBatch(
+            3, fresh.epoch, fresh.next_offset, fresh.next_offset + 1, Outcome(), {}, [], 0
+        )
+        assert await store.commit(current) is CommitStatus.COMMITTED
+        assert await store.commit(current) is CommitStatus.FENCED
+    finally:
+        await close_cups(stores)
+
+
+async def test_malformed_bytes_go_to_the_dlq_and_the_partition_flows(system: System) -> None:
+    system.start_worker()
+    kafka = system.config.kafka
+    customer = 1234
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            kafka.commands_topic, b"\x93\xc1garbage", key=customer_key(customer)
+        )
+    finally:
+        await producer.stop()
+    async with Client(kafka) as client:
+        result: Result = await client.submit(Deposit("after-garbage", customer, 1, 5, "EUR"), 60)
+    assert result.reason is Reason.ACCOUNT_NOT_FOUND
+    letters = [
+        msgspec.msgpack.decode(r.value, type=DeadLetter)
+        for r in await read_topic(kafka, kafka.dlq_topic)
+    ]
+    assert [(d.reason, d.topic, d.value) for d in letters] == [
+        ("undecodable", kafka.commands_topic, b"\x93\xc1garbage")
+    ]
+    assert letters[0].offset == result.offset - 1

@@ -1,0 +1,227 @@
+"""Ledger rules, and properties over random command sequences."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.ledger import (
+    SYSTEM_CUSTOMER,
+    Account,
+    AccountKey,
+    AccountStatus,
+    Incoming,
+    Known,
+    PartitionLedger,
+    SystemAccount,
+    system_account_number,
+)
+from engine.messages import (
+    BALANCE_MAX,
+    CloseAccount,
+    Command,
+    Deposit,
+    FreezeAccount,
+    OpenAccount,
+    Reason,
+    Result,
+    Transfer,
+    Withdraw,
+    fingerprint,
+)
+from engine.routing import partition_of
+
+PARTITIONS = 4
+PARTITION = 0
+# Customers living in partition 0, and one living elsewhere.
+LOCAL = [c for c in range(1, 200) if partition_of(c, PARTITIONS) == PARTITION][:4]
+FOREIGN = next(c for c in range(1, 200) if partition_of(c, PARTITIONS) != PARTITION)
+A, B, C, D = LOCAL
+
+
+def ledger() -> PartitionLedger:
+    return PartitionLedger(PARTITION, PARTITIONS, {})
+
+
+def run(
+    book: PartitionLedger, commands: Sequence[Command], known: dict[str, Known] | None = None
+) -> list[Result]:
+    batch = [Incoming(i, 0, c, fingerprint(c)) for i, c in enumerate(commands)]
+    return book.decide_batch(batch, known or {}, now_us=1).results
+
+
+def reasons(results: Sequence[Result]) -> list[Reason]:
+    return [r.reason for r in results]
+
+
+def test_open_deposit_withdraw_transfer() -> None:
+    book = ledger()
+    results = run(
+        book,
+        [
+            OpenAccount("o1", A, 1, "EUR"),
+            OpenAccount("o2", B, 1, "EUR"),
+            Deposit("d1", A, 1, 1_000, "EUR"),
+            Withdraw("w1", A, 1, 300, "EUR"),
+            Transfer("t1", A, 1, B, 1, 200, "EUR"),
+        ],
+    )
+    assert all(r.accepted for r in results)
+    assert book.accounts[(A, 1)].balance == 500
+    assert book.accounts[(B, 1)].balance == 200
+    cash = book.accounts[(SYSTEM_CUSTOMER, system_account_number(SystemAccount.CASH, "EUR"))]
+    assert cash.balance == -700
+    assert results[-1].balances[0].balance == 500
+
+
+def test_no_overdraft_unless_credit_limit() -> None:
+    book = ledger()
+    results = run(
+        book,
+        [
+            OpenAccount("o1", A, 1, "EUR"),
+            OpenAccount("o2", B, 1, "EUR", credit_limit=100),
+            Withdraw("w1", A, 1, 1, "EUR"),
+            Withdraw("w2", B, 1, 100, "EUR"),
+            Withdraw("w3", B, 1, 1, "EUR"),
+        ],
+    )
+    assert reasons(results) == [
+        Reason.NONE,
+        Reason.NONE,
+        Reason.INSUFFICIENT_FUNDS,
+        Reason.NONE,
+        Reason.INSUFFICIENT_FUNDS,
+    ]
+    assert book.accounts[(B, 1)].balance == -100
+
+
+def test_frozen_closed_currency_and_missing_accounts_refuse() -> None:
+    book = ledger()
+    results = run(
+        book,
+        [
+            OpenAccount("o1", A, 1, "EUR"),
+            OpenAccount("o2", B, 1, "USD"),
+            OpenAccount("o3", C, 1, "EUR"),
+            Deposit("d1", A, 1, 50, "EUR"),
+            Transfer("t1", A, 1, B, 1, 5, "EUR"),
+            FreezeAccount("f1", C, 1),
+            Transfer("t2", A, 1, C, 1, 5, "EUR"),
+            CloseAccount("c1", A, 1),
+            CloseAccount("c2", C, 1),
+            Deposit("d2", C, 1, 5, "EUR"),
+            Deposit("d3", D, 1, 5, "EUR"),
+            Transfer("t3", A, 1, A, 1, 5, "EUR"),
+            Transfer("t4", A, 1, FOREIGN, 1, 5, "EUR"),
+            OpenAccount("o4", A, 1, "EUR"),
+            Deposit("d4", FOREIGN, 1, 5, "EUR"),
+        ],
+    )
+    assert reasons(results) == [
+        Reason.NONE,
+        Reason.NONE,
+        Reason.NONE,
+        Reason.NONE,
+        Reason.CURRENCY_MISMATCH,
+        Reason.NONE,
+        Reason.ACCOUNT_FROZEN,
+        Reason.BALANCE_NOT_ZERO,
+        Reason.NONE,
+        Reason.ACCOUNT_CLOSED,
+        Reason.ACCOUNT_NOT_FOUND,
+        Reason.SAME_ACCOUNT,
+        Reason.CROSS_PARTITION_UNSUPPORTED,
+        Reason.ACCOUNT_EXISTS,
+        Reason.WRONG_PARTITION,
+    ]
+    assert book.accounts[(C, 1)].status is AccountStatus.CLOSED
+
+
+def test_overflow_is_refused_not_wrapped() -> None:
+    book = ledger()
+    book.accounts[(A, 1)] = Account(A, 1, "EUR", BALANCE_MAX - 10)
+    results = run(book, [Deposit("d1", A, 1, 11, "EUR"), Deposit("d2", A, 1, 10, "EUR")])
+    assert reasons(results) == [Reason.OVERFLOW, Reason.NONE]
+    assert book.accounts[(A, 1)].balance == BALANCE_MAX
+
+
+def test_replay_returns_the_original_result_and_conflict_is_rejected() -> None:
+    book = ledger()
+    first = run(
+        book,
+        [
+            OpenAccount("o1", A, 1, "EUR"),
+            Deposit("d1", A, 1, 10, "EUR"),
+            Deposit("d1", A, 1, 10, "EUR"),
+            Deposit("d1", A, 1, 99, "EUR"),
+        ],
+    )
+    assert first[2] == first[1]
+    assert first[3].reason is Reason.DUPLICATE_CONFLICT
+    assert book.accounts[(A, 1)].balance == 10
+    known = {"d1": Known(fingerprint(Deposit("d1", A, 1, 10, "EUR")), first[1])}
+    again = run(book, [Deposit("d1", A, 1, 10, "EUR")], known)
+    assert again == [first[1]]
+    assert book.accounts[(A, 1)].balance == 10
+
+
+# --- properties -----------------------------------------------------------------------
+
+customers = st.sampled_from([A, B, C, D])
+amounts = st.integers(min_value=1, max_value=2_000)
+ids = st.integers(min_value=0, max_value=60).map(lambda n: f"c{n}")
+commands = st.one_of(
+    st.builds(
+        OpenAccount, ids, customers, st.just(1), st.just("EUR"), st.sampled_from([0, 0, 500])
+    ),
+    st.builds(Deposit, ids, customers, st.just(1), amounts, st.just("EUR")),
+    st.builds(Withdraw, ids, customers, st.just(1), amounts, st.just("EUR")),
+    st.builds(Transfer, ids, customers, st.just(1), customers, st.just(1), amounts, st.just("EUR")),
+    st.builds(FreezeAccount, ids, customers, st.just(1)),
+    st.builds(CloseAccount, ids, customers, st.just(1)),
+)
+
+
+def snapshot(book: PartitionLedger) -> dict[AccountKey, tuple[int, AccountStatus]]:
+    return {k: (a.balance, a.status) for k, a in book.accounts.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(commands, max_size=60), st.integers(min_value=1, max_value=10))
+def test_money_is_conserved_and_limits_hold(sequence: list[Command], batch_size: int) -> None:
+    book = ledger()
+    journal_total = 0
+    for start in range(0, len(sequence), batch_size):
+        batch = [
+            Incoming(start + i, 0, c, fingerprint(c))
+            for i, c in enumerate(sequence[start : start + batch_size])
+        ]
+        outcome = book.decide_batch(batch, {}, now_us=1)
+        journal_total += sum(row.amount for row in outcome.journal)
+    assert journal_total == 0
+    assert sum(a.balance for a in book.accounts.values()) == 0
+    for account in book.accounts.values():
+        if not account.is_system:
+            assert account.balance >= -account.credit_limit
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(commands, max_size=60))
+def test_replaying_the_sequence_changes_nothing(sequence: list[Command]) -> None:
+    book = ledger()
+    batch = [Incoming(i, 0, c, fingerprint(c)) for i, c in enumerate(sequence)]
+    outcome = book.decide_batch(batch, {}, now_us=1)
+    known = {a.command_id: Known(a.fingerprint, a.result) for a in outcome.applied}
+    before = snapshot(book)
+    replay = book.decide_batch(batch, known, now_us=2)
+    assert snapshot(book) == before
+    assert replay.journal == []
+    assert replay.applied == []
+    for original, again in zip(outcome.results, replay.results, strict=True):
+        if original.reason is Reason.DUPLICATE_CONFLICT:
+            assert again.reason is Reason.DUPLICATE_CONFLICT
+        else:
+            assert again == known[original.command_id].result
