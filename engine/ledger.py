@@ -151,6 +151,7 @@ class PartitionLedger:
             result = self._decide_one(incoming, known, seen, outcome, now_us)
             outcome.results.append(result)
         invariant(len(outcome.results) == len(batch), "one result per command")
+        _check_balanced(outcome.journal)
         return outcome
 
     def _decide_one(
@@ -170,11 +171,9 @@ class PartitionLedger:
                 return previous.result
             detail = f"command id {command.id} was used before for another command"
             return self._result(incoming, now_us, _Decision(Reason.DUPLICATE_CONFLICT, detail))
-        journal_start = len(outcome.journal)
         decision = self._apply(command, incoming.offset, outcome)
         result = self._result(incoming, now_us, decision)
         if decision.reason is Reason.NONE:
-            _check_balanced(outcome.journal[journal_start:])
             for account in decision.touched:
                 outcome.changed[account.key] = account
         seen[command.id] = Known(incoming.fingerprint, result)

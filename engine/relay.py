@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from aiokafka import AIOKafkaProducer
 
 from engine.config import KafkaConfig
+from engine.errors import InvariantError
 from shards.store import OutboxKind, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,9 @@ _Pending = tuple[int, list["asyncio.Future[object]"]]
 class Relay:
     """Sends outbox rows and tracks, per partition, the offset below which all are acked."""
 
-    def __init__(self, producer: AIOKafkaProducer, kafka: KafkaConfig):
+    def __init__(self, producer: AIOKafkaProducer, kafka: KafkaConfig, dlq_partitions: int):
         self._producer = producer
+        self._dlq_partitions = dlq_partitions
         self._topics = {
             OutboxKind.RESULT: kafka.results_topic,
             OutboxKind.DEAD_LETTER: kafka.dlq_topic,
@@ -38,14 +40,35 @@ class Relay:
         self._resend: set[int] = set()
 
     async def publish(self, partition: int, rows: Sequence[OutboxRow]) -> None:
-        """Queue rows of one partition, in offset order, for sending."""
+        """Queue rows of one partition, in offset order, for sending.
+
+        The results of command partition p go to results partition p (so a customer's
+        results stay in order), dead letters to DLQ partition p mod its partition count.
+        Rows are packed into record batches: one future per batch, not per row.
+        """
         if not rows:
             return
-        futures = []
-        for row in rows:
-            future = await self._producer.send(self._topics[row.kind], row.value, key=row.key)
-            futures.append(future)
+        futures: list[asyncio.Future[object]] = []
+        for kind in OutboxKind:
+            chosen = [row for row in rows if row.kind is kind]
+            if chosen:
+                target = partition if kind is OutboxKind.RESULT else partition % self._dlq_partitions
+                futures.extend(await self._send_batches(self._topics[kind], target, chosen))
         self._pending.setdefault(partition, deque()).append((rows[-1].src_offset, futures))
+
+    async def _send_batches(
+        self, topic: str, partition: int, rows: Sequence[OutboxRow]
+    ) -> list[asyncio.Future[object]]:
+        futures = []
+        batch = self._producer.create_batch()
+        for row in rows:
+            if batch.append(key=row.key, value=row.value, timestamp=None) is None:
+                futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+                batch = self._producer.create_batch()
+                if batch.append(key=row.key, value=row.value, timestamp=None) is None:
+                    raise InvariantError(f"outbox row of {len(row.value)} bytes fits no batch")
+        futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+        return futures
 
     def acked_below(self, partition: int) -> int:
         """Every outbox row of ``partition`` below this offset has been published."""

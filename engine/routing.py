@@ -8,7 +8,11 @@ modulo the partition count. This module is that function, bit for bit.
 
 from __future__ import annotations
 
+import functools
 from typing import Final
+
+ROUTING_CACHE_MAX: Final = 1 << 20
+"""Most customers whose partition is remembered (the hot path asks for it per command)."""
 
 _MASK: Final = 0xFFFFFFFF
 _M: Final = 0x5BD1E995
@@ -50,6 +54,7 @@ def partition_of_key(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+@functools.lru_cache(maxsize=ROUTING_CACHE_MAX)
 def partition_of(customer: int, partitions: int) -> int:
     """The partition that owns ``customer``'s accounts."""
     return partition_of_key(customer_key(customer), partitions)

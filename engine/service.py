@@ -29,7 +29,9 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
     consumer = make_consumer(config)
     try:
         await producer.start()
-        worker = Worker(config, shard_map, stores, consumer, Relay(producer, config.kafka))
+        dlq_partitions = len(await producer.partitions_for(config.kafka.dlq_topic))
+        relay = Relay(producer, config.kafka, dlq_partitions)
+        worker = Worker(config, shard_map, stores, consumer, relay)
         consumer.subscribe([config.kafka.commands_topic], listener=RebalanceListener(worker))
         await consumer.start()
         log.info(
