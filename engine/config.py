@@ -71,9 +71,9 @@ class StackConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class KafkaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where the broker is and how the topics are named."""
+    """Where the broker is and how the topics are named (empty servers: the local stack's)."""
 
-    bootstrap_servers: str = "127.0.0.1:19092"
+    bootstrap_servers: str = ""
     topic_prefix: str = "smallcups"
     partitions: int = 64
     group_id: str = "smallcups-workers"
@@ -183,9 +183,14 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
             if value is not None:
                 raw[section][field] = _env_value(value, struct, field)
     try:
-        return msgspec.convert(raw, Config, strict=False)
+        config = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as error:
         raise ConfigError(f"invalid configuration: {error}") from error
+    if not config.kafka.bootstrap_servers:
+        local = f"127.0.0.1:{config.stack.kafka_port}"
+        kafka = msgspec.structs.replace(config.kafka, bootstrap_servers=local)
+        config = msgspec.structs.replace(config, kafka=kafka)
+    return config
 
 
 def _env_value(value: str, struct: type[msgspec.Struct], field: str) -> Any:
