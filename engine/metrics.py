@@ -12,7 +12,20 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS_SECONDS: Final = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 """Latency buckets; 0.1 s is the publish-to-result objective (p99 <= 100 ms)."""
 
@@ -26,49 +39,86 @@ class WorkerMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.commands = Counter(
-            "smallcups_commands", "Commands processed, by command type and outcome "
-            "(accepted, rejected, replayed, dead_letter).", ["type", "outcome"], registry=r)
+            "smallcups_commands",
+            "Commands processed, by command type and outcome "
+            "(accepted, rejected, replayed, dead_letter).",
+            ["type", "outcome"],
+            registry=r,
+        )
         self.rejections = Counter(
-            "smallcups_rejections", "Rejected commands by reason code.", ["reason"], registry=r)
+            "smallcups_rejections", "Rejected commands by reason code.", ["reason"], registry=r
+        )
         self.dead_letters = Counter(
-            "smallcups_dead_letters", "Records sent to the DLQ, by reason.", ["reason"], registry=r)
+            "smallcups_dead_letters", "Records sent to the DLQ, by reason.", ["reason"], registry=r
+        )
         self.batch_commands = Histogram(
-            "smallcups_batch_commands", "Records in one partition batch commit.",
-            buckets=BATCH_BUCKETS, registry=r)
+            "smallcups_batch_commands",
+            "Records in one partition batch commit.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.commit_duration = Histogram(
-            "smallcups_commit_duration_seconds", "Duration of one fenced batch commit, by cup.",
-            ["cup"], buckets=LATENCY_BUCKETS_SECONDS, registry=r)
+            "smallcups_commit_duration_seconds",
+            "Duration of one fenced batch commit, by cup.",
+            ["cup"],
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=r,
+        )
         self.publish_to_commit = Histogram(
             "smallcups_publish_to_commit_seconds",
             "From the command record's timestamp to the commit of its effects.",
-            buckets=LATENCY_BUCKETS_SECONDS, registry=r)
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=r,
+        )
         self.publish_to_result = Histogram(
             "smallcups_publish_to_result_seconds",
             "From the command record's timestamp to the broker's ack of its result.",
-            buckets=LATENCY_BUCKETS_SECONDS, registry=r)
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=r,
+        )
         self.lag = Gauge(
             "smallcups_consumer_lag_records",
             "Records not yet committed to the cup: high watermark minus the cup's next_offset.",
-            ["partition"], registry=r)
+            ["partition"],
+            registry=r,
+        )
         self.committed_offset = Gauge(
-            "smallcups_committed_offset", "The cup's next_offset of each owned partition.",
-            ["partition"], registry=r)
+            "smallcups_committed_offset",
+            "The cup's next_offset of each owned partition.",
+            ["partition"],
+            registry=r,
+        )
         self.partitions_owned = Gauge(
-            "smallcups_partitions_owned", "Partitions this worker owns now.", registry=r)
+            "smallcups_partitions_owned", "Partitions this worker owns now.", registry=r
+        )
         self.fenced_commits = Counter(
-            "smallcups_fenced_commits", "Commits refused because another worker claimed the "
-            "partition.", registry=r)
+            "smallcups_fenced_commits",
+            "Commits refused because another worker claimed the partition.",
+            registry=r,
+        )
         self.rebalances = Counter(
-            "smallcups_rebalances", "Partition assignments received from the group.", registry=r)
+            "smallcups_rebalances", "Partition assignments received from the group.", registry=r
+        )
         self.outbox_backlog = Gauge(
-            "smallcups_outbox_backlog_rows", "Outbox rows committed but not yet acknowledged by "
-            "the broker.", registry=r)
+            "smallcups_outbox_backlog_rows",
+            "Outbox rows committed but not yet acknowledged by the broker.",
+            registry=r,
+        )
         self.cup_up = Gauge(
-            "smallcups_cup_up", "1 when the last statement to the cup succeeded, else 0.",
-            ["cup"], registry=r)
+            "smallcups_cup_up",
+            "1 when the last statement to the cup succeeded, else 0.",
+            ["cup"],
+            registry=r,
+        )
         self.legs_in_flight = Gauge(
-            "smallcups_legs_in_flight", "Cross-partition transfer legs sent and not yet "
-            "applied, by cup.", ["cup"], registry=r)
+            "smallcups_legs_in_flight",
+            "Cross-partition transfer legs sent and not yet applied, by cup.",
+            ["cup"],
+            registry=r,
+        )
         self.money_in_flight = Gauge(
-            "smallcups_money_in_flight_minor_units", "Money held in clearing for legs in flight, "
-            "by cup and currency.", ["cup", "currency"], registry=r)
+            "smallcups_money_in_flight_minor_units",
+            "Money held in clearing for legs in flight, by cup and currency.",
+            ["cup", "currency"],
+            registry=r,
+        )

@@ -52,7 +52,9 @@ class Relay:
         for kind in OutboxKind:
             chosen = [row for row in rows if row.kind is kind]
             if chosen:
-                target = partition if kind is OutboxKind.RESULT else partition % self._dlq_partitions
+                target = (
+                    partition if kind is OutboxKind.RESULT else partition % self._dlq_partitions
+                )
                 futures.extend(await self._send_batches(self._topics[kind], target, chosen))
         self._pending.setdefault(partition, deque()).append((rows[-1].src_offset, futures))
 
