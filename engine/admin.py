@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.book import Account
 from engine.config import Config
-from engine.ledger import Account
 from engine.routing import partition_of
 from engine.topics import ensure_topics
 from shards.control import ShardMap, connect, initialize_control, load_shard_map

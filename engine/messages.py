@@ -94,12 +94,13 @@ class Reason(enum.StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     OVERFLOW = "overflow"
     SAME_ACCOUNT = "same_account"
-    CROSS_PARTITION_UNSUPPORTED = "cross_partition_unsupported"
 
 
 class Status(enum.StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
+    PENDING = "pending"
+    """A cross-partition transfer whose credit leg is in flight: recorded, never published."""
 
 
 class _Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
@@ -137,6 +138,43 @@ class Transfer(_Command, frozen=True, tag="transfer"):
     currency: str
 
 
+class CreditLeg(_Command, frozen=True, tag="credit_leg"):
+    """Internal: the credit side of a cross-partition transfer, sent by the payer's worker.
+
+    ``id`` is ``<transfer id>/credit``; ``customer``/``account`` is the payee.
+    """
+
+    transfer_id: str
+    account: int
+    amount: int
+    currency: str
+    from_customer: int
+    from_account: int
+    origin_offset: int
+    published_at_ms: int
+
+
+class SettleLeg(_Command, frozen=True, tag="settle_leg"):
+    """Internal: the payee side's answer to a credit leg, back to the payer's partition.
+
+    ``id`` is ``<transfer id>/settle``; ``customer``/``account`` is the payer. When
+    ``reason`` is empty the credit was applied (the payee now holds ``payee_balance``);
+    otherwise the payer's partition refunds the amount from its clearing account.
+    """
+
+    transfer_id: str
+    account: int
+    amount: int
+    currency: str
+    to_customer: int
+    to_account: int
+    reason: str
+    detail: str
+    payee_balance: int
+    origin_offset: int
+    published_at_ms: int
+
+
 class FreezeAccount(_Command, frozen=True, tag="freeze_account"):
     account: int
 
@@ -145,8 +183,29 @@ class CloseAccount(_Command, frozen=True, tag="close_account"):
     account: int
 
 
-Command = OpenAccount | Deposit | Withdraw | Transfer | FreezeAccount | CloseAccount
-COMMAND_TYPES: Final = (OpenAccount, Deposit, Withdraw, Transfer, FreezeAccount, CloseAccount)
+Command = (
+    OpenAccount
+    | Deposit
+    | Withdraw
+    | Transfer
+    | FreezeAccount
+    | CloseAccount
+    | CreditLeg
+    | SettleLeg
+)
+COMMAND_TYPES: Final = (
+    OpenAccount,
+    Deposit,
+    Withdraw,
+    Transfer,
+    FreezeAccount,
+    CloseAccount,
+    CreditLeg,
+    SettleLeg,
+)
+LEG_TYPES: Final = (CreditLeg, SettleLeg)
+CREDIT_SUFFIX: Final = "/credit"
+SETTLE_SUFFIX: Final = "/settle"
 
 
 class Balance(msgspec.Struct, frozen=True, array_like=True):
@@ -209,6 +268,7 @@ class Undecodable(msgspec.Struct, frozen=True):
     detail: str
 
 
+_REASONS: Final = frozenset(reason.value for reason in Reason)
 _TAGS: Final = frozenset(t.__struct_config__.tag for t in COMMAND_TYPES)
 _strict_msgpack = msgspec.msgpack.Decoder(Command)
 _strict_json = msgspec.json.Decoder(Command)
@@ -255,6 +315,8 @@ def _explain(data: bytes, error: str, *, json: bool) -> Invalid | Undecodable:
 
 def validate(command: Command) -> tuple[Reason, str]:
     """Check a decoded command's values; returns (Reason.NONE, "") when it is valid."""
+    if isinstance(command, CreditLeg | SettleLeg):
+        return _validate_leg(command)
     if not _COMMAND_ID.fullmatch(command.id):
         return Reason.BAD_COMMAND_ID, "command id must be 1..64 of [A-Za-z0-9_.:-]"
     customers = [command.customer]
@@ -276,6 +338,17 @@ def validate(command: Command) -> tuple[Reason, str]:
                 return Reason.BAD_CREDIT_LIMIT, f"credit limit must be in 0..{CREDIT_LIMIT_MAX}"
             return _validate_currency(command.currency)
     return Reason.NONE, ""
+
+
+def _validate_leg(leg: CreditLeg | SettleLeg) -> tuple[Reason, str]:
+    suffix = CREDIT_SUFFIX if isinstance(leg, CreditLeg) else SETTLE_SUFFIX
+    if leg.id != leg.transfer_id + suffix or not _COMMAND_ID.fullmatch(leg.transfer_id):
+        return Reason.BAD_COMMAND_ID, f"a leg id is <transfer id>{suffix}"
+    if isinstance(leg, SettleLeg) and leg.reason not in _REASONS:
+        return Reason.INVALID_FIELD, f"unknown settle reason {leg.reason[:40]!r}"
+    if not 1 <= leg.customer <= CUSTOMER_MAX or not 1 <= leg.account <= ACCOUNT_MAX:
+        return Reason.BAD_ACCOUNT_NUMBER, "a leg addresses a real account"
+    return _validate_amount(leg.amount, leg.currency)
 
 
 def _validate_amount(amount: int, currency: str) -> tuple[Reason, str]:

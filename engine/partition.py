@@ -15,12 +15,14 @@ from typing import Any, Final
 
 import asyncpg
 
+from engine.book import AccountKey, Incoming, Known, Outcome
 from engine.config import WorkerConfig
 from engine.errors import FencedError, InfrastructureError, invariant
-from engine.ledger import AccountKey, Incoming, Known, Outcome, PartitionLedger
+from engine.ledger import PartitionLedger
 from engine.messages import (
     DeadLetter,
     Invalid,
+    Result,
     Transfer,
     Undecodable,
     decode_command,
@@ -72,7 +74,14 @@ def decode_records(records: Sequence[Any], message_bytes_max: int) -> Decoded:
                 value,
             )
             decoded.dead.append(
-                OutboxRow(record.offset, 0, OutboxKind.DEAD_LETTER, record.key, encode(letter))
+                OutboxRow(
+                    record.offset,
+                    0,
+                    OutboxKind.DEAD_LETTER,
+                    record.key,
+                    encode(letter),
+                    record.partition,
+                )
             )
             continue
         digest = 0 if isinstance(parsed, Invalid) else fingerprint(parsed)
@@ -133,25 +142,33 @@ class PartitionState:
         raise InfrastructureError(f"partition {self.partition}: duplicates persisted after reload")
 
     def _batch(self, decoded: Decoded, outcome: Outcome, trim_below: int) -> CommitBatch:
+        """Encode what the commit writes; each result is encoded once however often used."""
         encoded: dict[int, bytes] = {}
-        by_id: dict[str, bytes] = {}
-        rows = list(decoded.dead)
-        for incoming, result in zip(decoded.incoming, outcome.results, strict=True):
+
+        def encoded_result(result: Result) -> bytes:
             value = encoded.get(id(result))
             if value is None:
                 value = encoded[id(result)] = encode(result)
-            by_id[result.command_id] = value
-            key = customer_key(incoming.command.customer)
-            rows.append(OutboxRow(incoming.offset, 0, OutboxKind.RESULT, key, value))
-        rows.sort(key=lambda row: row.src_offset)
+            return value
+
+        rows = list(decoded.dead)
+        for publish in outcome.published:
+            key = customer_key(publish.customer)
+            value = encoded_result(publish.result)
+            rows.append(OutboxRow(publish.offset, 0, OutboxKind.RESULT, key, value, self.partition))
+        for leg in outcome.legs:
+            key = customer_key(leg.command.customer)
+            value = encode(leg.command)
+            rows.append(OutboxRow(leg.offset, 0, OutboxKind.LEG, key, value, leg.partition))
         return CommitBatch(
             partition=self.partition,
             epoch=self.epoch,
             expected_offset=self.position,
             next_offset=decoded.last_offset + 1,
             outcome=outcome,
-            result_bytes=by_id,
-            outbox=rows,
+            applied_results=[encoded_result(a.result) for a in outcome.applied],
+            final_results=[encoded_result(f.result) for f in outcome.finals],
+            outbox=_numbered(rows),
             trim_below_offset=trim_below,
         )
 
@@ -181,6 +198,18 @@ class PartitionState:
         raise InfrastructureError(
             f"partition {self.partition}: cup {self.store.cup_id} unreachable"
         )
+
+
+def _numbered(rows: list[OutboxRow]) -> list[OutboxRow]:
+    """Order rows by source offset and number them within it (the outbox's key)."""
+    rows.sort(key=lambda row: row.src_offset)
+    numbered = []
+    previous, seq = -1, 0
+    for row in rows:
+        seq = seq + 1 if row.src_offset == previous else 0
+        previous = row.src_offset
+        numbered.append(row._replace(seq=seq))
+    return numbered
 
 
 def _keys(incoming: Incoming) -> list[AccountKey]:

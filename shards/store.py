@@ -8,7 +8,9 @@ implicit transaction per partition batch:
    the batch's new command ids is recorded yet (a compare-and-set);
 2. every other part runs only ``WHERE EXISTS (SELECT 1 FROM fence)``: upsert the changed
    accounts, append the journal rows, record the idempotency keys with their results,
-   append the outbox rows, and trim outbox rows the relay has published;
+   append the outbox rows (results, dead letters, saga legs), trim outbox rows the relay
+   has published, replace PENDING transfer results by their final ones, and open or
+   close transfers in flight;
 3. the statement returns whether the fence held. When it did not, a second query tells
    why: another worker owns the partition now (fenced), or a command id in the batch was
    applied before (duplicates: re-decide the batch with those results).
@@ -23,21 +25,25 @@ from typing import Final, NamedTuple
 
 import asyncpg
 
-from engine.ledger import Account, AccountKey, AccountStatus, Known, Outcome
+from engine.book import Account, AccountKey, AccountStatus, Known, Outcome
 from engine.messages import result_decoder
 
 
 class OutboxKind(enum.IntEnum):
     RESULT = 1
     DEAD_LETTER = 2
+    LEG = 3
 
 
 class OutboxRow(NamedTuple):
+    """A message to publish after the commit: to which topic kind and partition."""
+
     src_offset: int
     seq: int
     kind: OutboxKind
     key: bytes | None
     value: bytes
+    target_partition: int
 
 
 class Claim(NamedTuple):
@@ -60,7 +66,8 @@ class CommitBatch:
     expected_offset: int
     next_offset: int
     outcome: Outcome
-    result_bytes: dict[str, bytes]
+    applied_results: Sequence[bytes]
+    final_results: Sequence[bytes]
     outbox: Sequence[OutboxRow]
     trim_below_offset: int
 
@@ -91,13 +98,27 @@ WITH fence AS (
     SELECT $1, r.* FROM unnest($5::text[], $18::bigint[], $19::bigint[], $20::bytea[]) AS r
     WHERE EXISTS (SELECT 1 FROM fence)
 ), queued AS (
-    INSERT INTO outbox (partition, src_offset, seq, kind, key, value)
+    INSERT INTO outbox (partition, src_offset, seq, kind, key, value, target_partition)
     SELECT $1, o.* FROM unnest($21::bigint[], $22::integer[], $23::smallint[],
-                               $24::bytea[], $25::bytea[]) AS o
+                               $24::bytea[], $25::bytea[], $27::integer[]) AS o
     WHERE EXISTS (SELECT 1 FROM fence)
 ), trimmed AS (
     DELETE FROM outbox
     WHERE partition = $1 AND src_offset < $26 AND EXISTS (SELECT 1 FROM fence)
+), finalized AS (
+    UPDATE command_results SET result = f.result
+    FROM unnest($28::text[], $29::bytea[]) AS f (command_id, result)
+    WHERE command_results.partition = $1 AND command_results.command_id = f.command_id
+      AND EXISTS (SELECT 1 FROM fence)
+), opened AS (
+    INSERT INTO transfers_in_flight (partition, transfer_id, to_customer, to_account,
+                                     amount, currency, src_offset)
+    SELECT $1, t.* FROM unnest($30::text[], $31::bigint[], $32::bigint[], $33::bigint[],
+                               $34::text[], $35::bigint[]) AS t
+    WHERE EXISTS (SELECT 1 FROM fence)
+), settled AS (
+    DELETE FROM transfers_in_flight
+    WHERE partition = $1 AND transfer_id = ANY($36::text[]) AND EXISTS (SELECT 1 FROM fence)
 )
 SELECT count(*) FROM fence
 """
@@ -175,12 +196,19 @@ class CupStore:
 
     async def unsent(self, partition: int) -> list[OutboxRow]:
         rows = await self.pool.fetch(
-            "SELECT src_offset, seq, kind, key, value FROM outbox WHERE partition = $1"
-            " ORDER BY src_offset, seq",
+            "SELECT src_offset, seq, kind, key, value, target_partition FROM outbox"
+            " WHERE partition = $1 ORDER BY src_offset, seq",
             partition,
         )
         return [
-            OutboxRow(r["src_offset"], r["seq"], OutboxKind(r["kind"]), r["key"], r["value"])
+            OutboxRow(
+                r["src_offset"],
+                r["seq"],
+                OutboxKind(r["kind"]),
+                r["key"],
+                r["value"],
+                r["target_partition"],
+            )
             for r in rows
         ]
 
@@ -232,13 +260,23 @@ def _commit_arguments(batch: CommitBatch) -> list[object]:
         [j.amount for j in journal],
         [a.fingerprint for a in applied],
         [a.result.offset for a in applied],
-        [batch.result_bytes[a.command_id] for a in applied],
+        batch.applied_results,
         [o.src_offset for o in outbox],
         [o.seq for o in outbox],
         [int(o.kind) for o in outbox],
         [o.key for o in outbox],
         [o.value for o in outbox],
         batch.trim_below_offset,
+        [o.target_partition for o in outbox],
+        [f.command_id for f in outcome.finals],
+        batch.final_results,
+        [t.transfer_id for t in outcome.opened],
+        [t.to_customer for t in outcome.opened],
+        [t.to_account for t in outcome.opened],
+        [t.amount for t in outcome.opened],
+        [t.currency for t in outcome.opened],
+        [t.offset for t in outcome.opened],
+        outcome.settled,
     ]
 
 

@@ -18,8 +18,9 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.admin import initialize
+from engine.book import Incoming, Known
 from engine.config import Config, KafkaConfig, ShardsConfig, to_environ
-from engine.ledger import Incoming, Known, PartitionLedger
+from engine.ledger import PartitionLedger
 from engine.messages import Command, Invalid, decode_command, fingerprint
 from engine.topics import partition_counts
 from loadtest.workers import WorkerProcess

@@ -12,9 +12,9 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from engine.book import Outcome
 from engine.client import Client
 from engine.config import Config
-from engine.ledger import Outcome
 from engine.messages import Command, DeadLetter, Deposit, Reason, Result, result_decoder
 from engine.routing import customer_key
 from loadtest.driver import Driver
@@ -117,12 +117,12 @@ async def test_stale_worker_cannot_commit(system: System) -> None:
         fresh = await store.claim(3, "fresh")
         assert fresh.epoch == stale.epoch + 1
         batch = CommitBatch(
-            3, stale.epoch, stale.next_offset, stale.next_offset + 1, Outcome(), {}, [], 0
+            3, stale.epoch, stale.next_offset, stale.next_offset + 1, Outcome(), [], [], [], 0
         )
         assert await store.commit(batch) is CommitStatus.FENCED
         assert await store.state(3) == fresh
         current = CommitBatch(
-            3, fresh.epoch, fresh.next_offset, fresh.next_offset + 1, Outcome(), {}, [], 0
+            3, fresh.epoch, fresh.next_offset, fresh.next_offset + 1, Outcome(), [], [], [], 0
         )
         assert await store.commit(current) is CommitStatus.COMMITTED
         assert await store.commit(current) is CommitStatus.FENCED
