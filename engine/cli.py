@@ -7,6 +7,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import asyncpg
+from aiokafka.errors import KafkaError
+
 from engine.config import Config, load_config
 from engine.errors import SmallcupsError
 
@@ -28,18 +31,29 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run a worker (SIGTERM/SIGINT stop it cleanly)")
 
     publish = commands.add_parser("publish", help="publish one command (JSON), print its result")
-    publish.add_argument("command", help='e.g. \'{"type":"deposit","id":"d1",...}\' or - for stdin')
+    publish.add_argument(
+        "message",
+        metavar="COMMAND",
+        help='e.g. \'{"type":"deposit","id":"d1",...}\' or - for stdin',
+    )
     publish.add_argument("--no-wait", action="store_true", help="do not wait for the result")
     publish.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
 
     balance = commands.add_parser("balance", help="an account as its cup holds it")
     balance.add_argument("account", help="CUSTOMER/ACCOUNT, e.g. 42/1")
 
+    reconcile = commands.add_parser("reconcile", help="prove the books balance; exit 1 if not")
+    reconcile.add_argument("--json", action="store_true", help="print the report as JSON")
+    reconcile.add_argument(
+        "--no-topics", action="store_true", help="skip reading the topics (check 6)"
+    )
+
     demo = commands.add_parser("demo", help="the demo job on the local stack")
     demo.add_argument("--seconds", type=float, default=30.0, help="duration of the load")
     demo.add_argument("--workers", type=int, default=2, help="worker processes to start")
     demo.add_argument("--customers", type=int, default=2_000, help="customers to open")
     demo.add_argument("--rate", type=int, default=0, help="commands/s cap (0: as fast as possible)")
+    demo.add_argument("--cross", type=int, default=20, help="%% of transfers to another partition")
     return parser
 
 
@@ -50,11 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    if args.log_level.upper() != "DEBUG":
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
         return _dispatch(args, config)
     except SmallcupsError as error:
         print(f"smallcups: {error}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError, KafkaError) as error:
+        print(f"smallcups: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -78,16 +97,20 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             from engine import commands
 
             return commands.publish(
-                config, args.command, wait=not args.no_wait, timeout_seconds=args.timeout
+                config, args.message, wait=not args.no_wait, timeout_seconds=args.timeout
             )
         case "balance":
             from engine import commands
 
             return commands.balance(config, args.account)
+        case "reconcile":
+            from engine import commands
+
+            return commands.reconcile(config, as_json=args.json, topics=not args.no_topics)
         case "demo":
             from loadtest.demo import DemoOptions, run_demo
 
-            options = DemoOptions(args.seconds, args.workers, args.customers, args.rate)
+            options = DemoOptions(args.seconds, args.workers, args.customers, args.rate, args.cross)
             return run_demo(config, options)
     raise SmallcupsError(f"unknown command {args.command}")
 

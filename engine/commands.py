@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 
 import msgspec
@@ -48,6 +49,57 @@ def publish(config: Config, text: str, *, wait: bool, timeout_seconds: float) ->
     except TimeoutError:
         raise ConfigError(f"no result for {command.id} within {timeout_seconds} s") from None
     return 0
+
+
+CHECKS = (
+    "balance_equals_journal",
+    "journal_balanced",
+    "clearing_equals_in_flight",
+    "money_conserved",
+    "applied_once",
+    "one_result",
+)
+
+
+def reconcile(config: Config, *, as_json: bool, topics: bool) -> int:
+    """Print the reconciliation report; exit 1 on any discrepancy."""
+    from engine.reconciliation import reconcile as run_reconcile
+
+    report = asyncio.run(run_reconcile(config, topics=topics))
+    checks = {name: report.problems.get(name, []) for name in CHECKS}
+    if not topics:
+        del checks["one_result"]
+    if as_json:
+        document = {
+            "ok": report.ok,
+            "cups": [dataclasses.asdict(f) for f in report.cups],
+            "in_flight": report.in_flight,
+            "transfers_in_flight": report.transfers_in_flight,
+            "transfers_unsettled": len(report.pending_ids),
+            "checks": {
+                name: {"ok": not found, "problems": found} for name, found in checks.items()
+            },
+            "counts": report.counts,
+        }
+        print(msgspec.json.encode(document).decode())
+        return 0 if report.ok else 1
+    for f in report.cups:
+        money = ", ".join(f"{c} {v:,}" for c, v in sorted(f.money_in_flight.items())) or "none"
+        print(
+            f"cup {f.cup}: {f.accounts:,} accounts, {f.journal_rows:,} journal rows, "
+            f"{f.legs_in_flight} transfers in flight (money: {money})"
+        )
+    flight = ", ".join(f"{c} {v:,}" for c, v in sorted(report.in_flight.items())) or "none"
+    print(
+        f"system: {report.transfers_in_flight} transfers with money in flight ({flight}), "
+        f"{len(report.pending_ids)} unsettled"
+    )
+    for name, found in checks.items():
+        print(f"  {name:<28} {'ok' if not found else f'FAILED ({len(found)})'}")
+        for finding in found:
+            print(f"      {finding}")
+    print("reconcile: OK" if report.ok else "reconcile: DISCREPANCIES FOUND")
+    return 0 if report.ok else 1
 
 
 def balance(config: Config, address: str) -> int:

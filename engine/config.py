@@ -36,9 +36,12 @@ class StackConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     postgres_user: str = "smallcups"
     cups: int = 4
     start_timeout_seconds: float = 90.0
+    prometheus: bool = False
+    """Also run a Prometheus server (Debian's ``prometheus``) that scrapes the workers."""
+    prometheus_port: int = 19090
 
     def __post_init__(self) -> None:
-        for name in ("kafka_port", "kafka_controller_port", "postgres_port"):
+        for name in ("kafka_port", "kafka_controller_port", "postgres_port", "prometheus_port"):
             port = getattr(self, name)
             if not 1024 <= port <= 65535:
                 raise ConfigError(f"stack.{name} must be in 1024..65535, got {port}")

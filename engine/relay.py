@@ -43,20 +43,22 @@ class Relay:
     async def publish(self, partition: int, rows: Sequence[OutboxRow]) -> None:
         """Queue rows of one partition, in offset order, for sending.
 
-        The results of command partition p go to results partition p (so a customer's
-        results stay in order), dead letters to DLQ partition p mod its partition count.
-        Rows are packed into record batches: one future per batch, not per row.
+        Each row names its target partition: results of command partition p go to results
+        partition p (a customer's results stay in order), saga legs to the command
+        partition of their account, dead letters to DLQ partition p mod its count. Rows
+        are packed into record batches: one future per batch, not per row.
         """
         if not rows:
             return
+        groups: dict[tuple[OutboxKind, int], list[OutboxRow]] = {}
+        for row in rows:
+            target = row.target_partition
+            if row.kind is OutboxKind.DEAD_LETTER:
+                target %= self._dlq_partitions
+            groups.setdefault((row.kind, target), []).append(row)
         futures: list[asyncio.Future[object]] = []
-        for kind in OutboxKind:
-            chosen = [row for row in rows if row.kind is kind]
-            if chosen:
-                target = (
-                    partition if kind is OutboxKind.RESULT else partition % self._dlq_partitions
-                )
-                futures.extend(await self._send_batches(self._topics[kind], target, chosen))
+        for (kind, target), chosen in groups.items():
+            futures.extend(await self._send_batches(self._topics[kind], target, chosen))
         self._pending.setdefault(partition, deque()).append((rows[-1].src_offset, futures))
 
     async def _send_batches(

@@ -79,8 +79,13 @@ class SagaRules(AccountBook):
         return decision._replace(pending=True)
 
     def credit_in(self, leg: CreditLeg, incoming: Incoming, outcome: Outcome) -> Decision:
-        """Step 2: credit the payee out of clearing, or refuse; answer with a settle leg."""
+        """Step 2: credit the payee out of clearing, or refuse; answer with a settle leg.
+
+        A leg that reached the wrong partition is refused too, so the payer is refunded.
+        """
         payee, decision = self.movable(leg.customer, leg.account, leg.currency)
+        if partition_of(leg.customer, self.partitions) != self.partition:
+            payee, decision = None, Decision(Reason.WRONG_PARTITION, "leg in the wrong partition")
         balance = 0
         if payee is not None:
             clearing = self.system_account(SystemAccount.CLEARING, leg.currency)
@@ -108,7 +113,16 @@ class SagaRules(AccountBook):
     def settle_in(
         self, leg: SettleLeg, incoming: Incoming, outcome: Outcome, now_us: int
     ) -> Decision:
-        """Step 3: refund a refused transfer; publish the transfer's final result."""
+        """Step 3: refund a refused transfer; publish the transfer's final result.
+
+        A settle leg that reached the wrong partition is forwarded to the payer's.
+        """
+        home = partition_of(leg.customer, self.partitions)
+        if home != self.partition:
+            outcome.legs.append(Leg(incoming.offset, home, leg))
+            return Decision(
+                Reason.WRONG_PARTITION, "forwarded to the payer's partition", internal=True
+            )
         payer = self.accounts.get((leg.customer, leg.account))
         if payer is None:
             detail = f"settle leg for unknown payer {(leg.customer, leg.account)}"

@@ -22,6 +22,7 @@ import uvloop
 from engine.admin import initialize, read_shard_map
 from engine.client import Client
 from engine.config import Config
+from engine.reconciliation import reconcile
 from loadtest.driver import Driver, Score
 from loadtest.workers import WorkerProcess
 from loadtest.workload import Workload, WorkloadShape
@@ -40,6 +41,7 @@ class DemoOptions:
     workers: int = 2
     customers: int = 2_000
     rate: int = 0
+    cross_percent: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,12 @@ async def read_books(config: Config) -> Books:
 
 
 async def _load(config: Config, options: DemoOptions, run: str) -> tuple[Score, float]:
-    shape = WorkloadShape(customers=options.customers, partitions=config.kafka.partitions, run=run)
+    shape = WorkloadShape(
+        customers=options.customers,
+        partitions=config.kafka.partitions,
+        cross_share_percent=options.cross_percent,
+        run=run,
+    )
     workload = Workload(shape)
     async with Client(config.kafka) as client:
         driver = Driver(client)
@@ -113,11 +120,16 @@ def run_demo(config: Config, options: DemoOptions) -> int:
     finally:
         codes = [worker.stop() for worker in workers]
         print(f"workers stopped with exit codes {codes}")
+    report = asyncio.run(reconcile(config, topics=True))
     print(
         f"commands: {score.published} published, {len(score.results)} results, "
         f"{score.accepted} accepted"
     )
-    print(f"throughput: {rate:,.0f} commands/s over {options.seconds:.0f} s")
+    transfers = [r for r in score.results if r.startswith(f"{run}-tr-")]
+    print(
+        f"throughput: {rate:,.0f} commands/s over {options.seconds:.0f} s "
+        f"({len(transfers):,} transfers, {options.cross_percent}% to another partition)"
+    )
     print(
         f"publish-to-result latency: p50 {score.percentile_ms(0.5):.1f} ms, "
         f"p99 {score.percentile_ms(0.99):.1f} ms"
@@ -130,4 +142,13 @@ def run_demo(config: Config, options: DemoOptions) -> int:
         f"all balances + system accounts = {after.customer_total + after.system_total}; "
         f"balances off their journal: {after.accounts_off_journal} -> {'OK' if ok else 'FAILED'}"
     )
-    return 0 if ok else 1
+    problems = sum(len(found) for found in report.problems.values())
+    print(
+        f"reconcile: {report.counts.get('commands_consumed', 0):,} commands consumed, "
+        f"{report.transfers_in_flight} transfers in flight, {problems} discrepancies -> "
+        f"{'OK' if report.ok else 'FAILED'}"
+    )
+    for check, found in report.problems.items():
+        for finding in found:
+            print(f"  {check}: {finding}")
+    return 0 if ok and report.ok else 1

@@ -15,6 +15,7 @@ from engine.routing import partition_of
 
 ACCOUNT = 1
 CURRENCY = "EUR"
+FOREIGN_TRIES_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class WorkloadShape:
     transfer_amount_max: int = 5_000
     deposit_share_percent: int = 5
     withdraw_share_percent: int = 5
+    cross_share_percent: int = 20
+    """Of the transfers, how many go to a customer in another partition."""
     seed: int = 7
     run: str = "w"
 
@@ -33,6 +36,8 @@ class WorkloadShape:
             raise ValueError("a workload needs at least 2 customers")
         if self.deposit_share_percent + self.withdraw_share_percent > 100:
             raise ValueError("deposit and withdraw shares exceed 100%")
+        if not 0 <= self.cross_share_percent <= 100:
+            raise ValueError("cross_share_percent must be in 0..100")
 
 
 class Workload:
@@ -61,7 +66,7 @@ class Workload:
             yield Deposit(self._id("dep"), customer, ACCOUNT, self.shape.initial_deposit, CURRENCY)
 
     def next_command(self) -> Command:
-        """A transfer to a customer of the same partition, or a deposit or withdrawal."""
+        """A transfer (some to another partition), or a deposit or withdrawal."""
         shape = self.shape
         pick = self.random.randrange(100)
         customer = self.random.choice(self.customers)
@@ -70,8 +75,20 @@ class Workload:
             return Deposit(self._id("dep"), customer, ACCOUNT, amount, CURRENCY)
         if pick < shape.deposit_share_percent + shape.withdraw_share_percent:
             return Withdraw(self._id("wd"), customer, ACCOUNT, amount, CURRENCY)
-        payees = self.neighbours[customer]
-        payee = self.random.choice(payees)
-        if payee == customer and len(payees) > 1:
-            payee = payees[(payees.index(customer) + 1) % len(payees)]
+        if self.random.randrange(100) < shape.cross_share_percent:
+            payee = self._foreign(customer)
+        else:
+            payees = self.neighbours[customer]
+            payee = self.random.choice(payees)
+            if payee == customer and len(payees) > 1:
+                payee = payees[(payees.index(customer) + 1) % len(payees)]
         return Transfer(self._id("tr"), customer, ACCOUNT, payee, ACCOUNT, amount, CURRENCY)
+
+    def _foreign(self, customer: int) -> int:
+        """A customer of another partition (bounded tries; the same one if P is 1)."""
+        home = partition_of(customer, self.shape.partitions)
+        for _ in range(FOREIGN_TRIES_MAX):
+            payee = self.random.choice(self.customers)
+            if partition_of(payee, self.shape.partitions) != home:
+                return payee
+        return customer

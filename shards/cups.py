@@ -7,9 +7,9 @@ import asyncio
 import asyncpg
 
 from engine.config import ShardsConfig
-from engine.errors import InfrastructureError
+from engine.errors import ConfigError, InfrastructureError
 from shards.control import ShardMap, connect, redact
-from shards.migrate import migrate
+from shards.migrate import migrate, missing_migrations
 from shards.store import CupStore
 
 
@@ -46,6 +46,14 @@ async def open_cups(shard_map: ShardMap, config: ShardsConfig) -> dict[int, CupS
         return CupStore(cup_id, pool)
 
     stores = await asyncio.gather(*(open_one(c, d) for c, d in sorted(shard_map.cups.items())))
+    for store in stores:
+        async with store.pool.acquire() as connection:
+            missing = await missing_migrations(connection, "postgres")
+        if missing:
+            await asyncio.gather(*(s.pool.close() for s in stores))
+            raise ConfigError(
+                f"cup {store.cup_id} lacks migrations {missing}: run `smallcups init`"
+            )
     return {store.cup_id: store for store in stores}
 
 

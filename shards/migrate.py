@@ -30,6 +30,17 @@ def migration_files(kind: str) -> list[tuple[int, str, str]]:
     return found
 
 
+async def missing_migrations(connection: asyncpg.Connection, kind: str) -> list[str]:
+    """Names of the migrations of ``kind`` this database has not applied."""
+    exists = await connection.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    done: set[int] = set()
+    if exists:
+        done = {
+            r["version"] for r in await connection.fetch("SELECT version FROM schema_migrations")
+        }
+    return [name for version, name, _ in migration_files(kind) if version not in done]
+
+
 async def migrate(connection: asyncpg.Connection, kind: str) -> list[str]:
     """Apply the missing migrations of ``kind``; returns the names applied now."""
     await connection.execute(

@@ -1,0 +1,211 @@
+"""Reconciliation: prove the books balance, per cup and across the system.
+
+Checks (each failure names the account, transfer or command):
+
+1. every balance equals the sum of its journal rows;
+2. every cup's journal sums to zero per currency (double entry);
+3. the clearing accounts of all cups net to the money in flight: transfers debited on
+   the payer's side whose credit leg has not been applied on the payee's side yet
+   (or was refused and awaits its refund);
+4. sum(customer balances) + in flight == deposits - withdrawals (the CASH accounts);
+5. no command id was applied by two different records of its partition;
+6. (with the topics) every consumed command has a result, and one result only:
+   re-sends are identical; no pending result was ever published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from engine.book import SystemAccount, system_account_number
+from engine.messages import CREDIT_SUFFIX, Status, result_decoder
+from engine.routing import partition_of
+from shards.control import ShardMap
+from shards.store import CupStore
+
+FINDINGS_MAX = 50
+"""Most discrepancies listed per check (the count is always complete)."""
+
+
+@dataclass(slots=True)
+class CupFigures:
+    cup: int
+    accounts: int = 0
+    journal_rows: int = 0
+    legs_in_flight: int = 0
+    money_in_flight: dict[str, int] = field(default_factory=dict)
+    customer_total: dict[str, int] = field(default_factory=dict)
+    clearing_total: dict[str, int] = field(default_factory=dict)
+    cash_total: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Report:
+    cups: list[CupFigures] = field(default_factory=list)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    transfers_in_flight: int = 0
+    pending_ids: set[str] = field(default_factory=set)
+    """Transfers debited and not yet settled: their final result is not out yet."""
+    problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.problems.values())
+
+    def add(self, check: str, finding: str) -> None:
+        found = self.problems[check]
+        if len(found) < FINDINGS_MAX:
+            found.append(finding)
+        self.counts[f"{check}_problems"] = self.counts.get(f"{check}_problems", 0) + 1
+
+
+_TOTALS = """
+SELECT currency,
+       coalesce(sum(balance) FILTER (WHERE customer_id <> 0), 0) AS customers,
+       coalesce(sum(balance) FILTER (WHERE customer_id = 0 AND account_no = ANY($1)), 0)
+           AS clearing,
+       coalesce(sum(balance) FILTER (WHERE customer_id = 0 AND account_no = ANY($2)), 0)
+           AS cash,
+       count(*) AS accounts
+FROM accounts GROUP BY currency
+"""
+
+_OFF_JOURNAL = """
+WITH sums AS (SELECT partition, customer_id, account_no, sum(amount) AS total
+              FROM journal GROUP BY partition, customer_id, account_no)
+SELECT a.partition, a.customer_id, a.account_no, a.balance, coalesce(s.total, 0) AS total
+FROM accounts a LEFT JOIN sums s USING (partition, customer_id, account_no)
+WHERE a.balance <> coalesce(s.total, 0)
+UNION ALL
+SELECT s.partition, s.customer_id, s.account_no, NULL, s.total
+FROM sums s LEFT JOIN accounts a USING (partition, customer_id, account_no)
+WHERE a.partition IS NULL
+LIMIT 1000
+"""
+
+_UNBALANCED = (
+    "SELECT currency, sum(amount) AS total FROM journal GROUP BY currency HAVING sum(amount) <> 0"
+)
+
+_TWICE = """
+SELECT partition, command_id FROM journal GROUP BY partition, command_id
+HAVING count(DISTINCT src_offset) > 1 LIMIT 1000
+"""
+
+
+def _system_numbers(kind: SystemAccount, currencies: Iterable[str]) -> list[int]:
+    return [system_account_number(kind, c) for c in currencies]
+
+
+async def audit_cup(store: CupStore, currencies: Iterable[str], report: Report) -> CupFigures:
+    """Checks 1, 2 and 5 on one cup; its totals and its transfers in flight."""
+    figures = CupFigures(store.cup_id)
+    clearing = _system_numbers(SystemAccount.CLEARING, currencies)
+    cash = _system_numbers(SystemAccount.CASH, currencies)
+    for row in await store.pool.fetch(_TOTALS, clearing, cash):
+        currency = row["currency"]
+        figures.customer_total[currency] = int(row["customers"])
+        figures.clearing_total[currency] = int(row["clearing"])
+        figures.cash_total[currency] = int(row["cash"])
+        figures.accounts += row["accounts"]
+    figures.journal_rows = await store.pool.fetchval("SELECT count(*) FROM journal")
+    for row in await store.pool.fetch(_OFF_JOURNAL):
+        account = f"{row['customer_id']}/{row['account_no']} (partition {row['partition']})"
+        report.add(
+            "balance_equals_journal",
+            f"cup {store.cup_id} account {account}: balance {row['balance']} "
+            f"but journal sums to {row['total']}",
+        )
+    for row in await store.pool.fetch(_UNBALANCED):
+        report.add(
+            "journal_balanced",
+            f"cup {store.cup_id}: {row['currency']} journal sums to {row['total']}",
+        )
+    for row in await store.pool.fetch(_TWICE):
+        report.add(
+            "applied_once",
+            f"cup {store.cup_id}: command {row['command_id']} applied by two records "
+            f"of partition {row['partition']}",
+        )
+    return figures
+
+
+async def transfers_in_flight(
+    stores: Mapping[int, CupStore], shard_map: ShardMap
+) -> tuple[set[str], list[tuple[int, str, int, str]]]:
+    """Ids of unsettled transfers, and (payer cup, id, amount, currency) of those whose
+    money is in flight: from the debit until the payee's side applied the credit; when
+    the credit was refused, until the payer's side applied the refund.
+    """
+    flights: list[tuple[int, str, int, int, str]] = []
+    for cup_id, store in stores.items():
+        rows = await store.pool.fetch(
+            "SELECT transfer_id, to_customer, amount, currency FROM transfers_in_flight"
+        )
+        flights.extend(
+            (cup_id, r["transfer_id"], r["to_customer"], r["amount"], r["currency"]) for r in rows
+        )
+    by_cup: dict[int, list[str]] = defaultdict(list)
+    for _, transfer, payee, _, _ in flights:
+        payee_cup = shard_map.cup_of[partition_of(payee, shard_map.partitions)]
+        by_cup[payee_cup].append(transfer + CREDIT_SUFFIX)
+    credited: set[str] = set()
+    for cup_id, ids in by_cup.items():
+        rows = await stores[cup_id].pool.fetch(
+            "SELECT command_id, result FROM command_results WHERE command_id = ANY($1::text[])", ids
+        )
+        credited.update(
+            r["command_id"].removesuffix(CREDIT_SUFFIX)
+            for r in rows
+            if result_decoder.decode(r["result"]).status is Status.ACCEPTED
+        )
+    moving = [
+        (cup, t, amount, currency) for cup, t, _, amount, currency in flights if t not in credited
+    ]
+    return {t for _, t, _, _, _ in flights}, moving
+
+
+async def reconcile_cups(
+    stores: Mapping[int, CupStore], shard_map: ShardMap, currencies: Iterable[str]
+) -> Report:
+    """Checks 1 to 5 over every cup of the shard map."""
+    report = Report()
+    currencies = sorted(currencies)
+    report.cups = list(
+        await asyncio.gather(*(audit_cup(store, currencies, report) for store in stores.values()))
+    )
+    report.pending_ids, flights = await transfers_in_flight(stores, shard_map)
+    report.transfers_in_flight = len(flights)
+    by_cup = {figures.cup: figures for figures in report.cups}
+    for cup, _, amount, currency in flights:
+        report.in_flight[currency] = report.in_flight.get(currency, 0) + amount
+        figures = by_cup[cup]
+        figures.legs_in_flight += 1
+        figures.money_in_flight[currency] = figures.money_in_flight.get(currency, 0) + amount
+    _check_system_totals(report)
+    return report
+
+
+def _check_system_totals(report: Report) -> None:
+    """Checks 3 and 4: clearing == in flight; customers + in flight == -cash."""
+    currencies = {c for f in report.cups for c in f.customer_total}
+    for currency in sorted(currencies):
+        customers = sum(f.customer_total.get(currency, 0) for f in report.cups)
+        clearing = sum(f.clearing_total.get(currency, 0) for f in report.cups)
+        cash = sum(f.cash_total.get(currency, 0) for f in report.cups)
+        flight = report.in_flight.get(currency, 0)
+        if clearing != flight:
+            report.add(
+                "clearing_equals_in_flight",
+                f"{currency}: clearing accounts sum to {clearing}, in flight {flight}",
+            )
+        if customers + flight != -cash:
+            report.add(
+                "money_conserved",
+                f"{currency}: balances {customers} + in flight {flight} != deposits - "
+                f"withdrawals {-cash}",
+            )
