@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Final, Self
 
@@ -25,7 +26,7 @@ from aiokafka.errors import KafkaError
 from engine.config import KafkaConfig
 from engine.errors import ConfigError, InfrastructureError
 from engine.messages import Command, Result, encode, result_decoder
-from engine.routing import customer_key
+from engine.routing import customer_key, partition_of
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,18 @@ WAITING_MAX: Final = 1_000_000
 
 
 class Client:
-    def __init__(self, kafka: KafkaConfig, *, linger_ms: int = 5, client_id: str = "smallcups"):
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        *,
+        linger_ms: int = 5,
+        client_id: str = "smallcups",
+        on_result: Callable[[Result], None] | None = None,
+    ):
         self.kafka = kafka
+        self.on_result = on_result
+        """Called with every result read (load generators keep their own books)."""
+        self._partitions = 0
         self._producer = AIOKafkaProducer(
             bootstrap_servers=kafka.bootstrap_servers,
             enable_idempotence=True,
@@ -64,6 +75,12 @@ class Client:
     async def start(self, *, results: bool = True) -> None:
         """Connect the producer, and the results reader unless ``results`` is false."""
         await self._producer.start()
+        partitions = await self._producer.partitions_for(self.kafka.commands_topic)
+        if not partitions:
+            raise ConfigError(
+                f"topic {self.kafka.commands_topic} does not exist: run smallcups init"
+            )
+        self._partitions = len(partitions)
         if results:
             await self._start_reader()
 
@@ -110,6 +127,30 @@ class Client:
             self.kafka.commands_topic, encode(command), key=customer_key(command.customer)
         )
 
+    async def publish_many(self, commands: Sequence[Command]) -> list[asyncio.Future[object]]:
+        """Queue many commands packed in one record batch per partition (the load path).
+
+        The partition is the one Kafka's default partitioner picks for the key, so the
+        commands land exactly where ``publish`` would put them.
+        """
+        topic = self.kafka.commands_topic
+        groups: dict[int, list[Command]] = {}
+        for command in commands:
+            groups.setdefault(partition_of(command.customer, self._partitions), []).append(command)
+        futures: list[asyncio.Future[object]] = []
+        for partition, group in groups.items():
+            batch = self._producer.create_batch()
+            for command in group:
+                key, value = customer_key(command.customer), encode(command)
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(
+                        await self._producer.send_batch(batch, topic, partition=partition)
+                    )
+                    batch = self._producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+        return futures
+
     async def submit(self, command: Command, timeout_seconds: float = 30.0) -> Result:
         """Publish a command and wait for its result."""
         future = self.expect(command.id)
@@ -145,6 +186,8 @@ class Client:
                     except msgspec.DecodeError:
                         log.warning("undecodable result at offset %d", record.offset)
                         continue
+                    if self.on_result is not None:
+                        self.on_result(result)
                     future = self._waiting.pop(result.command_id, None)
                     if future is not None and not future.done():
                         future.set_result(result)

@@ -23,7 +23,7 @@ from engine.admin import initialize, read_shard_map
 from engine.client import Client
 from engine.config import Config
 from engine.reconciliation import reconcile
-from loadtest.driver import Driver, Score
+from loadtest.driver import CHUNK_COMMANDS, Driver, Score
 from loadtest.workers import WorkerProcess
 from loadtest.workload import Workload, WorkloadShape
 from shards.cups import close_cups, open_cups
@@ -92,8 +92,9 @@ async def _load(config: Config, options: DemoOptions, run: str) -> tuple[Score, 
         interval = 1 / options.rate if options.rate else 0.0
         sent = 0
         while time.monotonic() < deadline and sent < COMMANDS_MAX:
-            await driver.send(workload.next_command())
-            sent += 1
+            chunk = [workload.next_command() for _ in range(CHUNK_COMMANDS)]
+            await driver.send_many(chunk)
+            sent += len(chunk)
             if interval:
                 await asyncio.sleep(max(0.0, started + sent * interval - time.monotonic()))
         if not await driver.wait_all(120):

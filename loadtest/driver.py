@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from engine.client import Client
 from engine.messages import Command, Deposit, Result, Withdraw
+
+CHUNK_COMMANDS = 500
+"""Commands packed into one publish_many call by send_all."""
 
 
 @dataclass(slots=True)
@@ -32,37 +35,56 @@ class Score:
 
 
 class Driver:
-    """Publishes commands with at most ``window`` awaiting their result."""
+    """Publishes commands with at most ``window`` command ids awaiting their result.
+
+    It takes every result the client reads (``Client.on_result``). A command id is done
+    at its first result: a duplicate publish of the same id, or a re-send after a crash,
+    adds nothing (a duplicate of a pending transfer gets the one final result only).
+    """
 
     def __init__(self, client: Client, window: int = 5_000):
         if window < 1:
             raise ValueError("window must be >= 1")
         self.client = client
+        self.window = window
         self.score = Score()
-        self._slots = asyncio.Semaphore(window)
-        self._outstanding: set[asyncio.Future[Result]] = set()
+        self._awaited: dict[str, tuple[float, Command]] = {}
+        self._room = asyncio.Event()
+        self._drained = asyncio.Event()
+        client.on_result = self._on_result
 
     async def send(self, command: Command) -> None:
-        await self._slots.acquire()
+        await self.send_many([command])
+
+    async def send_many(self, commands: Sequence[Command]) -> None:
+        if len(commands) > self.window:
+            raise ValueError(f"{len(commands)} commands exceed the window of {self.window}")
+        while len(self._awaited) + len(commands) > self.window:
+            self._room.clear()
+            await self._room.wait()
         started = time.perf_counter()
-        future = self.client.expect(command.id)
-        self._outstanding.add(future)
-
-        def done(f: asyncio.Future[Result]) -> None:
-            self._slots.release()
-            self._outstanding.discard(f)
-            if f.cancelled() or f.exception() is not None:
-                return
-            self._record(command, f.result(), started)
-
-        future.add_done_callback(done)
-        delivery = await self.client.publish(command)
-        delivery.add_done_callback(self._delivered)
-        self.score.published += 1
+        for command in commands:
+            if command.id not in self._awaited and command.id not in self.score.results:
+                self._awaited[command.id] = (started, command)
+        if self._awaited:
+            self._drained.clear()
+        for delivery in await self.client.publish_many(commands):
+            delivery.add_done_callback(self._delivered)
+        self.score.published += len(commands)
 
     def _delivered(self, delivery: asyncio.Future[object]) -> None:
         if delivery.cancelled() or delivery.exception() is not None:
             self.score.publish_errors += 1
+
+    def _on_result(self, result: Result) -> None:
+        awaited = self._awaited.pop(result.command_id, None)
+        if awaited is None:
+            return
+        started, command = awaited
+        self._record(command, result, started)
+        self._room.set()
+        if not self._awaited:
+            self._drained.set()
 
     def _record(self, command: Command, result: Result, started: float) -> None:
         score = self.score
@@ -75,12 +97,21 @@ class Driver:
                 score.withdrawn += command.amount
 
     async def send_all(self, commands: Iterable[Command]) -> None:
+        chunk: list[Command] = []
         for command in commands:
-            await self.send(command)
+            chunk.append(command)
+            if len(chunk) >= min(CHUNK_COMMANDS, self.window):
+                await self.send_many(chunk)
+                chunk = []
+        if chunk:
+            await self.send_many(chunk)
 
     async def wait_all(self, timeout_seconds: float) -> bool:
-        """Wait until every published command has its result; False on timeout."""
-        deadline = time.monotonic() + timeout_seconds
-        while self._outstanding and time.monotonic() < deadline:
-            await asyncio.wait(list(self._outstanding), timeout=deadline - time.monotonic())
-        return not self._outstanding
+        """Wait until every published command id has its result; False on timeout."""
+        if not self._awaited:
+            return True
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_seconds)
+        except TimeoutError:
+            return False
+        return True

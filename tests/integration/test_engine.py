@@ -33,6 +33,7 @@ from tests.integration.system import (
 pytestmark = pytest.mark.integration
 
 RESULTS_TIMEOUT_SECONDS = 120.0
+RESULTS_POLLS_MAX = 60
 
 
 @pytest.fixture
@@ -58,7 +59,9 @@ async def _publish_load(system: System, commands: list[Command], *, kill_after: 
 
 
 def _commands(system: System, count: int, *, duplicates: int) -> list[Command]:
-    shape = WorkloadShape(customers=300, partitions=system.config.kafka.partitions, seed=11)
+    shape = WorkloadShape(
+        customers=300, partitions=system.config.kafka.partitions, cross_share_percent=0, seed=11
+    )
     workload = Workload(shape)
     commands = list(workload.opening())
     load = [workload.next_command() for _ in range(count - len(commands) - duplicates)]
@@ -68,9 +71,20 @@ def _commands(system: System, count: int, *, duplicates: int) -> list[Command]:
     return commands + load
 
 
+async def _results(system: System, count: int) -> list[Result]:
+    """The results topic once it holds ``count`` results (bounded wait)."""
+    kafka = system.config.kafka
+    for _ in range(RESULTS_POLLS_MAX):
+        records = await read_topic(kafka, kafka.results_topic)
+        if len(records) >= count:
+            break
+        await asyncio.sleep(0.5)
+    return [result_decoder.decode(r.value) for r in records]
+
+
 async def _check_exactly_once(system: System, commands: list[Command], *, resent_ok: bool) -> None:
     kafka = system.config.kafka
-    results = [result_decoder.decode(r.value) for r in await read_topic(kafka, kafka.results_topic)]
+    results = await _results(system, len(commands))
     published = Counter(c.id for c in commands)
     answered = Counter(r.command_id for r in results)
     assert set(answered) == set(published)
