@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install: the venv is rebuilt only when pyproject.toml changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv up down status demo test lint
+.PHONY: venv up down status demo test lint prometheus-tools docs
 
 venv: $(INSTALLED)
 
@@ -29,7 +29,16 @@ demo: venv up
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: venv up lint
+# prometheus and promtool (Debian's package; its own service is left stopped and disabled).
+prometheus-tools:
+	bash scripts/install_prometheus_tools.sh
+
+# Regenerate the metrics table of docs/observability.md from engine/metrics.py.
+docs: venv
+	$(BIN)/python -m scripts.metrics_table --write docs/observability.md
+
+test: venv prometheus-tools up lint
 	$(BIN)/pytest -m 'not slow'

@@ -130,6 +130,9 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     outbox_trim_interval_seconds: float = 1.0
     handover_flush_seconds: float = 10.0
     metrics_port: int = 0
+    """Port of /metrics, /healthz, /readyz on 127.0.0.1 (0: any free port, logged)."""
+    metrics_targets_dir: str = ""
+    """If set, the worker writes a Prometheus file_sd target there (the local stack's)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.fetch_records_max <= 100_000:

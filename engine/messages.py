@@ -261,6 +261,15 @@ class Invalid(msgspec.Struct, frozen=True):
     detail: str
 
 
+DEAD_LETTER_REASONS: Final = (
+    "undecodable",
+    "bad_command_id",
+    "bad_customer_id",
+    "message_too_large",
+)
+"""Why a record went to the DLQ (the ``reason`` of a DeadLetter)."""
+
+
 class Undecodable(msgspec.Struct, frozen=True):
     """A record that cannot be answered: it goes to the DLQ."""
 

@@ -7,6 +7,7 @@ numbers. Never an account, a customer or a command id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -29,6 +30,8 @@ LATENCY_BUCKETS_SECONDS: Final = (
 )
 """Latency buckets; 0.1 s is the publish-to-result objective (p99 <= 100 ms)."""
 
+OUTCOMES: Final = ("accepted", "rejected", "pending", "dead_letter")
+
 BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
@@ -41,7 +44,7 @@ class WorkerMetrics:
         self.commands = Counter(
             "smallcups_commands",
             "Commands processed, by command type and outcome "
-            "(accepted, rejected, replayed, dead_letter).",
+            "(accepted, rejected, pending, dead_letter).",
             ["type", "outcome"],
             registry=r,
         )
@@ -122,3 +125,28 @@ class WorkerMetrics:
             ["cup", "currency"],
             registry=r,
         )
+        self.cups_down: set[str] = set()
+        """Cups whose last statement failed (readiness reads it; the gauge mirrors it)."""
+
+    def set_cup_up(self, cup: int, up: bool) -> None:
+        label = str(cup)
+        self.cup_up.labels(label).set(1 if up else 0)
+        if up:
+            self.cups_down.discard(label)
+        else:
+            self.cups_down.add(label)
+
+    def precreate(
+        self,
+        command_types: Sequence[str],
+        reasons: Sequence[str],
+        dead_letter_reasons: Sequence[str],
+    ) -> None:
+        """Create every known label value at 0, so rate() sees the first event too."""
+        for kind in command_types:
+            for outcome in OUTCOMES:
+                self.commands.labels(kind, outcome)
+        for reason in reasons:
+            self.rejections.labels(reason)
+        for reason in dead_letter_reasons:
+            self.dead_letters.labels(reason)

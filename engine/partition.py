@@ -29,6 +29,7 @@ from engine.messages import (
     encode,
     fingerprint,
 )
+from engine.metrics import WorkerMetrics
 from engine.routing import customer_key
 from shards.store import Claim, CommitBatch, CommitStatus, CupStore, OutboxKind, OutboxRow
 
@@ -39,14 +40,19 @@ RETRIABLE: Final = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
 )
+"""Faults of a cup that pass (restarts, shutdowns, refused or lost connections, a database
+closed to connections): retry with back-off. Any other database error is a bug: crash."""
 
 
 @dataclass(slots=True)
 class Decoded:
     incoming: list[Incoming] = field(default_factory=list)
     dead: list[OutboxRow] = field(default_factory=list)
+    dead_reasons: list[str] = field(default_factory=list)
     last_offset: int = -1
 
 
@@ -64,6 +70,7 @@ def decode_records(records: Sequence[Any], message_bytes_max: int) -> Decoded:
         else:
             parsed = decode_command(value)
         if isinstance(parsed, Undecodable):
+            decoded.dead_reasons.append(parsed.reason)
             letter = DeadLetter(
                 parsed.reason,
                 parsed.detail,
@@ -93,8 +100,15 @@ class PartitionState:
     """The worker's hold on one partition, valid while its epoch is the cup's."""
 
     def __init__(
-        self, partition: int, partitions: int, store: CupStore, claim: Claim, config: WorkerConfig
+        self,
+        partition: int,
+        partitions: int,
+        store: CupStore,
+        claim: Claim,
+        config: WorkerConfig,
+        metrics: WorkerMetrics,
     ):
+        self.metrics = metrics
         self.partition = partition
         self.store = store
         self.epoch = claim.epoch
@@ -122,8 +136,8 @@ class PartitionState:
             for account in await self.store.load_accounts(self.partition, sorted(missing)):
                 book[account.key] = account
 
-    async def process(self, decoded: Decoded, now_us: int, trim_below: int) -> list[OutboxRow]:
-        """Decide and commit one batch; returns the outbox rows to publish."""
+    async def process(self, decoded: Decoded, now_us: int, trim_below: int) -> CommitBatch:
+        """Decide and commit one batch; returns what was committed (with its outbox)."""
         invariant(decoded.last_offset >= self.position, "batches move forward")
         known: dict[str, Known] = {}
         for _attempt in range(2):
@@ -133,7 +147,7 @@ class PartitionState:
             status = await self._commit(batch)
             if status is CommitStatus.COMMITTED:
                 self.position = batch.next_offset
-                return list(batch.outbox)
+                return batch
             if status is CommitStatus.FENCED:
                 raise FencedError(f"partition {self.partition} was claimed by another worker")
             await self.load()
@@ -175,10 +189,16 @@ class PartitionState:
     async def _commit(self, batch: CommitBatch) -> CommitStatus:
         """Commit, retrying infrastructure faults; an unclear outcome is read back."""
         delay = 0.05
+        cup = str(self.store.cup_id)
         for attempt in range(1, self.config.commit_retry_max + 1):
+            started = time.perf_counter()
             try:
-                return await self.store.commit(batch)
+                status = await self.store.commit(batch)
+                self.metrics.commit_duration.labels(cup).observe(time.perf_counter() - started)
+                self.metrics.set_cup_up(self.store.cup_id, True)
+                return status
             except RETRIABLE as error:
+                self.metrics.set_cup_up(self.store.cup_id, False)
                 log.warning(
                     "partition %d commit attempt %d failed: %s",
                     self.partition,

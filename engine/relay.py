@@ -11,25 +11,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer
 
 from engine.config import KafkaConfig
 from engine.errors import InvariantError
+from engine.metrics import WorkerMetrics
 from shards.store import OutboxKind, OutboxRow
 
 log = logging.getLogger(__name__)
 
-_Pending = tuple[int, list["asyncio.Future[object]"]]
+
+class _Pending(NamedTuple):
+    last_offset: int
+    futures: list[asyncio.Future[object]]
+    published_ms: Sequence[int]
+    rows: int
 
 
 class Relay:
     """Sends outbox rows and tracks, per partition, the offset below which all are acked."""
 
-    def __init__(self, producer: AIOKafkaProducer, kafka: KafkaConfig, dlq_partitions: int):
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        kafka: KafkaConfig,
+        dlq_partitions: int,
+        metrics: WorkerMetrics,
+    ):
         self._producer = producer
+        self._metrics = metrics
         self._dlq_partitions = dlq_partitions
         self._topics = {
             OutboxKind.RESULT: kafka.results_topic,
@@ -40,7 +55,9 @@ class Relay:
         self._acked_below: dict[int, int] = {}
         self._resend: set[int] = set()
 
-    async def publish(self, partition: int, rows: Sequence[OutboxRow]) -> None:
+    async def publish(
+        self, partition: int, rows: Sequence[OutboxRow], published_ms: Sequence[int] = ()
+    ) -> None:
         """Queue rows of one partition, in offset order, for sending.
 
         Each row names its target partition: results of command partition p go to results
@@ -59,7 +76,9 @@ class Relay:
         futures: list[asyncio.Future[object]] = []
         for (kind, target), chosen in groups.items():
             futures.extend(await self._send_batches(self._topics[kind], target, chosen))
-        self._pending.setdefault(partition, deque()).append((rows[-1].src_offset, futures))
+        pending = _Pending(rows[-1].src_offset, futures, published_ms, len(rows))
+        self._pending.setdefault(partition, deque()).append(pending)
+        self._metrics.outbox_backlog.inc(len(rows))
 
     async def _send_batches(
         self, topic: str, partition: int, rows: Sequence[OutboxRow]
@@ -79,19 +98,20 @@ class Relay:
         """Every outbox row of ``partition`` below this offset has been published."""
         pending = self._pending.get(partition)
         while pending:
-            last_offset, futures = pending[0]
-            if not all(f.done() for f in futures):
+            head = pending[0]
+            if not all(f.done() for f in head.futures):
                 break
-            failed = [f.exception() for f in futures if f.exception() is not None]
+            failed = [f.exception() for f in head.futures if f.exception() is not None]
             if failed:
                 log.warning(
                     "publishing partition %d failed (%s); will re-send", partition, failed[0]
                 )
-                pending.clear()
+                self._drop(partition)
                 self._resend.add(partition)
                 break
             pending.popleft()
-            self._acked_below[partition] = last_offset + 1
+            self._acked(head)
+            self._acked_below[partition] = head.last_offset + 1
         return self._acked_below.get(partition, 0)
 
     def take_resends(self) -> set[int]:
@@ -99,9 +119,20 @@ class Relay:
         resend, self._resend = self._resend, set()
         return resend
 
+    def _acked(self, head: _Pending) -> None:
+        self._metrics.outbox_backlog.dec(head.rows)
+        now_ms = time.time_ns() // 1_000_000
+        latency = self._metrics.publish_to_result
+        for published in head.published_ms:
+            latency.observe(max(0, now_ms - published) / 1000)
+
+    def _drop(self, partition: int) -> None:
+        for head in self._pending.pop(partition, ()):
+            self._metrics.outbox_backlog.dec(head.rows)
+
     def forget(self, partition: int) -> None:
         """Stop tracking a partition this worker no longer owns."""
-        self._pending.pop(partition, None)
+        self._drop(partition)
         self._acked_below.pop(partition, None)
         self._resend.discard(partition)
 
@@ -109,6 +140,6 @@ class Relay:
         """Wait (bounded) until what is queued so far is acknowledged or failed."""
         chosen = self._pending.keys() if partitions is None else partitions
         queues = [self._pending[p] for p in chosen if p in self._pending]
-        futures = [f for queue in queues for _, fs in queue for f in fs]
+        futures = [f for queue in queues for head in queue for f in head.futures]
         if futures:
             await asyncio.wait(futures, timeout=timeout_seconds)

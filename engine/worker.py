@@ -9,6 +9,7 @@ on it is the partition's only writer, until Kafka revokes it or a commit finds i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -23,6 +24,8 @@ from aiokafka.structs import OffsetAndMetadata
 
 from engine.config import Config
 from engine.errors import FencedError, InfrastructureError
+from engine.metrics import WorkerMetrics
+from engine.observe import record_batch
 from engine.partition import RETRIABLE, Decoded, PartitionState, decode_records, now_us
 from engine.relay import Relay
 from shards.control import ShardMap
@@ -39,7 +42,10 @@ class Worker:
         stores: Mapping[int, CupStore],
         consumer: AIOKafkaConsumer,
         relay: Relay,
+        metrics: WorkerMetrics,
     ):
+        self.metrics = metrics
+        self.joined = False
         self.config = config
         self.limits = config.worker
         self.topic = config.kafka.commands_topic
@@ -95,9 +101,10 @@ class Worker:
         partition = state.partition
         trim_below = self.relay.acked_below(partition)
         try:
-            rows = await state.process(decoded, now_us(), trim_below)
+            batch = await state.process(decoded, now_us(), trim_below)
         except FencedError as error:
             log.warning("fenced: %s; re-claiming", error)
+            self.metrics.fenced_commits.inc()
             self._lose(partition)
             return
         except (InfrastructureError, *RETRIABLE) as error:
@@ -105,7 +112,9 @@ class Worker:
             self._lose(partition)
             return
         state.trimmed_below = trim_below
-        await self.relay.publish(partition, rows)
+        record_batch(self.metrics, decoded, batch, time.time_ns() // 1_000_000)
+        published = [p.result.published_at_ms for p in batch.outcome.published]
+        await self.relay.publish(partition, batch.outbox, published)
 
     def _lose(self, partition: int) -> None:
         self.owned.pop(partition, None)
@@ -130,7 +139,9 @@ class Worker:
         store = self.stores[self.shard_map.cup_of[partition]]
         try:
             claim = await store.claim(partition, self.owner)
-            state = PartitionState(partition, self.shard_map.partitions, store, claim, self.limits)
+            state = PartitionState(
+                partition, self.shard_map.partitions, store, claim, self.limits, self.metrics
+            )
             await state.load()
             unsent = await store.unsent(partition)
         except RETRIABLE as error:
@@ -152,8 +163,11 @@ class Worker:
 
     async def on_assigned(self, partitions: Sequence[int]) -> None:
         async with self._lock:
+            self.joined = True
+            self.metrics.rebalances.inc()
             self.assigned |= set(partitions)
             await asyncio.gather(*(self._claim(p) for p in partitions))
+            self.metrics.partitions_owned.set(len(self.owned))
 
     async def on_revoked(self, partitions: Sequence[int]) -> None:
         """Hand partitions over cleanly: publish what is committed, trim, forget."""
@@ -161,19 +175,64 @@ class Worker:
             await self.relay.flush(self.limits.handover_flush_seconds, partitions)
             await self.trim_outboxes(partitions)
             for partition in partitions:
+                self._forget_series(partition)
                 self.assigned.discard(partition)
                 self.lost.discard(partition)
                 self.owned.pop(partition, None)
                 self.relay.forget(partition)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready: joined the group, owns what it was assigned (or nothing, by design),
+        and every cup answered its last statement."""
+        if not self.joined:
+            return False, "not joined to the consumer group yet"
+        if self.lost:
+            return False, f"partitions {sorted(self.lost)} wait to be re-claimed"
+        if self.metrics.cups_down:
+            return False, f"cups {sorted(self.metrics.cups_down)} unreachable"
+        return True, f"owns {len(self.owned)} partitions"
 
     async def _housekeeping(self) -> None:
         now = time.monotonic()
         if now - self._trimmed_at >= self.limits.outbox_trim_interval_seconds:
             self._trimmed_at = now
             await self.trim_outboxes()
+            self._export_positions()
+            await self._export_in_flight()
         if now - self._offsets_committed_at >= self.limits.kafka_offsets_commit_interval_seconds:
             self._offsets_committed_at = now
             await self._commit_kafka_offsets()
+
+    def _export_positions(self) -> None:
+        metrics = self.metrics
+        metrics.partitions_owned.set(len(self.owned))
+        for partition, state in self.owned.items():
+            label = str(partition)
+            metrics.committed_offset.labels(label).set(state.position)
+            highwater = self.consumer.highwater(TopicPartition(self.topic, partition))
+            if highwater is not None:
+                metrics.lag.labels(label).set(max(0, highwater - state.position))
+
+    async def _export_in_flight(self) -> None:
+        """Transfers debited by this worker's partitions and not settled, per cup."""
+        by_cup: dict[int, list[int]] = {}
+        for partition, state in self.owned.items():
+            by_cup.setdefault(state.store.cup_id, []).append(partition)
+        for cup_id, partitions in by_cup.items():
+            try:
+                rows = await self.stores[cup_id].in_flight(partitions)
+            except RETRIABLE:
+                self.metrics.set_cup_up(cup_id, False)
+                continue
+            self.metrics.set_cup_up(cup_id, True)
+            self.metrics.legs_in_flight.labels(str(cup_id)).set(sum(r[1] for r in rows))
+            for currency, _, money in rows:
+                self.metrics.money_in_flight.labels(str(cup_id), currency).set(money)
+
+    def _forget_series(self, partition: int) -> None:
+        for gauge in (self.metrics.lag, self.metrics.committed_offset):
+            with contextlib.suppress(KeyError):
+                gauge.remove(str(partition))
 
     async def trim_outboxes(self, partitions: Iterable[int] | None = None) -> None:
         """Delete outbox rows the relay has published, for idle partitions too."""

@@ -212,6 +212,15 @@ class CupStore:
             for r in rows
         ]
 
+    async def in_flight(self, partitions: Sequence[int]) -> list[tuple[str, int, int]]:
+        """(currency, transfers, money) debited here and not settled, for ``partitions``."""
+        rows = await self.pool.fetch(
+            "SELECT currency, count(*) AS legs, coalesce(sum(amount), 0) AS money"
+            " FROM transfers_in_flight WHERE partition = ANY($1::integer[]) GROUP BY currency",
+            list(partitions),
+        )
+        return [(r["currency"], r["legs"], int(r["money"])) for r in rows]
+
     async def trim_outbox(self, partition: int, epoch: int, below_offset: int) -> None:
         """Delete published outbox rows, while this worker still owns the partition."""
         await self.pool.execute(

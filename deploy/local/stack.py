@@ -1,11 +1,13 @@
-"""``smallcups dev up | down | status``: the local stack, a Kafka broker and a Postgres cluster.
+"""``smallcups dev up | down | status``: the local stack, a Kafka broker and a Postgres cluster,
+plus a Prometheus server when ``stack.prometheus`` is true (env SMALLCUPS_STACK_PROMETHEUS).
 
 ``up`` is idempotent: what runs already (pid file, live process, answering port) is
 reused, what is missing is started, missing databases are created. The broker is spawned
-first and warms up while Postgres starts. ``down`` stops both and waits until their ports
-are closed. ``status`` prints the endpoints and each server's health. A lock file in the
-state folder makes two ``up`` or ``down`` at once (two shells, a shell and a test session)
-take turns instead of racing.
+first and warms up while Postgres starts. ``down`` stops every server of the state folder
+(Prometheus too, whatever the flag says now) and waits until their ports are closed.
+``status`` prints the endpoints and each server's health. A lock file in the state folder
+makes two ``up`` or ``down`` at once (two shells, a shell and a test session) take turns
+instead of racing.
 
 The functions are synchronous (they run their own short event loops for the Kafka and
 Postgres probes): call them from plain code or sync fixtures, not inside a running loop.
@@ -15,7 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.local import kafka_broker, ports, postgres_cluster, postgres_databases
+from deploy.local import (
+    kafka_broker,
+    ports,
+    postgres_cluster,
+    postgres_databases,
+    prometheus_server,
+)
 from deploy.local.processes import exclusive_lock
 from engine.config import StackConfig
 from engine.errors import ConfigError, StackError
@@ -46,10 +54,17 @@ class ServiceStatus:
 class StackStatus:
     kafka: ServiceStatus
     postgres: ServiceStatus
+    prometheus: ServiceStatus | None = None
+    """None when Prometheus is neither configured nor running."""
+
+    @property
+    def services(self) -> list[ServiceStatus]:
+        optional = [self.prometheus] if self.prometheus is not None else []
+        return [self.kafka, self.postgres, *optional]
 
     @property
     def healthy(self) -> bool:
-        return self.kafka.healthy and self.postgres.healthy
+        return all(service.healthy for service in self.services)
 
 
 def stack_ports(config: StackConfig) -> dict[str, int]:
@@ -59,6 +74,8 @@ def stack_ports(config: StackConfig) -> dict[str, int]:
         "stack.kafka_controller_port": config.kafka_controller_port,
         "stack.postgres_port": config.postgres_port,
     }
+    if config.prometheus:
+        by_knob["stack.prometheus_port"] = config.prometheus_port
     if len(set(by_knob.values())) != len(by_knob):
         raise ConfigError(f"the stack's ports must all differ: {by_knob}")
     return by_knob
@@ -71,6 +88,9 @@ def stack_up(config: StackConfig) -> StackStatus:
         kafka_pid = kafka_broker.start_broker(config)
         postgres_cluster.start_postgres(config)
         postgres_databases.ensure_databases(config)
+        if config.prometheus:
+            prometheus_pid = prometheus_server.start_prometheus(config)
+            prometheus_server.wait_prometheus_ready(config, prometheus_pid)
         kafka_broker.wait_broker_ready(config, kafka_pid)
     status = stack_status(config)
     if not status.healthy:
@@ -79,13 +99,18 @@ def stack_up(config: StackConfig) -> StackStatus:
 
 
 def stack_down(config: StackConfig) -> None:
-    """Stop the broker and the cluster; raise StackError if a port stays taken."""
+    """Stop the broker, the cluster and Prometheus; raise StackError if a port stays taken."""
     if not config.state_path.is_dir():
         return  # never started here: nothing of ours can run
+    knobs = stack_ports(config)
+    knobs.pop("stack.prometheus_port", None)  # waited for only when ours was running
     with exclusive_lock(config.state_path / LOCK_FILE):
+        if prometheus_server.running_prometheus_pid(config) is not None:
+            knobs["stack.prometheus_port"] = config.prometheus_port
+        prometheus_server.stop_prometheus(config)
         kafka_broker.stop_broker(config)
         postgres_cluster.stop_postgres(config)
-    for knob, port in stack_ports(config).items():
+    for knob, port in knobs.items():
         if not ports.wait_port_closed(port, PORTS_CLOSE_TIMEOUT_SECONDS):
             raise StackError(f"port {port} ({knob}) is still taken after `dev down`")
 
@@ -99,13 +124,21 @@ def stack_status(config: StackConfig) -> StackStatus:
     missing = postgres_databases.missing_databases(config) if postgres_pid else None
     detail = f"missing databases: {', '.join(missing)}" if missing else ""
     postgres = ServiceStatus("postgres", postgres_pid, missing == [], detail)
-    return StackStatus(kafka, postgres)
+    return StackStatus(kafka, postgres, _prometheus_status(config))
+
+
+def _prometheus_status(config: StackConfig) -> ServiceStatus | None:
+    pid = prometheus_server.running_prometheus_pid(config)
+    if pid is None and not config.prometheus:
+        return None
+    answering = pid is not None and prometheus_server.answers(config.prometheus_port)
+    return ServiceStatus("prometheus", pid, answering)
 
 
 def format_status(config: StackConfig, status: StackStatus) -> str:
     """Endpoints and health as aligned text; DSNs carry no password (trust on 127.0.0.1)."""
     lines = []
-    for service in (status.kafka, status.postgres):
+    for service in status.services:
         state = f"running (pid {service.pid})" if service.running else "stopped"
         answer = "answering" if service.answering else "not answering"
         extra = f"  {service.detail}" if service.detail else ""
@@ -113,6 +146,10 @@ def format_status(config: StackConfig, status: StackStatus) -> str:
     lines.append(f"{'bootstrap':<10} {kafka_broker.bootstrap_servers(config)}")
     lines.append(f"{'control':<10} {config.control_dsn}")
     lines += [f"{f'cup {i}':<10} {dsn}" for i, dsn in enumerate(config.cup_dsns)]
+    if status.prometheus is not None:
+        lines.append(f"{'prom url':<10} {prometheus_server.prometheus_url(config)}")
+        targets = prometheus_server.PrometheusPaths.of(config).targets
+        lines.append(f"{'targets':<10} {targets}/*.json")
     lines.append(f"{'state':<10} {config.state_path}")
     lines.append(f"{'health':<10} {'healthy' if status.healthy else 'UNHEALTHY'}")
     return "\n".join(lines)

@@ -37,11 +37,11 @@ class System:
     databases: list[str]
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    def start_worker(self) -> WorkerProcess:
+    def start_worker(self, env: dict[str, str] | None = None) -> WorkerProcess:
         worker = WorkerProcess(
             f"w{len(self.workers)}",
             self.log_dir / f"worker-{len(self.workers)}.log",
-            env=to_environ(self.config),
+            env={**to_environ(self.config), **(env or {})},
         )
         worker.start()
         self.workers.append(worker)
