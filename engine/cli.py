@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument(
         "--no-topics", action="store_true", help="skip reading the topics (check 6)"
     )
+    reconcile.add_argument(
+        "--metrics-file", help="also write the outcome as Prometheus text (textfile collector)"
+    )
 
     demo = commands.add_parser("demo", help="the demo job on the local stack")
     demo.add_argument("--seconds", type=float, default=30.0, help="duration of the load")
@@ -106,7 +109,12 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         case "reconcile":
             from engine import commands
 
-            return commands.reconcile(config, as_json=args.json, topics=not args.no_topics)
+            return commands.reconcile(
+                config,
+                as_json=args.json,
+                topics=not args.no_topics,
+                metrics_file=args.metrics_file,
+            )
         case "demo":
             from loadtest.demo import DemoOptions, run_demo
 

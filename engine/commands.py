@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
+import time
+from pathlib import Path
 
 import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.admin import initialize, read_account
 from engine.client import Client
@@ -61,11 +65,15 @@ CHECKS = (
 )
 
 
-def reconcile(config: Config, *, as_json: bool, topics: bool) -> int:
+def reconcile(
+    config: Config, *, as_json: bool, topics: bool, metrics_file: str | None = None
+) -> int:
     """Print the reconciliation report; exit 1 on any discrepancy."""
     from engine.reconciliation import reconcile as run_reconcile
 
     report = asyncio.run(run_reconcile(config, topics=topics))
+    if metrics_file:
+        write_reconcile_metrics(Path(metrics_file), ok=report.ok)
     checks = {name: report.problems.get(name, []) for name in CHECKS}
     if not topics:
         del checks["one_result"]
@@ -100,6 +108,37 @@ def reconcile(config: Config, *, as_json: bool, topics: bool) -> int:
             print(f"      {finding}")
     print("reconcile: OK" if report.ok else "reconcile: DISCREPANCIES FOUND")
     return 0 if report.ok else 1
+
+
+def write_reconcile_metrics(path: Path, *, ok: bool, now: float | None = None) -> None:
+    """Export the outcome in the Prometheus text format, for a textfile collector.
+
+    The failures counter and the last success time carry over from the previous file,
+    so ``increase(smallcups_reconcile_failures_total[1h])`` works across runs.
+    """
+    failures, last_success = 0.0, 0.0
+    if path.exists():
+        for family in text_string_to_metric_families(path.read_text(encoding="utf-8")):
+            for sample in family.samples:
+                if sample.name == "smallcups_reconcile_failures_total":
+                    failures = sample.value
+                elif sample.name == "smallcups_reconcile_last_success_timestamp_seconds":
+                    last_success = sample.value
+    registry = CollectorRegistry()
+    counter = Counter(
+        "smallcups_reconcile_failures",
+        "Reconcile runs that found a discrepancy.",
+        registry=registry,
+    )
+    counter.inc(failures + (0 if ok else 1))
+    gauge = Gauge(
+        "smallcups_reconcile_last_success_timestamp_seconds",
+        "Unix time of the last reconcile that found the books balanced.",
+        registry=registry,
+    )
+    when = time.time() if now is None else now
+    gauge.set(when if ok else last_success)
+    write_to_textfile(str(path), registry)
 
 
 def balance(config: Config, address: str) -> int:
