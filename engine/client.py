@@ -58,7 +58,6 @@ class Client:
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[str, asyncio.Future[Result]] = {}
-        self.results_seen = 0
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -180,7 +179,6 @@ class Client:
             fetched = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for records in fetched.values():
                 for record in records:
-                    self.results_seen += 1
                     try:
                         result = result_decoder.decode(record.value)
                     except msgspec.DecodeError:

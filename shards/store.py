@@ -287,31 +287,3 @@ def _commit_arguments(batch: CommitBatch) -> list[object]:
         [t.offset for t in outcome.opened],
         outcome.settled,
     ]
-
-
-class CupAudit(NamedTuple):
-    customer_total: int
-    system_total: int
-    accounts: int
-    accounts_off_journal: int
-
-
-_AUDIT: Final = """
-WITH sums AS (
-    SELECT partition, customer_id, account_no, sum(amount) AS total
-    FROM journal GROUP BY partition, customer_id, account_no
-)
-SELECT coalesce(sum(a.balance) FILTER (WHERE a.customer_id <> 0), 0) AS customer_total,
-       coalesce(sum(a.balance) FILTER (WHERE a.customer_id = 0), 0) AS system_total,
-       count(*) AS accounts,
-       count(*) FILTER (WHERE a.balance <> coalesce(s.total, 0)) AS off_journal
-FROM accounts a LEFT JOIN sums s USING (partition, customer_id, account_no)
-"""
-
-
-async def audit_cup(store: CupStore) -> CupAudit:
-    """Totals of a cup, and how many balances differ from the sum of their journal rows."""
-    row = await store.pool.fetchrow(_AUDIT)
-    return CupAudit(
-        int(row["customer_total"]), int(row["system_total"]), row["accounts"], row["off_journal"]
-    )

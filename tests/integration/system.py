@@ -1,86 +1,23 @@
-"""A fresh smallcups system on the running local stack, for one test.
-
-Fresh databases (a control database and N cups), a fresh topic prefix and consumer
-group; worker processes started as real ``smallcups worker`` children.
+"""What the integration tests read back from a system (loadtest.system makes them):
+a topic from its start, a pure-ledger replay of the command topic, the cups' balances.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import asyncpg
-import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.admin import initialize
 from engine.book import Incoming, Known
-from engine.config import Config, KafkaConfig, ShardsConfig, to_environ
+from engine.config import KafkaConfig
 from engine.ledger import PartitionLedger
 from engine.messages import Command, Invalid, decode_command, fingerprint
 from engine.topics import partition_counts
-from loadtest.workers import WorkerProcess
-from shards.control import ShardMap
+from loadtest.system import System
 from shards.cups import close_cups, open_cups
 from shards.store import CupStore
-
-
-@dataclass
-class System:
-    config: Config
-    shard_map: ShardMap
-    log_dir: Path
-    databases: list[str]
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    def start_worker(self, env: dict[str, str] | None = None) -> WorkerProcess:
-        worker = WorkerProcess(
-            f"w{len(self.workers)}",
-            self.log_dir / f"worker-{len(self.workers)}.log",
-            env={**to_environ(self.config), **(env or {})},
-        )
-        worker.start()
-        self.workers.append(worker)
-        return worker
-
-    def stop_all(self) -> list[int]:
-        return [worker.stop() for worker in self.workers]
-
-    def worker_logs(self) -> str:
-        return "\n".join(w.log_path.read_text(errors="replace")[-3000:] for w in self.workers)
-
-
-async def make_system(base: Config, tmp_path: Path, *, partitions: int, cups: int) -> System:
-    run = uuid.uuid4().hex[:10]
-    names = [f"t{run}_control"] + [f"t{run}_cup_{i}" for i in range(cups)]
-    admin = await asyncpg.connect(base.stack.control_dsn)
-    try:
-        for name in names:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsns = [base.stack.database_dsn(name) for name in names]
-    kafka = msgspec.structs.replace(
-        base.kafka, topic_prefix=f"t{run}", group_id=f"t{run}-workers", partitions=partitions
-    )
-    shards = ShardsConfig(control_dsn=dsns[0], cup_dsns=dsns[1:])
-    config = msgspec.structs.replace(base, kafka=kafka, shards=shards)
-    report = await initialize(config)
-    return System(config, report.shard_map, tmp_path, names)
-
-
-async def drop_system(base: Config, system: System) -> None:
-    system.stop_all()
-    admin = await asyncpg.connect(base.stack.control_dsn)
-    try:
-        for name in system.databases:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def read_topic(kafka: KafkaConfig, topic: str) -> list[Any]:

@@ -18,17 +18,11 @@ from engine.config import Config
 from engine.messages import Command, DeadLetter, Deposit, Reason, Result, result_decoder
 from engine.routing import customer_key
 from loadtest.driver import Driver
+from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
 from shards.cups import close_cups, open_cups
 from shards.store import CommitBatch, CommitStatus
-from tests.integration.system import (
-    System,
-    cup_balances,
-    drop_system,
-    make_system,
-    read_topic,
-    replay,
-)
+from tests.integration.system import cup_balances, read_topic, replay
 
 pytestmark = pytest.mark.integration
 

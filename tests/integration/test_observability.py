@@ -28,7 +28,8 @@ from engine.config import Config, StackConfig, to_environ
 from engine.health import HealthServer
 from engine.messages import Result, result_decoder
 from engine.metrics import WorkerMetrics
-from tests.integration.system import System, drop_system, make_system, read_topic
+from loadtest.system import System, drop_system, make_system
+from tests.integration.system import read_topic
 from tests.promtool import output, promtool
 from tests.unit.promql import rule_expressions
 

@@ -28,15 +28,9 @@ from engine.messages import (
 from engine.reconciliation import reconcile
 from engine.routing import partition_of
 from loadtest.driver import Driver
+from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
-from tests.integration.system import (
-    System,
-    cup_balances,
-    drop_system,
-    make_system,
-    read_topic,
-    replay,
-)
+from tests.integration.system import cup_balances, read_topic, replay
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from deploy.local.prometheus_throwaway import ThrowawayPrometheus, free_port
 from engine.client import Client
 from engine.config import Config
 from loadtest.driver import Driver
+from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
-from tests.integration.system import System, drop_system, make_system
 
 pytestmark = pytest.mark.integration
 

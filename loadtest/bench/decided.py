@@ -1,0 +1,151 @@
+"""Batches decided in memory by the pure ledger, ready for the store's fenced commit.
+
+A ``Simulation`` plays the engine without Kafka: one virtual command log per partition
+(offsets from 0), cut into batches of at most ``batch_records`` records, each decided by
+the partition's ``PartitionLedger``. Saga legs are appended to their target partition's
+log, as the relay would publish them, and decided in later batches. The outcome is one
+chain of ``CommitBatch`` per partition, to commit in order (each batch's
+``expected_offset`` is the previous one's ``next_offset``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from engine.book import Incoming, Outcome
+from engine.errors import invariant
+from engine.ledger import PartitionLedger
+from engine.messages import Command, Result, encode, fingerprint
+from engine.routing import customer_key, partition_of
+from shards.store import CommitBatch, CommitStatus, CupStore, OutboxKind, OutboxRow
+
+Chains = dict[int, list[CommitBatch]]
+
+
+@dataclass(slots=True)
+class Decided:
+    """What a simulation decided for one set of commands."""
+
+    chains: Chains = field(default_factory=dict)
+    journal_rows: int = 0
+    results: int = 0
+    """Results published (the final one of each client command)."""
+
+
+class Simulation:
+    def __init__(
+        self, partitions: int, epochs: Mapping[int, int], batch_records: int, now_us: int
+    ):
+        invariant(batch_records >= 1, "batches hold at least one record")
+        invariant(len(epochs) == partitions, "every partition is claimed")
+        self.partitions = partitions
+        self.epochs = dict(epochs)
+        self.batch_records = batch_records
+        self.now_us = now_us
+        self.ledgers = {p: PartitionLedger(p, partitions, {}) for p in range(partitions)}
+        self.positions = dict.fromkeys(range(partitions), 0)
+        self._logs: dict[int, deque[Incoming]] = {p: deque() for p in range(partitions)}
+
+    def decide(self, commands: Iterable[Command]) -> Decided:
+        """Log ``commands``, then decide batches until every log, legs included, is empty."""
+        for command in commands:
+            self._append(partition_of(command.customer, self.partitions), command)
+        decided = Decided()
+        while any(self._logs.values()):
+            for partition, log in self._logs.items():
+                if log:
+                    batch = self._decide_batch(partition, log)
+                    decided.chains.setdefault(partition, []).append(batch)
+                    decided.journal_rows += len(batch.outcome.journal)
+                    decided.results += len(batch.outcome.published)
+        return decided
+
+    def customer_total(self) -> int:
+        """Money held by customers over every partition (minor units)."""
+        return sum(
+            account.balance
+            for ledger in self.ledgers.values()
+            for account in ledger.accounts.values()
+            if not account.is_system
+        )
+
+    def _append(self, partition: int, command: Command) -> None:
+        log = self._logs[partition]
+        offset = self.positions[partition] + len(log)
+        log.append(Incoming(offset, 0, command, fingerprint(command)))
+
+    def _decide_batch(self, partition: int, log: deque[Incoming]) -> CommitBatch:
+        incoming = [log.popleft() for _ in range(min(self.batch_records, len(log)))]
+        outcome = self.ledgers[partition].decide_batch(incoming, {}, self.now_us)
+        expected = self.positions[partition]
+        # Legs take offsets after every record already logged, as the relay appends them.
+        self.positions[partition] = incoming[-1].offset + 1
+        for leg in outcome.legs:
+            target_log = self._logs[leg.partition]
+            offset = self.positions[leg.partition] + len(target_log)
+            target_log.append(Incoming(offset, 0, leg.command, fingerprint(leg.command)))
+        return commit_batch(partition, self.epochs[partition], expected, incoming, outcome)
+
+
+def commit_batch(
+    partition: int, epoch: int, expected: int, incoming: Sequence[Incoming], outcome: Outcome
+) -> CommitBatch:
+    """The fenced commit of a decided batch, as a worker builds it (engine.partition)."""
+    encoded: dict[int, bytes] = {}
+
+    def encoded_result(result: Result) -> bytes:
+        value = encoded.get(id(result))
+        if value is None:
+            value = encoded[id(result)] = encode(result)
+        return value
+
+    rows = [
+        OutboxRow(p.offset, 0, OutboxKind.RESULT, customer_key(p.customer), encoded_result(p.result), partition)
+        for p in outcome.published
+    ]
+    rows += [
+        OutboxRow(leg.offset, 0, OutboxKind.LEG, customer_key(leg.command.customer), encode(leg.command), leg.partition)
+        for leg in outcome.legs
+    ]
+    return CommitBatch(
+        partition=partition,
+        epoch=epoch,
+        expected_offset=expected,
+        next_offset=incoming[-1].offset + 1,
+        outcome=outcome,
+        applied_results=[encoded_result(a.result) for a in outcome.applied],
+        final_results=[encoded_result(f.result) for f in outcome.finals],
+        outbox=_numbered(rows),
+        trim_below_offset=expected,
+    )
+
+
+def _numbered(rows: list[OutboxRow]) -> list[OutboxRow]:
+    """Order rows by source offset and number them within it (the outbox's key)."""
+    rows.sort(key=lambda row: row.src_offset)
+    numbered = []
+    previous, seq = -1, 0
+    for row in rows:
+        seq = seq + 1 if row.src_offset == previous else 0
+        previous = row.src_offset
+        numbered.append(row._replace(seq=seq))
+    return numbered
+
+
+async def commit_chains(stores: Mapping[int, CupStore], chains: Chains) -> list[str]:
+    """Commit every partition's chain in order, all partitions at once (each cup's pool
+    bounds its concurrent commits); the problems found, empty when all committed."""
+
+    async def commit_chain(partition: int, chain: list[CommitBatch]) -> list[str]:
+        store = stores[partition]
+        for batch in chain:
+            status = await store.commit(batch)
+            if status is not CommitStatus.COMMITTED:
+                return [f"partition {partition} at offset {batch.expected_offset}: {status.value}"]
+        return []
+
+    found = await asyncio.gather(*(commit_chain(p, chain) for p, chain in chains.items()))
+    return [problem for problems in found for problem in problems]

@@ -1,0 +1,105 @@
+"""A fresh smallcups system on the running local stack, for one test or one bench mode.
+
+Fresh databases (a control database and N cups), a fresh topic prefix and consumer
+group; worker processes started as real ``smallcups worker`` children. ``drop_system``
+stops the workers and drops the databases and the topics again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import msgspec
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from engine.admin import initialize
+from engine.config import Config, to_environ
+from loadtest.workers import WorkerProcess
+from shards.control import ShardMap
+
+
+@dataclass
+class System:
+    config: Config
+    shard_map: ShardMap
+    log_dir: Path
+    databases: list[str]
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def start_worker(self, env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(
+            f"w{len(self.workers)}",
+            self.log_dir / f"worker-{len(self.workers)}.log",
+            env={**to_environ(self.config), **(env or {})},
+        )
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> list[int]:
+        return [worker.stop() for worker in self.workers]
+
+    def worker_logs(self) -> str:
+        return "\n".join(w.log_path.read_text(errors="replace")[-3000:] for w in self.workers)
+
+
+async def make_system(
+    base: Config, log_dir: Path, *, partitions: int, cups: int, run: str = ""
+) -> System:
+    """Create the databases, the topics and the shard map of a new system named ``run``."""
+    run = run or f"t{uuid.uuid4().hex[:10]}"
+    names = [f"{run}_control"] + [f"{run}_cup_{i}" for i in range(cups)]
+    await create_databases(base, names)
+    dsns = [base.stack.database_dsn(name) for name in names]
+    kafka = msgspec.structs.replace(
+        base.kafka, topic_prefix=run, group_id=f"{run}-workers", partitions=partitions
+    )
+    shards = msgspec.structs.replace(base.shards, control_dsn=dsns[0], cup_dsns=dsns[1:])
+    config = msgspec.structs.replace(base, kafka=kafka, shards=shards)
+    report = await initialize(config)
+    return System(config, report.shard_map, log_dir, names)
+
+
+async def drop_system(base: Config, system: System) -> None:
+    """Stop the workers, drop the system's databases and delete its topics."""
+    system.stop_all()
+    await drop_databases(base, system.databases)
+    kafka = system.config.kafka
+    await delete_topics(base, [kafka.commands_topic, kafka.results_topic, kafka.dlq_topic])
+
+
+async def create_databases(base: Config, names: list[str]) -> None:
+    admin = await asyncpg.connect(base.stack.control_dsn)
+    try:
+        for name in names:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+async def drop_databases(base: Config, names: list[str]) -> None:
+    admin = await asyncpg.connect(base.stack.control_dsn)
+    try:
+        for name in names:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def delete_topics(base: Config, topics: list[str]) -> None:
+    """Delete ``topics``; one that is already gone is not an error."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=base.kafka.bootstrap_servers,
+        request_timeout_ms=base.kafka.request_timeout_ms,
+    )
+    await admin.start()
+    try:
+        with contextlib.suppress(KafkaError):
+            await admin.delete_topics(topics)
+    finally:
+        await admin.close()
