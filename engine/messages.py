@@ -324,7 +324,7 @@ def _explain(data: bytes, error: str, *, json: bool) -> Invalid | Undecodable:
 
 def validate(command: Command) -> tuple[Reason, str]:
     """Check a decoded command's values; returns (Reason.NONE, "") when it is valid."""
-    if isinstance(command, CreditLeg | SettleLeg):
+    if isinstance(command, LEG_TYPES):
         return _validate_leg(command)
     if not _COMMAND_ID.fullmatch(command.id):
         return Reason.BAD_COMMAND_ID, "command id must be 1..64 of [A-Za-z0-9_.:-]"
