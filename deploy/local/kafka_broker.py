@@ -30,6 +30,7 @@ from deploy.local.processes import (
     read_pid_file,
     remove_file,
     stop_process,
+    wait_exec_settled,
     write_pid_file,
 )
 from engine.config import StackConfig
@@ -191,6 +192,7 @@ def start_broker(config: StackConfig) -> int:
         setsid=True,
     )
     write_pid_file(paths.pid_file, pid)
+    wait_exec_settled(pid)
     return pid
 
 

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 from engine.errors import StackError
 
@@ -64,6 +65,22 @@ def command_line(pid: int) -> str:
     except OSError:
         return ""
     return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+
+
+EXEC_SETTLE_SECONDS_MAX: Final = 2.0
+EXEC_SETTLE_POLL_SECONDS: Final = 0.005
+
+
+def wait_exec_settled(pid: int) -> None:
+    """Wait until the child's command line is readable (bounded).
+
+    posix_spawn returns when the child's execve has replaced its memory, a moment before
+    the kernel publishes the new arguments: until then /proc/<pid>/cmdline reads empty
+    and the process would not be recognised as ours.
+    """
+    deadline = time.monotonic() + EXEC_SETTLE_SECONDS_MAX
+    while not command_line(pid) and time.monotonic() < deadline:
+        time.sleep(EXEC_SETTLE_POLL_SECONDS)
 
 
 def process_is_ours(pid: int | None, marker: str) -> bool:

@@ -29,13 +29,13 @@ from typing import Final
 
 from deploy.local import ports
 from deploy.local.processes import (
-    command_line,
     ensure_same_settings,
     failure,
     process_is_ours,
     read_pid_file,
     remove_file,
     stop_process,
+    wait_exec_settled,
     write_pid_file,
 )
 from engine.config import StackConfig
@@ -48,8 +48,6 @@ RETENTION: Final = "7d"
 STOP_GRACE_SECONDS: Final = 30.0
 PROBE_TIMEOUT_SECONDS: Final = 2.0
 READY_POLL_SECONDS: Final = 0.25
-EXEC_SETTLE_SECONDS_MAX: Final = 2.0
-EXEC_SETTLE_POLL_SECONDS: Final = 0.005
 LOOPBACK_HOSTS: Final = frozenset(["127.0.0.1", "localhost"])
 _INTERVAL_KEYS: Final = ("scrape_interval", "scrape_timeout", "evaluation_interval")
 
@@ -168,20 +166,8 @@ def spawn(paths: PrometheusPaths, port: int) -> int:
         setsid=True,
     )
     write_pid_file(paths.pid_file, pid)
-    _wait_exec_settled(pid)
+    wait_exec_settled(pid)
     return pid
-
-
-def _wait_exec_settled(pid: int) -> None:
-    """Wait until the child's command line is readable (bounded).
-
-    posix_spawn returns when the child's execve has replaced its memory, a moment before
-    the kernel publishes the new arguments: until then /proc/<pid>/cmdline reads empty
-    and the process would not be recognised as ours.
-    """
-    deadline = time.monotonic() + EXEC_SETTLE_SECONDS_MAX
-    while not command_line(pid) and time.monotonic() < deadline:
-        time.sleep(EXEC_SETTLE_POLL_SECONDS)
 
 
 def answers(port: int) -> bool:
