@@ -57,7 +57,39 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--customers", type=int, default=2_000, help="customers to open")
     demo.add_argument("--rate", type=int, default=0, help="commands/s cap (0: as fast as possible)")
     demo.add_argument("--cross", type=int, default=20, help="%% of transfers to another partition")
+    demo.add_argument("--window", type=int, default=2_000, help="commands awaiting results at once")
+    _bench_parser(commands)
     return parser
+
+
+def _bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = commands.add_parser(
+        "bench", help="the engine beside its baselines, in one run; exit 1 if a mode fails"
+    )
+    bench.add_argument("--accounts", type=int, default=100_000, help="customers, one account each")
+    bench.add_argument("--partitions", type=int, default=64, help="partitions of the topics")
+    bench.add_argument("--cups", type=int, default=4, help="cup databases")
+    bench.add_argument("--transfers", type=int, default=300_000, help="commands of the load")
+    bench.add_argument("--cross", type=int, default=20, help="%% of transfers to another partition")
+    bench.add_argument("--deposits", type=int, default=0, help="%% of the load that are deposits")
+    bench.add_argument("--withdrawals", type=int, default=0, help="%% that are withdrawals")
+    bench.add_argument("--seed", type=int, default=7, help="seed of the workload")
+    bench.add_argument(
+        "--modes",
+        default="all",
+        help="comma-separated: raw_pipe, db_ceiling, engine_1w, engine_2w (or engine), "
+        "naive, pgbench, all",
+    )
+    bench.add_argument("--seconds-naive", type=float, default=30.0, help="naive mode's bound")
+    bench.add_argument("--seconds-pgbench", type=float, default=30.0, help="pgbench duration")
+    bench.add_argument("--pgbench-clients", type=int, default=8, help="pgbench clients")
+    bench.add_argument(
+        "--seconds-latency", type=float, default=10.0, help="open-loop latency phase duration"
+    )
+    bench.add_argument(
+        "--ceiling-batch", type=int, default=500, help="records per batch fed to db_ceiling"
+    )
+    bench.add_argument("--json", metavar="PATH", help="also write the report as JSON")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,6 +152,27 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
 
             options = DemoOptions(args.seconds, args.workers, args.customers, args.rate, args.cross)
             return run_demo(config, options)
+        case "bench":
+            from loadtest.bench.options import BenchOptions, parse_modes
+            from loadtest.bench.run import run_bench
+
+            bench = BenchOptions(
+                accounts=args.accounts,
+                partitions=args.partitions,
+                cups=args.cups,
+                transfers=args.transfers,
+                cross_percent=args.cross,
+                deposit_percent=args.deposits,
+                withdraw_percent=args.withdrawals,
+                seed=args.seed,
+                modes=parse_modes(args.modes),
+                naive_seconds=args.seconds_naive,
+                pgbench_seconds=args.seconds_pgbench,
+                pgbench_clients=args.pgbench_clients,
+                latency_seconds=args.seconds_latency,
+                ceiling_batch_records=args.ceiling_batch,
+            )
+            return run_bench(config, bench, args.json)
     raise SmallcupsError(f"unknown command {args.command}")
 
 

@@ -41,6 +41,8 @@ class DemoOptions:
     customers: int = 2_000
     rate: int = 0
     cross_percent: int = 20
+    window: int = 2_000
+    """Most commands awaiting their result at once (closed loop: latency ~ window / rate)."""
 
 
 def customer_total(report: Report) -> int:
@@ -57,7 +59,7 @@ async def _load(config: Config, options: DemoOptions, run: str) -> tuple[Score, 
     )
     workload = Workload(shape)
     async with Client(config.kafka) as client:
-        driver = Driver(client)
+        driver = Driver(client, window=options.window)
         await driver.send_all(workload.opening())
         if not await driver.wait_all(120):
             raise RuntimeError("accounts were not opened within 120 s: are the workers up?")
