@@ -17,6 +17,7 @@ from engine.config import Config
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
+from tests.promtool import output, promtool
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +31,12 @@ async def system(stack: Config, tmp_path: Path) -> AsyncIterator[System]:
     made = await make_system(stack, tmp_path, partitions=PARTITIONS, cups=2)
     yield made
     await drop_system(stack, made)
+
+
+def _get(port: int, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+        body: bytes = answer.read()
+        return body
 
 
 def _readyz(port: int) -> tuple[int, str]:
@@ -85,6 +92,9 @@ async def test_prometheus_sees_throughput_and_lag_and_readiness_follows_cups(
             prometheus.query, p99.format("smallcups_publish_to_result_seconds_bucket")
         )
         assert 0 < float(latency[0]["value"][1]) < 30
+        scrape = await asyncio.to_thread(_get, port, "/metrics")
+        checked = await asyncio.to_thread(promtool, "check", "metrics", stdin=scrape)
+        assert checked.returncode == 0, output(checked)
 
     cup = system.databases[1]
     admin = await asyncpg.connect(system.config.stack.control_dsn)
