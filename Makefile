@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install: the venv is rebuilt only when pyproject.toml changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv up down status demo test lint prometheus-tools docs
+.PHONY: venv up down status demo bench test lint prometheus-tools docs
 
 venv: $(INSTALLED)
 
@@ -26,6 +26,10 @@ status: venv
 # The main job on the local stack: init, 2 workers, a bounded load, the books checked.
 demo: venv up
 	$(BIN)/smallcups demo
+
+# The benchmark at full size (issue 5): every mode, the table, the ratios, the JSON.
+bench: venv up
+	$(BIN)/smallcups bench --json .smallcups/bench.json
 
 lint: venv
 	$(BIN)/ruff check .

@@ -156,34 +156,14 @@ class PartitionState:
         raise InfrastructureError(f"partition {self.partition}: duplicates persisted after reload")
 
     def _batch(self, decoded: Decoded, outcome: Outcome, trim_below: int) -> CommitBatch:
-        """Encode what the commit writes; each result is encoded once however often used."""
-        encoded: dict[int, bytes] = {}
-
-        def encoded_result(result: Result) -> bytes:
-            value = encoded.get(id(result))
-            if value is None:
-                value = encoded[id(result)] = encode(result)
-            return value
-
-        rows = list(decoded.dead)
-        for publish in outcome.published:
-            key = customer_key(publish.customer)
-            value = encoded_result(publish.result)
-            rows.append(OutboxRow(publish.offset, 0, OutboxKind.RESULT, key, value, self.partition))
-        for leg in outcome.legs:
-            key = customer_key(leg.command.customer)
-            value = encode(leg.command)
-            rows.append(OutboxRow(leg.offset, 0, OutboxKind.LEG, key, value, leg.partition))
-        return CommitBatch(
-            partition=self.partition,
-            epoch=self.epoch,
-            expected_offset=self.position,
-            next_offset=decoded.last_offset + 1,
-            outcome=outcome,
-            applied_results=[encoded_result(a.result) for a in outcome.applied],
-            final_results=[encoded_result(f.result) for f in outcome.finals],
-            outbox=_numbered(rows),
-            trim_below_offset=trim_below,
+        return build_commit(
+            self.partition,
+            self.epoch,
+            self.position,
+            decoded.last_offset + 1,
+            outcome,
+            decoded.dead,
+            trim_below,
         )
 
     async def _commit(self, batch: CommitBatch) -> CommitStatus:
@@ -218,6 +198,46 @@ class PartitionState:
         raise InfrastructureError(
             f"partition {self.partition}: cup {self.store.cup_id} unreachable"
         )
+
+
+def build_commit(
+    partition: int,
+    epoch: int,
+    expected_offset: int,
+    next_offset: int,
+    outcome: Outcome,
+    dead: Sequence[OutboxRow],
+    trim_below: int,
+) -> CommitBatch:
+    """Encode what a decided batch commits; each result is encoded once however often used."""
+    encoded: dict[int, bytes] = {}
+
+    def encoded_result(result: Result) -> bytes:
+        value = encoded.get(id(result))
+        if value is None:
+            value = encoded[id(result)] = encode(result)
+        return value
+
+    rows = list(dead)
+    for publish in outcome.published:
+        key = customer_key(publish.customer)
+        value = encoded_result(publish.result)
+        rows.append(OutboxRow(publish.offset, 0, OutboxKind.RESULT, key, value, partition))
+    for leg in outcome.legs:
+        key = customer_key(leg.command.customer)
+        value = encode(leg.command)
+        rows.append(OutboxRow(leg.offset, 0, OutboxKind.LEG, key, value, leg.partition))
+    return CommitBatch(
+        partition=partition,
+        epoch=epoch,
+        expected_offset=expected_offset,
+        next_offset=next_offset,
+        outcome=outcome,
+        applied_results=[encoded_result(a.result) for a in outcome.applied],
+        final_results=[encoded_result(f.result) for f in outcome.finals],
+        outbox=_numbered(rows),
+        trim_below_offset=trim_below,
+    )
 
 
 def _numbered(rows: list[OutboxRow]) -> list[OutboxRow]:

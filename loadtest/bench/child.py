@@ -15,14 +15,14 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 import uvloop
 
 Figures = dict[str, Any]
 Message = tuple[str, Figures]
-Work = Callable[[Callable[[], Awaitable[None]]], Awaitable[Figures]]
+Work = Callable[[Callable[[], Awaitable[None]]], Coroutine[Any, Any, Figures]]
 """The child's job: it calls the given ``ready`` coroutine once prepared, then works."""
 
 EXIT_TIMEOUT_SECONDS: Final = 30.0
@@ -56,7 +56,8 @@ class Child:
         """The child's next message, which must be ``kind``."""
         if not self._parent.poll(timeout_seconds):
             raise ChildError(f"the helper sent no {kind!r} within {timeout_seconds:.0f} s")
-        got, figures = self._parent.recv()
+        message: Message = self._parent.recv()
+        got, figures = message
         if got != kind:
             raise ChildError(f"the helper sent {got!r}, not {kind!r}: {figures}")
         return figures
@@ -83,8 +84,8 @@ def serve(conn: multiprocessing.connection.Connection, work: Work) -> None:
             raise ChildError(f"the parent sent {kind!r}, not 'go'")
 
     try:
-        figures = uvloop.run(work(ready))
-        conn.send(("done", figures))
+        done: Message = ("done", uvloop.run(work(ready)))
+        conn.send(done)
     except BaseException as error:  # the parent must hear of any failure
         conn.send(("error", {"error": f"{error!r}\n{traceback.format_exc()[-2000:]}"}))
         raise

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from engine.book import Incoming, Outcome
 from engine.errors import invariant
 from engine.ledger import PartitionLedger
-from engine.messages import Command, Result, encode, fingerprint
-from engine.routing import customer_key, partition_of
-from shards.store import CommitBatch, CommitStatus, CupStore, OutboxKind, OutboxRow
+from engine.messages import Command, fingerprint
+from engine.partition import build_commit
+from engine.routing import partition_of
+from shards.store import CommitBatch, CommitStatus, CupStore
 
 Chains = dict[int, list[CommitBatch]]
 
@@ -36,9 +37,7 @@ class Decided:
 
 
 class Simulation:
-    def __init__(
-        self, partitions: int, epochs: Mapping[int, int], batch_records: int, now_us: int
-    ):
+    def __init__(self, partitions: int, epochs: Mapping[int, int], batch_records: int, now_us: int):
         invariant(batch_records >= 1, "batches hold at least one record")
         invariant(len(epochs) == partitions, "every partition is claimed")
         self.partitions = partitions
@@ -93,46 +92,9 @@ class Simulation:
 def commit_batch(
     partition: int, epoch: int, expected: int, incoming: Sequence[Incoming], outcome: Outcome
 ) -> CommitBatch:
-    """The fenced commit of a decided batch, as a worker builds it (engine.partition)."""
-    encoded: dict[int, bytes] = {}
-
-    def encoded_result(result: Result) -> bytes:
-        value = encoded.get(id(result))
-        if value is None:
-            value = encoded[id(result)] = encode(result)
-        return value
-
-    rows = [
-        OutboxRow(p.offset, 0, OutboxKind.RESULT, customer_key(p.customer), encoded_result(p.result), partition)
-        for p in outcome.published
-    ]
-    rows += [
-        OutboxRow(leg.offset, 0, OutboxKind.LEG, customer_key(leg.command.customer), encode(leg.command), leg.partition)
-        for leg in outcome.legs
-    ]
-    return CommitBatch(
-        partition=partition,
-        epoch=epoch,
-        expected_offset=expected,
-        next_offset=incoming[-1].offset + 1,
-        outcome=outcome,
-        applied_results=[encoded_result(a.result) for a in outcome.applied],
-        final_results=[encoded_result(f.result) for f in outcome.finals],
-        outbox=_numbered(rows),
-        trim_below_offset=expected,
-    )
-
-
-def _numbered(rows: list[OutboxRow]) -> list[OutboxRow]:
-    """Order rows by source offset and number them within it (the outbox's key)."""
-    rows.sort(key=lambda row: row.src_offset)
-    numbered = []
-    previous, seq = -1, 0
-    for row in rows:
-        seq = seq + 1 if row.src_offset == previous else 0
-        previous = row.src_offset
-        numbered.append(row._replace(seq=seq))
-    return numbered
+    """The fenced commit of a decided batch, built as a worker builds it."""
+    next_offset = incoming[-1].offset + 1
+    return build_commit(partition, epoch, expected, next_offset, outcome, (), expected)
 
 
 async def commit_chains(stores: Mapping[int, CupStore], chains: Chains) -> list[str]:

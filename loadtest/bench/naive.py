@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.client import Client
 from engine.config import Config
-from engine.messages import COMMAND_TYPES, Command, decode_command
+from engine.messages import COMMAND_TYPES, decode_command
 from engine.reconciliation import reconcile
 from loadtest.bench.ceiling import seed
 from loadtest.bench.child import Child, Figures, serve
@@ -40,11 +40,13 @@ from loadtest.bench.options import (
     rate_of,
 )
 from loadtest.bench.raw_pipe import publish_all
-from loadtest.system import drop_system
+from loadtest.system import System, drop_system
 from shards.cups import close_cups, open_cups
+from shards.store import CupStore
 
 READY_TIMEOUT_SECONDS: Final = 60.0
 FETCH_RECORDS_MAX: Final = 500
+_OFFSETS_SQL: Final = "SELECT sum(next_offset) FROM partition_state"
 DONE_GRACE_SECONDS: Final = 60.0
 """How long past ``naive_seconds`` the parent waits for the last transaction to end."""
 
@@ -53,15 +55,7 @@ async def run_naive(base: Config, options: BenchOptions, load: Load, log_dir: Pa
     system = await fresh_system(base, options, "naive", log_dir)
     stores = await open_cups(system.shard_map, system.config.shards)
     try:
-        await seed(system, stores, load, options.ceiling_batch_records)
-        for store in stores.values():
-            await store.pool.execute("UPDATE partition_state SET next_offset = 0")
-        client = Client(system.config.kafka)
-        await client.start(results=False)
-        try:
-            errors = await publish_all(client, load.commands)
-        finally:
-            await client.close()
+        errors = await _prepare(system, stores, load, options)
         kafka = system.config.kafka
         cup_of = [system.shard_map.cup_of[p] for p in range(options.partitions)]
         child = Child(
@@ -83,9 +77,7 @@ async def run_naive(base: Config, options: BenchOptions, load: Load, log_dir: Pa
             meter.stop()
         finally:
             child.close()
-        offsets = sum(
-            [await s.pool.fetchval("SELECT sum(next_offset) FROM partition_state") for s in stores.values()]
-        )
+        offsets = sum([await store.pool.fetchval(_OFFSETS_SQL) for store in stores.values()])
         report = await reconcile(system.config, topics=False)
     finally:
         await close_cups(stores)
@@ -108,6 +100,21 @@ async def run_naive(base: Config, options: BenchOptions, load: Load, log_dir: Pa
         notes={"accepted": figures["accepted"]},
     )
     return checks.apply(result)
+
+
+async def _prepare(
+    system: System, stores: dict[int, CupStore], load: Load, options: BenchOptions
+) -> int:
+    """Steps 1 and 2; the number of record batches the broker refused."""
+    await seed(system, stores, load, options.ceiling_batch_records)
+    for store in stores.values():
+        await store.pool.execute("UPDATE partition_state SET next_offset = 0")
+    client = Client(system.config.kafka)
+    await client.start(results=False)
+    try:
+        return await publish_all(client, load.commands)
+    finally:
+        await client.close()
 
 
 def _naive_main(

@@ -71,9 +71,7 @@ class Tally:
 class Naive:
     """Applies commands one transaction at a time over one connection per cup."""
 
-    def __init__(
-        self, connections: Mapping[int, asyncpg.Connection], cup_of: Sequence[int]
-    ):
+    def __init__(self, connections: Mapping[int, asyncpg.Connection], cup_of: Sequence[int]):
         self.connections = connections
         self.cup_of = cup_of
         self.partitions = len(cup_of)
@@ -167,7 +165,13 @@ async def _checked_move(
         else:
             await connection.execute(_UPDATE, *side, delta)
         await connection.execute(
-            _JOURNAL, side.partition, movement.offset, movement.command_id, side.customer,
-            side.account, movement.currency, delta,
+            _JOURNAL,
+            side.partition,
+            movement.offset,
+            movement.command_id,
+            side.customer,
+            side.account,
+            movement.currency,
+            delta,
         )
     return True

@@ -72,8 +72,16 @@ async def run_pgbench(base: Config, options: BenchOptions, log_dir: Path) -> Mod
         meter = CpuMeter(stack)
         meter.start()
         command = [
-            str(program), "-n", "-c", str(options.pgbench_clients), "-j", str(THREADS),
-            "-T", str(int(options.pgbench_seconds)), *connection, database,
+            str(program),
+            "-n",
+            "-c",
+            str(options.pgbench_clients),
+            "-j",
+            str(THREADS),
+            "-T",
+            str(int(options.pgbench_seconds)),
+            *connection,
+            database,
         ]
         ran = await asyncio.to_thread(_run, command, options.pgbench_seconds + RUN_GRACE_SECONDS)
         meter.stop()

@@ -21,19 +21,37 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.client import Client
 from engine.config import Config
-from engine.messages import Command, Deposit, Invalid, Transfer, Undecodable, Withdraw, decode_command
+from engine.messages import (
+    Command,
+    Deposit,
+    Invalid,
+    Transfer,
+    Undecodable,
+    Withdraw,
+    decode_command,
+)
 from loadtest.bench.child import Child, Figures, serve
 from loadtest.bench.cpu import CpuMeter
-from loadtest.bench.options import BenchOptions, Checks, Load, ModeResult, fresh_system, rate_of, transferred
+from loadtest.bench.options import (
+    BenchOptions,
+    Checks,
+    Load,
+    ModeResult,
+    fresh_system,
+    rate_of,
+    transferred,
+)
 from loadtest.driver import CHUNK_COMMANDS
 from loadtest.system import drop_system
 
 READY_TIMEOUT_SECONDS: Final = 60.0
-DELIVERIES_PENDING_MAX: Final = 200
+DELIVERIES_PENDING_MAX: Final = 2_000
 """Record batches awaiting their broker acknowledgement before the producer waits."""
 
 
-async def run_raw_pipe(base: Config, options: BenchOptions, load: Load, log_dir: Path) -> ModeResult:
+async def run_raw_pipe(
+    base: Config, options: BenchOptions, load: Load, log_dir: Path
+) -> ModeResult:
     system = await fresh_system(base, options, "raw_pipe", log_dir)
     kafka = system.config.kafka
     expected = len(load.commands)
@@ -84,12 +102,19 @@ async def run_raw_pipe(base: Config, options: BenchOptions, load: Load, log_dir:
 
 async def publish_all(client: Client, commands: list[Command]) -> int:
     """Publish ``commands``; the number of record batches the broker refused."""
+    refused = 0
     pending: list[asyncio.Future[object]] = []
     for start in range(0, len(commands), CHUNK_COMMANDS):
         pending += await client.publish_many(commands[start : start + CHUNK_COMMANDS])
         if len(pending) > DELIVERIES_PENDING_MAX:
-            await asyncio.wait(pending[: len(pending) // 2])
-    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+            half = len(pending) // 2
+            refused += await _refused(pending[:half])
+            pending = pending[half:]
+    return refused + await _refused(pending)
+
+
+async def _refused(deliveries: list[asyncio.Future[object]]) -> int:
+    outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
     return sum(1 for outcome in outcomes if isinstance(outcome, BaseException))
 
 
@@ -102,7 +127,9 @@ def _reader_main(
     fetch_records_max: int,
     timeout_seconds: float,
 ) -> None:
-    work = partial(_read, bootstrap, topic, partitions, expected, fetch_records_max, timeout_seconds)
+    work = partial(
+        _read, bootstrap, topic, partitions, expected, fetch_records_max, timeout_seconds
+    )
     serve(conn, work)
 
 

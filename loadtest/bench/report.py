@@ -1,0 +1,89 @@
+"""The bench's table, its ratios, and the same as one JSON document."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from loadtest.bench.cpu import KINDS
+from loadtest.bench.options import ENGINE_WORKERS, BenchOptions, ModeResult
+
+
+class BenchReport(msgspec.Struct, kw_only=True):
+    options: dict[str, Any]
+    modes: list[ModeResult]
+    engine_mode: str
+    """The engine mode the ratios use: the fastest one."""
+    ratios: dict[str, float]
+    ok: bool
+
+
+def build_report(options: BenchOptions, results: Sequence[ModeResult]) -> BenchReport:
+    rates = {r.mode: r.rate_per_second for r in results if r.rate_per_second > 0}
+    engines = [mode for mode in ENGINE_WORKERS if mode in rates]
+    engine_mode = max(engines, key=lambda mode: rates[mode]) if engines else ""
+    ratios: dict[str, float] = {}
+    if engine_mode:
+        engine = rates[engine_mode]
+        for baseline in ("naive", "pgbench"):
+            if baseline in rates:
+                ratios[f"engine/{baseline}"] = round(engine / rates[baseline], 2)
+        if "raw_pipe" in rates and "db_ceiling" in rates:
+            ceiling = min(rates["raw_pipe"], rates["db_ceiling"])
+            ratios["engine/min(raw_pipe,db_ceiling)"] = round(engine / ceiling, 3)
+    return BenchReport(
+        options={**dataclasses.asdict(options), "modes": list(options.modes)},
+        modes=list(results),
+        engine_mode=engine_mode,
+        ratios=ratios,
+        ok=bool(results) and all(r.verified for r in results),
+    )
+
+
+def format_report(report: BenchReport) -> str:
+    header = ["mode", "cmds/s", "commands"] + [f"cpu {k}" for k in KINDS]
+    header += ["cpu total", "p50 ms", "p99 ms", "p999 ms", "@ rate/s", "verified"]
+    rows = [header]
+    for result in report.modes:
+        cpu = result.cpu_seconds_per_1k
+        latency = result.latency_ms
+        rows.append(
+            [
+                result.mode,
+                f"{result.rate_per_second:,.0f}",
+                f"{result.commands:,}",
+                *(_number(cpu.get(kind)) for kind in KINDS),
+                _number(sum(cpu.values()) if cpu else None),
+                *(_number(latency.get(p), 1) for p in ("p50", "p99", "p999")),
+                f"{result.latency_rate_per_second:,.0f}" if latency else "-",
+                "yes" if result.verified else "NO",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.append("cpu: CPU seconds per 1,000 commands, by process kind")
+    for result in report.modes:
+        if result.notes:
+            notes = ", ".join(f"{name} {value:,.6g}" for name, value in result.notes.items())
+            lines.append(f"{result.mode}: {notes}")
+    for name, value in report.ratios.items():
+        lines.append(f"{name.replace('engine', report.engine_mode, 1)} = {value:,}")
+    for result in report.modes:
+        failed = [check for check in result.checks if check.startswith("FAILED")]
+        for check in failed or ([] if result.verified else ["no check passed"]):
+            lines.append(f"{result.mode}: {check}")
+    lines.append("bench: OK" if report.ok else "bench: FAILED")
+    return "\n".join(lines)
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def write_json(report: BenchReport, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")

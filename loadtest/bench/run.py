@@ -1,0 +1,78 @@
+"""Running the bench: every chosen mode in turn, then the table, the ratios, the JSON.
+
+A mode that raises is reported as failed (with the error) and the run goes on with the
+next one; the run's exit status is 1 unless every mode verified its result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import uvloop
+
+from engine.config import Config
+from loadtest.bench.ceiling import run_db_ceiling
+from loadtest.bench.engine_mode import run_engine
+from loadtest.bench.naive import run_naive
+from loadtest.bench.options import ENGINE_WORKERS, BenchOptions, Load, ModeResult, make_load
+from loadtest.bench.pgbench import run_pgbench
+from loadtest.bench.raw_pipe import run_raw_pipe
+from loadtest.bench.report import build_report, format_report, write_json
+
+log = logging.getLogger(__name__)
+
+
+async def run_mode(
+    mode: str, base: Config, options: BenchOptions, load: Load, log_dir: Path
+) -> ModeResult:
+    match mode:
+        case "raw_pipe":
+            return await run_raw_pipe(base, options, load, log_dir)
+        case "db_ceiling":
+            return await run_db_ceiling(base, options, load, log_dir)
+        case "naive":
+            return await run_naive(base, options, load, log_dir)
+        case "pgbench":
+            return await run_pgbench(base, options, log_dir)
+    return await run_engine(base, options, load, log_dir, ENGINE_WORKERS[mode])
+
+
+async def _run_all(base: Config, options: BenchOptions, log_dir: Path) -> list[ModeResult]:
+    started = time.monotonic()
+    load = make_load(options)
+    print(
+        f"workload: {options.accounts:,} accounts over {options.partitions} partitions and "
+        f"{options.cups} cups; {len(load.setup):,} set-up and {len(load.commands):,} load "
+        f"commands ({options.cross_percent}% of transfers cross partitions); seed {options.seed}",
+        flush=True,
+    )
+    results = []
+    for mode in options.modes:
+        mode_started = time.monotonic()
+        try:
+            result = await run_mode(mode, base, options, load, log_dir)
+        except Exception as error:  # any failure fails this mode, reported; the run goes on
+            log.exception("mode %s failed", mode)
+            result = ModeResult(mode=mode, checks=[f"FAILED {type(error).__name__}: {error}"])
+        results.append(result)
+        print(
+            f"{mode}: {result.rate_per_second:,.0f} commands/s, "
+            f"{'verified' if result.verified else 'NOT verified'} "
+            f"({time.monotonic() - mode_started:.0f} s)",
+            flush=True,
+        )
+    print(f"bench took {time.monotonic() - started:.0f} s", flush=True)
+    return results
+
+
+def run_bench(base: Config, options: BenchOptions, json_path: str | None) -> int:
+    log_dir = base.stack.state_path / "logs" / f"bench-{int(time.time())}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results = uvloop.run(_run_all(base, options, log_dir))
+    report = build_report(options, results)
+    print(format_report(report))
+    if json_path:
+        write_json(report, Path(json_path))
+    return 0 if report.ok else 1

@@ -1,0 +1,62 @@
+"""``smallcups bench`` at tiny sizes: every mode runs, verifies its result, has a rate.
+
+The ratios are reported, not asserted: on a shared 2-core machine they are noise at
+these sizes. ``make bench`` runs the full sizes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import pytest
+
+from engine.config import Config
+from loadtest.bench.options import MODES
+from loadtest.bench.report import BenchReport
+
+pytestmark = pytest.mark.integration
+
+BENCH_TIMEOUT_SECONDS: Final = 240.0
+TINY: Final = (
+    "--accounts=2000",
+    "--partitions=8",
+    "--cups=2",
+    "--transfers=5000",
+    "--seconds-naive=5",
+    "--seconds-pgbench=5",
+    "--seconds-latency=3",
+)
+
+
+def test_bench_runs_every_mode_and_verifies_each(stack: Config, tmp_path: Path) -> None:
+    """The bench on the session's stack (``stack`` brings it up)."""
+    report_path = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "engine.cli", "bench", *TINY, f"--json={report_path}"]
+    ran = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_SECONDS,
+        check=False,
+    )
+    output = f"{ran.stdout}\n{ran.stderr[-4000:]}"
+    assert ran.returncode == 0, output
+    report = msgspec.json.decode(report_path.read_bytes(), type=BenchReport)
+    assert [result.mode for result in report.modes] == list(MODES), output
+    for result in report.modes:
+        assert result.verified, (result.mode, result.checks)
+        assert result.rate_per_second > 0, result
+        assert set(result.cpu_seconds_per_1k) == {"driver", "workers", "broker", "postgres"}
+    engines = [r for r in report.modes if r.mode.startswith("engine")]
+    assert all(r.latency_ms["p99"] > 0 for r in engines), engines
+    assert set(report.ratios) == {
+        "engine/naive",
+        "engine/pgbench",
+        "engine/min(raw_pipe,db_ceiling)",
+    }
+    assert report.ok
+    assert "bench: OK" in ran.stdout
