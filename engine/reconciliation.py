@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.admin import read_shard_map
 from engine.config import Config, KafkaConfig
@@ -20,11 +18,10 @@ from engine.messages import (
     decode_command,
     result_decoder,
 )
+from engine.topics import end_offsets, read_range
 from shards.cups import close_cups, open_cups
 from shards.reconcile import Report, reconcile_cups
 from shards.store import CupStore
-
-_FETCH_TIMEOUT_MS = 1_000
 
 
 async def reconcile(config: Config, *, topics: bool) -> Report:
@@ -49,35 +46,6 @@ async def _positions(stores: dict[int, CupStore], cup_of: dict[int, int]) -> dic
     return positions
 
 
-async def read_range(kafka: KafkaConfig, topic: str, ends: dict[int, int]) -> list[Any]:
-    """Records of ``topic`` from the start of each partition up to ``ends`` (exclusive)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        wanted = {TopicPartition(topic, p): end for p, end in ends.items() if end > 0}
-        consumer.assign(list(wanted))
-        records: list[Any] = []
-        while wanted:
-            fetched = await consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=50_000)
-            if not fetched:
-                break
-            for tp, batch in fetched.items():
-                end = wanted.get(tp)
-                if end is None:
-                    continue
-                records.extend(r for r in batch if r.offset < end)
-                if batch[-1].offset >= end - 1:
-                    del wanted[tp]
-                    consumer.pause(tp)
-        return records
-    finally:
-        await consumer.stop()
-
-
 async def _check_results(kafka: KafkaConfig, positions: dict[int, int], report: Report) -> None:
     """Check 6: every consumed command has its result; results of an id agree."""
     consumed: dict[str, int] = defaultdict(int)
@@ -86,7 +54,7 @@ async def _check_results(kafka: KafkaConfig, positions: dict[int, int], report: 
         if isinstance(command, (Undecodable, *LEG_TYPES)):
             continue
         consumed[command.id] += 1
-    results_end = await _end_offsets(kafka, kafka.results_topic, len(positions))
+    results_end = await end_offsets(kafka, kafka.results_topic)
     answers: dict[str, set[bytes]] = defaultdict(set)
     for record in await read_range(kafka, kafka.results_topic, results_end):
         result: Result = result_decoder.decode(record.value)
@@ -102,14 +70,3 @@ async def _check_results(kafka: KafkaConfig, positions: dict[int, int], report: 
             report.add("one_result", f"command {command_id}: {len(variants)} different results")
     report.counts["commands_consumed"] = sum(consumed.values())
     report.counts["command_ids_answered"] = len(answers)
-
-
-async def _end_offsets(kafka: KafkaConfig, topic: str, partitions: int) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        ends = await consumer.end_offsets(tps)
-        return {tp.partition: offset for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -14,6 +16,7 @@ from engine.errors import ConfigError, InfrastructureError
 
 _DLQ_PARTITIONS = 4
 _READY_ATTEMPTS = 150
+_FETCH_TIMEOUT_MS = 1_000
 
 
 async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
@@ -89,3 +92,50 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
         and topic["partitions"]
         and all(p.get("leader", -1) >= 0 for p in topic["partitions"])
     }
+
+
+async def end_offsets(kafka: KafkaConfig, topic: str) -> dict[int, int]:
+    """The current end offset of every partition of ``topic``."""
+    count = (await partition_counts(kafka, [topic]))[topic]
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(count)])
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def read_range(
+    kafka: KafkaConfig, topic: str, ends: dict[int, int], timeout_seconds: float = 120.0
+) -> list[Any]:
+    """Records of ``topic`` from the start of each partition up to ``ends`` (exclusive).
+
+    Bounded: raises InfrastructureError when the records do not all arrive in time.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        wanted = {TopicPartition(topic, p): end for p, end in ends.items() if end > 0}
+        consumer.assign(list(wanted))
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_seconds
+        while wanted:
+            if time.monotonic() > deadline:
+                raise InfrastructureError(f"{topic}: records missing after {timeout_seconds} s")
+            fetched = await consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=50_000)
+            for tp, batch in fetched.items():
+                end = wanted.get(tp)
+                if end is None or not batch:
+                    continue
+                records.extend(r for r in batch if r.offset < end)
+                if batch[-1].offset >= end - 1:
+                    del wanted[tp]
+                    consumer.pause(tp)
+        return records
+    finally:
+        await consumer.stop()

@@ -8,13 +8,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from engine.book import Incoming, Known
 from engine.config import KafkaConfig
 from engine.ledger import PartitionLedger
 from engine.messages import Command, Invalid, decode_command, fingerprint
-from engine.topics import partition_counts
+from engine.topics import end_offsets, read_range
 from loadtest.system import System
 from shards.cups import close_cups, open_cups
 from shards.store import CupStore
@@ -22,28 +20,7 @@ from shards.store import CupStore
 
 async def read_topic(kafka: KafkaConfig, topic: str) -> list[Any]:
     """Every record of ``topic`` from the beginning to its current end."""
-    count = (await partition_counts(kafka, [topic]))[topic]
-    tps = [TopicPartition(topic, p) for p in range(count)]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(tps)
-        consumer.assign(tps)
-        records: list[Any] = []
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            fetched = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for tp, batch in fetched.items():
-                records.extend(r for r in batch if r.offset < ends[tp])
-                if batch and batch[-1].offset >= ends[tp] - 1:
-                    remaining.discard(tp)
-        return records
-    finally:
-        await consumer.stop()
+    return await read_range(kafka, topic, await end_offsets(kafka, topic))
 
 
 def replay(records: Sequence[Any], partitions: int) -> dict[tuple[int, int, int], int]:
