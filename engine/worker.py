@@ -33,6 +33,9 @@ from shards.store import CupStore
 
 log = logging.getLogger(__name__)
 
+CLAIM_RETRY_SECONDS = 1.0
+"""Back-off before re-claiming partitions of a cup whose claim just failed."""
+
 
 class Worker:
     def __init__(
@@ -59,6 +62,8 @@ class Worker:
         self.lost: set[int] = set()
         self._lock = asyncio.Lock()
         self._offsets_committed_at = 0.0
+        self._cup_retry_at: dict[int, float] = {}
+        """When a failed claim may be tried again, per cup: the loop never sleeps on it."""
         self._trimmed_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -124,8 +129,10 @@ class Worker:
 
     async def _recover(self) -> None:
         """Re-claim partitions lost to a fence or a fault; re-send failed publishes."""
+        now = time.monotonic()
         for partition in sorted(self.lost & self.assigned):
-            await self._claim(partition)
+            if now >= self._cup_retry_at.get(self.shard_map.cup_of[partition], 0.0):
+                await self._claim(partition)
         for partition in self.relay.take_resends():
             state = self.owned.get(partition)
             if state is not None:
@@ -147,7 +154,8 @@ class Worker:
         except RETRIABLE as error:
             log.warning("partition %d: claim failed (%s); will retry", partition, error)
             self.lost.add(partition)
-            await asyncio.sleep(min(1.0, self.limits.retry_backoff_max_seconds))
+            backoff = min(CLAIM_RETRY_SECONDS, self.limits.retry_backoff_max_seconds)
+            self._cup_retry_at[store.cup_id] = time.monotonic() + backoff
             return
         self.lost.discard(partition)
         self.consumer.seek(TopicPartition(self.topic, partition), claim.next_offset)
