@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from engine.book import Account
@@ -45,10 +46,11 @@ async def read_account(config: Config, customer: int, number: int) -> tuple[int,
     """The partition of ``customer`` and the account as its cup holds it (None: no such)."""
     shard_map = await read_shard_map(config)
     partition = partition_of(customer, shard_map.partitions)
-    stores = await open_cups(shard_map, config.shards)
+    cup = shard_map.cup_of[partition]
+    only_cup = dataclasses.replace(shard_map, cups={cup: shard_map.cups[cup]})
+    stores = await open_cups(only_cup, config.shards)
     try:
-        store = stores[shard_map.cup_of[partition]]
-        found = await store.load_accounts(partition, [(customer, number)])
+        found = await stores[cup].load_accounts(partition, [(customer, number)])
     finally:
         await close_cups(stores)
     return partition, (found[0] if found else None)

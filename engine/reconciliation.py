@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 
 import msgspec
@@ -39,11 +40,9 @@ async def reconcile(config: Config, *, topics: bool) -> Report:
 
 async def _positions(stores: dict[int, CupStore], cup_of: dict[int, int]) -> dict[int, int]:
     """The cups' next_offset of every partition: what has been consumed for good."""
-    positions = {}
-    for partition, cup in cup_of.items():
-        state = await stores[cup].state(partition)
-        positions[partition] = 0 if state is None else state.next_offset
-    return positions
+    owned = {cup: store.next_offsets() for cup, store in stores.items()}
+    by_cup = dict(zip(owned, await asyncio.gather(*owned.values()), strict=True))
+    return {partition: by_cup[cup].get(partition, 0) for partition, cup in cup_of.items()}
 
 
 async def _check_results(kafka: KafkaConfig, positions: dict[int, int], report: Report) -> None:

@@ -74,19 +74,19 @@ async def drop_system(base: Config, system: System) -> None:
 
 
 async def create_databases(base: Config, names: list[str]) -> None:
-    admin = await asyncpg.connect(base.stack.control_dsn)
-    try:
-        for name in names:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    await _for_each_database(base, 'CREATE DATABASE "{}"', names)
 
 
 async def drop_databases(base: Config, names: list[str]) -> None:
+    await _for_each_database(base, 'DROP DATABASE IF EXISTS "{}" WITH (FORCE)', names)
+
+
+async def _for_each_database(base: Config, statement: str, names: list[str]) -> None:
+    """Run ``statement`` (a database name in place of ``{}``) for each name, on the stack."""
     admin = await asyncpg.connect(base.stack.control_dsn)
     try:
         for name in names:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.execute(statement.format(name))
     finally:
         await admin.close()
 

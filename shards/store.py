@@ -151,6 +151,11 @@ class CupStore:
         )
         return None if row is None else Claim(row["epoch"], row["next_offset"])
 
+    async def next_offsets(self) -> dict[int, int]:
+        """The next offset of every partition this cup holds state for."""
+        rows = await self.pool.fetch("SELECT partition, next_offset FROM partition_state")
+        return {r["partition"]: r["next_offset"] for r in rows}
+
     async def load_partition(self, partition: int, limit: int) -> list[Account]:
         """Up to ``limit`` accounts of the partition, system accounts first."""
         rows = await self.pool.fetch(
