@@ -39,6 +39,7 @@ async def open_cups(shard_map: ShardMap, config: ShardsConfig) -> dict[int, CupS
                 timeout=config.connect_timeout_seconds,
                 command_timeout=60,
                 reset=_keep_session,
+                server_settings={"plan_cache_mode": "force_generic_plan"},
             )
         except (OSError, asyncpg.PostgresError, TimeoutError) as error:
             detail = f"{type(error).__name__}: {error}"

@@ -14,6 +14,13 @@ implicit transaction per partition batch:
 3. the statement returns whether the fence held. When it did not, a second query tells
    why: another worker owns the partition now (fenced), or a command id in the batch was
    applied before (duplicates: re-decide the batch with those results).
+
+Lookups by command id are ``LATERAL ... LIMIT 1``: one primary-key probe per id. On a
+young cup the statistics lag the table's growth, and a plain ``= ANY`` or join was
+planned as a scan of the partition's whole history, so each commit got slower as the
+partition grew (1.9 ms of a 2.5 ms statement at 3,000 rows). A probe's cost does not
+depend on the statistics. The pools also pin generic plans (``plan_cache_mode``), so
+Postgres does not plan this statement again at every execution.
 """
 
 from __future__ import annotations
@@ -76,8 +83,11 @@ _COMMIT: Final = """
 WITH fence AS (
     UPDATE partition_state SET next_offset = $4, updated_at = now()
     WHERE partition = $1 AND epoch = $2 AND next_offset = $3
-      AND NOT EXISTS (SELECT 1 FROM command_results
-                      WHERE partition = $1 AND command_id = ANY($5::text[]))
+      AND NOT EXISTS (SELECT 1 FROM unnest($5::text[]) AS n (command_id)
+                      CROSS JOIN LATERAL (SELECT 1 FROM command_results AS c
+                                          WHERE c.partition = $1
+                                            AND c.command_id = n.command_id
+                                          LIMIT 1) AS seen)
     RETURNING partition
 ), upserted AS (
     INSERT INTO accounts (partition, customer_id, account_no, currency, balance,
@@ -106,10 +116,13 @@ WITH fence AS (
     DELETE FROM outbox
     WHERE partition = $1 AND src_offset < $26 AND EXISTS (SELECT 1 FROM fence)
 ), finalized AS (
-    UPDATE command_results SET result = f.result
-    FROM unnest($28::text[], $29::bytea[]) AS f (command_id, result)
-    WHERE command_results.partition = $1 AND command_results.command_id = f.command_id
-      AND EXISTS (SELECT 1 FROM fence)
+    UPDATE command_results AS c SET result = f.result
+    FROM (SELECT found.row_id, u.result
+          FROM unnest($28::text[], $29::bytea[]) AS u (command_id, result)
+          CROSS JOIN LATERAL (SELECT ctid AS row_id FROM command_results
+                              WHERE partition = $1 AND command_id = u.command_id
+                              LIMIT 1) AS found) AS f
+    WHERE c.ctid = f.row_id AND EXISTS (SELECT 1 FROM fence)
 ), opened AS (
     INSERT INTO transfers_in_flight (partition, transfer_id, to_customer, to_account,
                                      amount, currency, src_offset)
