@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final
 
 import asyncpg
@@ -218,15 +219,17 @@ def build_commit(
             value = encoded[id(result)] = encode(result)
         return value
 
-    rows = list(dead)
+    rows: list[tuple[int, OutboxKind, bytes | None, bytes, int]] = [
+        (d.src_offset, d.kind, d.key, d.value, d.target_partition) for d in dead
+    ]
     for publish in outcome.published:
         key = customer_key(publish.customer)
         value = encoded_result(publish.result)
-        rows.append(OutboxRow(publish.offset, 0, OutboxKind.RESULT, key, value, partition))
+        rows.append((publish.offset, OutboxKind.RESULT, key, value, partition))
     for leg in outcome.legs:
         key = customer_key(leg.command.customer)
         value = encode(leg.command)
-        rows.append(OutboxRow(leg.offset, 0, OutboxKind.LEG, key, value, leg.partition))
+        rows.append((leg.offset, OutboxKind.LEG, key, value, leg.partition))
     return CommitBatch(
         partition=partition,
         epoch=epoch,
@@ -240,15 +243,15 @@ def build_commit(
     )
 
 
-def _numbered(rows: list[OutboxRow]) -> list[OutboxRow]:
+def _numbered(rows: list[tuple[int, OutboxKind, bytes | None, bytes, int]]) -> list[OutboxRow]:
     """Order rows by source offset and number them within it (the outbox's key)."""
-    rows.sort(key=lambda row: row.src_offset)
+    rows.sort(key=itemgetter(0))
     numbered = []
     previous, seq = -1, 0
-    for row in rows:
-        seq = seq + 1 if row.src_offset == previous else 0
-        previous = row.src_offset
-        numbered.append(row._replace(seq=seq))
+    for src_offset, kind, key, value, target in rows:
+        seq = seq + 1 if src_offset == previous else 0
+        previous = src_offset
+        numbered.append(OutboxRow(src_offset, seq, kind, key, value, target))
     return numbered
 
 

@@ -76,7 +76,7 @@ class SagaRules(AccountBook):
                 incoming.offset,
             )
         )
-        return decision._replace(pending=True)
+        return decision.as_pending()
 
     def credit_in(self, leg: CreditLeg, incoming: Incoming, outcome: Outcome) -> Decision:
         """Step 2: credit the payee out of clearing, or refuse; answer with a settle leg.
@@ -108,7 +108,7 @@ class SagaRules(AccountBook):
         )
         origin = partition_of(leg.from_customer, self.partitions)
         outcome.legs.append(Leg(incoming.offset, origin, settle))
-        return decision._replace(internal=True)
+        return decision.as_internal()
 
     def settle_in(
         self, leg: SettleLeg, incoming: Incoming, outcome: Outcome, now_us: int
@@ -132,8 +132,8 @@ class SagaRules(AccountBook):
             clearing = self.system_account(SystemAccount.CLEARING, leg.currency)
             refund = self.move(leg.id, incoming.offset, clearing, payer, leg.amount, outcome)
             if refund.reason is not Reason.NONE:
-                return refund._replace(internal=True)
-            decision = refund._replace(internal=True)
+                return refund.as_internal()
+            decision = refund.as_internal()
             status, touched = (
                 Status.REJECTED,
                 (Balance(payer.customer, payer.number, payer.balance),),
