@@ -122,6 +122,8 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     fetch_records_max: int = 5000
     fetch_timeout_ms: int = 100
+    batch_records_max: int = 2000
+    """Most records of one partition in one commit (a lane pauses fetching at 4x this)."""
     accounts_cached_max: int = 1_000_000
     message_bytes_max: int = 65_536
     commit_retry_max: int = 20
@@ -137,6 +139,8 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if not 1 <= self.fetch_records_max <= 100_000:
             raise ConfigError("worker.fetch_records_max must be in 1..100000")
+        if not 1 <= self.batch_records_max <= 100_000:
+            raise ConfigError("worker.batch_records_max must be in 1..100000")
         if self.accounts_cached_max < 1_000:
             raise ConfigError("worker.accounts_cached_max must be >= 1000")
         if not 256 <= self.message_bytes_max <= 1_048_576:

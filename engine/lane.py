@@ -1,0 +1,123 @@
+"""A lane: one owned partition's pipeline, so fetching never waits for a commit.
+
+The worker's fetch loop only hands records to lanes. Each lane commits its partition
+batch after batch, one commit in flight at a time (its order is the partition's order);
+whatever arrives while a commit is in flight becomes the next batch. So batches are small
+and latency low when the load is light, and batches grow with the load instead of the
+queue: the batch size follows the commit's latency (DESIGN.md §5, pipelining).
+
+Back-pressure: a lane holding more than ``high_water`` records pauses its partition's
+fetching; it resumes once it has taken the queue below half of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import IllegalStateError
+
+from engine.partition import PartitionState
+
+BatchHandler = Callable[[PartitionState, list[Any]], Awaitable[bool]]
+"""Commits and publishes one batch; False when the partition was lost (the lane ends)."""
+
+
+class Lane:
+    def __init__(
+        self,
+        state: PartitionState,
+        consumer: AIOKafkaConsumer,
+        topic: str,
+        batch_records_max: int,
+        on_batch: BatchHandler,
+    ):
+        self.state = state
+        self._consumer = consumer
+        self._tp = TopicPartition(topic, state.partition)
+        self._batch_max = batch_records_max
+        self._high_water = 4 * batch_records_max
+        self._on_batch = on_batch
+        self._records: list[Any] = []
+        self._next_offset = state.position
+        """The offset the next queued record must have at least (older ones are stale)."""
+        self._hole_seen_at = -1
+        """The offset at which a hole was last seen and re-read (see ``offer``)."""
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._paused = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def partition(self) -> int:
+        return self.state.partition
+
+    def start(self) -> None:
+        self._fetching(True)  # a lane lost earlier may have left it paused
+        self._task = asyncio.create_task(self._run(), name=f"lane-{self.partition}")
+
+    def offer(self, records: Sequence[Any]) -> None:
+        """Queue fetched records; ones before the lane's position (a re-fetch) are dropped.
+
+        Records must follow on without a hole: a fetch that began before the partition
+        was claimed again may start past the claimed offset, and committing it would
+        skip commands. Such a batch is dropped and the partition re-read from the
+        missing offset; only if Kafka still starts past it is the hole real (Kafka's
+        offsets may skip, e.g. transaction markers) and accepted.
+        """
+        fresh = [r for r in records if r.offset >= self._next_offset]
+        if not fresh:
+            return
+        if fresh[0].offset > self._next_offset and self._hole_seen_at != self._next_offset:
+            self._hole_seen_at = self._next_offset
+            self._consumer.seek(self._tp, self._next_offset)
+            return
+        self._records.extend(fresh)
+        self._next_offset = fresh[-1].offset + 1
+        self._ready.set()
+        if len(self._records) >= self._high_water and not self._paused:
+            self._fetching(False)
+
+    def failure(self) -> BaseException | None:
+        """The exception that ended the lane's task: a bug, which must stop the worker."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
+    async def stop(self) -> None:
+        """Finish the batch in flight (never abandon a commit half-way), then end."""
+        self._stopping = True
+        self._ready.set()
+        if self._task is not None:
+            await asyncio.wait([self._task])
+
+    def cancel(self) -> None:
+        """Abandon the lane (the worker is failing): a commit in flight is decided by the
+        cup, and the next owner reads the outcome from it."""
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await self._ready.wait()
+            self._ready.clear()
+            while not self._stopping and self._records:
+                batch = self._records[: self._batch_max]
+                del self._records[: self._batch_max]
+                if self._paused and len(self._records) < self._high_water // 2:
+                    self._fetching(True)
+                if not await self._on_batch(self.state, batch):
+                    return
+
+    def _fetching(self, on: bool) -> None:
+        """Pause or resume the partition's fetching (moot once Kafka took it away)."""
+        self._paused = not on
+        with contextlib.suppress(IllegalStateError):
+            if on:
+                self._consumer.resume(self._tp)
+            else:
+                self._consumer.pause(self._tp)
