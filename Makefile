@@ -27,9 +27,11 @@ status: venv
 demo: venv up
 	$(BIN)/smallcups demo
 
-# The benchmark at full size (issue 5): every mode, the table, the ratios, the JSON.
+# The benchmark at full size (issue 5): every mode, the table, the ratios, the JSON;
+# RUNS times (the medians are quoted: this machine is noisy).
+RUNS ?= 3
 bench: venv up
-	$(BIN)/smallcups bench --json .smallcups/bench.json
+	$(BIN)/smallcups bench --runs $(RUNS) --json .smallcups/bench.json
 
 lint: venv
 	$(BIN)/ruff check .

@@ -89,6 +89,9 @@ def _bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     bench.add_argument(
         "--ceiling-batch", type=int, default=500, help="records per batch fed to db_ceiling"
     )
+    bench.add_argument(
+        "--runs", type=int, default=1, help="run every mode N times; report each and the medians"
+    )
     bench.add_argument("--json", metavar="PATH", help="also write the report as JSON")
 
 
@@ -171,6 +174,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
                 pgbench_clients=args.pgbench_clients,
                 latency_seconds=args.seconds_latency,
                 ceiling_batch_records=args.ceiling_batch,
+                runs=args.runs,
             )
             return run_bench(config, bench, args.json)
     raise SmallcupsError(f"unknown command {args.command}")

@@ -45,6 +45,8 @@ class BenchOptions:
     """Records per partition batch fed to the fenced commit by ``db_ceiling``."""
     results_timeout_seconds: float = 600.0
     """Longest wait for the results of one load phase before the mode fails."""
+    runs: int = 1
+    """Times every mode runs; the report gives each run and the medians."""
 
     def __post_init__(self) -> None:
         if self.accounts < 2:
@@ -56,6 +58,8 @@ class BenchOptions:
         for name in ("naive_seconds", "pgbench_seconds", "latency_seconds"):
             if not 1.0 <= getattr(self, name) <= 3_600.0:
                 raise ConfigError(f"{name} must be in 1..3600 seconds")
+        if not 1 <= self.runs <= 10:
+            raise ConfigError("--runs must be in 1..10")
         if not 1 <= self.pgbench_clients <= 64:
             raise ConfigError("--pgbench-clients must be in 1..64")
         if not 1 <= self.ceiling_batch_records <= 100_000:

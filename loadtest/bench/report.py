@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ class BenchReport(msgspec.Struct, kw_only=True):
     """The engine mode the ratios use: the fastest one."""
     ratios: dict[str, float]
     ok: bool
+    runs: list[BenchReport] = msgspec.field(default_factory=list)
+    """With ``--runs N`` > 1: every run's report; the fields above are their medians."""
 
 
 def build_report(options: BenchOptions, results: Sequence[ModeResult]) -> BenchReport:
@@ -44,6 +47,45 @@ def build_report(options: BenchOptions, results: Sequence[ModeResult]) -> BenchR
     )
 
 
+def median_report(runs: Sequence[BenchReport]) -> BenchReport:
+    """Per mode, the median of each figure over the runs; the median of each ratio."""
+    modes = []
+    for mode in dict.fromkeys(r.mode for run in runs for r in run.modes):
+        results = [r for run in runs for r in run.modes if r.mode == mode]
+        modes.append(
+            ModeResult(
+                mode=mode,
+                commands=int(statistics.median(r.commands for r in results)),
+                seconds=round(statistics.median(r.seconds for r in results), 3),
+                rate_per_second=round(statistics.median(r.rate_per_second for r in results), 1),
+                cpu_seconds_per_1k=_medians([r.cpu_seconds_per_1k for r in results], 4),
+                latency_ms=_medians([r.latency_ms for r in results], 2),
+                latency_rate_per_second=round(
+                    statistics.median(r.latency_rate_per_second for r in results), 1
+                ),
+                verified=all(r.verified for r in results),
+                checks=[c for r in results for c in r.checks if c.startswith("FAILED")],
+                notes=_medians([r.notes for r in results], 1),
+            )
+        )
+    return BenchReport(
+        options=runs[0].options,
+        modes=modes,
+        engine_mode=statistics.mode(run.engine_mode for run in runs),
+        ratios=_medians([run.ratios for run in runs], 3),
+        ok=all(run.ok for run in runs),
+        runs=list(runs),
+    )
+
+
+def _medians(values: Sequence[dict[str, float]], digits: int) -> dict[str, float]:
+    names = dict.fromkeys(name for value in values for name in value)
+    return {
+        name: round(statistics.median(v[name] for v in values if name in v), digits)
+        for name in names
+    }
+
+
 def format_report(report: BenchReport) -> str:
     header = ["mode", "cmds/s", "commands"] + [f"cpu {k}" for k in KINDS]
     header += ["cpu total", "p50 ms", "p99 ms", "p999 ms", "@ rate/s", "verified"]
@@ -65,6 +107,8 @@ def format_report(report: BenchReport) -> str:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    if report.runs:
+        lines.insert(0, f"median of {len(report.runs)} runs:")
     lines.append("cpu: CPU seconds per 1,000 commands, by process kind")
     for result in report.modes:
         if result.notes:

@@ -19,7 +19,7 @@ from loadtest.bench.naive import run_naive
 from loadtest.bench.options import ENGINE_WORKERS, BenchOptions, Load, ModeResult, make_load
 from loadtest.bench.pgbench import run_pgbench
 from loadtest.bench.raw_pipe import run_raw_pipe
-from loadtest.bench.report import build_report, format_report, write_json
+from loadtest.bench.report import build_report, format_report, median_report, write_json
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,19 @@ async def _run_all(base: Config, options: BenchOptions, log_dir: Path) -> list[M
 
 
 def run_bench(base: Config, options: BenchOptions, json_path: str | None) -> int:
+    """Every mode, ``options.runs`` times; with several runs, each table then the medians."""
     log_dir = base.stack.state_path / "logs" / f"bench-{int(time.time())}"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    results = uvloop.run(_run_all(base, options, log_dir))
-    report = build_report(options, results)
-    print(format_report(report))
+    runs = []
+    for number in range(1, options.runs + 1):
+        run_dir = log_dir / f"run-{number}" if options.runs > 1 else log_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if options.runs > 1:
+            print(f"run {number} of {options.runs}", flush=True)
+        runs.append(build_report(options, uvloop.run(_run_all(base, options, run_dir))))
+        print(format_report(runs[-1]), flush=True)
+    report = runs[0] if len(runs) == 1 else median_report(runs)
+    if len(runs) > 1:
+        print(format_report(report))
     if json_path:
         write_json(report, Path(json_path))
     return 0 if report.ok else 1
