@@ -26,7 +26,7 @@ Postgres does not plan this statement again at every execution.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -83,7 +83,7 @@ _COMMIT: Final = """
 WITH fence AS (
     UPDATE partition_state SET next_offset = $4, updated_at = now()
     WHERE partition = $1 AND epoch = $2 AND next_offset = $3
-      AND NOT EXISTS (SELECT 1 FROM unnest($5::text[]) AS n (command_id)
+      AND NOT EXISTS (SELECT 1 FROM unnest($5::text::text[]) AS n (command_id)
                       CROSS JOIN LATERAL (SELECT 1 FROM command_results AS c
                                           WHERE c.partition = $1
                                             AND c.command_id = n.command_id
@@ -92,25 +92,29 @@ WITH fence AS (
 ), upserted AS (
     INSERT INTO accounts (partition, customer_id, account_no, currency, balance,
                           credit_limit, status)
-    SELECT $1, a.* FROM unnest($6::bigint[], $7::bigint[], $8::text[], $9::bigint[],
-                               $10::bigint[], $11::smallint[]) AS a
+    SELECT $1, a.* FROM unnest($6::text::bigint[], $7::text::bigint[], $8::text::text[],
+                               $9::text::bigint[], $10::text::bigint[],
+                               $11::text::smallint[]) AS a
     WHERE EXISTS (SELECT 1 FROM fence)
     ON CONFLICT (partition, customer_id, account_no)
     DO UPDATE SET balance = EXCLUDED.balance, status = EXCLUDED.status
 ), journaled AS (
     INSERT INTO journal (partition, src_offset, command_id, customer_id, account_no,
                          currency, amount)
-    SELECT $1, j.* FROM unnest($12::bigint[], $13::text[], $14::bigint[], $15::bigint[],
-                               $16::text[], $17::bigint[]) AS j
+    SELECT $1, j.* FROM unnest($12::text::bigint[], $13::text::text[], $14::text::bigint[],
+                               $15::text::bigint[], $16::text::text[],
+                               $17::text::bigint[]) AS j
     WHERE EXISTS (SELECT 1 FROM fence)
 ), recorded AS (
     INSERT INTO command_results (partition, command_id, fingerprint, src_offset, result)
-    SELECT $1, r.* FROM unnest($5::text[], $18::bigint[], $19::bigint[], $20::bytea[]) AS r
+    SELECT $1, r.* FROM unnest($5::text::text[], $18::text::bigint[], $19::text::bigint[],
+                               $20::bytea[]) AS r
     WHERE EXISTS (SELECT 1 FROM fence)
 ), queued AS (
     INSERT INTO outbox (partition, src_offset, seq, kind, key, value, target_partition)
-    SELECT $1, o.* FROM unnest($21::bigint[], $22::integer[], $23::smallint[],
-                               $24::bytea[], $25::bytea[], $27::integer[]) AS o
+    SELECT $1, o.* FROM unnest($21::text::bigint[], $22::text::integer[],
+                               $23::text::smallint[], $24::bytea[], $25::bytea[],
+                               $27::text::integer[]) AS o
     WHERE EXISTS (SELECT 1 FROM fence)
 ), trimmed AS (
     DELETE FROM outbox
@@ -118,7 +122,7 @@ WITH fence AS (
 ), finalized AS (
     UPDATE command_results AS c SET result = f.result
     FROM (SELECT found.row_id, u.result
-          FROM unnest($28::text[], $29::bytea[]) AS u (command_id, result)
+          FROM unnest($28::text::text[], $29::bytea[]) AS u (command_id, result)
           CROSS JOIN LATERAL (SELECT ctid AS row_id FROM command_results
                               WHERE partition = $1 AND command_id = u.command_id
                               LIMIT 1) AS found) AS f
@@ -126,12 +130,14 @@ WITH fence AS (
 ), opened AS (
     INSERT INTO transfers_in_flight (partition, transfer_id, to_customer, to_account,
                                      amount, currency, src_offset)
-    SELECT $1, t.* FROM unnest($30::text[], $31::bigint[], $32::bigint[], $33::bigint[],
-                               $34::text[], $35::bigint[]) AS t
+    SELECT $1, t.* FROM unnest($30::text::text[], $31::text::bigint[], $32::text::bigint[],
+                               $33::text::bigint[], $34::text::text[],
+                               $35::text::bigint[]) AS t
     WHERE EXISTS (SELECT 1 FROM fence)
 ), settled AS (
     DELETE FROM transfers_in_flight
-    WHERE partition = $1 AND transfer_id = ANY($36::text[]) AND EXISTS (SELECT 1 FROM fence)
+    WHERE partition = $1 AND transfer_id = ANY($36::text::text[])
+      AND EXISTS (SELECT 1 FROM fence)
 )
 SELECT count(*) FROM fence
 """
@@ -267,41 +273,65 @@ def _commit_arguments(batch: CommitBatch) -> list[object]:
     journal = outcome.journal
     applied = outcome.applied
     outbox = batch.outbox
+    opened = outcome.opened
     return [
         batch.partition,
         batch.epoch,
         batch.expected_offset,
         batch.next_offset,
-        [a.command_id for a in applied],
-        [a.customer for a in accounts],
-        [a.number for a in accounts],
-        [a.currency for a in accounts],
-        [a.balance for a in accounts],
-        [a.credit_limit for a in accounts],
-        [int(a.status) for a in accounts],
-        [j.offset for j in journal],
-        [j.command_id for j in journal],
-        [j.customer for j in journal],
-        [j.account for j in journal],
-        [j.currency for j in journal],
-        [j.amount for j in journal],
-        [a.fingerprint for a in applied],
-        [a.result.offset for a in applied],
+        texts_literal([a.command_id for a in applied]),
+        ints_literal([a.customer for a in accounts]),
+        ints_literal([a.number for a in accounts]),
+        texts_literal([a.currency for a in accounts]),
+        ints_literal([a.balance for a in accounts]),
+        ints_literal([a.credit_limit for a in accounts]),
+        ints_literal([a.status for a in accounts]),
+        ints_literal([j.offset for j in journal]),
+        texts_literal([j.command_id for j in journal]),
+        ints_literal([j.customer for j in journal]),
+        ints_literal([j.account for j in journal]),
+        texts_literal([j.currency for j in journal]),
+        ints_literal([j.amount for j in journal]),
+        ints_literal([a.fingerprint for a in applied]),
+        ints_literal([a.result.offset for a in applied]),
         batch.applied_results,
-        [o.src_offset for o in outbox],
-        [o.seq for o in outbox],
-        [int(o.kind) for o in outbox],
+        ints_literal([o.src_offset for o in outbox]),
+        ints_literal([o.seq for o in outbox]),
+        ints_literal([o.kind for o in outbox]),
         [o.key for o in outbox],
         [o.value for o in outbox],
         batch.trim_below_offset,
-        [o.target_partition for o in outbox],
-        [f.command_id for f in outcome.finals],
+        ints_literal([o.target_partition for o in outbox]),
+        texts_literal([f.command_id for f in outcome.finals]),
         batch.final_results,
-        [t.transfer_id for t in outcome.opened],
-        [t.to_customer for t in outcome.opened],
-        [t.to_account for t in outcome.opened],
-        [t.amount for t in outcome.opened],
-        [t.currency for t in outcome.opened],
-        [t.offset for t in outcome.opened],
-        outcome.settled,
+        texts_literal([t.transfer_id for t in opened]),
+        ints_literal([t.to_customer for t in opened]),
+        ints_literal([t.to_account for t in opened]),
+        ints_literal([t.amount for t in opened]),
+        texts_literal([t.currency for t in opened]),
+        ints_literal([t.offset for t in opened]),
+        texts_literal(outcome.settled),
     ]
+
+
+def ints_literal(values: Iterable[int]) -> str:
+    """An integer array as Postgres's text literal (``{1,-2}``).
+
+    asyncpg encodes a list parameter element by element, with two ``isinstance`` checks
+    against collections.abc per element: py-spy put that at 22% of a worker's CPU for
+    the commit's ~30 values per command. Joining a literal costs a tenth of it and
+    Postgres parses it in C. Bytes columns stay lists (no escaping to do in Python).
+    """
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def texts_literal(values: Iterable[str]) -> str:
+    """A text array as Postgres's literal: every element quoted (so never NULL), with
+    backslashes and double quotes escaped."""
+    return "{" + ",".join(map(_quoted, values)) + "}"
+
+
+def _quoted(value: str) -> str:
+    if "\\" in value or '"' in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + value + '"'
