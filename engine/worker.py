@@ -71,6 +71,9 @@ class Worker:
         self._cup_retry_at: dict[int, float] = {}
         """When a failed claim may be tried again, per cup: the loop never sleeps on it."""
         self._trimmed_at = 0.0
+        self._sought: set[int] = set()
+        """Partitions claimed (and sought) since the last fetch returned: the records that
+        fetch holds for them were read before the seek and must not be decoded."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """The worker loop, until ``stop`` is set. Each turn:
@@ -89,6 +92,7 @@ class Worker:
             fetched = await self.consumer.getmany(
                 timeout_ms=self.limits.fetch_timeout_ms, max_records=self.limits.fetch_records_max
             )
+            self._sought.clear()
             async with self._lock:
                 await self._recover()
                 batches = self._decode(fetched)
@@ -101,7 +105,7 @@ class Worker:
         batches = []
         for tp, records in fetched.items():
             state = self.owned.get(tp.partition)
-            if state is None:
+            if state is None or tp.partition in self._sought:
                 continue
             fresh = [r for r in records if r.offset >= state.position]
             if fresh:
@@ -169,6 +173,7 @@ class Worker:
             return
         self.lost.discard(partition)
         self.consumer.seek(TopicPartition(self.topic, partition), claim.next_offset)
+        self._sought.add(partition)
         self.owned[partition] = state
         await self.relay.publish(partition, unsent)
         log.info(
