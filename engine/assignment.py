@@ -7,7 +7,8 @@ assignment out. Two regimes:
   worker talks to as few cups as possible ("each worker owns a cup") and a cup's
   partitions are written through one worker's pool;
 - workers > cups: partitions are spread evenly (``P // W`` or one more per worker);
-  a worker's partitions are taken from as few cups as possible.
+  a worker keeps what it held in its home cup (where it held most), and the rest is
+  dealt cup by cup, so a worker's partitions come from as few cups as possible.
 
 Both are sticky: a cup (or a partition) stays with the member that held it before when
 the quotas allow, so a member joining or leaving moves little.
@@ -102,9 +103,10 @@ def _by_partition(
         if partition in held:
             kept[held[partition]].append(partition)
     for member, partitions in kept.items():
-        home = Counter(cup_of[p] for p in partitions)
-        partitions.sort(key=lambda p: (-home[cup_of[p]], p))
-        taken[member] = partitions[: quota[member]]
+        if partitions:
+            held_in = Counter(cup_of[p] for p in partitions)
+            home = min(held_in, key=lambda cup: (-held_in[cup], cup))
+            taken[member] = [p for p in partitions if cup_of[p] == home][: quota[member]]
     placed = {p for ps in taken.values() for p in ps}
     for partition in sorted(cup_of, key=lambda p: (cup_of[p], p)):
         if partition in placed:

@@ -64,6 +64,19 @@ def test_a_member_joining_moves_one_cup_only() -> None:
     assert [len(c) for c in cups_per_member(after, cup_of).values()].count(1) == 2
 
 
+def test_growing_one_member_at_a_time_stays_even_and_sticky() -> None:
+    cup_of = round_robin(16, 4)
+    assignment = assign(members(2), cup_of)
+    for count in range(3, 9):
+        grown = assign(members(count), cup_of, assignment)
+        sizes = sorted(len(ps) for ps in grown.values())
+        assert sizes[-1] - sizes[0] <= 1 or count <= 4
+        assert moved(assignment, grown) <= len(cup_of) // 2
+        assignment = grown
+    assert sorted(len(ps) for ps in assignment.values()) == [2] * 8
+    assert max(len(c) for c in cups_per_member(assignment, cup_of).values()) <= 2
+
+
 def test_a_member_leaving_moves_only_its_partitions() -> None:
     cup_of = round_robin(64, 4)
     before = assign(members(8), cup_of)
