@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ import asyncpg
 
 from engine.errors import ConfigError, InfrastructureError, invariant
 from shards.control import ShardMap, connect, load_shard_map, publish_version
+
+log = logging.getLogger(__name__)
 
 PARTITION_TABLES: Final = (
     "accounts",
@@ -161,9 +164,15 @@ class Mover:
     def __init__(self, control: asyncpg.Connection, connect_timeout_seconds: float):
         self.control = control
         self.connect_timeout_seconds = connect_timeout_seconds
+        self._cups: dict[int, asyncpg.Connection] = {}
+        """One connection per cup while a move is driven: connecting costs more than a step."""
 
     async def _cup(self, shard_map: ShardMap, cup_id: int) -> asyncpg.Connection:
-        return await connect(shard_map.cups[cup_id], self.connect_timeout_seconds)
+        connection = self._cups.get(cup_id)
+        if connection is None or connection.is_closed():
+            connection = await connect(shard_map.cups[cup_id], self.connect_timeout_seconds)
+            self._cups[cup_id] = connection
+        return connection
 
     async def _locked(self, move_id: int) -> None:
         taken = await self.control.fetchval(
@@ -173,6 +182,9 @@ class Mover:
             raise ConfigError(f"move {move_id} is being driven by another tool right now")
 
     async def _unlock(self, move_id: int) -> None:
+        """Release the move and the cup connections (a later move may use other cups)."""
+        cups, self._cups = list(self._cups.values()), {}
+        await asyncio.gather(*(c.close() for c in cups), return_exceptions=True)
         await self.control.execute("SELECT pg_advisory_unlock($1, $2)", _MOVE_LOCK, move_id)
 
     async def finish(self, move_id: int, stop_after: Step | None = None) -> Move:
@@ -181,7 +193,15 @@ class Mover:
         try:
             move = await read_move(self.control, move_id)
             while move.step in OPEN_STEPS and move.step != stop_after:
+                started = time.monotonic()
                 move = await self._next_step(move)
+                log.info(
+                    "move %d of partition %d: %s in %.3f s",
+                    move_id,
+                    move.partition,
+                    move.step,
+                    time.monotonic() - started,
+                )
             return move
         finally:
             await self._unlock(move_id)
@@ -198,18 +218,12 @@ class Mover:
             shard_map = await load_shard_map(self.control)
             invariant(shard_map.cup_of[move.partition] == move.source_cup, "abort before flip")
             target = await self._cup(shard_map, move.target_cup)
-            try:
-                await _delete_partition(target, move.partition)
-            finally:
-                await target.close()
+            await _delete_partition(target, move.partition)
             source = await self._cup(shard_map, move.source_cup)
-            try:
-                await source.execute(
-                    "UPDATE partition_state SET frozen = false, owner = '' WHERE partition = $1",
-                    move.partition,
-                )
-            finally:
-                await source.close()
+            await source.execute(
+                "UPDATE partition_state SET frozen = false, owner = '' WHERE partition = $1",
+                move.partition,
+            )
             async with self.control.transaction():
                 await self._set_paused(move.partition, paused=False)
                 await self._advance(move, Step.ABORTED, "finished_at")
@@ -221,6 +235,8 @@ class Mover:
         shard_map = await load_shard_map(self.control)
         match move.step:
             case Step.PLANNED:
+                for cup in (move.source_cup, move.target_cup):
+                    await self._cup(shard_map, cup)  # connect before the pause, not in it
                 async with self.control.transaction():
                     await self._set_paused(move.partition, paused=True)
                     await self._advance(move, Step.PAUSED, "paused_at")
@@ -234,11 +250,8 @@ class Mover:
                 await self._flip(shard_map, move)
                 await self._await_resume(shard_map, move)
             case Step.FLIPPED:
-                source = await self._cup(shard_map, move.source_cup)
-                try:
-                    await _delete_partition(source, move.partition)
-                finally:
-                    await source.close()
+                await _delete_partition(await self._cup(shard_map, move.source_cup), move.partition)
+                await _analyze(await self._cup(shard_map, move.target_cup))
                 await self._advance(move, Step.DONE, "finished_at")
         return await read_move(self.control, move.move_id)
 
@@ -280,20 +293,17 @@ class Mover:
     async def _fence(self, shard_map: ShardMap, move: Move) -> int:
         """Step 3: a new epoch, frozen, in the source; a rerun finds it frozen already."""
         source = await self._cup(shard_map, move.source_cup)
-        try:
-            epoch: int | None = await source.fetchval(
-                "UPDATE partition_state SET epoch = epoch + 1, owner = $2, frozen = true,"
-                " updated_at = now() WHERE partition = $1 AND NOT frozen RETURNING epoch",
+        epoch: int | None = await source.fetchval(
+            "UPDATE partition_state SET epoch = epoch + 1, owner = $2, frozen = true,"
+            " updated_at = now() WHERE partition = $1 AND NOT frozen RETURNING epoch",
+            move.partition,
+            f"move {move.move_id} to cup {move.target_cup}",
+        )
+        if epoch is None:
+            epoch = await source.fetchval(
+                "SELECT epoch FROM partition_state WHERE partition = $1 AND frozen",
                 move.partition,
-                f"move {move.move_id} to cup {move.target_cup}",
             )
-            if epoch is None:
-                epoch = await source.fetchval(
-                    "SELECT epoch FROM partition_state WHERE partition = $1 AND frozen",
-                    move.partition,
-                )
-        finally:
-            await source.close()
         if epoch is None:
             raise InfrastructureError(
                 f"partition {move.partition} has no state row in cup {move.source_cup}"
@@ -304,45 +314,38 @@ class Mover:
         """Step 4: p's rows from one source snapshot into the target, in one transaction."""
         source = await self._cup(shard_map, move.source_cup)
         target = await self._cup(shard_map, move.target_cup)
-        try:
-            async with (
-                source.transaction(isolation="repeatable_read", readonly=True),
-                target.transaction(),
-            ):
-                await _check_tables(source)
-                state = await source.fetchrow(
-                    "SELECT epoch, next_offset, frozen FROM partition_state WHERE partition = $1",
-                    move.partition,
-                )
-                invariant(state is not None and state["frozen"], "the source is fenced")
-                invariant(state["epoch"] == move.fence_epoch, "no claim after the fence")
-                await _delete_partition(target, move.partition)
-                rows = 0
-                for table in PARTITION_TABLES:
-                    rows += await _copy_table(source, target, table, move.partition)
-                await target.execute(
-                    "INSERT INTO partition_state (partition, epoch, next_offset, owner, frozen)"
-                    " VALUES ($1, $2, $3, $4, true)",
-                    move.partition,
-                    state["epoch"],
-                    state["next_offset"],
-                    f"move {move.move_id} from cup {move.source_cup}",
-                )
-        finally:
-            await asyncio.gather(source.close(), target.close())
+        columns = await _columns(source)
+        async with (
+            source.transaction(isolation="repeatable_read", readonly=True),
+            target.transaction(),
+        ):
+            state = await source.fetchrow(
+                "SELECT epoch, next_offset, frozen FROM partition_state WHERE partition = $1",
+                move.partition,
+            )
+            invariant(state is not None and state["frozen"], "the source is fenced")
+            invariant(state["epoch"] == move.fence_epoch, "no claim after the fence")
+            await _delete_partition(target, move.partition)
+            rows = 0
+            for table in PARTITION_TABLES:
+                rows += await _copy_table(source, target, table, columns[table], move.partition)
+            await target.execute(
+                "INSERT INTO partition_state (partition, epoch, next_offset, owner, frozen)"
+                " VALUES ($1, $2, $3, $4, true)",
+                move.partition,
+                state["epoch"],
+                state["next_offset"],
+                f"move {move.move_id} from cup {move.source_cup}",
+            )
         return state["next_offset"], rows
 
     async def _flip(self, shard_map: ShardMap, move: Move) -> None:
         """Step 5: thaw the target's copy, then route p there (one control transaction)."""
         target = await self._cup(shard_map, move.target_cup)
-        try:
-            offset = await target.fetchval(
-                "UPDATE partition_state SET frozen = false WHERE partition = $1"
-                " RETURNING next_offset",
-                move.partition,
-            )
-        finally:
-            await target.close()
+        offset = await target.fetchval(
+            "UPDATE partition_state SET frozen = false WHERE partition = $1 RETURNING next_offset",
+            move.partition,
+        )
         invariant(offset == move.copied_offset, "the target holds the copied offset")
         async with self.control.transaction():
             version = await publish_version(self.control)
@@ -358,50 +361,58 @@ class Mover:
     async def _await_resume(self, shard_map: ShardMap, move: Move) -> None:
         """Wait (bounded) until a worker claimed p in the target: the end of the pause."""
         target = await self._cup(shard_map, move.target_cup)
-        try:
-            deadline = time.monotonic() + RESUME_WAIT_SECONDS
-            while time.monotonic() < deadline:
-                epoch = await target.fetchval(
-                    "SELECT epoch FROM partition_state WHERE partition = $1", move.partition
+        deadline = time.monotonic() + RESUME_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            epoch = await target.fetchval(
+                "SELECT epoch FROM partition_state WHERE partition = $1", move.partition
+            )
+            if epoch is not None and move.fence_epoch is not None and epoch > move.fence_epoch:
+                await self.control.execute(
+                    "UPDATE moves SET resumed_at = clock_timestamp() WHERE move_id = $1",
+                    move.move_id,
                 )
-                if epoch is not None and move.fence_epoch is not None and epoch > move.fence_epoch:
-                    await self.control.execute(
-                        "UPDATE moves SET resumed_at = clock_timestamp() WHERE move_id = $1",
-                        move.move_id,
-                    )
-                    return
-                await asyncio.sleep(RESUME_POLL_SECONDS)
-        finally:
-            await target.close()
+                return
+            await asyncio.sleep(RESUME_POLL_SECONDS)
 
 
-async def _check_tables(cup: asyncpg.Connection) -> None:
-    """A cup table keyed by partition that a move would not copy is a bug: refuse."""
+async def _columns(cup: asyncpg.Connection) -> dict[str, list[str]]:
+    """The columns, in order, of every table a move copies (from the catalog: fast).
+
+    A cup table keyed by partition that a move would not copy is a bug: refuse.
+    """
     rows = await cup.fetch(
-        "SELECT table_name FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND column_name = 'partition'"
+        "SELECT c.relname AS table_name, a.attname AS column_name"
+        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+        " AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum"
     )
-    found = {r["table_name"] for r in rows} - {"partition_state"}
-    invariant(found == set(PARTITION_TABLES), f"moves copy {PARTITION_TABLES}, cups have {found}")
+    columns: dict[str, list[str]] = {}
+    for row in rows:
+        columns.setdefault(row["table_name"], []).append(row["column_name"])
+    keyed = {t for t, names in columns.items() if "partition" in names} - {"partition_state"}
+    invariant(keyed == set(PARTITION_TABLES), f"moves copy {PARTITION_TABLES}, cups have {keyed}")
+    return {table: columns[table] for table in PARTITION_TABLES}
+
+
+async def _analyze(cup: asyncpg.Connection) -> None:
+    """Fresh planner statistics for a cup that just received a partition's rows in bulk."""
+    for table in (*PARTITION_TABLES, "partition_state"):
+        await cup.execute(f"ANALYZE {table}")
 
 
 async def _copy_table(
-    source: asyncpg.Connection, target: asyncpg.Connection, table: str, partition: int
+    source: asyncpg.Connection,
+    target: asyncpg.Connection,
+    table: str,
+    columns: list[str],
+    partition: int,
 ) -> int:
     """Stream one table's rows of ``partition`` as binary COPY; returns the row count.
 
     The columns are named (the source's, in order), so the copy does not depend on the
     two cups having added columns in the same order.
     """
-    columns = [
-        r["column_name"]
-        for r in await source.fetch(
-            "SELECT column_name FROM information_schema.columns"
-            " WHERE table_schema = current_schema() AND table_name = $1"
-            " ORDER BY ordinal_position",
-            table,
-        )
-    ]
     query = f"SELECT {', '.join(columns)} FROM {table} WHERE partition = {int(partition)}"
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(COPY_CHUNKS_QUEUED_MAX)
 
