@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _shards_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     shards = commands.add_parser("shards", help="cups and the shard map: list, add, move")
+    shards.add_argument(
+        "--resume-wait",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="after a flip, wait this long for a worker to claim the partition (the end of "
+        "the measured pause); 0 when no worker runs",
+    )
     actions = shards.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="cups, partitions, rows, in flight; unfinished moves")
     add = actions.add_parser("add", help="create the cup schema in DSN and register the cup")
@@ -91,13 +99,13 @@ def _shards(args: argparse.Namespace, config: Config) -> int:
         case "list":
             return shard_commands.list_cups(config)
         case "add":
-            return shard_commands.add(config, args.dsn, args.rebalance)
+            return shard_commands.add(config, args.dsn, args.rebalance, args.resume_wait)
         case "move":
-            return shard_commands.move(config, args.partition, args.to)
+            return shard_commands.move(config, args.partition, args.to, args.resume_wait)
         case "rebalance":
-            return shard_commands.rebalance(config)
+            return shard_commands.rebalance(config, args.resume_wait)
         case "recover":
-            return shard_commands.recover(config, args.abort)
+            return shard_commands.recover(config, args.abort, args.resume_wait)
     raise SmallcupsError(f"unknown shards action {args.action}")
 
 

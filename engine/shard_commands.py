@@ -57,26 +57,32 @@ def list_cups(config: Config) -> int:
     return 1 if moves else 0
 
 
-def add(config: Config, dsn: str, then_rebalance: bool) -> int:
+def add(config: Config, dsn: str, then_rebalance: bool, resume_wait_seconds: float) -> int:
     timeout = config.shards.connect_timeout_seconds
     cup_id = _with_control(config, lambda c: operations.add_cup(c, dsn, timeout))
     print(f"cup {cup_id} added; it holds no partitions until `smallcups shards rebalance`")
-    return rebalance(config) if then_rebalance else 0
+    return rebalance(config, resume_wait_seconds) if then_rebalance else 0
 
 
-def move(config: Config, partition: int, target_cup: int) -> int:
+def move(config: Config, partition: int, target_cup: int, resume_wait_seconds: float) -> int:
     timeout = config.shards.connect_timeout_seconds
     done = _with_control(
-        config, lambda c: operations.move_partition(c, partition, target_cup, timeout)
+        config,
+        lambda c: operations.move_partition(
+            c, partition, target_cup, timeout, None, resume_wait_seconds
+        ),
     )
     print(describe(done))
     return 0 if done.step is Step.DONE else 1
 
 
-def rebalance(config: Config) -> int:
+def rebalance(config: Config, resume_wait_seconds: float) -> int:
     timeout = config.shards.connect_timeout_seconds
     moves = _with_control(
-        config, lambda c: operations.rebalance(c, timeout, lambda m: print(describe(m)))
+        config,
+        lambda c: operations.rebalance(
+            c, timeout, lambda m: print(describe(m)), resume_wait_seconds
+        ),
     )
     pauses = [m.pause_seconds for m in moves if m.pause_seconds is not None]
     if pauses:
@@ -89,9 +95,14 @@ def rebalance(config: Config) -> int:
     return 0
 
 
-def recover(config: Config, abort: bool) -> int:
+def recover(config: Config, abort: bool, resume_wait_seconds: float) -> int:
     timeout = config.shards.connect_timeout_seconds
-    moves = _with_control(config, lambda c: operations.recover(c, timeout, abort=abort))
+    moves = _with_control(
+        config,
+        lambda c: operations.recover(
+            c, timeout, abort=abort, resume_wait_seconds=resume_wait_seconds
+        ),
+    )
     for recovered in moves:
         print(describe(recovered))
     print(f"recovered {len(moves)} unfinished moves")

@@ -101,7 +101,8 @@ async def _grow_cups(config: Config, cups: int) -> None:
         for dsn in stack.cup_dsns:
             if dsn not in known:
                 print(f"cup {await add_cup(control, dsn, timeout)} added")
-        await rebalance(control, timeout, lambda move: print(describe(move)))
+        # the workers start after this: no claim to wait for after each flip
+        await rebalance(control, timeout, lambda move: print(describe(move)), 0.0)
     finally:
         await control.close()
 

@@ -61,8 +61,9 @@ PARTITION_TABLES: Final = (
 COPY_CHUNKS_QUEUED_MAX: Final = 16
 """COPY chunks buffered between the source and the target (bounded memory per move)."""
 
-RESUME_WAIT_SECONDS: Final = 10.0
-"""How long the mover waits for a worker to claim p in the target before reporting."""
+RESUME_WAIT_SECONDS: Final = 5.0
+"""How long the mover waits, by default, for a worker to claim p in the target: the end
+of the pause it measures. With no worker running there is nothing to wait for (0)."""
 
 RESUME_POLL_SECONDS: Final = 0.01
 
@@ -161,9 +162,17 @@ async def plan_move(control: asyncpg.Connection, partition: int, target_cup: int
 class Mover:
     """Drives moves through their steps, with the control database and the cups' DSNs."""
 
-    def __init__(self, control: asyncpg.Connection, connect_timeout_seconds: float):
+    def __init__(
+        self,
+        control: asyncpg.Connection,
+        connect_timeout_seconds: float,
+        resume_wait_seconds: float = RESUME_WAIT_SECONDS,
+    ):
+        if not 0 <= resume_wait_seconds <= 600:
+            raise ConfigError(f"resume wait must be in 0..600 s, got {resume_wait_seconds}")
         self.control = control
         self.connect_timeout_seconds = connect_timeout_seconds
+        self.resume_wait_seconds = resume_wait_seconds
         self._cups: dict[int, asyncpg.Connection] = {}
         """One connection per cup while a move is driven: connecting costs more than a step."""
 
@@ -361,7 +370,7 @@ class Mover:
     async def _await_resume(self, shard_map: ShardMap, move: Move) -> None:
         """Wait (bounded) until a worker claimed p in the target: the end of the pause."""
         target = await self._cup(shard_map, move.target_cup)
-        deadline = time.monotonic() + RESUME_WAIT_SECONDS
+        deadline = time.monotonic() + self.resume_wait_seconds
         while time.monotonic() < deadline:
             epoch = await target.fetchval(
                 "SELECT epoch FROM partition_state WHERE partition = $1", move.partition

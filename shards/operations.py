@@ -14,7 +14,7 @@ import asyncpg
 
 from shards.control import ShardMap, connect, load_shard_map, redact, register_cup
 from shards.migrate import migrate
-from shards.moves import Move, Mover, Step, open_moves, plan_move
+from shards.moves import RESUME_WAIT_SECONDS, Move, Mover, Step, open_moves, plan_move
 from shards.placement import plan_rebalance
 
 
@@ -46,32 +46,41 @@ async def move_partition(
     target_cup: int,
     timeout_seconds: float,
     stop_after: Step | None = None,
+    resume_wait_seconds: float = RESUME_WAIT_SECONDS,
 ) -> Move:
     """Plan and run a move; ``stop_after`` leaves it at that step (as a crash would)."""
     move = await plan_move(control, partition, target_cup)
-    return await Mover(control, timeout_seconds).finish(move.move_id, stop_after)
+    mover = Mover(control, timeout_seconds, resume_wait_seconds)
+    return await mover.finish(move.move_id, stop_after)
 
 
 async def rebalance(
     control: asyncpg.Connection,
     timeout_seconds: float,
     on_move: Callable[[Move], None] = lambda move: None,
+    resume_wait_seconds: float = RESUME_WAIT_SECONDS,
 ) -> list[Move]:
     """Move partitions one at a time until every cup holds its even share."""
     shard_map = await load_shard_map(control)
     done = []
     for partition, target in plan_rebalance(shard_map.cup_of, shard_map.cups):
-        move = await move_partition(control, partition, target, timeout_seconds)
+        move = await move_partition(
+            control, partition, target, timeout_seconds, None, resume_wait_seconds
+        )
         on_move(move)
         done.append(move)
     return done
 
 
 async def recover(
-    control: asyncpg.Connection, timeout_seconds: float, *, abort: bool
+    control: asyncpg.Connection,
+    timeout_seconds: float,
+    *,
+    abort: bool,
+    resume_wait_seconds: float = RESUME_WAIT_SECONDS,
 ) -> list[Move]:
     """Finish every unfinished move; with ``abort``, roll back those not flipped yet."""
-    mover = Mover(control, timeout_seconds)
+    mover = Mover(control, timeout_seconds, resume_wait_seconds)
     recovered = []
     for move in await open_moves(control):
         if abort and move.step is not Step.FLIPPED:
