@@ -20,13 +20,15 @@ step in the control database, and each step can run again after a crash:
 5. ``flipped``: the target's state row is thawed, then the map points p at the target
    and unpauses it (new version, NOTIFY). The owner of p re-claims it in the target
    (bumping the epoch) and seeks Kafka to the copied ``next_offset``;
-6. ``done``: p's rows are deleted from the source.
+6. ``done``: p's rows are deleted from the source, all but its frozen state row: that
+   tombstone refuses a claim from a worker still holding an older map (a claim of a
+   missing row would insert a fresh one, at offset 0). Moving p back replaces it.
 
 Why p is never writable in two cups: before the flip the map routes p to the source,
 whose row is frozen from step 3; the target is reachable only through the map, and the
-flip happens after the copy. After the flip the source stays frozen until its rows are
-gone. Rolling back (``abort``) is allowed only before the flip: it deletes the target's
-copy, thaws the source and unpauses p. After the flip a move only goes forward.
+flip happens after the copy. After the flip the source stays frozen for good. Rolling
+back (``abort``) is allowed only before the flip: it deletes the target's copy, thaws
+the source and unpauses p. After the flip a move only goes forward.
 
 The pause a move causes is from step 2 to the first claim in the target, which the mover
 waits for (bounded) and records as ``resumed_at``.
@@ -259,7 +261,8 @@ class Mover:
                 await self._flip(shard_map, move)
                 await self._await_resume(shard_map, move)
             case Step.FLIPPED:
-                await _delete_partition(await self._cup(shard_map, move.source_cup), move.partition)
+                source = await self._cup(shard_map, move.source_cup)
+                await _delete_partition(source, move.partition, keep_tombstone=True)
                 await _analyze(await self._cup(shard_map, move.target_cup))
                 await self._advance(move, Step.DONE, "finished_at")
         return await read_move(self.control, move.move_id)
@@ -445,8 +448,12 @@ async def _copy_table(
     return int(produced.result().split()[-1])
 
 
-async def _delete_partition(cup: asyncpg.Connection, partition: int) -> None:
-    """Every row of ``partition`` in one cup, in one transaction."""
+async def _delete_partition(
+    cup: asyncpg.Connection, partition: int, *, keep_tombstone: bool = False
+) -> None:
+    """Every row of ``partition`` in one cup, in one transaction; with ``keep_tombstone``,
+    all but its frozen state row (see step 6)."""
+    tables = PARTITION_TABLES if keep_tombstone else (*PARTITION_TABLES, "partition_state")
     async with cup.transaction():
-        for table in (*PARTITION_TABLES, "partition_state"):
+        for table in tables:
             await cup.execute(f"DELETE FROM {table} WHERE partition = $1", partition)

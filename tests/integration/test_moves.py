@@ -30,6 +30,7 @@ from loadtest.workload import Workload, WorkloadShape
 from shards import operations
 from shards.control import connect
 from shards.moves import Step, open_moves
+from shards.store import CupStore
 from tests.integration.system import cup_balances, read_topic, replay
 
 pytestmark = pytest.mark.integration
@@ -252,6 +253,32 @@ async def test_the_move_tool_killed_then_recovered_by_the_cli(three_cups: System
     print(f"\nkilled the tool after {step}: {recovered.strip()}")
     assert (await read_shard_map(system.config)).cup_of[partition] == target
     await assert_books(system)
+    await assert_a_stale_claim_is_refused(system, partition, shard_map.cup_of[partition])
+    await assert_stray_rows_are_reported(system, partition)
+
+
+async def assert_a_stale_claim_is_refused(system: System, partition: int, source: int) -> None:
+    """A worker on the map of before the move claims in the old cup: the tombstone refuses."""
+    shard_map = await read_shard_map(system.config)
+    pool = await asyncpg.create_pool(shard_map.cups[source], min_size=1, max_size=1)
+    try:
+        with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError):
+            await CupStore(source, pool).claim(partition, "a worker on an old map")
+    finally:
+        await pool.close()
+
+
+async def assert_stray_rows_are_reported(system: System, partition: int) -> None:
+    """Rows of a partition left in a cup the map does not name fail the one_cup check."""
+    shard_map = await read_shard_map(system.config)
+    elsewhere = next(c for c in shard_map.cups if c != shard_map.cup_of[partition])
+    cup = await asyncpg.connect(shard_map.cups[elsewhere])
+    try:
+        await cup.execute("INSERT INTO partition_state (partition) VALUES ($1)", partition)
+    finally:
+        await cup.close()
+    report = await reconcile(system.config, topics=False)
+    assert len(report.problems["one_cup"]) == 1, dict(report.problems)
 
 
 async def _kill_the_tool_mid_move(
