@@ -218,7 +218,11 @@ class Mover:
             await self._unlock(move_id)
 
     async def abort(self, move_id: int) -> Move:
-        """Roll a move back (before the flip only): drop the copy, thaw, unpause."""
+        """Roll a move back (before the flip only): drop the copy, thaw, unpause.
+
+        The target keeps p's state row, frozen: it may be the tombstone of an earlier move
+        out of that cup, which a worker on an old map could otherwise claim past.
+        """
         await self._locked(move_id)
         try:
             move = await read_move(self.control, move_id)
@@ -229,10 +233,15 @@ class Mover:
             shard_map = await load_shard_map(self.control)
             invariant(shard_map.cup_of[move.partition] == move.source_cup, "abort before flip")
             target = await self._cup(shard_map, move.target_cup)
-            await _delete_partition(target, move.partition)
+            await _delete_partition(target, move.partition, keep_tombstone=True)
+            await target.execute(
+                "UPDATE partition_state SET frozen = true WHERE partition = $1 AND NOT frozen",
+                move.partition,
+            )
             source = await self._cup(shard_map, move.source_cup)
             await source.execute(
-                "UPDATE partition_state SET frozen = false, owner = '' WHERE partition = $1",
+                "UPDATE partition_state SET frozen = false, owner = '' WHERE partition = $1"
+                " AND frozen",
                 move.partition,
             )
             async with self.control.transaction():

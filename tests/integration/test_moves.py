@@ -211,6 +211,10 @@ async def test_moves_interrupted_at_each_step_recover(stack: Config, three_cups:
                 cup = target if expected is Step.DONE else shard_map.cup_of[partition]
                 assert now.cup_of[partition] == cup and not now.paused
                 print(f"\ninterrupted after {step}, kill={kill}: recovered to {expected}")
+            home = (await read_shard_map(system.config)).cup_of[1]
+            away = await operations.move_partition(control, 1, (home + 1) % 3, 10)
+            back = await operations.move_partition(control, 1, home, 10)
+            assert away.step is Step.DONE and back.step is Step.DONE, "over its tombstone"
         finally:
             await control.close()
         await load.stop()
