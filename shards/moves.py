@@ -40,7 +40,6 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -48,20 +47,15 @@ import asyncpg
 
 from engine.errors import ConfigError, InfrastructureError, invariant
 from shards.control import ShardMap, connect, load_shard_map, publish_version
+from shards.partition_copy import (
+    PARTITION_TABLES,
+    analyze,
+    copy_table,
+    delete_partition,
+    table_columns,
+)
 
 log = logging.getLogger(__name__)
-
-PARTITION_TABLES: Final = (
-    "accounts",
-    "journal",
-    "command_results",
-    "outbox",
-    "transfers_in_flight",
-)
-"""Every cup table keyed by partition besides ``partition_state``: what a move copies."""
-
-COPY_CHUNKS_QUEUED_MAX: Final = 16
-"""COPY chunks buffered between the source and the target (bounded memory per move)."""
 
 RESUME_WAIT_SECONDS: Final = 5.0
 """How long the mover waits, by default, for a worker to claim p in the target: the end
@@ -233,7 +227,7 @@ class Mover:
             shard_map = await load_shard_map(self.control)
             invariant(shard_map.cup_of[move.partition] == move.source_cup, "abort before flip")
             target = await self._cup(shard_map, move.target_cup)
-            await _delete_partition(target, move.partition, keep_tombstone=True)
+            await delete_partition(target, move.partition, keep_tombstone=True)
             await target.execute(
                 "UPDATE partition_state SET frozen = true WHERE partition = $1 AND NOT frozen",
                 move.partition,
@@ -271,8 +265,8 @@ class Mover:
                 await self._await_resume(shard_map, move)
             case Step.FLIPPED:
                 source = await self._cup(shard_map, move.source_cup)
-                await _delete_partition(source, move.partition, keep_tombstone=True)
-                await _analyze(await self._cup(shard_map, move.target_cup))
+                await delete_partition(source, move.partition, keep_tombstone=True)
+                await analyze(await self._cup(shard_map, move.target_cup))
                 await self._advance(move, Step.DONE, "finished_at")
         return await read_move(self.control, move.move_id)
 
@@ -335,7 +329,7 @@ class Mover:
         """Step 4: p's rows from one source snapshot into the target, in one transaction."""
         source = await self._cup(shard_map, move.source_cup)
         target = await self._cup(shard_map, move.target_cup)
-        columns = await _columns(source)
+        columns = await table_columns(source)
         async with (
             source.transaction(isolation="repeatable_read", readonly=True),
             target.transaction(),
@@ -346,10 +340,10 @@ class Mover:
             )
             invariant(state is not None and state["frozen"], "the source is fenced")
             invariant(state["epoch"] == move.fence_epoch, "no claim after the fence")
-            await _delete_partition(target, move.partition)
+            await delete_partition(target, move.partition)
             rows = 0
             for table in PARTITION_TABLES:
-                rows += await _copy_table(source, target, table, columns[table], move.partition)
+                rows += await copy_table(source, target, table, columns[table], move.partition)
             await target.execute(
                 "INSERT INTO partition_state (partition, epoch, next_offset, owner, frozen)"
                 " VALUES ($1, $2, $3, $4, true)",
@@ -394,75 +388,3 @@ class Mover:
                 )
                 return
             await asyncio.sleep(RESUME_POLL_SECONDS)
-
-
-async def _columns(cup: asyncpg.Connection) -> dict[str, list[str]]:
-    """The columns, in order, of every table a move copies (from the catalog: fast).
-
-    A cup table keyed by partition that a move would not copy is a bug: refuse.
-    """
-    rows = await cup.fetch(
-        "SELECT c.relname AS table_name, a.attname AS column_name"
-        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
-        " AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum"
-    )
-    columns: dict[str, list[str]] = {}
-    for row in rows:
-        columns.setdefault(row["table_name"], []).append(row["column_name"])
-    keyed = {t for t, names in columns.items() if "partition" in names} - {"partition_state"}
-    invariant(keyed == set(PARTITION_TABLES), f"moves copy {PARTITION_TABLES}, cups have {keyed}")
-    return {table: columns[table] for table in PARTITION_TABLES}
-
-
-async def _analyze(cup: asyncpg.Connection) -> None:
-    """Fresh planner statistics for a cup that just received a partition's rows in bulk."""
-    for table in (*PARTITION_TABLES, "partition_state"):
-        await cup.execute(f"ANALYZE {table}")
-
-
-async def _copy_table(
-    source: asyncpg.Connection,
-    target: asyncpg.Connection,
-    table: str,
-    columns: list[str],
-    partition: int,
-) -> int:
-    """Stream one table's rows of ``partition`` as binary COPY; returns the row count.
-
-    The columns are named (the source's, in order), so the copy does not depend on the
-    two cups having added columns in the same order.
-    """
-    query = f"SELECT {', '.join(columns)} FROM {table} WHERE partition = {int(partition)}"
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(COPY_CHUNKS_QUEUED_MAX)
-
-    async def put(chunk: bytes) -> None:
-        await queue.put(chunk)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        while (chunk := await queue.get()) is not None:
-            yield chunk
-
-    async def produce() -> str:
-        status = await source.copy_from_query(query, output=put, format="binary")
-        await queue.put(None)
-        return str(status)
-
-    async with asyncio.TaskGroup() as group:
-        produced = group.create_task(produce())
-        group.create_task(
-            target.copy_to_table(table, source=chunks(), columns=columns, format="binary")
-        )
-    return int(produced.result().split()[-1])
-
-
-async def _delete_partition(
-    cup: asyncpg.Connection, partition: int, *, keep_tombstone: bool = False
-) -> None:
-    """Every row of ``partition`` in one cup, in one transaction; with ``keep_tombstone``,
-    all but its frozen state row (see step 6)."""
-    tables = PARTITION_TABLES if keep_tombstone else (*PARTITION_TABLES, "partition_state")
-    async with cup.transaction():
-        for table in tables:
-            await cup.execute(f"DELETE FROM {table} WHERE partition = $1", partition)
