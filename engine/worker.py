@@ -25,7 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from engine.config import Config
@@ -172,7 +172,9 @@ class Worker:
             self._cup_retry_at[store.cup_id] = time.monotonic() + backoff
             return
         self.lost.discard(partition)
-        self.consumer.seek(TopicPartition(self.topic, partition), claim.next_offset)
+        topic_partition = TopicPartition(self.topic, partition)
+        self.consumer.resume(topic_partition)
+        self.consumer.seek(topic_partition, claim.next_offset)
         self._sought.add(partition)
         self.owned[partition] = state
         await self.relay.publish(partition, unsent)
@@ -210,7 +212,8 @@ class Worker:
     async def follow(self, shard_map: ShardMap) -> None:
         """Adopt a new version of the shard map, between two batches.
 
-        For each assigned partition: paused -> hand it over and park it; owned in
+        For each assigned partition: paused -> hand it over and park it (its fetching
+        paused too, until the claim resumes it); owned in
         another cup than the map says -> hand it over and claim it in the new cup;
         parked and no longer paused -> claim it (a lost one waits for its back-off).
         The stores of new cups must be open before.
@@ -225,6 +228,8 @@ class Worker:
                 if partition in shard_map.paused:
                     if state is not None:
                         await self._hand_over([partition])
+                    with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+                        self.consumer.pause(TopicPartition(self.topic, partition))
                 elif state is None or state.store.cup_id != shard_map.cup_of[partition]:
                     if state is not None:
                         await self._hand_over([partition])
