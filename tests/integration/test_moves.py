@@ -248,6 +248,7 @@ async def test_the_move_tool_killed_then_recovered_by_the_cli(three_cups: System
         load.start()
         control = await connect(system.config.control_dsn, 10)
         try:
+            await cut_the_workers_from_the_control_database(control)
             step, listed, recovered = await _kill_the_tool_mid_move(control, env, partition, target)
         finally:
             await control.close()
@@ -259,6 +260,16 @@ async def test_the_move_tool_killed_then_recovered_by_the_cli(three_cups: System
     await assert_books(system)
     await assert_a_stale_claim_is_refused(system, partition, shard_map.cup_of[partition])
     await assert_stray_rows_are_reported(system, partition)
+
+
+async def cut_the_workers_from_the_control_database(control: asyncpg.Connection) -> None:
+    """Terminate every other session of the control database: the workers' LISTEN
+    connections die, and their map followers must reconnect to see the next move."""
+    cut = await control.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert cut >= 1, "the worker's map follower was listening"
 
 
 async def assert_a_stale_claim_is_refused(system: System, partition: int, source: int) -> None:
