@@ -155,7 +155,7 @@ class Worker:
     async def _claim(self, partition: int) -> None:
         """Claim in the partition's cup and seek there; a paused partition stays parked."""
         if partition in self.shard_map.paused:
-            self.lost.discard(partition)
+            self._park(partition)
             return
         store = self.stores[self.shard_map.cup_of[partition]]
         try:
@@ -212,11 +212,10 @@ class Worker:
     async def follow(self, shard_map: ShardMap) -> None:
         """Adopt a new version of the shard map, between two batches.
 
-        For each assigned partition: paused -> hand it over and park it (its fetching
-        paused too, until the claim resumes it); owned in
-        another cup than the map says -> hand it over and claim it in the new cup;
-        parked and no longer paused -> claim it (a lost one waits for its back-off).
-        The stores of new cups must be open before.
+        For each assigned partition: paused -> hand it over and park it; owned in another
+        cup than the map says -> hand it over and claim it in the new cup; parked and no
+        longer paused -> claim it (a lost one waits for its back-off). The stores of new
+        cups must be open before.
         """
         async with self._lock:
             if shard_map.version <= self.shard_map.version:
@@ -228,8 +227,7 @@ class Worker:
                 if partition in shard_map.paused:
                     if state is not None:
                         await self._hand_over([partition])
-                    with contextlib.suppress(IllegalStateError):  # revoked meanwhile
-                        self.consumer.pause(TopicPartition(self.topic, partition))
+                    self._park(partition)
                 elif state is None or state.store.cup_id != shard_map.cup_of[partition]:
                     if state is not None:
                         await self._hand_over([partition])
@@ -237,6 +235,12 @@ class Worker:
                         claims.append(partition)
             await asyncio.gather(*(self._claim(p) for p in claims))
             self.metrics.partitions_owned.set(len(self.owned))
+
+    def _park(self, partition: int) -> None:
+        """Leave a paused partition alone: no claim, no fetching, until a claim resumes it."""
+        self.lost.discard(partition)
+        with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+            self.consumer.pause(TopicPartition(self.topic, partition))
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: joined the group, owns what it was assigned (or nothing, by design),
