@@ -23,9 +23,12 @@ down: venv
 status: venv
 	$(BIN)/smallcups dev status
 
-# The main job on the local stack: init, 2 workers, a bounded load, the books checked.
+# The main job on the local stack: init, workers, a bounded load, the books checked.
+# More of both: make demo WORKERS=4 CUPS=6 (cups are added online and rebalanced).
+WORKERS ?= 2
+CUPS ?= 0
 demo: venv up
-	$(BIN)/smallcups demo
+	$(BIN)/smallcups demo --workers $(WORKERS) --cups $(CUPS)
 
 # The benchmark at full size (issue 5): every mode, the table, the ratios, the JSON;
 # RUNS times (the medians are quoted: this machine is noisy).

@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-file", help="also write the outcome as Prometheus text (textfile collector)"
     )
 
+    _shards_parser(commands)
+
     demo = commands.add_parser("demo", help="the demo job on the local stack")
     demo.add_argument("--seconds", type=float, default=30.0, help="duration of the load")
     demo.add_argument("--workers", type=int, default=2, help="worker processes to start")
@@ -58,8 +60,53 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=int, default=0, help="commands/s cap (0: as fast as possible)")
     demo.add_argument("--cross", type=int, default=20, help="%% of transfers to another partition")
     demo.add_argument("--window", type=int, default=2_000, help="commands awaiting results at once")
+    demo.add_argument(
+        "--cups", type=int, default=0, help="add cups (and rebalance) up to this many (0: as is)"
+    )
     _bench_parser(commands)
     return parser
+
+
+def _shards_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    shards = commands.add_parser("shards", help="cups and the shard map: list, add, move")
+    shards.add_argument(
+        "--resume-wait",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="after a flip, wait this long for a worker to claim the partition (the end of "
+        "the measured pause); 0 when no worker runs",
+    )
+    actions = shards.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="cups, partitions, rows, in flight; unfinished moves")
+    add = actions.add_parser("add", help="create the cup schema in DSN and register the cup")
+    add.add_argument("dsn", metavar="DSN", help="postgresql://user[:password]@host:port/db")
+    add.add_argument("--rebalance", action="store_true", help="then move its share to it")
+    move = actions.add_parser("move", help="move one partition to another cup, online")
+    move.add_argument("partition", type=int, metavar="PARTITION")
+    move.add_argument("--to", type=int, required=True, metavar="CUP", help="target cup id")
+    actions.add_parser("rebalance", help="move partitions until cups hold even shares")
+    recover = actions.add_parser("recover", help="finish interrupted moves (or roll back)")
+    recover.add_argument(
+        "--abort", action="store_true", help="roll back moves not flipped yet instead"
+    )
+
+
+def _shards(args: argparse.Namespace, config: Config) -> int:
+    from engine import shard_commands
+
+    match args.action:
+        case "list":
+            return shard_commands.list_cups(config)
+        case "add":
+            return shard_commands.add(config, args.dsn, args.rebalance, args.resume_wait)
+        case "move":
+            return shard_commands.move(config, args.partition, args.to, args.resume_wait)
+        case "rebalance":
+            return shard_commands.rebalance(config, args.resume_wait)
+        case "recover":
+            return shard_commands.recover(config, args.abort, args.resume_wait)
+    raise SmallcupsError(f"unknown shards action {args.action}")
 
 
 def _bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -150,10 +197,20 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
                 topics=not args.no_topics,
                 metrics_file=args.metrics_file,
             )
+        case "shards":
+            return _shards(args, config)
         case "demo":
             from loadtest.demo import DemoOptions, run_demo
 
-            options = DemoOptions(args.seconds, args.workers, args.customers, args.rate, args.cross)
+            options = DemoOptions(
+                args.seconds,
+                args.workers,
+                args.customers,
+                args.rate,
+                args.cross,
+                args.window,
+                args.cups,
+            )
             return run_demo(config, options)
         case "bench":
             from loadtest.bench.options import BenchOptions, parse_modes

@@ -62,6 +62,7 @@ CHECKS = (
     "money_conserved",
     "applied_once",
     "one_result",
+    "one_cup",
 )
 
 

@@ -135,6 +135,8 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Port of /metrics, /healthz, /readyz on 127.0.0.1 (0: any free port, logged)."""
     metrics_targets_dir: str = ""
     """If set, the worker writes a Prometheus file_sd target there (the local stack's)."""
+    shard_map_poll_seconds: float = 2.0
+    """How often a worker checks the shard map's version when no NOTIFY arrives."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.fetch_records_max <= 100_000:
@@ -147,6 +149,8 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError("worker.message_bytes_max must be in 256..1048576")
         if self.commit_retry_max < 1:
             raise ConfigError("worker.commit_retry_max must be >= 1")
+        if not 0.05 <= self.shard_map_poll_seconds <= 60:
+            raise ConfigError("worker.shard_map_poll_seconds must be in 0.05..60")
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

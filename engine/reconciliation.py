@@ -7,7 +7,6 @@ from collections import defaultdict
 
 import msgspec
 
-from engine.admin import read_shard_map
 from engine.config import Config, KafkaConfig
 from engine.messages import (
     CURRENCIES,
@@ -20,16 +19,23 @@ from engine.messages import (
     result_decoder,
 )
 from engine.topics import end_offsets, read_range
+from shards.control import connect, load_shard_map
 from shards.cups import close_cups, open_cups
+from shards.moves import open_moves
 from shards.reconcile import Report, reconcile_cups
 from shards.store import CupStore
 
 
 async def reconcile(config: Config, *, topics: bool) -> Report:
-    shard_map = await read_shard_map(config)
+    control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+    try:
+        shard_map = await load_shard_map(control)
+        moving = frozenset(move.partition for move in await open_moves(control))
+    finally:
+        await control.close()
     stores = await open_cups(shard_map, config.shards)
     try:
-        report = await reconcile_cups(stores, shard_map, CURRENCIES)
+        report = await reconcile_cups(stores, shard_map, CURRENCIES, moving)
         if topics:
             positions = await _positions(stores, shard_map.cup_of)
             await _check_results(config.kafka, positions, report)

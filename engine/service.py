@@ -13,13 +13,15 @@ from typing import Final
 import msgspec
 import uvloop
 
+from engine.assignor import CupAffinityAssignor
 from engine.config import Config
 from engine.health import HealthServer
+from engine.map_follower import MapFollower
 from engine.messages import COMMAND_TYPES, DEAD_LETTER_REASONS, Reason
 from engine.metrics import WorkerMetrics
 from engine.relay import Relay
 from engine.worker import RebalanceListener, Worker, make_consumer, make_producer
-from shards.control import connect, load_shard_map
+from shards.control import ShardMap, connect, load_shard_map
 from shards.cups import close_cups, open_cups
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
         DEAD_LETTER_REASONS,
     )
     producer = make_producer(config)
-    consumer = make_consumer(config)
+    assignor = CupAffinityAssignor(shard_map)
+    consumer = make_consumer(config, assignor)
     try:
         await producer.start()
         dlq_partitions = len(await producer.partitions_for(config.kafka.dlq_topic))
@@ -51,6 +54,13 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
         target = _announce(config.worker.metrics_targets_dir, port)
         consumer.subscribe([config.kafka.commands_topic], listener=RebalanceListener(worker))
         await consumer.start()
+
+        async def adopt(new_map: ShardMap) -> None:
+            assignor.follow(new_map)
+            await worker.follow(new_map)
+
+        follower = asyncio.create_task(MapFollower(config, shard_map, stores, adopt).run())
+        follower.add_done_callback(lambda task: _stop_on_crash(task, stop))
         log.info(
             "worker %s started: %d partitions over %d cups, metrics on %s/metrics",
             worker.owner,
@@ -63,6 +73,8 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
             await worker.drain()
         finally:
             worker.abandon()
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
             await consumer.stop()
             await health.stop()
             if target is not None:
@@ -71,6 +83,13 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
         await producer.stop()
         await close_cups(stores)
     log.info("worker %s stopped cleanly", worker.owner)
+
+
+def _stop_on_crash(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """A map follower that died of a bug stops the worker: it must not run on a stale map."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the shard map follower crashed: %r; stopping", task.exception())
+        stop.set()
 
 
 def _announce(targets_dir: str, port: int) -> Path | None:

@@ -4,6 +4,11 @@ A worker is one member of the consumer group. For every partition Kafka assigns 
 claims the partition in the partition's cup (bumping the epoch fences every earlier
 owner), seeks to the cup's ``next_offset`` and loads the partition's accounts. From then
 on it is the partition's only writer, until Kafka revokes it or a commit finds it fenced.
+
+The shard map can change under a running worker (``smallcups shards``): ``follow`` adopts
+each new version at a batch boundary. A paused partition (being moved) is handed over
+like a revoke and parked, still assigned, until the map unpauses it; a partition whose
+cup changed is handed over and claimed again in its new cup.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from engine.config import Config
@@ -152,12 +158,16 @@ class Worker:
                 await lane.stop()
                 self._lose_to_publish(partition)
         now = time.monotonic()
-        for partition in sorted(self.lost & self.assigned):
+        for partition in sorted(self.lost & self.assigned - self.shard_map.paused):
             cup_at = self._cup_retry_at.get(self.shard_map.cup_of[partition], 0.0)
             if now >= max(cup_at, self._partition_retry_at.get(partition, 0.0)):
                 await self._claim(partition)
 
     async def _claim(self, partition: int) -> None:
+        """Claim in the partition's cup and seek there; a paused partition stays parked."""
+        if partition in self.shard_map.paused:
+            self._park(partition)
+            return
         store = self.stores[self.shard_map.cup_of[partition]]
         try:
             claim = await store.claim(partition, self.owner)
@@ -206,15 +216,51 @@ class Worker:
     async def on_revoked(self, partitions: Sequence[int]) -> None:
         """Hand partitions over cleanly: publish what is committed, trim, forget."""
         async with self._lock:
-            await self._stop_lanes(partitions)
-            await self.relay.flush(self.limits.handover_flush_seconds, partitions)
-            await self.trim_outboxes(partitions)
-            for partition in partitions:
-                self._forget_series(partition)
-                self.assigned.discard(partition)
-                self.lost.discard(partition)
-                self.owned.pop(partition, None)
-                self.relay.forget(partition)
+            await self._hand_over(partitions)
+            self.assigned -= set(partitions)
+
+    async def _hand_over(self, partitions: Sequence[int]) -> None:
+        await self._stop_lanes(partitions)
+        await self.relay.flush(self.limits.handover_flush_seconds, partitions)
+        await self.trim_outboxes(partitions)
+        for partition in partitions:
+            self._forget_series(partition)
+            self.lost.discard(partition)
+            self.owned.pop(partition, None)
+            self.relay.forget(partition)
+
+    async def follow(self, shard_map: ShardMap) -> None:
+        """Adopt a new version of the shard map, between two batches.
+
+        For each assigned partition: paused -> hand it over and park it; owned in another
+        cup than the map says -> hand it over and claim it in the new cup; parked and no
+        longer paused -> claim it (a lost one waits for its back-off). The stores of new
+        cups must be open before.
+        """
+        async with self._lock:
+            if shard_map.version <= self.shard_map.version:
+                return
+            self.shard_map = shard_map
+            claims = []
+            for partition in sorted(self.assigned):
+                lane = self.owned.get(partition)
+                if partition in shard_map.paused:
+                    if lane is not None:
+                        await self._hand_over([partition])
+                    self._park(partition)
+                elif lane is None or lane.state.store.cup_id != shard_map.cup_of[partition]:
+                    if lane is not None:
+                        await self._hand_over([partition])
+                    if partition not in self.lost:
+                        claims.append(partition)
+            await asyncio.gather(*(self._claim(p) for p in claims))
+            self.metrics.partitions_owned.set(len(self.owned))
+
+    def _park(self, partition: int) -> None:
+        """Leave a paused partition alone: no claim, no fetching, until a claim resumes it."""
+        self.lost.discard(partition)
+        with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+            self.consumer.pause(TopicPartition(self.topic, partition))
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: joined the group, owns what it was assigned (or nothing, by design),
@@ -336,8 +382,10 @@ def make_producer(config: Config) -> AIOKafkaProducer:
     )
 
 
-def make_consumer(config: Config) -> AIOKafkaConsumer:
+def make_consumer(config: Config, assignor: AbstractPartitionAssignor) -> AIOKafkaConsumer:
+    """The group member; when it leads the group, ``assignor`` assigns (cup affinity)."""
     return AIOKafkaConsumer(
+        partition_assignment_strategy=(assignor,),
         bootstrap_servers=config.kafka.bootstrap_servers,
         group_id=config.kafka.group_id,
         enable_auto_commit=False,

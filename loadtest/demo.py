@@ -1,6 +1,7 @@
 """``smallcups demo``: the main job on the local stack, end to end.
 
-1. initialize topics, cup schemas and the shard map (idempotent);
+1. initialize topics, cup schemas and the shard map (idempotent); with ``--cups N``,
+   create and add cups of the local stack up to N and rebalance the partitions;
 2. start the worker processes;
 3. open and fund one account per customer, and wait for every result;
 4. publish transfers (plus some deposits and withdrawals) for a bounded time;
@@ -17,15 +18,20 @@ import logging
 import time
 from dataclasses import dataclass
 
+import msgspec
 import uvloop
 
-from engine.admin import initialize
+from deploy.local.postgres_databases import ensure_databases
+from engine.admin import initialize, read_shard_map
 from engine.client import Client
 from engine.config import Config
 from engine.reconciliation import reconcile
+from engine.shard_commands import describe
 from loadtest.driver import CHUNK_COMMANDS, Driver, Score
 from loadtest.workers import WorkerProcess
 from loadtest.workload import Workload, WorkloadShape
+from shards.control import connect
+from shards.operations import add_cup, rebalance
 from shards.reconcile import Report
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,8 @@ class DemoOptions:
     cross_percent: int = 20
     window: int = 2_000
     """Most commands awaiting their result at once (closed loop: latency ~ window / rate)."""
+    cups: int = 0
+    """Grow the local stack to this many cups before the load (0: keep the cups as they are)."""
 
 
 def customer_total(report: Report) -> int:
@@ -82,10 +90,30 @@ async def _load(config: Config, options: DemoOptions, run: str) -> tuple[Score, 
         return driver.score, (len(driver.score.results) - before) / elapsed
 
 
+async def _grow_cups(config: Config, cups: int) -> None:
+    """Add the local stack's cup databases up to ``cups``, then move their share to them."""
+    shard_map = await read_shard_map(config)
+    known = set(shard_map.cups.values())
+    stack = msgspec.structs.replace(config.stack, cups=cups)
+    timeout = config.shards.connect_timeout_seconds
+    control = await connect(config.control_dsn, timeout)
+    try:
+        for dsn in stack.cup_dsns:
+            if dsn not in known:
+                print(f"cup {await add_cup(control, dsn, timeout)} added")
+        # the workers start after this: no claim to wait for after each flip
+        await rebalance(control, timeout, lambda move: print(describe(move)), 0.0)
+    finally:
+        await control.close()
+
+
 def run_demo(config: Config, options: DemoOptions) -> int:
     state = config.stack.state_path
     run = f"demo{int(time.time())}"
     asyncio.run(initialize(config))
+    if options.cups:
+        ensure_databases(msgspec.structs.replace(config.stack, cups=options.cups))
+        asyncio.run(_grow_cups(config, options.cups))
     before = customer_total(asyncio.run(reconcile(config, topics=False)))
     workers = [
         WorkerProcess(f"worker-{i}", state / "logs" / f"demo-worker-{i}.log")

@@ -65,6 +65,17 @@ async def make_system(
     return System(config, report.shard_map, log_dir, names)
 
 
+async def add_cup_database(base: Config, system: System) -> str:
+    """A new, empty database for one more cup of ``system`` (dropped with it); its DSN.
+
+    Registering it (``shards.operations.add_cup``) is the caller's step, as for any cup.
+    """
+    name = f"{system.databases[0].removesuffix('_control')}_cup_{len(system.databases) - 1}"
+    await create_databases(base, [name])
+    system.databases.append(name)
+    return base.stack.database_dsn(name)
+
+
 async def drop_system(base: Config, system: System) -> None:
     """Stop the workers, drop the system's databases and delete its topics."""
     system.stop_all()

@@ -10,7 +10,13 @@ Checks (each failure names the account, transfer or command):
 4. sum(customer balances) + in flight == deposits - withdrawals (the CASH accounts);
 5. no command id was applied by two different records of its partition;
 6. (with the topics) every consumed command has a result, and one result only:
-   re-sends are identical; no pending result was ever published.
+   re-sends are identical; no pending result was ever published;
+7. every partition's rows live in one cup: a cup holding rows of a partition the shard
+   map puts elsewhere is a discrepancy, unless that partition has an unfinished move
+   (a frozen state row left by a finished move is a tombstone, not data).
+
+Checks 1 to 5 read each cup's rows of the partitions the map gives it, so a partition
+copied by an unfinished move is counted once, in the cup the map names.
 """
 
 from __future__ import annotations
@@ -71,15 +77,16 @@ SELECT currency,
        coalesce(sum(balance) FILTER (WHERE customer_id = 0 AND account_no = ANY($2)), 0)
            AS cash,
        count(*) AS accounts
-FROM accounts GROUP BY currency
+FROM accounts WHERE partition = ANY($3::integer[]) GROUP BY currency
 """
 
 _OFF_JOURNAL = """
 WITH sums AS (SELECT partition, customer_id, account_no, sum(amount) AS total
-              FROM journal GROUP BY partition, customer_id, account_no)
+              FROM journal WHERE partition = ANY($1::integer[])
+              GROUP BY partition, customer_id, account_no)
 SELECT a.partition, a.customer_id, a.account_no, a.balance, coalesce(s.total, 0) AS total
 FROM accounts a LEFT JOIN sums s USING (partition, customer_id, account_no)
-WHERE a.balance <> coalesce(s.total, 0)
+WHERE a.partition = ANY($1::integer[]) AND a.balance <> coalesce(s.total, 0)
 UNION ALL
 SELECT s.partition, s.customer_id, s.account_no, NULL, s.total
 FROM sums s LEFT JOIN accounts a USING (partition, customer_id, account_no)
@@ -88,12 +95,13 @@ LIMIT 1000
 """
 
 _UNBALANCED = (
-    "SELECT currency, sum(amount) AS total FROM journal GROUP BY currency HAVING sum(amount) <> 0"
+    "SELECT currency, sum(amount) AS total FROM journal WHERE partition = ANY($1::integer[])"
+    " GROUP BY currency HAVING sum(amount) <> 0"
 )
 
 _TWICE = """
-SELECT partition, command_id FROM journal GROUP BY partition, command_id
-HAVING count(DISTINCT src_offset) > 1 LIMIT 1000
+SELECT partition, command_id FROM journal WHERE partition = ANY($1::integer[])
+GROUP BY partition, command_id HAVING count(DISTINCT src_offset) > 1 LIMIT 1000
 """
 
 
@@ -101,31 +109,55 @@ def _system_numbers(kind: SystemAccount, currencies: Iterable[str]) -> list[int]
     return [system_account_number(kind, c) for c in currencies]
 
 
-async def audit_cup(store: CupStore, currencies: Iterable[str], report: Report) -> CupFigures:
-    """Checks 1, 2 and 5 on one cup; its totals and its transfers in flight."""
+_STRAY = """
+SELECT DISTINCT partition FROM (
+    SELECT partition FROM partition_state WHERE NOT frozen
+    UNION ALL SELECT partition FROM accounts
+    UNION ALL SELECT partition FROM command_results) AS held
+WHERE partition <> ALL($1::integer[])
+"""
+
+
+async def audit_cup(
+    store: CupStore,
+    partitions: list[int],
+    currencies: Iterable[str],
+    report: Report,
+    moving: frozenset[int] = frozenset(),
+) -> CupFigures:
+    """Checks 1, 2, 5 and 7 on one cup (its ``partitions`` by the map); its totals."""
     figures = CupFigures(store.cup_id)
     clearing = _system_numbers(SystemAccount.CLEARING, currencies)
     cash = _system_numbers(SystemAccount.CASH, currencies)
-    for row in await store.pool.fetch(_TOTALS, clearing, cash):
+    for row in await store.pool.fetch(_STRAY, partitions):
+        if row["partition"] not in moving:
+            report.add(
+                "one_cup",
+                f"cup {store.cup_id} holds rows of partition {row['partition']}, "
+                "which the shard map puts elsewhere and no move is copying",
+            )
+    for row in await store.pool.fetch(_TOTALS, clearing, cash, partitions):
         currency = row["currency"]
         figures.customer_total[currency] = int(row["customers"])
         figures.clearing_total[currency] = int(row["clearing"])
         figures.cash_total[currency] = int(row["cash"])
         figures.accounts += row["accounts"]
-    figures.journal_rows = await store.pool.fetchval("SELECT count(*) FROM journal")
-    for row in await store.pool.fetch(_OFF_JOURNAL):
+    figures.journal_rows = await store.pool.fetchval(
+        "SELECT count(*) FROM journal WHERE partition = ANY($1::integer[])", partitions
+    )
+    for row in await store.pool.fetch(_OFF_JOURNAL, partitions):
         account = f"{row['customer_id']}/{row['account_no']} (partition {row['partition']})"
         report.add(
             "balance_equals_journal",
             f"cup {store.cup_id} account {account}: balance {row['balance']} "
             f"but journal sums to {row['total']}",
         )
-    for row in await store.pool.fetch(_UNBALANCED):
+    for row in await store.pool.fetch(_UNBALANCED, partitions):
         report.add(
             "journal_balanced",
             f"cup {store.cup_id}: {row['currency']} journal sums to {row['total']}",
         )
-    for row in await store.pool.fetch(_TWICE):
+    for row in await store.pool.fetch(_TWICE, partitions):
         report.add(
             "applied_once",
             f"cup {store.cup_id}: command {row['command_id']} applied by two records "
@@ -145,6 +177,8 @@ async def transfers_in_flight(
     for cup_id, store in stores.items():
         rows = await store.pool.fetch(
             "SELECT transfer_id, to_customer, amount, currency FROM transfers_in_flight"
+            " WHERE partition = ANY($1::integer[])",
+            shard_map.partitions_of(cup_id),
         )
         flights.extend(
             (cup_id, r["transfer_id"], r["to_customer"], r["amount"], r["currency"]) for r in rows
@@ -170,14 +204,19 @@ async def transfers_in_flight(
 
 
 async def reconcile_cups(
-    stores: Mapping[int, CupStore], shard_map: ShardMap, currencies: Iterable[str]
+    stores: Mapping[int, CupStore],
+    shard_map: ShardMap,
+    currencies: Iterable[str],
+    moving: frozenset[int] = frozenset(),
 ) -> Report:
-    """Checks 1 to 5 over every cup of the shard map."""
+    """Checks 1 to 5 and 7 over every cup of the shard map (``moving``: open moves)."""
     report = Report()
     currencies = sorted(currencies)
-    report.cups = list(
-        await asyncio.gather(*(audit_cup(store, currencies, report) for store in stores.values()))
+    audits = (
+        audit_cup(store, shard_map.partitions_of(cup), currencies, report, moving)
+        for cup, store in stores.items()
     )
+    report.cups = list(await asyncio.gather(*audits))
     report.pending_ids, flights = await transfers_in_flight(stores, shard_map)
     report.transfers_in_flight = len(flights)
     by_cup = {figures.cup: figures for figures in report.cups}

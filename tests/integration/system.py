@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from engine.admin import read_shard_map
 from engine.book import Incoming, Known
 from engine.config import KafkaConfig
 from engine.ledger import PartitionLedger
@@ -47,7 +48,8 @@ def replay(records: Sequence[Any], partitions: int) -> dict[tuple[int, int, int]
 
 
 async def cup_balances(system: System) -> dict[tuple[int, int, int], int]:
-    stores = await open_cups(system.shard_map, system.config.shards)
+    """Every account balance in the cups of the current shard map (cups may have moved)."""
+    stores = await open_cups(await read_shard_map(system.config), system.config.shards)
     try:
         rows = await asyncio.gather(*(_balances(store) for store in stores.values()))
     finally:
