@@ -284,6 +284,8 @@ _strict_json = msgspec.json.Decoder(Command)
 _envelope_msgpack = msgspec.msgpack.Decoder(_Envelope)
 _envelope_json = msgspec.json.Decoder(_Envelope)
 _encoder = msgspec.msgpack.Encoder()
+_DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
+"""msgspec raises UnicodeDecodeError, not DecodeError, for a string that is not UTF-8."""
 result_decoder: Final = msgspec.msgpack.Decoder(Result)
 command_encoder: Final = _encoder
 
@@ -296,7 +298,7 @@ def decode_command(data: bytes, *, json: bool = False) -> Command | Invalid | Un
     """Decode and validate one command; never raises on bad input."""
     try:
         command: Command = (_strict_json if json else _strict_msgpack).decode(data)
-    except msgspec.DecodeError as error:
+    except _DECODE_ERRORS as error:
         return _explain(data, str(error), json=json)
     reason, detail = validate(command)
     if reason is not Reason.NONE:
@@ -307,7 +309,7 @@ def decode_command(data: bytes, *, json: bool = False) -> Command | Invalid | Un
 def _explain(data: bytes, error: str, *, json: bool) -> Invalid | Undecodable:
     try:
         envelope = (_envelope_json if json else _envelope_msgpack).decode(data)
-    except msgspec.DecodeError:
+    except _DECODE_ERRORS:
         return Undecodable("undecodable", error[:200])
     if not _COMMAND_ID.fullmatch(envelope.id):
         return Undecodable("bad_command_id", f"command id {envelope.id[:80]!r} is not valid")
