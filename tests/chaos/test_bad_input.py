@@ -97,6 +97,16 @@ def _hostile() -> Iterator[tuple[str, bytes | None, Expected]]:
             Reason.UNKNOWN_CURRENCY,
         ),
     )
+    bad_utf8 = _deposit(id="u8-1", currency="EU\u00e9").replace("\u00e9".encode(), b"\xff\xfe")
+    yield "currency not UTF-8", bad_utf8, (rejected, Reason.INVALID_FIELD)
+    yield (
+        "id not UTF-8",
+        _deposit(id="i\u00e9").replace("\u00e9".encode(), b"\xff\xfe"),
+        (
+            dlq,
+            "undecodable",
+        ),
+    )
     yield "first of a pair", _deposit(id="dup-1", amount=5), ("accepted", "")
     yield (
         "same id, other amount",
