@@ -96,6 +96,25 @@ class Reason(enum.StrEnum):
     SAME_ACCOUNT = "same_account"
 
 
+INPUT_REASONS: Final = frozenset(
+    {
+        Reason.BAD_COMMAND_ID,
+        Reason.BAD_CUSTOMER_ID,
+        Reason.BAD_ACCOUNT_NUMBER,
+        Reason.AMOUNT_NOT_POSITIVE,
+        Reason.AMOUNT_TOO_LARGE,
+        Reason.BAD_CREDIT_LIMIT,
+        Reason.UNKNOWN_CURRENCY,
+        Reason.UNKNOWN_FIELD,
+        Reason.UNKNOWN_COMMAND_TYPE,
+        Reason.INVALID_FIELD,
+    }
+)
+"""Reasons decided from the record alone (an Invalid). Such a rejection is not recorded as
+the command id's result, so the same bad record sent twice is answered twice, by results
+that differ only in their offset and times."""
+
+
 class Status(enum.StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
