@@ -40,6 +40,7 @@ from engine.messages import (
     decode_command,
     result_decoder,
 )
+from engine.reconciliation import answer_of
 from loadtest.system import System
 from loadtest.workers import WorkerProcess
 from loadtest.workload import Workload, WorkloadShape
@@ -271,7 +272,7 @@ async def _read_back(chaos: ChaosSystem) -> _Seen:
         result = result_decoder.decode(record.value)
         if result.reason is not Reason.DUPLICATE_CONFLICT:
             seen.result_records += 1
-            seen.answers[result.command_id].add(record.value)
+            seen.answers[result.command_id].add(answer_of(result))
     for record in await read_topic(kafka, kafka.dlq_topic):
         letter = msgspec.msgpack.decode(record.value, type=DeadLetter)
         seen.letters.add((letter.partition, letter.offset))

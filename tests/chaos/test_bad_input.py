@@ -68,6 +68,7 @@ def _hostile() -> Iterator[tuple[str, bytes | None, Expected]]:
     yield "amount as float", _deposit(id="af-1", amount=5.0), (rejected, Reason.INVALID_FIELD)
     yield "currency list", _deposit(id="cl-1", currency=["EUR"]), (rejected, Reason.INVALID_FIELD)
     yield "zero amount", _deposit(id="z-1", amount=0), (rejected, Reason.AMOUNT_NOT_POSITIVE)
+    yield "zero amount again", _deposit(id="z-1", amount=0), (rejected, Reason.AMOUNT_NOT_POSITIVE)
     yield "negative", _deposit(id="n-1", amount=-5), (rejected, Reason.AMOUNT_NOT_POSITIVE)
     yield "int64 min", _deposit(id="n-2", amount=-(2**63)), (rejected, Reason.AMOUNT_NOT_POSITIVE)
     yield "over the max", _deposit(id="o-1", amount=10**15 + 1), (rejected, Reason.AMOUNT_TOO_LARGE)
