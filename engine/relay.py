@@ -5,6 +5,11 @@ command whose effects could still roll back. The producer is idempotent (acks=al
 a row stays in the cup's outbox until its send is acknowledged; a crash in between means
 the next owner of the partition re-sends it. A result may therefore arrive twice,
 identical both times: readers deduplicate by command id.
+
+A failed send makes the relay replace its producer before it sends again: the
+idempotent producer numbers its batches, and one that failed (expired while the broker
+was down) leaves a gap the broker refuses for good (OutOfOrderSequenceNumber on every
+later batch of the partition). A new producer gets a new producer id and starts over.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, NamedTuple
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from engine.config import KafkaConfig
 from engine.errors import InvariantError
@@ -24,6 +30,10 @@ from engine.metrics import WorkerMetrics
 from shards.store import OutboxKind, OutboxRow
 
 log = logging.getLogger(__name__)
+
+RENEW_INTERVAL_SECONDS: Final = 1.0
+"""Least time between two attempts to replace a failed producer."""
+STOP_TIMEOUT_SECONDS: Final = 5.0
 
 
 class _Pending(NamedTuple):
@@ -42,8 +52,14 @@ class Relay:
         kafka: KafkaConfig,
         dlq_partitions: int,
         metrics: WorkerMetrics,
+        new_producer: Callable[[], AIOKafkaProducer] | None = None,
     ):
         self._producer = producer
+        self._new_producer = new_producer
+        self._renewed: AIOKafkaProducer | None = None
+        """The producer this relay started itself (it stops it); None while the original."""
+        self._renew_needed = False
+        self._renewed_at = 0.0
         self._metrics = metrics
         self._dlq_partitions = dlq_partitions
         self._topics = {
@@ -65,7 +81,10 @@ class Relay:
         partition of their account, dead letters to DLQ partition p mod its count. Rows
         are packed into record batches: one future per batch, not per row.
         """
-        if not rows:
+        if not rows or partition in self._resend:
+            return  # a re-send of the partition's whole unsent outbox comes first
+        if self._renew_needed and not await self._renew():
+            self._resend.add(partition)
             return
         groups: dict[tuple[OutboxKind, int], list[OutboxRow]] = {}
         for row in rows:
@@ -74,8 +93,12 @@ class Relay:
                 target %= self._dlq_partitions
             groups.setdefault((row.kind, target), []).append(row)
         futures: list[asyncio.Future[object]] = []
-        for (kind, target), chosen in groups.items():
-            futures.extend(await self._send_batches(self._topics[kind], target, chosen))
+        try:
+            for (kind, target), chosen in groups.items():
+                futures.extend(await self._send_batches(self._topics[kind], target, chosen))
+        except KafkaError as error:
+            self._failed(partition, error)
+            return
         pending = _Pending(rows[-1].src_offset, futures, published_ms, len(rows))
         self._pending.setdefault(partition, deque()).append(pending)
         self._metrics.outbox_backlog.inc(len(rows))
@@ -103,16 +126,50 @@ class Relay:
                 break
             failed = [f.exception() for f in head.futures if f.exception() is not None]
             if failed:
-                log.warning(
-                    "publishing partition %d failed (%s); will re-send", partition, failed[0]
-                )
-                self._drop(partition)
-                self._resend.add(partition)
+                self._failed(partition, failed[0])
                 break
             pending.popleft()
             self._acked(head)
             self._acked_below[partition] = head.last_offset + 1
         return self._acked_below.get(partition, 0)
+
+    def _failed(self, partition: int, error: BaseException | None) -> None:
+        """A send of ``partition`` failed (or could not even be queued: the producer waited
+        past its request timeout for room): re-send it, and with a new producer every
+        partition still in flight."""
+        log.warning("publishing partition %d failed (%r); will re-send", partition, error)
+        self._renew_needed = self._new_producer is not None
+        for queued in [partition, *self._pending] if self._renew_needed else [partition]:
+            self._drop(queued)
+            self._resend.add(queued)
+
+    async def _renew(self) -> bool:
+        """Replace the producer (bounded: once per RENEW_INTERVAL_SECONDS); True when done."""
+        now = time.monotonic()
+        if self._new_producer is None or now - self._renewed_at < RENEW_INTERVAL_SECONDS:
+            return False
+        self._renewed_at = now
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except KafkaError as error:
+            log.warning("a new producer could not start (%s); will retry", error)
+            await producer.stop()
+            return False
+        await self.close()
+        self._producer = self._renewed = producer
+        self._renew_needed = False
+        log.info("the relay's producer was replaced after a failed send")
+        return True
+
+    async def close(self) -> None:
+        """Stop the producer this relay started, if any (the original is its owner's)."""
+        renewed, self._renewed = self._renewed, None
+        if renewed is not None:
+            try:
+                await asyncio.wait_for(renewed.stop(), STOP_TIMEOUT_SECONDS)
+            except (KafkaError, TimeoutError) as error:
+                log.warning("stopping a replaced producer failed: %s", error)
 
     def take_resends(self) -> set[int]:
         """Partitions whose unsent outbox must be read again and re-published."""

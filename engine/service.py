@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -42,7 +43,8 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
     try:
         await producer.start()
         dlq_partitions = len(await producer.partitions_for(config.kafka.dlq_topic))
-        relay = Relay(producer, config.kafka, dlq_partitions, metrics)
+        renew = functools.partial(make_producer, config)
+        relay = Relay(producer, config.kafka, dlq_partitions, metrics, renew)
         worker = Worker(config, shard_map, stores, consumer, relay, metrics)
         health = HealthServer(metrics.registry, worker.readiness, port=config.worker.metrics_port)
         port = await health.start()
@@ -61,6 +63,7 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
             await worker.drain()
         finally:
             await consumer.stop()
+            await relay.close()
             await health.stop()
             if target is not None:
                 target.unlink(missing_ok=True)
