@@ -44,6 +44,7 @@ from engine.reconciliation import answer_of
 from loadtest.system import System
 from loadtest.workers import WorkerProcess
 from loadtest.workload import Workload, WorkloadShape
+from shards.cups import close_cups, open_cups
 from tests.chaos.proxy import FaultProxy
 from tests.integration.system import cup_balances, read_topic, replay
 
@@ -53,6 +54,9 @@ SETTLE_POLL_SECONDS: Final = 2.0
 RECONCILE_TIMEOUT_SECONDS: Final = 120.0
 HTTP_TIMEOUT_SECONDS: Final = 3.0
 FLUSH_TIMEOUT_SECONDS: Final = 60.0
+WORKER_REQUEST_TIMEOUT_MS: Final = 15_000
+"""Workers' Kafka request timeout: above the session timeout (a rebalance waits for a
+zombie that long), short enough that an outage outlives it and batches expire."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,7 @@ class ChaosSystem:
         env = {
             "SMALLCUPS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.kafka_proxy.listen_port}",
             "SMALLCUPS_WORKER_METRICS_PORT": str(port),
+            "SMALLCUPS_KAFKA_REQUEST_TIMEOUT_MS": str(WORKER_REQUEST_TIMEOUT_MS),
         }
         worker = Worker(self.system.start_worker(env), port)
         self.workers.append(worker)
@@ -294,7 +299,14 @@ async def verdict(chaos: ChaosSystem, scenario: str, acked: set[str]) -> Verdict
     findings += [f"{i}: {len(v)} different results" for i, v in seen.answers.items() if len(v) > 1]
     balances = await cup_balances(chaos.system)
     bytes_max = chaos.config.worker.message_bytes_max
-    replayed = [r for r in seen.records if r.value is not None and len(r.value) <= bytes_max]
+    positions = await _positions(chaos)
+    replayed = [
+        r
+        for r in seen.records
+        if r.value is not None
+        and len(r.value) <= bytes_max
+        and r.offset < positions.get(r.partition, 0)
+    ]
     expected = replay(replayed, chaos.config.kafka.partitions)
     wrong = sorted(
         k for k in balances.keys() | expected.keys() if balances.get(k) != expected.get(k)
@@ -319,6 +331,16 @@ async def verdict(chaos: ChaosSystem, scenario: str, acked: set[str]) -> Verdict
     FIGURES.append(figures.line())
     print(figures.line())
     return figures
+
+
+async def _positions(chaos: ChaosSystem) -> dict[int, int]:
+    """The cups' next_offset per partition: what the balances must be a replay of."""
+    stores = await open_cups(chaos.system.shard_map, chaos.config.shards)
+    try:
+        offsets = await asyncio.gather(*(s.next_offsets() for s in stores.values()))
+    finally:
+        await close_cups(stores)
+    return {p: o for part in offsets for p, o in part.items()}
 
 
 def assert_clean(figures: Verdict, chaos: ChaosSystem) -> None:

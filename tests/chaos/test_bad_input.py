@@ -17,7 +17,17 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from engine.messages import DeadLetter, Deposit, OpenAccount, Reason, Status, encode, result_decoder
+from engine.messages import (
+    AMOUNT_MAX,
+    BALANCE_MAX,
+    DeadLetter,
+    Deposit,
+    OpenAccount,
+    Reason,
+    Status,
+    encode,
+    result_decoder,
+)
 from engine.routing import customer_key, partition_of
 from tests.chaos.harness import ChaosSystem, Load, assert_clean, scale, verdict
 from tests.integration.system import read_topic
@@ -28,6 +38,7 @@ CUSTOMER = 4_242
 MARKER_AMOUNT = 1
 POLL_SECONDS = 1.0
 WAIT_SECONDS = 120.0
+OVERFLOW_ACCOUNT = 2
 
 Expected = tuple[str, str]
 """("dlq", dead letter reason) or ("rejected", Reason value)."""
@@ -138,6 +149,7 @@ async def _send_all(chaos: ChaosSystem) -> dict[tuple[int, int], tuple[str, Expe
             marker = encode(Deposit(f"marker-{index}", CUSTOMER, 1, MARKER_AMOUNT, "EUR"))
             sent = await producer.send_and_wait(kafka.commands_topic, marker, key=key)
             owed[(sent.partition, sent.offset)] = (f"marker {index}", ("accepted", ""))
+        owed.update(await _overflow(producer, kafka.commands_topic))
         home = partition_of(CUSTOMER, kafka.partitions)
         elsewhere = (home + 1) % kafka.partitions
         stray = encode(Deposit("stray-1", CUSTOMER, 1, 5, "EUR"))
@@ -146,6 +158,25 @@ async def _send_all(chaos: ChaosSystem) -> dict[tuple[int, int], tuple[str, Expe
     finally:
         await producer.stop()
     return owed
+
+
+async def _overflow(
+    producer: AIOKafkaProducer, topic: str
+) -> dict[tuple[int, int], tuple[str, Expected]]:
+    """Fill an account with the largest deposits until its balance would overflow int64."""
+    key = customer_key(CUSTOMER)
+    opened = encode(OpenAccount("open-full", CUSTOMER, OVERFLOW_ACCOUNT, "EUR"))
+    await producer.send_and_wait(topic, opened, key=key)
+    fitting = BALANCE_MAX // AMOUNT_MAX
+    sends = []
+    for index in range(fitting + 1):
+        deposit = Deposit(f"full-{index}", CUSTOMER, OVERFLOW_ACCOUNT, AMOUNT_MAX, "EUR")
+        sends.append(await producer.send(topic, encode(deposit), key=key))
+    last_fitting, overflowing = await asyncio.gather(sends[-2], sends[-1])
+    return {
+        (last_fitting.partition, last_fitting.offset): ("last that fits", ("accepted", "")),
+        (overflowing.partition, overflowing.offset): ("overflow", ("rejected", Reason.OVERFLOW)),
+    }
 
 
 async def _outcomes(chaos: ChaosSystem) -> dict[tuple[int, int], Expected]:
@@ -180,5 +211,5 @@ async def test_hostile_records_are_answered_and_the_partition_flows(chaos: Chaos
         if found.get(where) != (expected[0], str(expected[1]))
     }
     assert not wrong, wrong
-    chaos.fault(sum(1 for _ in _hostile()) + 1)
+    chaos.fault(sum(1 for _ in _hostile()) + 2)
     assert_clean(await verdict(chaos, "bad-input", load.acked), chaos)

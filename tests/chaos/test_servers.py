@@ -11,11 +11,21 @@ import pytest
 
 from deploy.local import kafka_broker, postgres_cluster
 from engine.config import StackConfig
-from tests.chaos.harness import ChaosSystem, Load, Worker, assert_clean, scale, verdict
+from tests.chaos.harness import (
+    WORKER_REQUEST_TIMEOUT_MS,
+    ChaosSystem,
+    Load,
+    Worker,
+    assert_clean,
+    scale,
+    verdict,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 DOWN_SECONDS = 3.0
+EXPIRY_SECONDS = WORKER_REQUEST_TIMEOUT_MS / 1000 + 2
+"""Down long enough for the workers' sends in flight to expire."""
 POLL_SECONDS = 0.5
 RECOVER_SECONDS = 120.0
 
@@ -41,6 +51,9 @@ async def test_broker_restarted_under_load(chaos: ChaosSystem) -> None:
 
     Publishes fail while it is down (the load counts them; only what reached the topic
     is owed a result); workers lose their group, fetches and sends, and must resume.
+    The second outage outlives the workers' request timeout: the relay's sends in
+    flight expire, and its idempotent producer must be replaced (an expired batch
+    leaves a gap in its sequence numbers that the broker refuses for good).
     """
     run = scale()
     stack = chaos.direct.stack
@@ -49,17 +62,22 @@ async def test_broker_restarted_under_load(chaos: ChaosSystem) -> None:
     async with Load(chaos, run) as load:
         load.start(run.load_seconds * 2)
         try:
-            for stop in (kafka_broker.stop_broker, _kill_broker):
+            for stop, down_seconds in (
+                (kafka_broker.stop_broker, DOWN_SECONDS),
+                (_kill_broker, EXPIRY_SECONDS),
+            ):
                 await asyncio.sleep(run.load_seconds / 3)
                 await asyncio.to_thread(stop, stack)
                 chaos.fault()
-                await asyncio.sleep(DOWN_SECONDS)
+                await asyncio.sleep(down_seconds)
                 await asyncio.to_thread(_start_broker, stack)
         finally:
             await asyncio.to_thread(_start_broker, stack)
         await load.wait()
     assert_clean(await verdict(chaos, "broker-restart", load.acked), chaos)
-    print(f"broker-restart: {load.errors} publishes failed while the broker was down")
+    logs = [w.process.log_path.read_text(errors="replace") for w in chaos.workers]
+    renewed = sum(text.count("producer was replaced") for text in logs)
+    print(f"broker-restart: {load.errors} publishes failed, {renewed} relay producers replaced")
 
 
 async def _watch_readiness(workers: list[Worker], seen: set[int], stop: asyncio.Event) -> None:
