@@ -19,7 +19,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 SESSION_TIMEOUT_SECONDS = 10.0
 """The consumer group session timeout of a worker (engine.worker.make_consumer)."""
-FENCE_ROUNDS_MAX = 3
+FENCE_ROUNDS_MAX = 5
+BURST_COMMANDS = 2_000
+BURST_SETTLE_SECONDS = 0.5
+"""Time for the zombie to fetch the burst before it is stopped."""
 POLL_SECONDS = 0.5
 
 
@@ -55,10 +58,13 @@ async def _wait_owning(worker: Worker, seconds: float) -> None:
 async def test_zombie_worker_is_fenced(chaos: ChaosSystem) -> None:
     """SIGSTOP a worker past the session timeout, SIGCONT it: its commits are fenced.
 
-    While it sleeps the group hands its partitions to the other worker, which bumps
-    their epochs. Woken up, the zombie still holds records it fetched before and tries to
-    commit them: the cup refuses (counted in smallcups_fenced_commits_total), and the
-    zombie rejoins. Rounds repeat (bounded) until a fenced commit was seen.
+    A burst is published just before the SIGSTOP, so the zombie is stopped in the
+    middle of work it fetched. While it sleeps the group hands its partitions to the
+    other worker, which bumps their epochs. Woken up, the zombie goes on with what it
+    holds and tries to commit it: the cup refuses (counted in
+    smallcups_fenced_commits_total), and the zombie rejoins. Whether its loop commits
+    before its group coordinator notices the rebalance is a race, so rounds repeat
+    (bounded) until a fenced commit was seen.
     """
     run = scale()
     zombie = chaos.start_worker()
@@ -69,6 +75,8 @@ async def test_zombie_worker_is_fenced(chaos: ChaosSystem) -> None:
             load.start(SESSION_TIMEOUT_SECONDS + 15)
             await _wait_owning(zombie, 60)
             before = await zombie.metric("smallcups_fenced_commits_total")
+            await load.publish([load.workload.next_command() for _ in range(BURST_COMMANDS)])
+            await asyncio.sleep(BURST_SETTLE_SECONDS)
             os.kill(zombie.process.pid, signal.SIGSTOP)
             chaos.fault()
             await asyncio.sleep(SESSION_TIMEOUT_SECONDS + 5)
