@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install: the venv is rebuilt only when pyproject.toml changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv up down status demo bench test lint prometheus-tools docs
+.PHONY: venv up down status demo bench test chaos lint prometheus-tools docs
 
 venv: $(INSTALLED)
 
@@ -51,3 +51,8 @@ docs: venv
 
 test: venv prometheus-tools up lint
 	$(BIN)/pytest -m 'not slow'
+
+# The chaos suite at full length (issue 7) on its own stack: longer loads, 30 SIGKILLs;
+# each scenario's figure is printed at the end. `make test` runs the short version.
+chaos: venv lint
+	SMALLCUPS_CHAOS_SCALE=long $(BIN)/pytest tests/chaos -m chaos --basetemp=.smallcups/chaos-tmp

@@ -39,12 +39,23 @@ class StackConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prometheus: bool = False
     """Also run a Prometheus server (Debian's ``prometheus``) that scrapes the workers."""
     prometheus_port: int = 19090
+    kafka_proxied_port: int = 0
+    """A second broker listener (0: none) whose address is advertised as
+    ``kafka_proxied_advertised_port``: clients that bootstrap through a TCP proxy on that
+    port keep talking through it (the chaos suite's network faults)."""
+    kafka_proxied_advertised_port: int = 0
 
     def __post_init__(self) -> None:
         for name in ("kafka_port", "kafka_controller_port", "postgres_port", "prometheus_port"):
             port = getattr(self, name)
             if not 1024 <= port <= 65535:
                 raise ConfigError(f"stack.{name} must be in 1024..65535, got {port}")
+        proxied = (self.kafka_proxied_port, self.kafka_proxied_advertised_port)
+        if any(proxied) and not all(1024 <= port <= 65535 for port in proxied):
+            raise ConfigError(
+                "stack.kafka_proxied_port and kafka_proxied_advertised_port are set together, "
+                f"each in 1024..65535, got {proxied}"
+            )
         if not 1 <= self.cups <= 64:
             raise ConfigError(f"stack.cups must be in 1..64, got {self.cups}")
         if self.kafka_heap_mb < 256:

@@ -96,6 +96,25 @@ class Reason(enum.StrEnum):
     SAME_ACCOUNT = "same_account"
 
 
+INPUT_REASONS: Final = frozenset(
+    {
+        Reason.BAD_COMMAND_ID,
+        Reason.BAD_CUSTOMER_ID,
+        Reason.BAD_ACCOUNT_NUMBER,
+        Reason.AMOUNT_NOT_POSITIVE,
+        Reason.AMOUNT_TOO_LARGE,
+        Reason.BAD_CREDIT_LIMIT,
+        Reason.UNKNOWN_CURRENCY,
+        Reason.UNKNOWN_FIELD,
+        Reason.UNKNOWN_COMMAND_TYPE,
+        Reason.INVALID_FIELD,
+    }
+)
+"""Reasons decided from the record alone (an Invalid). Such a rejection is not recorded as
+the command id's result, so the same bad record sent twice is answered twice, by results
+that differ only in their offset and times."""
+
+
 class Status(enum.StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
@@ -284,6 +303,8 @@ _strict_json = msgspec.json.Decoder(Command)
 _envelope_msgpack = msgspec.msgpack.Decoder(_Envelope)
 _envelope_json = msgspec.json.Decoder(_Envelope)
 _encoder = msgspec.msgpack.Encoder()
+_DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
+"""msgspec raises UnicodeDecodeError, not DecodeError, for a string that is not UTF-8."""
 result_decoder: Final = msgspec.msgpack.Decoder(Result)
 command_encoder: Final = _encoder
 
@@ -296,7 +317,7 @@ def decode_command(data: bytes, *, json: bool = False) -> Command | Invalid | Un
     """Decode and validate one command; never raises on bad input."""
     try:
         command: Command = (_strict_json if json else _strict_msgpack).decode(data)
-    except msgspec.DecodeError as error:
+    except _DECODE_ERRORS as error:
         return _explain(data, str(error), json=json)
     reason, detail = validate(command)
     if reason is not Reason.NONE:
@@ -307,7 +328,7 @@ def decode_command(data: bytes, *, json: bool = False) -> Command | Invalid | Un
 def _explain(data: bytes, error: str, *, json: bool) -> Invalid | Undecodable:
     try:
         envelope = (_envelope_json if json else _envelope_msgpack).decode(data)
-    except msgspec.DecodeError:
+    except _DECODE_ERRORS:
         return Undecodable("undecodable", error[:200])
     if not _COMMAND_ID.fullmatch(envelope.id):
         return Undecodable("bad_command_id", f"command id {envelope.id[:80]!r} is not valid")

@@ -10,6 +10,12 @@ A failed send (an error on a record batch, or the producer refusing it) marks th
 partition failed: nothing more of it is sent and its watermark stops, so no row past the
 failure is ever trimmed before it is acknowledged. The worker then gives the partition up
 and claims it again, and the claim re-sends the whole unsent outbox in order.
+
+A failed send also makes the relay replace its producer before it sends again: the
+idempotent producer numbers its batches, and one that failed (expired while the broker
+was down) leaves a gap the broker refuses for good (OutOfOrderSequenceNumber on every
+later batch of the partition). A new producer gets a new producer id and starts over, so
+every partition with sends in flight on the old one fails too and is claimed again.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -30,6 +36,10 @@ from engine.metrics import WorkerMetrics
 from shards.store import OutboxKind, OutboxRow
 
 log = logging.getLogger(__name__)
+
+RENEW_INTERVAL_SECONDS: Final = 1.0
+"""Least time between two attempts to replace a failed producer."""
+STOP_TIMEOUT_SECONDS: Final = 5.0
 
 
 class _Pending(NamedTuple):
@@ -48,8 +58,14 @@ class Relay:
         kafka: KafkaConfig,
         dlq_partitions: int,
         metrics: WorkerMetrics,
+        new_producer: Callable[[], AIOKafkaProducer] | None = None,
     ):
         self._producer = producer
+        self._new_producer = new_producer
+        self._renewed: AIOKafkaProducer | None = None
+        """The producer this relay started itself (it stops it); None while the original."""
+        self._renew_needed = False
+        self._renewed_at = 0.0
         self._metrics = metrics
         self._dlq_partitions = dlq_partitions
         self._topics = {
@@ -72,6 +88,9 @@ class Relay:
         are packed into record batches: one future per batch, not per row.
         """
         if not rows or partition in self._failed:
+            return
+        if self._renew_needed and not await self._renew():
+            self._fail(partition, None)
             return
         groups: dict[tuple[OutboxKind, int], list[OutboxRow]] = {}
         for row in rows:
@@ -129,9 +148,42 @@ class Relay:
         return frozenset(self._failed)
 
     def _fail(self, partition: int, error: BaseException | None) -> None:
-        log.warning("publishing partition %d failed (%r); will re-send", partition, error)
-        self._drop(partition)
-        self._failed.add(partition)
+        """A send of ``partition`` failed, or could not even be queued (the producer waited
+        past its request timeout for room, or a new one could not start yet)."""
+        if error is not None:
+            log.warning("publishing partition %d failed (%r); will re-send", partition, error)
+            self._renew_needed = self._new_producer is not None
+        for failed in [partition, *self._pending] if self._renew_needed else [partition]:
+            self._drop(failed)
+            self._failed.add(failed)
+
+    async def _renew(self) -> bool:
+        """Replace the producer (bounded: once per RENEW_INTERVAL_SECONDS); True when done."""
+        now = time.monotonic()
+        if self._new_producer is None or now - self._renewed_at < RENEW_INTERVAL_SECONDS:
+            return False
+        self._renewed_at = now
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except KafkaError as error:
+            log.warning("a new producer could not start (%s); will retry", error)
+            await producer.stop()
+            return False
+        await self.close()
+        self._producer = self._renewed = producer
+        self._renew_needed = False
+        log.info("the relay's producer was replaced after a failed send")
+        return True
+
+    async def close(self) -> None:
+        """Stop the producer this relay started, if any (the original is its owner's)."""
+        renewed, self._renewed = self._renewed, None
+        if renewed is not None:
+            try:
+                await asyncio.wait_for(renewed.stop(), STOP_TIMEOUT_SECONDS)
+            except (KafkaError, TimeoutError) as error:
+                log.warning("stopping a replaced producer failed: %s", error)
 
     def _acked(self, head: _Pending) -> None:
         self._metrics.outbox_backlog.dec(head.rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -47,7 +48,8 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
     try:
         await producer.start()
         dlq_partitions = len(await producer.partitions_for(config.kafka.dlq_topic))
-        relay = Relay(producer, config.kafka, dlq_partitions, metrics)
+        renew = functools.partial(make_producer, config)
+        relay = Relay(producer, config.kafka, dlq_partitions, metrics, renew)
         worker = Worker(config, shard_map, stores, consumer, relay, metrics)
         health = HealthServer(metrics.registry, worker.readiness, port=config.worker.metrics_port)
         port = await health.start()
@@ -76,6 +78,7 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
             await consumer.stop()
+            await relay.close()
             await health.stop()
             if target is not None:
                 target.unlink(missing_ok=True)

@@ -112,7 +112,12 @@ async def read_range(
     """Records of ``topic`` from the start of each partition up to ``ends`` (exclusive).
 
     Bounded: raises InfrastructureError when the records do not all arrive in time.
+    An empty range starts no consumer: aiokafka's stop() right after start() with no
+    assignment raises CancelledError (its committed-offsets task is cancelled under it).
     """
+    wanted = {TopicPartition(topic, p): end for p, end in ends.items() if end > 0}
+    if not wanted:
+        return []
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         enable_auto_commit=False,
@@ -120,7 +125,6 @@ async def read_range(
     )
     await consumer.start()
     try:
-        wanted = {TopicPartition(topic, p): end for p, end in ends.items() if end > 0}
         consumer.assign(list(wanted))
         records: list[Any] = []
         deadline = time.monotonic() + timeout_seconds

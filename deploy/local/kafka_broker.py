@@ -82,14 +82,23 @@ def bootstrap_servers(config: StackConfig) -> str:
 def render_server_properties(config: StackConfig, data_dir: Path) -> str:
     """The broker's configuration: a single node, replication factor 1, 127.0.0.1 only."""
     host, port, controller = ports.HOST, config.kafka_port, config.kafka_controller_port
+    listeners = [f"PLAINTEXT://{host}:{port}", f"CONTROLLER://{host}:{controller}"]
+    advertised = [f"PLAINTEXT://{host}:{port}"]
+    protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+    if config.kafka_proxied_port:
+        # Clients connect to the advertised address of the listener they bootstrapped
+        # through: this one advertises the proxy, so proxied clients never bypass it.
+        listeners.append(f"PROXIED://{host}:{config.kafka_proxied_port}")
+        advertised.append(f"PROXIED://{host}:{config.kafka_proxied_advertised_port}")
+        protocols.append("PROXIED:PLAINTEXT")
     settings = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
         "controller.quorum.bootstrap.servers": f"{host}:{controller}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": ",".join(listeners),
+        "advertised.listeners": ",".join(advertised),
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": ",".join(protocols),
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(data_dir),
         "num.partitions": "1",

@@ -194,14 +194,20 @@ def start_postgres(config: StackConfig) -> int:
     return pid
 
 
-def stop_postgres(config: StackConfig) -> None:
-    """``pg_ctl stop -m fast``: roll back open transactions, checkpoint, exit."""
+def stop_postgres(config: StackConfig, mode: str = "fast") -> None:
+    """``pg_ctl stop -m fast``: roll back open transactions, checkpoint, exit.
+
+    ``mode="immediate"`` exits without a checkpoint (crash recovery at the next start):
+    the chaos suite's abrupt cup restart.
+    """
+    if mode not in ("fast", "immediate"):
+        raise StackError(f"stop mode must be fast or immediate, got {mode!r}")
     if running_postgres_pid(config) is None:
         return
     paths = ClusterPaths.of(config)
     bin_dir = find_bin_dir(config.postgres_bin_dir)
     command = [
-        str(bin_dir / "pg_ctl"), "stop", "-D", str(paths.data), "-m", "fast",
+        str(bin_dir / "pg_ctl"), "stop", "-D", str(paths.data), "-m", mode,
         "-w", "-t", str(int(STOP_TIMEOUT_SECONDS)), "-s",
     ]  # fmt: skip
     done = _run(command, paths.root, STOP_TIMEOUT_SECONDS + 10)

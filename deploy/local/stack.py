@@ -76,6 +76,8 @@ def stack_ports(config: StackConfig) -> dict[str, int]:
     }
     if config.prometheus:
         by_knob["stack.prometheus_port"] = config.prometheus_port
+    if config.kafka_proxied_port:
+        by_knob["stack.kafka_proxied_port"] = config.kafka_proxied_port
     if len(set(by_knob.values())) != len(by_knob):
         raise ConfigError(f"the stack's ports must all differ: {by_knob}")
     return by_knob

@@ -146,3 +146,16 @@ def test_fingerprint_tells_content_apart() -> None:
 def test_dead_letter_round_trips() -> None:
     letter = DeadLetter("undecodable", "x", "t", 1, 2, None, b"\x00")
     assert msgspec.msgpack.decode(encode(letter), type=DeadLetter) == letter
+
+
+def test_strings_that_are_not_utf8_are_answered_not_raised() -> None:
+    """msgspec raises UnicodeDecodeError (not DecodeError) for them: a worker crashed on one."""
+    command = msgspec.msgpack.encode(
+        {"type": "deposit", "id": "u8", "customer": 4, "account": 1, "amount": 5, "currency": "EU?"}
+    )
+    bad_currency = decode_command(command.replace(b"EU?", b"EU\xff"))
+    assert isinstance(bad_currency, Invalid)
+    assert bad_currency.reason is Reason.INVALID_FIELD
+    bad_id = decode_command(command.replace(b"u8", b"u\xff"))
+    assert isinstance(bad_id, Undecodable)
+    assert bad_id.reason == "undecodable"

@@ -1,0 +1,118 @@
+"""The chaos suite's own stack: a Kafka broker and a Postgres cluster it may break.
+
+Scenarios restart the broker and the cluster, so they never touch the shared stack of
+the integration tests: a dedicated stack runs in ``<state_dir>/chaos`` on the shared
+stack's ports + 10, started once per session and stopped at its end. Workers reach it
+only through two fault proxies (``tests.chaos.proxy``): the broker's proxied listener
+and the Postgres cluster. The tests' own clients, reconcile and the checks talk to the
+broker directly and to Postgres through the proxy while it passes everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from deploy.local.stack import stack_down, stack_up
+from engine.config import Config, StackConfig, load_config
+from loadtest.system import drop_system, make_system
+from tests.chaos.harness import FIGURES, ChaosSystem
+from tests.chaos.proxy import FaultProxy
+
+PORT_SHIFT = 10
+"""The chaos stack listens on the shared stack's ports plus this."""
+PARTITIONS = 8
+CUPS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosStack:
+    config: Config
+    """Direct addresses of the chaos stack (the tests' clients)."""
+    kafka_proxy: FaultProxy
+    postgres_proxy: FaultProxy
+
+    @property
+    def proxied_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_proxy.listen_port}"
+
+
+def chaos_stack_config(shared: StackConfig) -> StackConfig:
+    kafka_port = shared.kafka_port + PORT_SHIFT
+    return msgspec.structs.replace(
+        shared,
+        state_dir=str(shared.state_path / "chaos"),
+        kafka_port=kafka_port,
+        kafka_controller_port=shared.kafka_controller_port + PORT_SHIFT,
+        postgres_port=shared.postgres_port + PORT_SHIFT,
+        kafka_proxied_port=kafka_port + 3,
+        kafka_proxied_advertised_port=kafka_port + 4,
+        kafka_heap_mb=512,
+        cups=CUPS,
+        prometheus=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def chaos_stack() -> Iterator[ChaosStack]:
+    """Start the dedicated stack (after stopping one an interrupted run left behind)."""
+    shared = load_config()
+    stack = chaos_stack_config(shared.stack)
+    kafka_proxy = FaultProxy(
+        "kafka", stack.kafka_proxied_advertised_port, stack.kafka_proxied_port, kafka=True
+    )
+    postgres_proxy = FaultProxy("postgres", stack.postgres_port + 1, stack.postgres_port)
+    kafka_proxy.start()
+    postgres_proxy.start()
+    try:
+        stack_down(stack)
+        status = stack_up(stack)
+        assert status.healthy, status
+        config = msgspec.structs.replace(
+            shared,
+            stack=stack,
+            kafka=msgspec.structs.replace(
+                shared.kafka, bootstrap_servers=f"127.0.0.1:{stack.kafka_port}"
+            ),
+            shards=msgspec.structs.replace(
+                shared.shards, control_dsn=stack.control_dsn, cup_dsns=stack.cup_dsns
+            ),
+        )
+        yield ChaosStack(config, kafka_proxy, postgres_proxy)
+    finally:
+        kafka_proxy.stop()
+        postgres_proxy.stop()
+        stack_down(stack)
+
+
+@pytest.fixture
+async def chaos(chaos_stack: ChaosStack, tmp_path: Path) -> AsyncIterator[ChaosSystem]:
+    """A fresh system (databases, topics, group) whose cups are reached through the proxy."""
+    stack = chaos_stack.config.stack
+    through_proxy = msgspec.structs.replace(
+        chaos_stack.config,
+        stack=msgspec.structs.replace(stack, postgres_port=chaos_stack.postgres_proxy.listen_port),
+    )
+    system = await make_system(through_proxy, tmp_path, partitions=PARTITIONS, cups=CUPS)
+    made = ChaosSystem(
+        system, chaos_stack.config, chaos_stack.kafka_proxy, chaos_stack.postgres_proxy
+    )
+    try:
+        yield made
+    finally:
+        chaos_stack.kafka_proxy.clear()
+        chaos_stack.postgres_proxy.clear()
+        system.stop_all()
+        await drop_system(through_proxy, system)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Every scenario's one-line figure, together at the end of the run."""
+    if FIGURES:
+        terminalreporter.section("chaos figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -1,0 +1,378 @@
+"""What every chaos scenario shares: its scale, worker handles, a bounded load, the verdict.
+
+The verdict does not trust the load generator's own books: it reads back what is on the
+command topic and classifies each record the way a worker does (a saga leg, a record for
+the DLQ, or a command that must have a result), then requires
+
+1. every command on the topic, and every command the broker acknowledged, to have a
+   result, one distinct result per command id (identical re-sends are allowed: readers
+   deduplicate), and every DLQ-bound record its dead letter;
+2. the cups' balances to equal a pure-ledger replay of the command topic;
+3. ``smallcups reconcile`` (the CLI, in a child process) to exit 0.
+
+Its one-line figure goes to FIGURES, which the conftest prints at the end of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import socket
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+from aiokafka.errors import KafkaError
+
+from engine.client import Client
+from engine.config import Config, to_environ
+from engine.messages import (
+    LEG_TYPES,
+    Command,
+    DeadLetter,
+    Reason,
+    Undecodable,
+    decode_command,
+    result_decoder,
+)
+from engine.reconciliation import answer_of
+from loadtest.system import System
+from loadtest.workers import WorkerProcess
+from loadtest.workload import Workload, WorkloadShape
+from shards.cups import close_cups, open_cups
+from tests.chaos.proxy import FaultProxy
+from tests.integration.system import cup_balances, read_topic, replay
+
+FIGURES: list[str] = []
+TICK_SECONDS: Final = 0.1
+SETTLE_POLL_SECONDS: Final = 2.0
+RECONCILE_TIMEOUT_SECONDS: Final = 120.0
+HTTP_TIMEOUT_SECONDS: Final = 3.0
+FLUSH_TIMEOUT_SECONDS: Final = 60.0
+WORKER_REQUEST_TIMEOUT_MS: Final = 15_000
+"""Workers' Kafka request timeout: above the session timeout (a rebalance waits for a
+zombie that long), short enough that an outage outlives it and batches expire."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """How hard a run pushes: ``make test`` runs SHORT, ``make chaos`` runs LONG."""
+
+    name: str
+    load_seconds: float
+    rate_per_second: int
+    customers: int
+    kills: int
+    settle_seconds: float
+
+
+SHORT: Final = Scale("short", load_seconds=15.0, rate_per_second=300, customers=300, kills=10,
+                     settle_seconds=180.0)  # fmt: skip
+LONG: Final = Scale("long", load_seconds=90.0, rate_per_second=500, customers=2_000, kills=30,
+                    settle_seconds=300.0)  # fmt: skip
+
+
+def scale() -> Scale:
+    """SMALLCUPS_CHAOS_SCALE=long (``make chaos``) or short (the default, ``make test``)."""
+    chosen = os.environ.get("SMALLCUPS_CHAOS_SCALE", "short")
+    if chosen not in ("short", "long"):
+        raise ValueError(f"SMALLCUPS_CHAOS_SCALE is short or long, not {chosen!r}")
+    return LONG if chosen == "long" else SHORT
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass(slots=True)
+class Worker:
+    process: WorkerProcess
+    metrics_port: int
+
+    async def get(self, path: str) -> tuple[int, str]:
+        """(HTTP status, body) of GET ``path`` on the worker's health server; 0 if silent."""
+        try:
+            async with asyncio.timeout(HTTP_TIMEOUT_SECONDS):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.metrics_port)
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                raw = await reader.read()
+                writer.close()
+        except (OSError, TimeoutError):
+            return 0, ""
+        head, _, body = raw.decode("utf-8", "replace").partition("\r\n\r\n")
+        parts = head.split(" ", 2)
+        return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), body
+
+    async def metric(self, name: str) -> float:
+        """The sum of every sample of ``name`` on /metrics (0 when absent)."""
+        _, body = await self.get("/metrics")
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+@dataclass
+class ChaosSystem:
+    system: System
+    direct: Config
+    kafka_proxy: FaultProxy
+    postgres_proxy: FaultProxy
+    faults: int = 0
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def config(self) -> Config:
+        return self.system.config
+
+    def start_worker(self) -> Worker:
+        """A ``smallcups worker`` reaching the broker and the cups through the proxies."""
+        port = free_port()
+        env = {
+            "SMALLCUPS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.kafka_proxy.listen_port}",
+            "SMALLCUPS_WORKER_METRICS_PORT": str(port),
+            "SMALLCUPS_KAFKA_REQUEST_TIMEOUT_MS": str(WORKER_REQUEST_TIMEOUT_MS),
+        }
+        worker = Worker(self.system.start_worker(env), port)
+        self.workers.append(worker)
+        return worker
+
+    def fault(self, count: int = 1) -> None:
+        self.faults += count
+
+    def logs(self) -> str:
+        return self.system.worker_logs()
+
+
+class Load:
+    """A seeded workload published at a bounded rate, for a bounded time, in the background.
+
+    Each command is published on its own (one delivery future each) so that the
+    commands the broker acknowledged are known exactly.
+    """
+
+    def __init__(self, chaos: ChaosSystem, run_scale: Scale, *, cross_percent: int = 20):
+        shape = WorkloadShape(
+            customers=run_scale.customers,
+            partitions=chaos.config.kafka.partitions,
+            cross_share_percent=cross_percent,
+            seed=int.from_bytes(os.urandom(4), "big"),
+        )
+        self.workload = Workload(shape)
+        self.scale = run_scale
+        self.client = Client(chaos.config.kafka)
+        self.acked: set[str] = set()
+        self.attempted = 0
+        self.errors = 0
+        self._deliveries: list[asyncio.Future[object]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Load:
+        await self.client.start(results=False)
+        await self.publish(list(self.workload.opening()))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        await self.client.close()
+
+    def start(self, seconds: float | None = None) -> None:
+        """Publish transfers, deposits and withdrawals in the background."""
+        self._task = asyncio.create_task(self._run(seconds or self.scale.load_seconds))
+
+    async def wait(self) -> None:
+        """Wait for the background load to end, then (bounded) for the broker's acks."""
+        if self._task is not None:
+            await self._task
+        pending = [d for d in self._deliveries if not d.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=FLUSH_TIMEOUT_SECONDS)
+
+    async def publish(self, commands: Sequence[Command]) -> None:
+        for command in commands:
+            self.attempted += 1
+            try:
+                delivery = await self.client.publish(command)
+            except KafkaError:
+                self.errors += 1
+                continue
+            self._deliveries.append(delivery)
+            delivery.add_done_callback(functools.partial(self._delivered, command.id))
+
+    async def _run(self, seconds: float) -> None:
+        per_tick = max(1, int(self.scale.rate_per_second * TICK_SECONDS))
+        deadline = time.monotonic() + seconds
+        for _ in range(int(seconds / TICK_SECONDS) + 1):
+            if time.monotonic() >= deadline:
+                return
+            started = time.monotonic()
+            await self.publish([self.workload.next_command() for _ in range(per_tick)])
+            await asyncio.sleep(max(0.0, TICK_SECONDS - (time.monotonic() - started)))
+
+    def _delivered(self, command_id: str, delivery: asyncio.Future[object]) -> None:
+        if delivery.cancelled() or delivery.exception() is not None:
+            self.errors += 1
+        else:
+            self.acked.add(command_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    scenario: str
+    published: int
+    results: int
+    dead_letters: int
+    faults: int
+    duplicates: int
+    lost: int
+    resent: int
+    findings: tuple[str, ...]
+
+    def line(self) -> str:
+        return (
+            f"chaos {self.scenario} [{scale().name}]: commands published {self.published}, "
+            f"results {self.results}, DLQ {self.dead_letters}, faults injected {self.faults}, "
+            f"duplicates found {self.duplicates}, lost {self.lost} "
+            f"(identical results re-sent {self.resent})"
+        )
+
+
+@dataclass(slots=True)
+class _Seen:
+    command_ids: set[str] = field(default_factory=set)
+    dead_offsets: set[tuple[int, int]] = field(default_factory=set)
+    answers: dict[str, set[bytes]] = field(default_factory=lambda: defaultdict(set))
+    result_records: int = 0
+    letters: set[tuple[int, int]] = field(default_factory=set)
+    records: list[Any] = field(default_factory=list)
+
+    def missing(self, acked: set[str]) -> list[str]:
+        ids = sorted((self.command_ids | acked) - self.answers.keys())
+        dead = sorted(self.dead_offsets - self.letters)
+        return [f"no result for {i}" for i in ids] + [f"no dead letter for {d}" for d in dead]
+
+
+async def _read_back(chaos: ChaosSystem) -> _Seen:
+    kafka = chaos.config.kafka
+    bytes_max = chaos.config.worker.message_bytes_max
+    seen = _Seen(records=await read_topic(kafka, kafka.commands_topic))
+    for record in seen.records:
+        value = record.value or b""
+        parsed = Undecodable("", "") if len(value) > bytes_max else decode_command(value)
+        if isinstance(parsed, Undecodable):
+            seen.dead_offsets.add((record.partition, record.offset))
+        elif not isinstance(parsed, LEG_TYPES):
+            seen.command_ids.add(parsed.id)
+    for record in await read_topic(kafka, kafka.results_topic):
+        result = result_decoder.decode(record.value)
+        if result.reason is not Reason.DUPLICATE_CONFLICT:
+            seen.result_records += 1
+            seen.answers[result.command_id].add(answer_of(result))
+    for record in await read_topic(kafka, kafka.dlq_topic):
+        letter = msgspec.msgpack.decode(record.value, type=DeadLetter)
+        seen.letters.add((letter.partition, letter.offset))
+    return seen
+
+
+async def verdict(chaos: ChaosSystem, scenario: str, acked: set[str]) -> Verdict:
+    """Wait (bounded) until everything is answered, stop the workers, judge, record."""
+    settle_seconds = scale().settle_seconds
+    deadline = time.monotonic() + settle_seconds
+    for _ in range(int(settle_seconds / SETTLE_POLL_SECONDS) + 1):
+        seen = await _read_back(chaos)
+        if not seen.missing(acked) or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(SETTLE_POLL_SECONDS)
+    await asyncio.to_thread(chaos.system.stop_all)
+    findings = seen.missing(acked)
+    duplicates = sum(len(v) - 1 for v in seen.answers.values())
+    findings += [f"{i}: {len(v)} different results" for i, v in seen.answers.items() if len(v) > 1]
+    balances = await cup_balances(chaos.system)
+    bytes_max = chaos.config.worker.message_bytes_max
+    positions = await _positions(chaos)
+    replayed = [
+        r
+        for r in seen.records
+        if r.value is not None
+        and len(r.value) <= bytes_max
+        and r.offset < positions.get(r.partition, 0)
+    ]
+    expected = replay(replayed, chaos.config.kafka.partitions)
+    wrong = sorted(
+        k for k in balances.keys() | expected.keys() if balances.get(k) != expected.get(k)
+    )
+    duplicates += len(wrong)
+    findings += [f"balance of {k}: cup {balances.get(k)}, replay {expected.get(k)}" for k in wrong]
+    reconciled, applied_twice, report = await reconcile_cli(chaos.config)
+    duplicates += applied_twice
+    if not reconciled:
+        findings.append(f"smallcups reconcile failed: {report}")
+    figures = Verdict(
+        scenario,
+        published=len(seen.command_ids) + len(seen.dead_offsets),
+        results=len(seen.answers),
+        dead_letters=len(seen.letters),
+        faults=chaos.faults,
+        duplicates=duplicates,
+        lost=len(seen.missing(acked)),
+        resent=seen.result_records - len(seen.answers),
+        findings=tuple(findings[:20]),
+    )
+    FIGURES.append(figures.line())
+    print(figures.line())
+    return figures
+
+
+async def _positions(chaos: ChaosSystem) -> dict[int, int]:
+    """The cups' next_offset per partition: what the balances must be a replay of."""
+    stores = await open_cups(chaos.system.shard_map, chaos.config.shards)
+    try:
+        offsets = await asyncio.gather(*(s.next_offsets() for s in stores.values()))
+    finally:
+        await close_cups(stores)
+    return {p: o for part in offsets for p, o in part.items()}
+
+
+def assert_clean(figures: Verdict, chaos: ChaosSystem) -> None:
+    assert figures.duplicates == 0, (figures.findings, chaos.logs()[-4000:])
+    assert figures.lost == 0, (figures.findings, chaos.logs()[-4000:])
+    assert not figures.findings, figures.findings
+    assert figures.published > 0
+
+
+async def reconcile_cli(config: Config) -> tuple[bool, int, str]:
+    """Run ``smallcups reconcile --json``: (exit 0, commands applied twice, its output)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "reconcile",
+        "--json",
+        env={**os.environ, **to_environ(config)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(RECONCILE_TIMEOUT_SECONDS):
+            output, _ = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return False, 0, "reconcile timed out"
+    text = output.decode("utf-8", "replace")
+    try:
+        document = msgspec.json.decode(text.strip().splitlines()[-1])
+    except (msgspec.DecodeError, IndexError):
+        return False, 0, text[-2000:]
+    twice = int(document.get("counts", {}).get("applied_once_problems", 0))
+    return process.returncode == 0 and bool(document.get("ok")), twice, text[-2000:]

@@ -1,0 +1,157 @@
+"""Workers crash, freeze and lose their relay; nothing is lost or applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+
+import asyncpg
+import pytest
+
+from engine.messages import Result, result_decoder
+from tests.chaos.harness import ChaosSystem, Load, Worker, assert_clean, scale, verdict
+from tests.chaos.proxy import Fault
+from tests.integration.system import read_topic
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+SESSION_TIMEOUT_SECONDS = 10.0
+"""The consumer group session timeout of a worker (engine.worker.make_consumer)."""
+FENCE_ROUNDS_MAX = 5
+BURST_COMMANDS = 2_000
+BURST_SETTLE_SECONDS = 0.5
+"""Time for the zombie to fetch the burst before it is stopped."""
+POLL_SECONDS = 0.5
+
+
+async def test_workers_sigkilled_at_random_moments(chaos: ChaosSystem) -> None:
+    """Two workers; one of them SIGKILLed at a random moment, restarted, again and again."""
+    run = scale()
+    chaos.start_worker()
+    chaos.start_worker()
+    rng = random.Random()
+    async with Load(chaos, run) as load:
+        load.start()
+        gap_seconds = run.load_seconds / run.kills
+        for _ in range(run.kills):
+            await asyncio.sleep(rng.uniform(0.3, 2 * gap_seconds))
+            victim = rng.choice([w for w in chaos.workers if w.process.alive()])
+            victim.process.kill()
+            chaos.fault()
+            chaos.start_worker()
+        await load.wait()
+    assert chaos.faults >= run.kills >= 10
+    assert_clean(await verdict(chaos, "sigkill", load.acked), chaos)
+
+
+async def _wait_owning(worker: Worker, seconds: float) -> None:
+    """Wait (bounded) until ``worker`` owns at least one partition."""
+    for _ in range(int(seconds / POLL_SECONDS)):
+        if await worker.metric("smallcups_partitions_owned") > 0:
+            return
+        await asyncio.sleep(POLL_SECONDS)
+    raise AssertionError(f"the worker owns no partition after {seconds} s")
+
+
+async def test_zombie_worker_is_fenced(chaos: ChaosSystem) -> None:
+    """SIGSTOP a worker past the session timeout, SIGCONT it: its commits are fenced.
+
+    A burst is published just before the SIGSTOP, so the zombie is stopped in the
+    middle of work it fetched. While it sleeps the group hands its partitions to the
+    other worker, which bumps their epochs. Woken up, the zombie goes on with what it
+    holds and tries to commit it: the cup refuses (counted in
+    smallcups_fenced_commits_total), and the zombie rejoins. Whether its loop commits
+    before its group coordinator notices the rebalance is a race, so rounds repeat
+    (bounded) until a fenced commit was seen.
+    """
+    run = scale()
+    zombie = chaos.start_worker()
+    chaos.start_worker()
+    fenced = 0.0
+    async with Load(chaos, run) as load:
+        for _ in range(FENCE_ROUNDS_MAX):
+            load.start(SESSION_TIMEOUT_SECONDS + 15)
+            await _wait_owning(zombie, 60)
+            before = await zombie.metric("smallcups_fenced_commits_total")
+            await load.publish([load.workload.next_command() for _ in range(BURST_COMMANDS)])
+            await asyncio.sleep(BURST_SETTLE_SECONDS)
+            os.kill(zombie.process.pid, signal.SIGSTOP)
+            chaos.fault()
+            await asyncio.sleep(SESSION_TIMEOUT_SECONDS + 5)
+            os.kill(zombie.process.pid, signal.SIGCONT)
+            for _ in range(int(10 / POLL_SECONDS)):
+                fenced = await zombie.metric("smallcups_fenced_commits_total") - before
+                if fenced > 0:
+                    break
+                await asyncio.sleep(POLL_SECONDS)
+            await load.wait()
+            if fenced > 0:
+                break
+    assert fenced > 0, "the zombie's commits were never fenced"
+    assert zombie.process.alive(), "the zombie survives its fencing and rejoins"
+    assert_clean(await verdict(chaos, "sigstop-zombie", load.acked), chaos)
+
+
+async def _unsent_results(chaos: ChaosSystem) -> set[str]:
+    """Command ids whose result waits in a cup's outbox."""
+    ids: set[str] = set()
+    for dsn in chaos.system.shard_map.cups.values():
+        connection = await asyncpg.connect(dsn)
+        try:
+            rows = await connection.fetch("SELECT value FROM outbox WHERE kind = 1")
+        finally:
+            await connection.close()
+        ids |= {result_decoder.decode(r["value"]).command_id for r in rows}
+    return ids
+
+
+async def test_relay_killed_with_unsent_outbox_rows(chaos: ChaosSystem) -> None:
+    """The relay is stopped from publishing while commits go on; the worker is killed.
+
+    The proxy silences the worker's Produce requests (its fetches still pass), so the
+    next batches are committed to the cups with their results left in the outbox (the
+    worker loop then waits on the relay: it cannot publish, so it stops taking more).
+    After the SIGKILL those rows are still there and their results are not on the
+    topic; the next worker claims the partitions, re-sends them, and every command
+    ends with exactly one distinct result.
+    """
+    run = scale()
+    worker = chaos.start_worker()
+    async with Load(chaos, run) as load:
+        await _wait_owning(worker, 60)
+        load.start(run.load_seconds / 4)
+        await load.wait()
+        chaos.kafka_proxy.set_fault(Fault.HOLD_PRODUCE)
+        chaos.fault()
+        burst = [load.workload.next_command() for _ in range(run.rate_per_second)]
+        await load.publish(burst)
+        await load.wait()
+        burst_ids = {c.id for c in burst}
+        unsent: set[str] = set()
+        for _ in range(int(60 / POLL_SECONDS)):
+            unsent = await _unsent_results(chaos) & burst_ids
+            if unsent:
+                break
+            await asyncio.sleep(POLL_SECONDS)
+        await asyncio.sleep(2 * POLL_SECONDS)
+        worker.process.kill()
+        chaos.fault()
+        unsent = await _unsent_results(chaos) & burst_ids
+        answered = {r.command_id for r in await _results(chaos)}
+        assert unsent, "the burst's results wait in the outbox"
+        assert not answered & unsent, "none of them was published before the kill"
+        chaos.kafka_proxy.clear()
+        chaos.start_worker()
+        load.start(run.load_seconds / 4)
+        await load.wait()
+    figures = await verdict(chaos, "relay-killed", load.acked)
+    assert_clean(figures, chaos)
+    assert unsent <= {r.command_id for r in await _results(chaos)}
+    print(f"relay-killed: {len(unsent)} results were unsent in the outbox at the kill")
+
+
+async def _results(chaos: ChaosSystem) -> list[Result]:
+    kafka = chaos.config.kafka
+    return [result_decoder.decode(r.value) for r in await read_topic(kafka, kafka.results_topic)]

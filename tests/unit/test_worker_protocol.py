@@ -1,0 +1,270 @@
+"""Deterministic simulation of the worker protocol: the real PartitionState over a model cup.
+
+A hypothesis RuleBasedStateMachine plays one partition: commands are appended to its
+log, workers claim it (each claim bumps the epoch), process batches from their own
+position, crash (their memory is gone), go stale (a later claim fenced them), have a
+commit's reply lost after it was applied, and publish their outbox late, twice or never
+(the next owner re-sends what is unsent). The code under test is engine.partition's
+PartitionState (decode, decide with the pure ledger, fenced commit, read-back of an
+unclear outcome); the cup is SimulatedCup, a model of shards.store's one-statement
+fenced commit (compare-and-set on epoch and next_offset, refused on a recorded id).
+
+After every step:
+
+1. the cup's balances equal a pure-ledger replay of the log up to its next_offset, so
+   every consumed command took effect exactly once whatever crashed;
+2. money is conserved: all balances (customers and the system's cash account) sum to
+   zero, and every balance equals the sum of its journal rows;
+3. each command id has at most one distinct published result (re-sends are identical).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
+
+import asyncpg
+import msgspec
+from hypothesis import event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+
+from engine.book import SYSTEM_CUSTOMER, Account, AccountKey, Known
+from engine.config import WorkerConfig
+from engine.errors import FencedError
+from engine.messages import (
+    Command,
+    Deposit,
+    OpenAccount,
+    Reason,
+    Transfer,
+    Withdraw,
+    encode,
+    result_decoder,
+)
+from engine.metrics import WorkerMetrics
+from engine.partition import PartitionState, decode_records
+from engine.reconciliation import answer_of
+from shards.store import Claim, CommitBatch, CommitStatus, CupStore, OutboxKind, OutboxRow
+from tests.integration.system import replay
+
+PARTITION = 0
+PARTITIONS = 1
+CUSTOMERS = (11, 12, 13)
+TOPIC = "sim.commands"
+LIMITS = WorkerConfig(commit_retry_max=3)
+LOSE_ONE_IN = 5
+"""One commit in this many loses its reply (each costs the worker's 50 ms back-off)."""
+
+
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp: int
+
+
+class SimulatedCup(CupStore):
+    """The state of one cup for one partition, with the store's commit semantics."""
+
+    def __init__(self) -> None:
+        super().__init__(0, cast(asyncpg.Pool, None))
+        self.claim_state = Claim(0, 0)
+        self.accounts: dict[AccountKey, Account] = {}
+        self.journal: list[tuple[AccountKey, int]] = []
+        self.known: dict[str, tuple[int, bytes]] = {}
+        self.outbox: dict[tuple[int, int], OutboxRow] = {}
+        self.lose_next_reply = False
+
+    async def claim(self, partition: int, owner: str) -> Claim:
+        self.claim_state = Claim(self.claim_state.epoch + 1, self.claim_state.next_offset)
+        return self.claim_state
+
+    async def state(self, partition: int) -> Claim | None:
+        return self.claim_state
+
+    async def load_partition(self, partition: int, limit: int) -> list[Account]:
+        return [dataclasses.replace(a) for a in list(self.accounts.values())[:limit]]
+
+    async def load_accounts(self, partition: int, keys: Sequence[AccountKey]) -> list[Account]:
+        return [dataclasses.replace(self.accounts[k]) for k in keys if k in self.accounts]
+
+    async def load_known(self, partition: int, command_ids: Sequence[str]) -> dict[str, Known]:
+        found = {i: self.known[i] for i in command_ids if i in self.known}
+        return {i: Known(fp, result_decoder.decode(raw)) for i, (fp, raw) in found.items()}
+
+    async def commit(self, batch: CommitBatch) -> CommitStatus:
+        expected = Claim(batch.epoch, batch.expected_offset)
+        if self.claim_state != expected:
+            return CommitStatus.FENCED
+        if any(a.command_id in self.known for a in batch.outcome.applied):
+            return CommitStatus.DUPLICATES
+        self.claim_state = Claim(batch.epoch, batch.next_offset)
+        for account in batch.outcome.changed.values():
+            self.accounts[account.key] = dataclasses.replace(account)
+        self.journal += [((j.customer, j.account), j.amount) for j in batch.outcome.journal]
+        for applied, raw in zip(batch.outcome.applied, batch.applied_results, strict=True):
+            self.known[applied.command_id] = (applied.fingerprint, raw)
+        for final, raw in zip(batch.outcome.finals, batch.final_results, strict=True):
+            self.known[final.command_id] = (self.known[final.command_id][0], raw)
+        self.outbox.update({(r.src_offset, r.seq): r for r in batch.outbox})
+        self.outbox = {k: r for k, r in self.outbox.items() if k[0] >= batch.trim_below_offset}
+        if self.lose_next_reply:
+            self.lose_next_reply = False
+            raise ConnectionResetError("the commit was applied, its reply lost")
+        return CommitStatus.COMMITTED
+
+    async def unsent(self, partition: int) -> list[OutboxRow]:
+        return [self.outbox[k] for k in sorted(self.outbox)]
+
+    async def trim_outbox(self, partition: int, epoch: int, below_offset: int) -> None:
+        if epoch == self.claim_state.epoch:
+            self.outbox = {k: r for k, r in self.outbox.items() if k[0] >= below_offset}
+
+
+class WorkerProtocol(RuleBasedStateMachine):
+    workers = Bundle("workers")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.cup = SimulatedCup()
+        self.log: list[Record] = []
+        self.commands: list[Command] = []
+        self.results: dict[str, set[bytes]] = defaultdict(set)
+        self.states: dict[int, PartitionState] = {}
+        self.metrics = WorkerMetrics()
+        self.sequence = 0
+        for customer in CUSTOMERS:
+            self._append(OpenAccount(f"open-{customer}", customer, 1, "EUR", credit_limit=50))
+
+    def teardown(self) -> None:
+        self.loop.close()
+
+    def _append(self, command: Command) -> None:
+        self.commands.append(command)
+        value = encode(command)
+        self.log.append(Record(TOPIC, PARTITION, len(self.log), b"k", value, 0))
+
+    def _id(self) -> str:
+        self.sequence += 1
+        return f"c-{self.sequence}"
+
+    @rule(
+        kind=st.sampled_from(["deposit", "withdraw", "transfer"]),
+        customer=st.sampled_from(CUSTOMERS),
+        other=st.sampled_from(CUSTOMERS),
+        amount=st.integers(-1, 120),
+    )
+    def publish(self, kind: str, customer: int, other: int, amount: int) -> None:
+        """A new command (amount -1 and 0 are rejected, large ones may overdraw)."""
+        command: Command
+        match kind:
+            case "deposit":
+                command = Deposit(self._id(), customer, 1, amount, "EUR")
+            case "withdraw":
+                command = Withdraw(self._id(), customer, 1, amount, "EUR")
+            case _:
+                command = Transfer(self._id(), customer, 1, other, 1, amount, "EUR")
+        self._append(command)
+
+    @rule(data=st.data(), conflicting=st.booleans())
+    def publish_again(self, data: st.DataObject, conflicting: bool) -> None:
+        """A command id sent again: the same command, or another one under its id."""
+        command = data.draw(st.sampled_from(self.commands))
+        if conflicting and isinstance(command, Deposit):
+            command = msgspec.structs.replace(command, amount=command.amount + 1)
+        self._append(command)
+
+    @rule(target=workers)
+    def claim(self) -> int:
+        """A worker is assigned the partition: bump the epoch, load, re-send the outbox."""
+        claim = self._run(self.cup.claim(PARTITION, "sim"))
+        state = PartitionState(PARTITION, PARTITIONS, self.cup, claim, LIMITS, self.metrics)
+        self._run(state.load())
+        self._publish(self._run(self.cup.unsent(PARTITION)))
+        self.states[claim.epoch] = state
+        epoch: int = claim.epoch
+        return epoch
+
+    @rule(
+        epoch=workers,
+        size=st.integers(1, 6),
+        publish=st.booleans(),
+        lose=st.integers(0, LOSE_ONE_IN - 1).map(lambda n: n == 0),
+    )
+    def process(self, epoch: int, size: int, publish: bool, lose: bool) -> None:
+        """A worker commits its next batch; a stale one must be fenced and change nothing."""
+        state = self.states.get(epoch)
+        if state is None:
+            return
+        records = self.log[state.position : state.position + size]
+        if not records:
+            return
+        stale = epoch != self.cup.claim_state.epoch
+        before = (self.cup.claim_state, dict(self.cup.known), len(self.cup.journal))
+        self.cup.lose_next_reply = lose and not stale
+        try:
+            batch = self._run(state.process(decode_records(records, 65_536), 1, 0))
+        except FencedError:
+            assert stale, "only a stale owner is fenced"
+            assert before == (self.cup.claim_state, dict(self.cup.known), len(self.cup.journal))
+            event("a stale owner was fenced")
+            del self.states[epoch]
+            return
+        assert not stale, "a stale owner never commits"
+        if lose:
+            event("a commit's reply was lost")
+        if publish:
+            self._publish(batch.outbox)
+            self._run(self.cup.trim_outbox(PARTITION, epoch, batch.next_offset))
+
+    @rule(epoch=consumes(workers))
+    def crash(self, epoch: int) -> None:
+        """The worker dies: its cache and unpublished outbox are gone with it."""
+        self.states.pop(epoch, None)
+
+    def _publish(self, rows: Sequence[OutboxRow]) -> None:
+        for row in rows:
+            if row.kind is OutboxKind.RESULT:
+                result = result_decoder.decode(row.value)
+                if result.reason is not Reason.DUPLICATE_CONFLICT:
+                    self.results[result.command_id].add(answer_of(result))
+
+    def _run(self, work: Any) -> Any:
+        return self.loop.run_until_complete(work)
+
+    @invariant()
+    def exactly_once(self) -> None:
+        consumed = self.log[: self.cup.claim_state.next_offset]
+        replayed = replay(consumed, PARTITIONS).items()
+        expected = {k: v for k, v in replayed if k[1] != SYSTEM_CUSTOMER or v != 0}
+        actual = {
+            (PARTITION, *key): a.balance
+            for key, a in self.cup.accounts.items()
+            if a.customer != SYSTEM_CUSTOMER or a.balance != 0
+        }
+        assert actual == expected
+
+    @invariant()
+    def money_conserved(self) -> None:
+        assert sum(a.balance for a in self.cup.accounts.values()) == 0
+        journal: dict[AccountKey, int] = defaultdict(int)
+        for key, amount in self.cup.journal:
+            journal[key] += amount
+        assert all(a.balance == journal[k] for k, a in self.cup.accounts.items())
+
+    @invariant()
+    def one_result_per_command(self) -> None:
+        assert all(len(variants) == 1 for variants in self.results.values())
+
+
+WorkerProtocol.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=30, deadline=None, derandomize=True
+)
+TestWorkerProtocol = WorkerProtocol.TestCase
