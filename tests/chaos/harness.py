@@ -294,6 +294,10 @@ async def verdict(chaos: ChaosSystem, scenario: str, acked: set[str]) -> Verdict
             break
         await asyncio.sleep(SETTLE_POLL_SECONDS)
     await asyncio.to_thread(chaos.system.stop_all)
+    # Read everything again now that no worker runs: a saga leg appended after the
+    # commands topic was read above, and applied before its result was read, would be
+    # in the cups but not in the replay.
+    seen = await _read_back(chaos)
     findings = seen.missing(acked)
     duplicates = sum(len(v) - 1 for v in seen.answers.values())
     findings += [f"{i}: {len(v)} different results" for i, v in seen.answers.items() if len(v) > 1]
