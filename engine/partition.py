@@ -44,9 +44,15 @@ RETRIABLE: Final = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+    asyncpg.InternalClientError,
 )
 """Faults of a cup that pass (restarts, shutdowns, refused or lost connections, a database
-closed to connections): retry with back-off. Any other database error is a bug: crash."""
+closed to connections): retry with back-off. Any other database error is a bug: crash.
+
+InternalClientError ("cannot switch to state 12; another operation (2) is in progress")
+is a pooled connection that a dying server left in the middle of its error handling; the
+chaos suite met it during an immediate Postgres shutdown. After any such fault the cup's
+pool replaces its connections (``CupStore.renew_connections``)."""
 
 
 @dataclass(slots=True)
@@ -186,6 +192,7 @@ class PartitionState:
                     attempt,
                     type(error).__name__,
                 )
+                await self.store.renew_connections()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.retry_backoff_max_seconds)
             try:

@@ -178,6 +178,7 @@ class Worker:
             unsent = await store.unsent(partition)
         except RETRIABLE as error:
             log.warning("partition %d: claim failed (%s); will retry", partition, error)
+            await store.renew_connections()
             self.lost.add(partition)
             backoff = min(CLAIM_RETRY_SECONDS, self.limits.retry_backoff_max_seconds)
             self._cup_retry_at[store.cup_id] = time.monotonic() + backoff

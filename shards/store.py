@@ -152,6 +152,11 @@ class CupStore:
         self.cup_id = cup_id
         self.pool = pool
 
+    async def renew_connections(self) -> None:
+        """After a fault of this cup: replace every pooled connection at its next use (one
+        the server left mid-protocol would fail every statement given to it)."""
+        await self.pool.expire_connections()
+
     async def claim(self, partition: int, owner: str) -> Claim:
         """Become the partition's writer: bump its epoch, fencing every earlier owner."""
         row = await self.pool.fetchrow(
