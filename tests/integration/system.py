@@ -12,7 +12,14 @@ from engine.admin import read_shard_map
 from engine.book import Incoming, Known
 from engine.config import KafkaConfig
 from engine.ledger import PartitionLedger
-from engine.messages import Command, Invalid, decode_command, fingerprint
+from engine.messages import (
+    Command,
+    Invalid,
+    Status,
+    decode_command,
+    fingerprint,
+    result_decoder,
+)
 from engine.topics import end_offsets, read_range
 from loadtest.system import System
 from shards.cups import close_cups, open_cups
@@ -22,6 +29,16 @@ from shards.store import CupStore
 async def read_topic(kafka: KafkaConfig, topic: str) -> list[Any]:
     """Every record of ``topic`` from the beginning to its current end."""
     return await read_range(kafka, topic, await end_offsets(kafka, topic))
+
+
+async def final_results(kafka: KafkaConfig) -> dict[str, set[bytes]]:
+    """Every distinct result published per command id; a PENDING one fails the test."""
+    finals: dict[str, set[bytes]] = {}
+    for record in await read_topic(kafka, kafka.results_topic):
+        result = result_decoder.decode(record.value)
+        assert result.status is not Status.PENDING, f"pending result of {result.command_id}"
+        finals.setdefault(result.command_id, set()).add(record.value)
+    return finals
 
 
 def replay(records: Sequence[Any], partitions: int) -> dict[tuple[int, int, int], int]:

@@ -22,7 +22,6 @@ import pytest
 from engine.admin import read_shard_map
 from engine.client import Client
 from engine.config import Config, to_environ
-from engine.messages import Status, result_decoder
 from engine.reconciliation import reconcile
 from loadtest.driver import Driver
 from loadtest.system import System, add_cup_database, drop_system, make_system
@@ -31,7 +30,7 @@ from shards import operations
 from shards.control import connect
 from shards.moves import Step, open_moves
 from shards.store import CupStore
-from tests.integration.system import cup_balances, read_topic, replay
+from tests.integration.system import cup_balances, final_results, read_topic, replay
 
 pytestmark = pytest.mark.integration
 
@@ -91,11 +90,7 @@ async def assert_books(system: System) -> None:
     finally:
         await control.close()
     kafka = system.config.kafka
-    finals: dict[str, set[bytes]] = {}
-    for record in await read_topic(kafka, kafka.results_topic):
-        result = result_decoder.decode(record.value)
-        assert result.status is not Status.PENDING
-        finals.setdefault(result.command_id, set()).add(record.value)
+    finals = await final_results(kafka)
     assert all(len(variants) == 1 for variants in finals.values()), "one result per command"
     records = await read_topic(kafka, kafka.commands_topic)
     shard_map = await read_shard_map(system.config)

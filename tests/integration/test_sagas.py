@@ -23,14 +23,13 @@ from engine.messages import (
     Status,
     Transfer,
     decode_command,
-    result_decoder,
 )
 from engine.reconciliation import reconcile
 from engine.routing import partition_of
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
-from tests.integration.system import cup_balances, read_topic, replay
+from tests.integration.system import cup_balances, final_results, read_topic, replay
 
 pytestmark = pytest.mark.integration
 
@@ -83,11 +82,7 @@ async def test_twenty_thousand_transfers_half_crossing_with_two_kills(system: Sy
     assert report.transfers_in_flight == 0
     assert not report.pending_ids
     kafka = system.config.kafka
-    finals: dict[str, set[bytes]] = {}
-    for record in await read_topic(kafka, kafka.results_topic):
-        result = result_decoder.decode(record.value)
-        assert result.status is not Status.PENDING
-        finals.setdefault(result.command_id, set()).add(record.value)
+    finals = await final_results(kafka)
     assert all(len(finals[t.id]) == 1 for t in transfers), "one final result per transfer"
     records = await read_topic(kafka, kafka.commands_topic)
     crossing = [

@@ -88,6 +88,9 @@ class SimulatedCup(CupStore):
     async def state(self, partition: int) -> Claim | None:
         return self.claim_state
 
+    async def renew_connections(self) -> None:
+        """A simulated cup has no pooled connections to replace."""
+
     async def load_partition(self, partition: int, limit: int) -> list[Account]:
         return [dataclasses.replace(a) for a in list(self.accounts.values())[:limit]]
 
