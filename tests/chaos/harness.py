@@ -134,13 +134,13 @@ class ChaosSystem:
     def config(self) -> Config:
         return self.system.config
 
-    def start_worker(self) -> Worker:
+    def start_worker(self, request_timeout_ms: int = WORKER_REQUEST_TIMEOUT_MS) -> Worker:
         """A ``smallcups worker`` reaching the broker and the cups through the proxies."""
         port = free_port()
         env = {
             "SMALLCUPS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.kafka_proxy.listen_port}",
             "SMALLCUPS_WORKER_METRICS_PORT": str(port),
-            "SMALLCUPS_KAFKA_REQUEST_TIMEOUT_MS": str(WORKER_REQUEST_TIMEOUT_MS),
+            "SMALLCUPS_KAFKA_REQUEST_TIMEOUT_MS": str(request_timeout_ms),
         }
         worker = Worker(self.system.start_worker(env), port)
         self.workers.append(worker)

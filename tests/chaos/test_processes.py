@@ -19,11 +19,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 SESSION_TIMEOUT_SECONDS = 10.0
 """The consumer group session timeout of a worker (engine.worker.make_consumer)."""
-FENCE_ROUNDS_MAX = 5
-BURST_COMMANDS = 2_000
-BURST_SETTLE_SECONDS = 0.5
-"""Time for the zombie to fetch the burst before it is stopped."""
+ZOMBIE_REQUEST_TIMEOUT_MS = 60_000
+"""Longer than the zombie sleeps: the result batches it queued before the SIGSTOP must
+not expire when it wakes. An expired send fails the relay's partitions, and a lane whose
+partition failed to publish stops without committing, so nothing would be fenced."""
+ZOMBIE_STOP_SECONDS_MAX = 45.0
+FENCE_ROUNDS_MAX = 3
+BURST_COMMANDS = 20_000
+"""Several seconds of work for the zombie, so it is stopped in the middle of it."""
+BURST_STARTED_COMMANDS = 500
+"""Commands the zombie must have processed since the burst before it is stopped."""
 POLL_SECONDS = 0.5
+BUSY_POLL_SECONDS = 0.05
 
 
 async def test_workers_sigkilled_at_random_moments(chaos: ChaosSystem) -> None:
@@ -46,40 +53,52 @@ async def test_workers_sigkilled_at_random_moments(chaos: ChaosSystem) -> None:
     assert_clean(await verdict(chaos, "sigkill", load.acked), chaos)
 
 
-async def _wait_owning(worker: Worker, seconds: float) -> None:
-    """Wait (bounded) until ``worker`` owns at least one partition."""
+async def _wait_owning(worker: Worker, seconds: float, partitions: int = 1) -> None:
+    """Wait (bounded) until ``worker`` owns at least ``partitions`` partitions."""
     for _ in range(int(seconds / POLL_SECONDS)):
-        if await worker.metric("smallcups_partitions_owned") > 0:
+        if await worker.metric("smallcups_partitions_owned") >= partitions:
             return
         await asyncio.sleep(POLL_SECONDS)
-    raise AssertionError(f"the worker owns no partition after {seconds} s")
+    raise AssertionError(f"the worker owns fewer than {partitions} partitions after {seconds} s")
+
+
+async def _wait_busy(worker: Worker, commands: float) -> None:
+    """Wait (bounded) until ``worker`` has processed ``commands`` in all."""
+    for _ in range(int(30 / BUSY_POLL_SECONDS)):
+        if await worker.metric("smallcups_commands_total") >= commands:
+            return
+        await asyncio.sleep(BUSY_POLL_SECONDS)
+    raise AssertionError("the worker did not start on the burst within 30 s")
 
 
 async def test_zombie_worker_is_fenced(chaos: ChaosSystem) -> None:
     """SIGSTOP a worker past the session timeout, SIGCONT it: its commits are fenced.
 
-    A burst is published just before the SIGSTOP, so the zombie is stopped in the
-    middle of work it fetched. While it sleeps the group hands its partitions to the
-    other worker, which bumps their epochs. Woken up, the zombie goes on with what it
-    holds and tries to commit it: the cup refuses (counted in
-    smallcups_fenced_commits_total), and the zombie rejoins. Whether its loop commits
-    before its group coordinator notices the rebalance is a race, so rounds repeat
-    (bounded) until a fenced commit was seen.
+    A burst of several seconds' work is published, and the zombie is stopped once it
+    has started on it: its lanes hold fetched records and commits are in flight. While
+    it sleeps the group hands its partitions to the other worker, which bumps their
+    epochs. Woken up, each busy lane reads its commit's reply and sends its next batch
+    at once, before the zombie's heartbeat can learn of the rebalance (a Kafka round
+    trip): the cup refuses it (counted in smallcups_fenced_commits_total), and the
+    zombie rejoins. An idle zombie would have nothing to commit, which is why the
+    test waits for it to be busy; rounds repeat (bounded) in case one was not.
     """
     run = scale()
-    zombie = chaos.start_worker()
-    chaos.start_worker()
+    zombie = chaos.start_worker(ZOMBIE_REQUEST_TIMEOUT_MS)
+    partner = chaos.start_worker(ZOMBIE_REQUEST_TIMEOUT_MS)
     fenced = 0.0
     async with Load(chaos, run) as load:
         for _ in range(FENCE_ROUNDS_MAX):
             load.start(SESSION_TIMEOUT_SECONDS + 15)
             await _wait_owning(zombie, 60)
             before = await zombie.metric("smallcups_fenced_commits_total")
+            started = await zombie.metric("smallcups_commands_total")
             await load.publish([load.workload.next_command() for _ in range(BURST_COMMANDS)])
-            await asyncio.sleep(BURST_SETTLE_SECONDS)
+            await _wait_busy(zombie, started + BURST_STARTED_COMMANDS)
             os.kill(zombie.process.pid, signal.SIGSTOP)
             chaos.fault()
-            await asyncio.sleep(SESSION_TIMEOUT_SECONDS + 5)
+            await asyncio.sleep(SESSION_TIMEOUT_SECONDS)
+            await _wait_owning(partner, ZOMBIE_STOP_SECONDS_MAX, chaos.system.shard_map.partitions)
             os.kill(zombie.process.pid, signal.SIGCONT)
             for _ in range(int(10 / POLL_SECONDS)):
                 fenced = await zombie.metric("smallcups_fenced_commits_total") - before
