@@ -135,6 +135,10 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fetch_timeout_ms: int = 100
     batch_records_max: int = 2000
     """Most records of one partition in one commit (a lane pauses fetching at 4x this)."""
+    commits_per_cup_max: int = 2
+    """Most commits one worker has in flight in one cup. Lanes waiting for their turn
+    take in more records, so their next batch is larger: fewer, bigger commits when
+    many partitions trickle in, instead of one tiny transaction per command."""
     accounts_cached_max: int = 1_000_000
     message_bytes_max: int = 65_536
     commit_retry_max: int = 20
@@ -154,6 +158,8 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError("worker.fetch_records_max must be in 1..100000")
         if not 1 <= self.batch_records_max <= 100_000:
             raise ConfigError("worker.batch_records_max must be in 1..100000")
+        if not 1 <= self.commits_per_cup_max <= 1_000:
+            raise ConfigError("worker.commits_per_cup_max must be in 1..1000")
         if self.accounts_cached_max < 1_000:
             raise ConfigError("worker.accounts_cached_max must be >= 1000")
         if not 256 <= self.message_bytes_max <= 1_048_576:

@@ -6,6 +6,11 @@ whatever arrives while a commit is in flight becomes the next batch. So batches 
 and latency low when the load is light, and batches grow with the load instead of the
 queue: the batch size follows the commit's latency (DESIGN.md §5, pipelining).
 
+The lanes of one cup share ``turns``, a bound on the commits in flight there. A lane
+forms its batch only once it has its turn, so records that arrive while it waits join
+that batch: under a load spread over many partitions the cup sees a few large commits,
+not one small transaction per command per partition.
+
 Back-pressure: a lane holding more than ``high_water`` records pauses its partition's
 fetching; it resumes once it has taken the queue below half of that.
 """
@@ -33,6 +38,7 @@ class Lane:
         consumer: AIOKafkaConsumer,
         topic: str,
         batch_records_max: int,
+        turns: asyncio.Semaphore,
         on_batch: BatchHandler,
     ):
         self.state = state
@@ -40,6 +46,7 @@ class Lane:
         self._tp = TopicPartition(topic, state.partition)
         self._batch_max = batch_records_max
         self._high_water = 4 * batch_records_max
+        self._turns = turns
         self._on_batch = on_batch
         self._records: list[Any] = []
         self._next_offset = state.position
@@ -48,6 +55,7 @@ class Lane:
         """The offset at which a hole was last seen and re-read (see ``offer``)."""
         self._ready = asyncio.Event()
         self._stopping = False
+        self._committing = False
         self._paused = False
         self._task: asyncio.Task[None] | None = None
 
@@ -89,10 +97,12 @@ class Lane:
         return task.exception()
 
     async def stop(self) -> None:
-        """Finish the batch in flight (never abandon a commit half-way), then end."""
+        """Finish the batch in flight (never abandon a commit half-way), then end; a lane
+        waiting for records or for its turn ends at once."""
         self._stopping = True
-        self._ready.set()
         if self._task is not None:
+            if not self._committing:
+                self._task.cancel()
             await asyncio.wait([self._task])
 
     def cancel(self) -> None:
@@ -106,12 +116,17 @@ class Lane:
             await self._ready.wait()
             self._ready.clear()
             while not self._stopping and self._records:
-                batch = self._records[: self._batch_max]
-                del self._records[: self._batch_max]
-                if self._paused and len(self._records) < self._high_water // 2:
-                    self._fetching(True)
-                if not await self._on_batch(self.state, batch):
-                    return
+                async with self._turns:
+                    batch = self._records[: self._batch_max]
+                    del self._records[: self._batch_max]
+                    if self._paused and len(self._records) < self._high_water // 2:
+                        self._fetching(True)
+                    self._committing = True
+                    try:
+                        if not await self._on_batch(self.state, batch):
+                            return
+                    finally:
+                        self._committing = False
 
     def _fetching(self, on: bool) -> None:
         """Pause or resume the partition's fetching (moot once Kafka took it away)."""

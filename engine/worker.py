@@ -75,6 +75,8 @@ class Worker:
         self._partition_retry_at: dict[int, float] = {}
         """When a partition given up after a failed publish may be claimed again."""
         self._trimmed_at = 0.0
+        self._turns: dict[int, asyncio.Semaphore] = {}
+        """Per cup: the bound on this worker's commits in flight there (see Lane)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """The worker loop, until ``stop`` is set. The loop itself only fetches:
@@ -190,6 +192,7 @@ class Worker:
             self.consumer,
             self.topic,
             self.limits.batch_records_max,
+            self._turns_of(store.cup_id),
             self._commit_and_publish,
         )
         self.owned[partition] = lane
@@ -202,6 +205,12 @@ class Worker:
             claim.next_offset,
             claim.epoch,
         )
+
+    def _turns_of(self, cup_id: int) -> asyncio.Semaphore:
+        turns = self._turns.get(cup_id)
+        if turns is None:
+            turns = self._turns[cup_id] = asyncio.Semaphore(self.limits.commits_per_cup_max)
+        return turns
 
     async def on_assigned(self, partitions: Sequence[int]) -> None:
         async with self._lock:

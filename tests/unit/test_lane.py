@@ -49,10 +49,17 @@ class Handler:
         return len(self.batches) < self.lose_after
 
 
-def make_lane(handler: Handler, position: int = 10, batch_max: int = 3) -> tuple[Lane, Consumer]:
+def make_lane(
+    handler: Handler,
+    position: int = 10,
+    batch_max: int = 3,
+    turns: asyncio.Semaphore | None = None,
+    partition: int = 7,
+) -> tuple[Lane, Consumer]:
     consumer = Consumer()
-    state = cast(PartitionState, State(7, position))
-    lane = Lane(state, cast(AIOKafkaConsumer, consumer), "t", batch_max, handler)
+    state = cast(PartitionState, State(partition, position))
+    gate = turns or asyncio.Semaphore(1)
+    lane = Lane(state, cast(AIOKafkaConsumer, consumer), "t", batch_max, gate, handler)
     return lane, consumer
 
 
@@ -127,3 +134,54 @@ async def test_a_lost_partition_ends_the_lane_without_error() -> None:
     assert handler.batches == [[10, 11, 12]]
     assert lane.failure() is None
     await lane.stop()
+
+
+async def test_lanes_of_a_cup_take_turns_and_batch_what_arrives_meanwhile() -> None:
+    handler = Handler()
+    handler.release.clear()
+    turns = asyncio.Semaphore(1)
+    first, _ = make_lane(handler, batch_max=100, turns=turns, partition=1)
+    second, _ = make_lane(handler, batch_max=100, turns=turns, partition=2)
+    first.start()
+    second.start()
+    first.offer(records(10, 10))
+    await settle()
+    second.offer(records(10, 10))
+    await settle()
+    second.offer(records(11, 12))  # waiting for its turn: joins the same batch
+    handler.release.set()
+    await settle()
+    await first.stop()
+    await second.stop()
+    assert handler.batches == [[10], [10, 11, 12]]
+
+
+async def test_a_lane_stopped_while_waiting_for_its_turn_commits_nothing() -> None:
+    handler = Handler()
+    turns = asyncio.Semaphore(1)
+    lane, _ = make_lane(handler, turns=turns)
+    await turns.acquire()
+    lane.start()
+    lane.offer(records(10, 12))
+    await settle()
+    async with asyncio.timeout(1):
+        await lane.stop()  # without waiting for the turn another lane holds
+    turns.release()
+    await settle()
+    assert handler.batches == []
+    assert lane.failure() is None
+
+
+async def test_stop_finishes_the_commit_in_flight() -> None:
+    handler = Handler()
+    handler.release.clear()
+    lane, _ = make_lane(handler)
+    lane.start()
+    lane.offer(records(10, 15))
+    await settle()
+    stopping = asyncio.ensure_future(lane.stop())
+    await settle()
+    assert not stopping.done()
+    handler.release.set()
+    await stopping
+    assert handler.batches == [[10, 11, 12]]
