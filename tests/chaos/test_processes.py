@@ -93,12 +93,14 @@ async def test_zombie_worker_is_fenced(chaos: ChaosSystem) -> None:
             await _wait_owning(zombie, 60)
             before = await zombie.metric("smallcups_fenced_commits_total")
             started = await zombie.metric("smallcups_commands_total")
-            await load.publish([load.workload.next_command() for _ in range(BURST_COMMANDS)])
-            await _wait_busy(zombie, started + BURST_STARTED_COMMANDS)
+            burst = [load.workload.next_command() for _ in range(BURST_COMMANDS)]
+            publishing = asyncio.create_task(load.publish(burst))
+            await _wait_busy(zombie, started + BURST_STARTED_COMMANDS)  # not done yet
             os.kill(zombie.process.pid, signal.SIGSTOP)
             chaos.fault()
             await asyncio.sleep(SESSION_TIMEOUT_SECONDS)
             await _wait_owning(partner, ZOMBIE_STOP_SECONDS_MAX, chaos.system.shard_map.partitions)
+            await publishing
             os.kill(zombie.process.pid, signal.SIGCONT)
             for _ in range(int(10 / POLL_SECONDS)):
                 fenced = await zombie.metric("smallcups_fenced_commits_total") - before
