@@ -24,7 +24,7 @@ ZOMBIE_REQUEST_TIMEOUT_MS = 60_000
 not expire when it wakes. An expired send fails the relay's partitions, and a lane whose
 partition failed to publish stops without committing, so nothing would be fenced."""
 ZOMBIE_STOP_SECONDS_MAX = 45.0
-FENCE_ROUNDS_MAX = 3
+FENCE_ROUNDS_MAX = 5
 BURST_COMMANDS = 20_000
 """Several seconds of work for the zombie, so it is stopped in the middle of it."""
 BURST_STARTED_COMMANDS = 500
