@@ -53,22 +53,20 @@ async def test_workers_sigkilled_at_random_moments(chaos: ChaosSystem) -> None:
     assert_clean(await verdict(chaos, "sigkill", load.acked), chaos)
 
 
+async def _wait_metric(
+    worker: Worker, name: str, at_least: float, seconds: float, poll_seconds: float = POLL_SECONDS
+) -> None:
+    """Wait (bounded) until the worker's metric ``name`` reaches ``at_least``."""
+    for _ in range(int(seconds / poll_seconds)):
+        if await worker.metric(name) >= at_least:
+            return
+        await asyncio.sleep(poll_seconds)
+    raise AssertionError(f"{name} stayed below {at_least} for {seconds} s")
+
+
 async def _wait_owning(worker: Worker, seconds: float, partitions: int = 1) -> None:
     """Wait (bounded) until ``worker`` owns at least ``partitions`` partitions."""
-    for _ in range(int(seconds / POLL_SECONDS)):
-        if await worker.metric("smallcups_partitions_owned") >= partitions:
-            return
-        await asyncio.sleep(POLL_SECONDS)
-    raise AssertionError(f"the worker owns fewer than {partitions} partitions after {seconds} s")
-
-
-async def _wait_busy(worker: Worker, commands: float) -> None:
-    """Wait (bounded) until ``worker`` has processed ``commands`` in all."""
-    for _ in range(int(30 / BUSY_POLL_SECONDS)):
-        if await worker.metric("smallcups_commands_total") >= commands:
-            return
-        await asyncio.sleep(BUSY_POLL_SECONDS)
-    raise AssertionError("the worker did not start on the burst within 30 s")
+    await _wait_metric(worker, "smallcups_partitions_owned", partitions, seconds)
 
 
 async def test_zombie_worker_is_fenced(chaos: ChaosSystem) -> None:
@@ -95,7 +93,8 @@ async def test_zombie_worker_is_fenced(chaos: ChaosSystem) -> None:
             started = await zombie.metric("smallcups_commands_total")
             burst = [load.workload.next_command() for _ in range(BURST_COMMANDS)]
             publishing = asyncio.create_task(load.publish(burst))
-            await _wait_busy(zombie, started + BURST_STARTED_COMMANDS)  # not done yet
+            busy = started + BURST_STARTED_COMMANDS  # the zombie is still on the burst
+            await _wait_metric(zombie, "smallcups_commands_total", busy, 30, BUSY_POLL_SECONDS)
             os.kill(zombie.process.pid, signal.SIGSTOP)
             chaos.fault()
             await asyncio.sleep(SESSION_TIMEOUT_SECONDS)

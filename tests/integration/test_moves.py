@@ -73,22 +73,36 @@ class SteadyLoad:
             await self.task
 
 
-async def open_accounts(client: Client, workload: Workload, system: System) -> Driver:
-    driver = Driver(client, window=2_000)
-    await driver.send_all(workload.opening())
-    assert await driver.wait_all(RESULTS_TIMEOUT_SECONDS), system.worker_logs()
-    return driver
+@contextlib.asynccontextmanager
+async def steady_load(system: System, workload: Workload) -> AsyncIterator[SteadyLoad]:
+    """Open the workload's accounts, then run its transfers until the block ends; every
+    command must then be answered."""
+    async with Client(system.config.kafka) as client:
+        driver = Driver(client, window=2_000)
+        await driver.send_all(workload.opening())
+        assert await driver.wait_all(RESULTS_TIMEOUT_SECONDS), system.worker_logs()
+        load = SteadyLoad(driver, workload)
+        load.start()
+        yield load
+        await load.stop()
+        assert await driver.wait_all(RESULTS_TIMEOUT_SECONDS), system.worker_logs()
+
+
+@contextlib.asynccontextmanager
+async def control_database(system: System) -> AsyncIterator[asyncpg.Connection]:
+    control = await connect(system.config.control_dsn, 10)
+    try:
+        yield control
+    finally:
+        await control.close()
 
 
 async def assert_books(system: System) -> None:
     """Reconcile clean, no move left open, one final result per command, replay equal."""
     report = await reconcile(system.config, topics=True)
     assert report.ok, dict(report.problems)
-    control = await connect(system.config.control_dsn, 10)
-    try:
+    async with control_database(system) as control:
         assert await open_moves(control) == []
-    finally:
-        await control.close()
     kafka = system.config.kafka
     finals = await final_results(kafka)
     assert all(len(variants) == 1 for variants in finals.values()), "one result per command"
@@ -109,25 +123,17 @@ async def test_add_a_cup_under_load_and_rebalance(stack: Config, three_cups: Sys
     system.start_worker()
     system.start_worker()
     workload = Workload(WorkloadShape(customers=600, partitions=12, seed=11, run="grow"))
-    async with Client(system.config.kafka) as client:
-        driver = await open_accounts(client, workload, system)
-        load = SteadyLoad(driver, workload)
-        load.start()
+    async with steady_load(system, workload) as load:
         await asyncio.sleep(2)
         before = await load.rate(8)
         dsn = await add_cup_database(stack, system)
-        control = await connect(system.config.control_dsn, 10)
-        try:
+        async with control_database(system) as control:
             new_cup = await operations.add_cup(control, dsn, 10)
             started = time.monotonic()
             moves = await operations.rebalance(control, 10)
             rebalance_seconds = time.monotonic() - started
-        finally:
-            await control.close()
         await asyncio.sleep(2)
         after = await load.rate(8)
-        await load.stop()
-        assert await driver.wait_all(RESULTS_TIMEOUT_SECONDS), system.worker_logs()
     shard_map = await read_shard_map(system.config)
     assert len(shard_map.partitions_of(new_cup)) == 3, "1/(N+1) of 12 partitions"
     assert [m.step for m in moves] == [Step.DONE] * 3
@@ -138,7 +144,7 @@ async def test_add_a_cup_under_load_and_rebalance(stack: Config, three_cups: Sys
         f"\nadd a cup under load: {len(moves)} partitions moved in {rebalance_seconds:.2f} s, "
         f"pause per partition {', '.join(f'{p:.3f}' for p in pauses if p is not None)} s; "
         f"throughput {before:,.0f} commands/s with 3 cups before, {after:,.0f} after "
-        f"the 4th; {len(driver.score.results):,} commands, reconcile clean"
+        f"the 4th; {load.results():,} commands, reconcile clean"
     )
     assert max(p for p in pauses if p is not None) < 5.0
 
@@ -184,36 +190,27 @@ async def test_moves_interrupted_at_each_step_recover(stack: Config, three_cups:
         (Step.PAUSED, True, False),
         (Step.FENCED, False, False),
     ]
-    async with Client(system.config.kafka) as client:
-        driver = await open_accounts(client, workload, system)
-        load = SteadyLoad(driver, workload)
-        load.start()
-        control = await connect(system.config.control_dsn, 10)
-        try:
-            for index, (step, abort, kill) in enumerate(cases):
-                shard_map = await read_shard_map(system.config)
-                partition = index % 12
-                target = (shard_map.cup_of[partition] + 1) % 3
-                owner = await owner_of(system, partition)
-                cut = await operations.move_partition(control, partition, target, 10, step)
-                assert cut.step is step
-                if kill:
-                    kill_worker(system, owner)
-                recovered = await operations.recover(control, 10, abort=abort)
-                expected = Step.ABORTED if abort and step is not Step.FLIPPED else Step.DONE
-                assert [m.step for m in recovered] == [expected], (step, abort)
-                now = await read_shard_map(system.config)
-                cup = target if expected is Step.DONE else shard_map.cup_of[partition]
-                assert now.cup_of[partition] == cup and not now.paused
-                print(f"\ninterrupted after {step}, kill={kill}: recovered to {expected}")
-            home = (await read_shard_map(system.config)).cup_of[1]
-            away = await operations.move_partition(control, 1, (home + 1) % 3, 10)
-            back = await operations.move_partition(control, 1, home, 10)
-            assert away.step is Step.DONE and back.step is Step.DONE, "over its tombstone"
-        finally:
-            await control.close()
-        await load.stop()
-        assert await driver.wait_all(RESULTS_TIMEOUT_SECONDS), system.worker_logs()
+    async with steady_load(system, workload), control_database(system) as control:
+        for index, (step, abort, kill) in enumerate(cases):
+            shard_map = await read_shard_map(system.config)
+            partition = index % 12
+            target = (shard_map.cup_of[partition] + 1) % 3
+            owner = await owner_of(system, partition)
+            cut = await operations.move_partition(control, partition, target, 10, step)
+            assert cut.step is step
+            if kill:
+                kill_worker(system, owner)
+            recovered = await operations.recover(control, 10, abort=abort)
+            expected = Step.ABORTED if abort and step is not Step.FLIPPED else Step.DONE
+            assert [m.step for m in recovered] == [expected], (step, abort)
+            now = await read_shard_map(system.config)
+            cup = target if expected is Step.DONE else shard_map.cup_of[partition]
+            assert now.cup_of[partition] == cup and not now.paused
+            print(f"\ninterrupted after {step}, kill={kill}: recovered to {expected}")
+        home = (await read_shard_map(system.config)).cup_of[1]
+        away = await operations.move_partition(control, 1, (home + 1) % 3, 10)
+        back = await operations.move_partition(control, 1, home, 10)
+        assert away.step is Step.DONE and back.step is Step.DONE, "over its tombstone"
     await assert_books(system)
 
 
@@ -237,18 +234,9 @@ async def test_the_move_tool_killed_then_recovered_by_the_cli(three_cups: System
     shard_map = await read_shard_map(system.config)
     partition, target = 5, (shard_map.cup_of[5] + 1) % 3
     workload = Workload(WorkloadShape(customers=200, partitions=12, seed=9, run="cli"))
-    async with Client(system.config.kafka) as client:
-        driver = await open_accounts(client, workload, system)
-        load = SteadyLoad(driver, workload)
-        load.start()
-        control = await connect(system.config.control_dsn, 10)
-        try:
-            await cut_the_workers_from_the_control_database(control)
-            step, listed, recovered = await _kill_the_tool_mid_move(control, env, partition, target)
-        finally:
-            await control.close()
-        await load.stop()
-        assert await driver.wait_all(RESULTS_TIMEOUT_SECONDS), system.worker_logs()
+    async with steady_load(system, workload), control_database(system) as control:
+        await cut_the_workers_from_the_control_database(control)
+        step, listed, recovered = await _kill_the_tool_mid_move(control, env, partition, target)
     assert "unfinished move" in listed or step is Step.DONE, listed
     print(f"\nkilled the tool after {step}: {recovered.strip()}")
     assert (await read_shard_map(system.config)).cup_of[partition] == target
