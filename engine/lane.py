@@ -6,10 +6,12 @@ whatever arrives while a commit is in flight becomes the next batch. So batches 
 and latency low when the load is light, and batches grow with the load instead of the
 queue: the batch size follows the commit's latency (DESIGN.md §5, pipelining).
 
-The lanes of one cup share ``turns``, a bound on the commits in flight there. A lane
-forms its batch only once it has its turn, so records that arrive while it waits join
-that batch: under a load spread over many partitions the cup sees a few large commits,
-not one small transaction per command per partition.
+The lanes of one cup commit together (``CupCommits``): a lane with records waits for
+a round, and a round takes the next batch of every lane waiting at that moment and
+commits them all in one statement. At most ``commits_per_cup_max`` rounds of a cup are in
+flight; records that arrive while a lane waits join its batch. So under a load spread
+over many partitions the cup sees a few large commits, not one small transaction per
+command per partition.
 
 Back-pressure: a lane holding more than ``high_water`` records pauses its partition's
 fetching; it resumes once it has taken the queue below half of that.
@@ -27,8 +29,9 @@ from aiokafka.errors import IllegalStateError
 
 from engine.partition import PartitionState
 
-BatchHandler = Callable[[PartitionState, list[Any]], Awaitable[bool]]
-"""Commits and publishes one batch; False when the partition was lost (the lane ends)."""
+RoundHandler = Callable[[list[tuple[PartitionState, list[Any]]]], Awaitable[list[bool]]]
+"""Commits and publishes one batch per partition, in one statement; for each, False
+when the partition was lost (its lane ends)."""
 
 
 class Lane:
@@ -38,16 +41,14 @@ class Lane:
         consumer: AIOKafkaConsumer,
         topic: str,
         batch_records_max: int,
-        turns: asyncio.Semaphore,
-        on_batch: BatchHandler,
+        cup: CupCommits,
     ):
         self.state = state
         self._consumer = consumer
         self._tp = TopicPartition(topic, state.partition)
         self._batch_max = batch_records_max
         self._high_water = 4 * batch_records_max
-        self._turns = turns
-        self._on_batch = on_batch
+        self._cup = cup
         self._records: list[Any] = []
         self._next_offset = state.position
         """The offset the next queued record must have at least (older ones are stale)."""
@@ -111,22 +112,26 @@ class Lane:
         if self._task is not None:
             self._task.cancel()
 
+    def take_batch(self) -> list[Any]:
+        """The next batch, for the round that commits it (the lane is then committing)."""
+        batch = self._records[: self._batch_max]
+        del self._records[: self._batch_max]
+        if self._paused and len(self._records) < self._high_water // 2:
+            self._fetching(True)
+        self._committing = True
+        return batch
+
     async def _run(self) -> None:
         while not self._stopping:
             await self._ready.wait()
             self._ready.clear()
             while not self._stopping and self._records:
-                async with self._turns:
-                    batch = self._records[: self._batch_max]
-                    del self._records[: self._batch_max]
-                    if self._paused and len(self._records) < self._high_water // 2:
-                        self._fetching(True)
-                    self._committing = True
-                    try:
-                        if not await self._on_batch(self.state, batch):
-                            return
-                    finally:
-                        self._committing = False
+                try:
+                    owned = await self._cup.commit(self)
+                finally:
+                    self._committing = False
+                if not owned:
+                    return
 
     def _fetching(self, on: bool) -> None:
         """Pause or resume the partition's fetching (moot once Kafka took it away)."""
@@ -136,3 +141,54 @@ class Lane:
                 self._consumer.resume(self._tp)
             else:
                 self._consumer.pause(self._tp)
+
+
+class CupCommits:
+    """The commits of one worker's lanes in one cup, in rounds: each round waits for one
+    of ``turns``, then takes the next batch of every lane waiting and hands them all to
+    ``on_round`` (one statement). One round at a time waits for a turn, so every lane
+    that has records meanwhile joins it."""
+
+    def __init__(self, turns: int, on_round: RoundHandler):
+        self._turns = asyncio.Semaphore(turns)
+        self._on_round = on_round
+        self._waiting: dict[Lane, asyncio.Future[bool]] = {}
+        self._round_pending = False
+        self._rounds: set[asyncio.Task[None]] = set()
+
+    async def commit(self, lane: Lane) -> bool:
+        """Have the lane's next batch committed; False when its partition was lost."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting[lane] = future
+        if not self._round_pending:
+            self._round_pending = True
+            task = asyncio.create_task(self._round(), name="cup-round")
+            self._rounds.add(task)
+            task.add_done_callback(self._rounds.discard)
+        try:
+            return await future
+        finally:
+            if self._waiting.get(lane) is future:  # stopped before a round took it
+                del self._waiting[lane]
+
+    async def _round(self) -> None:
+        async with self._turns:
+            self._round_pending = False
+            taken, self._waiting = self._waiting, {}
+            if not taken:
+                return
+            work = [(lane.state, lane.take_batch()) for lane in taken]
+            try:
+                owned = await self._on_round(work)
+            except asyncio.CancelledError:
+                for future in taken.values():
+                    future.cancel()
+                raise
+            except Exception as error:  # a bug: every lane of the round ends with it
+                for future in taken.values():
+                    if not future.done():
+                        future.set_exception(error)
+                return
+            for future, still_owned in zip(taken.values(), owned, strict=True):
+                if not future.done():
+                    future.set_result(still_owned)

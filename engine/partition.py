@@ -143,26 +143,20 @@ class PartitionState:
             for account in await self.store.load_accounts(self.partition, sorted(missing)):
                 book[account.key] = account
 
-    async def process(self, decoded: Decoded, now_us: int, trim_below: int) -> CommitBatch:
-        """Decide and commit one batch; returns what was committed (with its outbox)."""
-        invariant(decoded.last_offset >= self.position, "batches move forward")
-        known: dict[str, Known] = {}
-        for _attempt in range(2):
-            await self._ensure_accounts(decoded.incoming)
-            outcome = self.ledger.decide_batch(decoded.incoming, known, now_us)
-            batch = self._batch(decoded, outcome, trim_below)
-            status = await self._commit(batch)
-            if status is CommitStatus.COMMITTED:
-                self.position = batch.next_offset
-                return batch
-            if status is CommitStatus.FENCED:
-                raise FencedError(f"partition {self.partition} was claimed by another worker")
-            await self.load()
-            ids = [i.command.id for i in decoded.incoming]
-            known = await self.store.load_known(self.partition, ids)
-        raise InfrastructureError(f"partition {self.partition}: duplicates persisted after reload")
+    async def decide(
+        self,
+        decoded: Decoded,
+        now_us: int,
+        trim_below: int,
+        known: dict[str, Known] | None = None,
+    ) -> CommitBatch:
+        """Decide one batch against the book (loading what it lacks): what to commit.
 
-    def _batch(self, decoded: Decoded, outcome: Outcome, trim_below: int) -> CommitBatch:
+        Deciding changes the cached book; a batch that does not commit leaves it wrong,
+        so the partition is then either lost or reloaded (``reload``)."""
+        invariant(decoded.last_offset >= self.position, "batches move forward")
+        await self._ensure_accounts(decoded.incoming)
+        outcome = self.ledger.decide_batch(decoded.incoming, known or {}, now_us)
         return build_commit(
             self.partition,
             self.epoch,
@@ -173,39 +167,84 @@ class PartitionState:
             trim_below,
         )
 
-    async def _commit(self, batch: CommitBatch) -> CommitStatus:
-        """Commit, retrying infrastructure faults; an unclear outcome is read back."""
-        delay = 0.05
-        cup = str(self.store.cup_id)
-        for attempt in range(1, self.config.commit_retry_max + 1):
-            started = time.perf_counter()
-            try:
-                status = await self.store.commit(batch)
-                self.metrics.commit_duration.labels(cup).observe(time.perf_counter() - started)
-                self.metrics.set_cup_up(self.store.cup_id, True)
-                return status
-            except RETRIABLE as error:
-                self.metrics.set_cup_up(self.store.cup_id, False)
-                log.warning(
-                    "partition %d commit attempt %d failed: %s",
-                    self.partition,
-                    attempt,
-                    type(error).__name__,
-                )
-                await self.store.renew_connections()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.config.retry_backoff_max_seconds)
-            try:
-                state = await self.store.state(self.partition)
-            except RETRIABLE:
-                continue
-            if state == Claim(self.epoch, batch.next_offset):
-                return CommitStatus.COMMITTED
-            if state != Claim(self.epoch, batch.expected_offset):
-                return CommitStatus.FENCED
-        raise InfrastructureError(
-            f"partition {self.partition}: cup {self.store.cup_id} unreachable"
-        )
+    async def reload(self, decoded: Decoded) -> dict[str, Known]:
+        """After a commit refused for duplicates: the book again, and the results of the
+        batch's command ids that were applied before."""
+        await self.load()
+        ids = [i.command.id for i in decoded.incoming]
+        return await self.store.load_known(self.partition, ids)
+
+    async def process(
+        self,
+        decoded: Decoded,
+        now_us: int,
+        trim_below: int,
+        known: dict[str, Known] | None = None,
+    ) -> CommitBatch:
+        """Decide and commit one batch alone; returns what was committed (with its outbox).
+
+        ``known``: the results ``reload`` found, when a commit was refused for duplicates."""
+        for _attempt in range(2):
+            batch = await self.decide(decoded, now_us, trim_below, known)
+            statuses = await commit_batches(self.store, [batch], self.config, self.metrics)
+            status = statuses[self.partition]
+            if status is CommitStatus.COMMITTED:
+                self.position = batch.next_offset
+                return batch
+            if status is CommitStatus.FENCED:
+                raise FencedError(f"partition {self.partition} was claimed by another worker")
+            known = await self.reload(decoded)
+        raise InfrastructureError(f"partition {self.partition}: duplicates persisted after reload")
+
+
+async def commit_batches(
+    store: CupStore,
+    batches: Sequence[CommitBatch],
+    config: WorkerConfig,
+    metrics: WorkerMetrics,
+) -> dict[int, CommitStatus]:
+    """Commit batches of one cup in one statement, retrying infrastructure faults.
+
+    When a reply is lost the outcome is read back per partition: moved to the batch's
+    end (committed), still at its start (not applied: tried again) or another epoch
+    (fenced). InfrastructureError once ``commit_retry_max`` attempts failed."""
+    statuses: dict[int, CommitStatus] = {}
+    pending = list(batches)
+    delay = 0.05
+    cup = str(store.cup_id)
+    for attempt in range(1, config.commit_retry_max + 1):
+        started = time.perf_counter()
+        try:
+            statuses.update(await store.commit_many(pending))
+            metrics.commit_duration.labels(cup).observe(time.perf_counter() - started)
+            metrics.set_cup_up(store.cup_id, True)
+            return statuses
+        except RETRIABLE as error:
+            metrics.set_cup_up(store.cup_id, False)
+            log.warning(
+                "cup %d commit attempt %d failed: %s", store.cup_id, attempt, type(error).__name__
+            )
+            await store.renew_connections()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, config.retry_backoff_max_seconds)
+        try:
+            states = await store.states([b.partition for b in pending])
+        except RETRIABLE:
+            continue
+        unclear = []
+        for batch in pending:
+            state = states.get(batch.partition)
+            if state == Claim(batch.epoch, batch.next_offset):
+                statuses[batch.partition] = CommitStatus.COMMITTED
+            elif state != Claim(batch.epoch, batch.expected_offset):
+                statuses[batch.partition] = CommitStatus.FENCED
+            else:
+                unclear.append(batch)
+        if not unclear:
+            return statuses
+        pending = unclear
+    partitions = sorted(b.partition for b in pending)
+    raise InfrastructureError(f"partitions {partitions}: cup {store.cup_id} unreachable")
 
 
 def build_commit(

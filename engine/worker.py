@@ -30,14 +30,21 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from engine.config import Config
-from engine.errors import FencedError, InfrastructureError
-from engine.lane import Lane
+from engine.errors import FencedError, InfrastructureError, invariant
+from engine.lane import CupCommits, Lane
 from engine.metrics import WorkerMetrics
 from engine.observe import record_batch
-from engine.partition import RETRIABLE, PartitionState, decode_records, now_us
+from engine.partition import (
+    RETRIABLE,
+    Decoded,
+    PartitionState,
+    commit_batches,
+    decode_records,
+    now_us,
+)
 from engine.relay import Relay
 from shards.control import ShardMap
-from shards.store import CupStore
+from shards.store import CommitBatch, CommitStatus, CupStore
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +82,8 @@ class Worker:
         self._partition_retry_at: dict[int, float] = {}
         """When a partition given up after a failed publish may be claimed again."""
         self._trimmed_at = 0.0
-        self._turns: dict[int, asyncio.Semaphore] = {}
-        """Per cup: the bound on this worker's commits in flight there (see Lane)."""
+        self._cups: dict[int, CupCommits] = {}
+        """Per cup: the rounds that commit this worker's lanes there (see engine.lane)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """The worker loop, until ``stop`` is set. The loop itself only fetches:
@@ -113,30 +120,87 @@ class Worker:
             if error is not None:
                 raise error
 
-    async def _commit_and_publish(self, state: PartitionState, records: list[Any]) -> bool:
-        """One batch of a lane; False when the partition was lost (fenced or a fault)."""
-        partition = state.partition
-        trim_below = self.relay.acked_below(partition)
-        if self.relay.failed(partition):
-            self._lose_to_publish(partition)
-            return False
-        decoded = decode_records(records, self.limits.message_bytes_max)
+    async def _commit_round(self, work: list[tuple[PartitionState, list[Any]]]) -> list[bool]:
+        """One round of a cup (engine.lane.CupCommits): decide each partition's batch,
+        commit them all in one statement, publish what committed. For each partition,
+        False when it was lost (fenced, a fault, or a failed publish)."""
+        owned = [False] * len(work)
+        decided: list[tuple[int, PartitionState, Decoded, CommitBatch]] = []
+        now = now_us()
+        for index, (state, records) in enumerate(work):
+            partition = state.partition
+            if self.relay.failed(partition):
+                self._lose_to_publish(partition)
+                continue
+            decoded = decode_records(records, self.limits.message_bytes_max)
+            try:
+                batch = await state.decide(decoded, now, self.relay.acked_below(partition))
+            except RETRIABLE as error:
+                log.warning("partition %d: %s; will re-claim", partition, error)
+                self._lose(partition)
+                continue
+            decided.append((index, state, decoded, batch))
+        if not decided:
+            return owned
+        store = decided[0][1].store
+        invariant(all(d[1].store is store for d in decided), "a round commits in one cup")
+        batches = [d[3] for d in decided]
         try:
-            batch = await state.process(decoded, now_us(), trim_below)
-        except FencedError as error:
-            log.warning("fenced: %s; re-claiming", error)
-            self.metrics.fenced_commits.inc()
-            self._lose(partition)
-            return False
+            statuses = await commit_batches(store, batches, self.limits, self.metrics)
+        except InfrastructureError as error:
+            log.warning("%s; will re-claim", error)
+            for _, state, _, _ in decided:
+                self._lose(state.partition)
+            return owned
+        for index, state, decoded, batch in decided:
+            status = statuses[state.partition]
+            committed = await self._committed(state, decoded, batch, status, now)
+            if committed is None:
+                continue
+            owned[index] = True
+            state.trimmed_below = committed.trim_below_offset
+            record_batch(self.metrics, decoded, committed, time.time_ns() // 1_000_000)
+            published = [p.result.published_at_ms for p in committed.outcome.published]
+            await self.relay.publish(state.partition, committed.outbox, published)
+        return owned
+
+    async def _committed(
+        self,
+        state: PartitionState,
+        decoded: Decoded,
+        batch: CommitBatch,
+        status: CommitStatus,
+        now: int,
+    ) -> CommitBatch | None:
+        """What a partition committed of its batch in a round; None when it was lost."""
+        match status:
+            case CommitStatus.COMMITTED:
+                state.position = batch.next_offset
+                return batch
+            case CommitStatus.FENCED:
+                self._fenced(state.partition)
+                return None
+        return await self._commit_alone(state, decoded, now, batch.trim_below_offset)
+
+    async def _commit_alone(
+        self, state: PartitionState, decoded: Decoded, now: int, trim_below: int
+    ) -> CommitBatch | None:
+        """A batch refused for duplicates: decided again with the results found and
+        committed alone. None when the partition was lost meanwhile."""
+        try:
+            known = await state.reload(decoded)
+            return await state.process(decoded, now, trim_below, known)
+        except FencedError:
+            self._fenced(state.partition)
         except (InfrastructureError, *RETRIABLE) as error:
-            log.warning("partition %d: %s; will re-claim", partition, error)
-            self._lose(partition)
-            return False
-        state.trimmed_below = trim_below
-        record_batch(self.metrics, decoded, batch, time.time_ns() // 1_000_000)
-        published = [p.result.published_at_ms for p in batch.outcome.published]
-        await self.relay.publish(partition, batch.outbox, published)
-        return True
+            log.warning("partition %d: %s; will re-claim", state.partition, error)
+            self._lose(state.partition)
+        return None
+
+    def _fenced(self, partition: int) -> None:
+        log.warning("fenced: partition %d was claimed by another worker; re-claiming", partition)
+        self.metrics.fenced_commits.inc()
+        self._lose(partition)
 
     def _lose_to_publish(self, partition: int) -> None:
         """A send failed: claim the partition again (which re-sends its outbox) once the
@@ -192,8 +256,7 @@ class Worker:
             self.consumer,
             self.topic,
             self.limits.batch_records_max,
-            self._turns_of(store.cup_id),
-            self._commit_and_publish,
+            self._cup_commits(store.cup_id),
         )
         self.owned[partition] = lane
         await self.relay.publish(partition, unsent)
@@ -206,11 +269,12 @@ class Worker:
             claim.epoch,
         )
 
-    def _turns_of(self, cup_id: int) -> asyncio.Semaphore:
-        turns = self._turns.get(cup_id)
-        if turns is None:
-            turns = self._turns[cup_id] = asyncio.Semaphore(self.limits.commits_per_cup_max)
-        return turns
+    def _cup_commits(self, cup_id: int) -> CupCommits:
+        commits = self._cups.get(cup_id)
+        if commits is None:
+            turns = self.limits.commits_per_cup_max
+            commits = self._cups[cup_id] = CupCommits(turns, self._commit_round)
+        return commits
 
     async def on_assigned(self, partitions: Sequence[int]) -> None:
         async with self._lock:

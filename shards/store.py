@@ -1,19 +1,21 @@
 """The store of one cup: claiming partitions, loading accounts, the fenced batch commit.
 
 The fenced batch commit (DESIGN.md §3) is ONE SQL statement, so one round trip and one
-implicit transaction per partition batch:
+implicit transaction, for the batches of any number of partitions of the cup (a worker
+commits what all its lanes of a cup hold at once; see engine.lane). Each row of every
+table names its partition, and each partition's fence holds or fails on its own:
 
-1. ``fence``: move ``next_offset`` from the value this worker last read or wrote to the
-   batch's end, only while ``epoch`` is still the one this worker claimed and none of
-   the batch's new command ids is recorded yet (a compare-and-set);
-2. every other part runs only ``WHERE EXISTS (SELECT 1 FROM fence)``: upsert the changed
-   accounts, append the journal rows, record the idempotency keys with their results,
-   append the outbox rows (results, dead letters, saga legs), trim outbox rows the relay
-   has published, replace PENDING transfer results by their final ones, and open or
-   close transfers in flight;
-3. the statement returns whether the fence held. When it did not, a second query tells
-   why: another worker owns the partition now (fenced), or a command id in the batch was
-   applied before (duplicates: re-decide the batch with those results).
+1. ``fence``: for each batch, move ``next_offset`` from the value this worker last read
+   or wrote to the batch's end, only while ``epoch`` is still the one this worker
+   claimed and none of the batch's new command ids is recorded yet (a compare-and-set);
+2. every other part writes only the rows of partitions whose fence held: upsert the
+   changed accounts, append the journal rows, record the idempotency keys with their
+   results, append the outbox rows (results, dead letters, saga legs), trim outbox rows
+   the relay has published, replace PENDING transfer results by their final ones, and
+   open or close transfers in flight;
+3. the statement returns the partitions whose fence held. For each other one, a second
+   query tells why: another worker owns the partition now (fenced), or a command id in
+   its batch was applied before (duplicates: re-decide that batch with those results).
 
 Lookups by command id are ``LATERAL ... LIMIT 1``: one primary-key probe per id. On a
 young cup the statistics lag the table's growth, and a plain ``= ANY`` or join was
@@ -28,11 +30,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from itertools import chain
+from typing import Final, NamedTuple, cast
 
 import asyncpg
 
 from engine.book import Account, AccountKey, AccountStatus, Known, Outcome
+from engine.errors import invariant
 from engine.messages import result_decoder
 
 
@@ -80,66 +84,86 @@ class CommitBatch:
 
 
 _COMMIT: Final = """
-WITH fence AS (
-    UPDATE partition_state SET next_offset = $4, updated_at = now()
-    WHERE partition = $1 AND epoch = $2 AND next_offset = $3
-      AND NOT EXISTS (SELECT 1 FROM unnest($5::text::text[]) AS n (command_id)
-                      CROSS JOIN LATERAL (SELECT 1 FROM command_results AS c
-                                          WHERE c.partition = $1
-                                            AND c.command_id = n.command_id
-                                          LIMIT 1) AS seen)
-    RETURNING partition
+WITH batch AS (
+    SELECT * FROM unnest($1::text::integer[], $2::text::bigint[], $3::text::bigint[],
+                         $4::text::bigint[], $5::text::bigint[])
+                  AS b (partition, epoch, expected_offset, next_offset, trim_below)
+), seen AS (
+    SELECT DISTINCT n.partition
+    FROM unnest($6::text::integer[], $7::text::text[]) AS n (partition, command_id)
+    CROSS JOIN LATERAL (SELECT 1 FROM command_results AS c
+                        WHERE c.partition = n.partition AND c.command_id = n.command_id
+                        LIMIT 1) AS found
+), fence AS (
+    UPDATE partition_state AS s SET next_offset = b.next_offset, updated_at = now()
+    FROM batch AS b
+    WHERE s.partition = b.partition AND s.epoch = b.epoch
+      AND s.next_offset = b.expected_offset
+      AND b.partition NOT IN (SELECT partition FROM seen)
+    RETURNING s.partition
 ), upserted AS (
     INSERT INTO accounts (partition, customer_id, account_no, currency, balance,
                           credit_limit, status)
-    SELECT $1, a.* FROM unnest($6::text::bigint[], $7::text::bigint[], $8::text::text[],
-                               $9::text::bigint[], $10::text::bigint[],
-                               $11::text::smallint[]) AS a
-    WHERE EXISTS (SELECT 1 FROM fence)
+    SELECT a.* FROM unnest($11::text::integer[], $12::text::bigint[], $13::text::bigint[],
+                           $14::text::text[], $15::text::bigint[], $16::text::bigint[],
+                           $17::text::smallint[])
+                    AS a (partition, customer_id, account_no, currency, balance,
+                          credit_limit, status)
+    WHERE a.partition IN (SELECT partition FROM fence)
     ON CONFLICT (partition, customer_id, account_no)
     DO UPDATE SET balance = EXCLUDED.balance, status = EXCLUDED.status
 ), journaled AS (
     INSERT INTO journal (partition, src_offset, command_id, customer_id, account_no,
                          currency, amount)
-    SELECT $1, j.* FROM unnest($12::text::bigint[], $13::text::text[], $14::text::bigint[],
-                               $15::text::bigint[], $16::text::text[],
-                               $17::text::bigint[]) AS j
-    WHERE EXISTS (SELECT 1 FROM fence)
+    SELECT j.* FROM unnest($18::text::integer[], $19::text::bigint[], $20::text::text[],
+                           $21::text::bigint[], $22::text::bigint[], $23::text::text[],
+                           $24::text::bigint[])
+                    AS j (partition, src_offset, command_id, customer_id, account_no,
+                          currency, amount)
+    WHERE j.partition IN (SELECT partition FROM fence)
 ), recorded AS (
     INSERT INTO command_results (partition, command_id, fingerprint, src_offset, result)
-    SELECT $1, r.* FROM unnest($5::text::text[], $18::text::bigint[], $19::text::bigint[],
-                               $20::bytea[]) AS r
-    WHERE EXISTS (SELECT 1 FROM fence)
+    SELECT r.* FROM unnest($6::text::integer[], $7::text::text[], $8::text::bigint[],
+                           $9::text::bigint[], $10::bytea[])
+                    AS r (partition, command_id, fingerprint, src_offset, result)
+    WHERE r.partition IN (SELECT partition FROM fence)
 ), queued AS (
     INSERT INTO outbox (partition, src_offset, seq, kind, key, value, target_partition)
-    SELECT $1, o.* FROM unnest($21::text::bigint[], $22::text::integer[],
-                               $23::text::smallint[], $24::bytea[], $25::bytea[],
-                               $27::text::integer[]) AS o
-    WHERE EXISTS (SELECT 1 FROM fence)
+    SELECT o.* FROM unnest($25::text::integer[], $26::text::bigint[], $27::text::integer[],
+                           $28::text::smallint[], $29::bytea[], $30::bytea[],
+                           $31::text::integer[])
+                    AS o (partition, src_offset, seq, kind, key, value, target_partition)
+    WHERE o.partition IN (SELECT partition FROM fence)
 ), trimmed AS (
-    DELETE FROM outbox
-    WHERE partition = $1 AND src_offset < $26 AND EXISTS (SELECT 1 FROM fence)
+    DELETE FROM outbox AS o USING batch AS b
+    WHERE o.partition = b.partition AND o.src_offset < b.trim_below
+      AND b.partition IN (SELECT partition FROM fence)
 ), finalized AS (
     UPDATE command_results AS c SET result = f.result
     FROM (SELECT found.row_id, u.result
-          FROM unnest($28::text::text[], $29::bytea[]) AS u (command_id, result)
+          FROM unnest($32::text::integer[], $33::text::text[], $34::bytea[])
+               AS u (partition, command_id, result)
           CROSS JOIN LATERAL (SELECT ctid AS row_id FROM command_results
-                              WHERE partition = $1 AND command_id = u.command_id
-                              LIMIT 1) AS found) AS f
-    WHERE c.ctid = f.row_id AND EXISTS (SELECT 1 FROM fence)
+                              WHERE partition = u.partition AND command_id = u.command_id
+                              LIMIT 1) AS found
+          WHERE u.partition IN (SELECT partition FROM fence)) AS f
+    WHERE c.ctid = f.row_id
 ), opened AS (
     INSERT INTO transfers_in_flight (partition, transfer_id, to_customer, to_account,
                                      amount, currency, src_offset)
-    SELECT $1, t.* FROM unnest($30::text::text[], $31::text::bigint[], $32::text::bigint[],
-                               $33::text::bigint[], $34::text::text[],
-                               $35::text::bigint[]) AS t
-    WHERE EXISTS (SELECT 1 FROM fence)
+    SELECT t.* FROM unnest($35::text::integer[], $36::text::text[], $37::text::bigint[],
+                           $38::text::bigint[], $39::text::bigint[], $40::text::text[],
+                           $41::text::bigint[])
+                    AS t (partition, transfer_id, to_customer, to_account, amount,
+                          currency, src_offset)
+    WHERE t.partition IN (SELECT partition FROM fence)
 ), settled AS (
-    DELETE FROM transfers_in_flight
-    WHERE partition = $1 AND transfer_id = ANY($36::text::text[])
-      AND EXISTS (SELECT 1 FROM fence)
+    DELETE FROM transfers_in_flight AS t
+    USING unnest($42::text::integer[], $43::text::text[]) AS s (partition, transfer_id)
+    WHERE t.partition = s.partition AND t.transfer_id = s.transfer_id
+      AND s.partition IN (SELECT partition FROM fence)
 )
-SELECT count(*) FROM fence
+SELECT coalesce(array_agg(partition), '{}') FROM fence
 """
 
 _ACCOUNT_COLUMNS: Final = "customer_id, account_no, currency, balance, credit_limit, status"
@@ -174,6 +198,14 @@ class CupStore:
             "SELECT epoch, next_offset FROM partition_state WHERE partition = $1", partition
         )
         return None if row is None else Claim(row["epoch"], row["next_offset"])
+
+    async def states(self, partitions: Sequence[int]) -> dict[int, Claim]:
+        rows = await self.pool.fetch(
+            "SELECT partition, epoch, next_offset FROM partition_state"
+            " WHERE partition = ANY($1::integer[])",
+            list(partitions),
+        )
+        return {r["partition"]: Claim(r["epoch"], r["next_offset"]) for r in rows}
 
     async def next_offsets(self) -> dict[int, int]:
         """The next offset of every partition this cup holds state for."""
@@ -214,14 +246,23 @@ class CupStore:
         }
 
     async def commit(self, batch: CommitBatch) -> CommitStatus:
-        """The fenced batch commit (see the module docstring)."""
-        committed = await self.pool.fetchval(_COMMIT, *_commit_arguments(batch))
-        if committed == 1:
-            return CommitStatus.COMMITTED
-        state = await self.state(batch.partition)
-        if state == Claim(batch.epoch, batch.expected_offset):
-            return CommitStatus.DUPLICATES
-        return CommitStatus.FENCED
+        """The fenced commit of one partition batch."""
+        return (await self.commit_many([batch]))[batch.partition]
+
+    async def commit_many(self, batches: Sequence[CommitBatch]) -> dict[int, CommitStatus]:
+        """The fenced commit of batches of distinct partitions in one statement (see the
+        module docstring); each partition's fence holds or fails on its own."""
+        committed = set(await self.pool.fetchval(_COMMIT, *_commit_arguments(batches)))
+        statuses = {
+            b.partition: CommitStatus.COMMITTED for b in batches if b.partition in committed
+        }
+        refused = [b for b in batches if b.partition not in committed]
+        if refused:
+            states = await self.states([b.partition for b in refused])
+            for batch in refused:
+                held = states.get(batch.partition) == Claim(batch.epoch, batch.expected_offset)
+                statuses[batch.partition] = CommitStatus.DUPLICATES if held else CommitStatus.FENCED
+        return statuses
 
     async def unsent(self, partition: int) -> list[OutboxRow]:
         rows = await self.pool.fetch(
@@ -272,51 +313,92 @@ def _account(row: asyncpg.Record) -> Account:
     )
 
 
-def _commit_arguments(batch: CommitBatch) -> list[object]:
+def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
+    """The statement's parameters: $1 to $5 one element per batch, and from $6 on each
+    column the concatenation of every batch's rows (each row naming its partition)."""
+    invariant(len({b.partition for b in batches}) == len(batches), "one batch per partition")
+    arguments: list[object] = [
+        ints_literal([b.partition for b in batches]),
+        ints_literal([b.epoch for b in batches]),
+        ints_literal([b.expected_offset for b in batches]),
+        ints_literal([b.next_offset for b in batches]),
+        ints_literal([b.trim_below_offset for b in batches]),
+    ]
+    by_batch = [_rows(batch) for batch in batches]
+    for position, kind in enumerate(_ROW_KINDS):
+        column = list(chain.from_iterable(rows[position] for rows in by_batch))
+        if kind is int:
+            arguments.append(ints_literal(cast("list[int]", column)))
+        elif kind is str:
+            arguments.append(texts_literal(cast("list[str]", column)))
+        else:
+            arguments.append(column)
+    return arguments
+
+
+def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
+    """One batch's columns for $6 to $43, in the statement's order."""
     outcome = batch.outcome
+    partition = batch.partition
+    applied = outcome.applied
     accounts = list(outcome.changed.values())
     journal = outcome.journal
-    applied = outcome.applied
     outbox = batch.outbox
+    finals = outcome.finals
     opened = outcome.opened
-    return [
-        batch.partition,
-        batch.epoch,
-        batch.expected_offset,
-        batch.next_offset,
-        texts_literal([a.command_id for a in applied]),
-        ints_literal([a.customer for a in accounts]),
-        ints_literal([a.number for a in accounts]),
-        texts_literal([a.currency for a in accounts]),
-        ints_literal([a.balance for a in accounts]),
-        ints_literal([a.credit_limit for a in accounts]),
-        ints_literal([a.status for a in accounts]),
-        ints_literal([j.offset for j in journal]),
-        texts_literal([j.command_id for j in journal]),
-        ints_literal([j.customer for j in journal]),
-        ints_literal([j.account for j in journal]),
-        texts_literal([j.currency for j in journal]),
-        ints_literal([j.amount for j in journal]),
-        ints_literal([a.fingerprint for a in applied]),
-        ints_literal([a.result.offset for a in applied]),
+    return (
+        [partition] * len(applied),
+        [a.command_id for a in applied],
+        [a.fingerprint for a in applied],
+        [a.result.offset for a in applied],
         batch.applied_results,
-        ints_literal([o.src_offset for o in outbox]),
-        ints_literal([o.seq for o in outbox]),
-        ints_literal([o.kind for o in outbox]),
+        [partition] * len(accounts),
+        [a.customer for a in accounts],
+        [a.number for a in accounts],
+        [a.currency for a in accounts],
+        [a.balance for a in accounts],
+        [a.credit_limit for a in accounts],
+        [a.status for a in accounts],
+        [partition] * len(journal),
+        [j.offset for j in journal],
+        [j.command_id for j in journal],
+        [j.customer for j in journal],
+        [j.account for j in journal],
+        [j.currency for j in journal],
+        [j.amount for j in journal],
+        [partition] * len(outbox),
+        [o.src_offset for o in outbox],
+        [o.seq for o in outbox],
+        [o.kind for o in outbox],
         [o.key for o in outbox],
         [o.value for o in outbox],
-        batch.trim_below_offset,
-        ints_literal([o.target_partition for o in outbox]),
-        texts_literal([f.command_id for f in outcome.finals]),
+        [o.target_partition for o in outbox],
+        [partition] * len(finals),
+        [f.command_id for f in finals],
         batch.final_results,
-        texts_literal([t.transfer_id for t in opened]),
-        ints_literal([t.to_customer for t in opened]),
-        ints_literal([t.to_account for t in opened]),
-        ints_literal([t.amount for t in opened]),
-        texts_literal([t.currency for t in opened]),
-        ints_literal([t.offset for t in opened]),
-        texts_literal(outcome.settled),
-    ]
+        [partition] * len(opened),
+        [t.transfer_id for t in opened],
+        [t.to_customer for t in opened],
+        [t.to_account for t in opened],
+        [t.amount for t in opened],
+        [t.currency for t in opened],
+        [t.offset for t in opened],
+        [partition] * len(outcome.settled),
+        outcome.settled,
+    )
+
+
+_ROW_KINDS: Final = (
+    *(int, str, int, int, bytes),
+    *(int, int, int, str, int, int, int),
+    *(int, int, str, int, int, str, int),
+    *(int, int, int, int, bytes, bytes, int),
+    *(int, str, bytes),
+    *(int, str, int, int, int, str, int),
+    *(int, str),
+)
+"""The element type of each column of ``_rows``: ints and texts go as array literals,
+bytes as lists."""
 
 
 def ints_literal(values: Iterable[int]) -> str:

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.lane import Lane
+from engine.lane import CupCommits, Lane
 from engine.partition import PartitionState
 
 
@@ -37,29 +37,38 @@ class State(NamedTuple):
 
 
 class Handler:
+    """Commits rounds: records each round's batches (partition, offsets)."""
+
     def __init__(self, lose_after: int = 1_000_000) -> None:
-        self.batches: list[list[int]] = []
+        self.rounds: list[list[tuple[int, list[int]]]] = []
         self.lose_after = lose_after
         self.release = asyncio.Event()
         self.release.set()
+        self.bug: Exception | None = None
 
-    async def __call__(self, state: PartitionState, records: list[Any]) -> bool:
+    @property
+    def batches(self) -> list[list[int]]:
+        return [offsets for batches in self.rounds for _, offsets in batches]
+
+    async def __call__(self, work: list[tuple[PartitionState, list[Any]]]) -> list[bool]:
         await self.release.wait()
-        self.batches.append([r.offset for r in records])
-        return len(self.batches) < self.lose_after
+        if self.bug is not None:
+            raise self.bug
+        self.rounds.append([(s.partition, [r.offset for r in records]) for s, records in work])
+        return [len(self.batches) < self.lose_after for _ in work]
 
 
 def make_lane(
     handler: Handler,
     position: int = 10,
     batch_max: int = 3,
-    turns: asyncio.Semaphore | None = None,
+    cup: CupCommits | None = None,
     partition: int = 7,
 ) -> tuple[Lane, Consumer]:
     consumer = Consumer()
     state = cast(PartitionState, State(partition, position))
-    gate = turns or asyncio.Semaphore(1)
-    lane = Lane(state, cast(AIOKafkaConsumer, consumer), "t", batch_max, gate, handler)
+    commits = cup or CupCommits(1, handler)
+    lane = Lane(state, cast(AIOKafkaConsumer, consumer), "t", batch_max, commits)
     return lane, consumer
 
 
@@ -136,40 +145,75 @@ async def test_a_lost_partition_ends_the_lane_without_error() -> None:
     await lane.stop()
 
 
-async def test_lanes_of_a_cup_take_turns_and_batch_what_arrives_meanwhile() -> None:
+async def test_lanes_of_a_cup_commit_together_and_batch_what_arrives_meanwhile() -> None:
     handler = Handler()
     handler.release.clear()
-    turns = asyncio.Semaphore(1)
-    first, _ = make_lane(handler, batch_max=100, turns=turns, partition=1)
-    second, _ = make_lane(handler, batch_max=100, turns=turns, partition=2)
-    first.start()
-    second.start()
-    first.offer(records(10, 10))
+    cup = CupCommits(1, handler)
+    lanes = [make_lane(handler, batch_max=100, cup=cup, partition=p)[0] for p in (1, 2, 3)]
+    for lane in lanes:
+        lane.start()
+    lanes[0].offer(records(10, 10))
     await settle()
-    second.offer(records(10, 10))
+    lanes[1].offer(records(10, 10))
+    lanes[2].offer(records(10, 11))
     await settle()
-    second.offer(records(11, 12))  # waiting for its turn: joins the same batch
+    lanes[1].offer(records(11, 12))  # waiting for the next round: joins its batch
+    lanes[0].offer(records(11, 11))  # committing: joins once its round is done
     handler.release.set()
     await settle()
-    await first.stop()
-    await second.stop()
-    assert handler.batches == [[10], [10, 11, 12]]
+    for lane in lanes:
+        await lane.stop()
+    assert handler.rounds == [[(1, [10])], [(2, [10, 11, 12]), (3, [10, 11]), (1, [11])]]
 
 
-async def test_a_lane_stopped_while_waiting_for_its_turn_commits_nothing() -> None:
+async def test_rounds_in_flight_are_bounded_by_the_turns() -> None:
     handler = Handler()
-    turns = asyncio.Semaphore(1)
-    lane, _ = make_lane(handler, turns=turns)
-    await turns.acquire()
-    lane.start()
-    lane.offer(records(10, 12))
+    handler.release.clear()
+    cup = CupCommits(2, handler)
+    lanes = [make_lane(handler, cup=cup, partition=p)[0] for p in (1, 2, 3)]
+    for index, lane in enumerate(lanes):
+        lane.start()
+        lane.offer(records(10, 10))
+        await settle()
+        assert len(cup._rounds) == index + 1  # a third round waits for a turn
+    handler.release.set()
+    await settle()
+    for lane in lanes:
+        await lane.stop()
+    assert handler.rounds == [[(1, [10])], [(2, [10])], [(3, [10])]]
+
+
+async def test_a_lane_stopped_while_waiting_for_a_round_commits_nothing() -> None:
+    handler = Handler()
+    handler.release.clear()
+    cup = CupCommits(1, handler)
+    busy, _ = make_lane(handler, cup=cup, partition=1)
+    waiting, _ = make_lane(handler, cup=cup, partition=2)
+    busy.start()
+    waiting.start()
+    busy.offer(records(10, 10))
+    await settle()
+    waiting.offer(records(10, 12))
     await settle()
     async with asyncio.timeout(1):
-        await lane.stop()  # without waiting for the turn another lane holds
-    turns.release()
+        await waiting.stop()  # without waiting for the round in flight
+    handler.release.set()
     await settle()
-    assert handler.batches == []
-    assert lane.failure() is None
+    await busy.stop()
+    assert handler.rounds == [[(1, [10])]]
+    assert waiting.failure() is None
+
+
+async def test_a_bug_in_a_round_ends_its_lanes_with_the_error() -> None:
+    handler = Handler()
+    handler.bug = RuntimeError("bug")
+    cup = CupCommits(1, handler)
+    lanes = [make_lane(handler, cup=cup, partition=p)[0] for p in (1, 2)]
+    for lane in lanes:
+        lane.start()
+        lane.offer(records(10, 10))
+    await settle()
+    assert [lane.failure() for lane in lanes] == [handler.bug, handler.bug]
 
 
 async def test_stop_finishes_the_commit_in_flight() -> None:

@@ -85,8 +85,8 @@ class SimulatedCup(CupStore):
         self.claim_state = Claim(self.claim_state.epoch + 1, self.claim_state.next_offset)
         return self.claim_state
 
-    async def state(self, partition: int) -> Claim | None:
-        return self.claim_state
+    async def states(self, partitions: Sequence[int]) -> dict[int, Claim]:
+        return {partition: self.claim_state for partition in partitions}
 
     async def renew_connections(self) -> None:
         """A simulated cup has no pooled connections to replace."""
@@ -101,7 +101,10 @@ class SimulatedCup(CupStore):
         found = {i: self.known[i] for i in command_ids if i in self.known}
         return {i: Known(fp, result_decoder.decode(raw)) for i, (fp, raw) in found.items()}
 
-    async def commit(self, batch: CommitBatch) -> CommitStatus:
+    async def commit_many(self, batches: Sequence[CommitBatch]) -> dict[int, CommitStatus]:
+        return {batch.partition: self._commit(batch) for batch in batches}
+
+    def _commit(self, batch: CommitBatch) -> CommitStatus:
         expected = Claim(batch.epoch, batch.expected_offset)
         if self.claim_state != expected:
             return CommitStatus.FENCED
