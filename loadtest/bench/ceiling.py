@@ -4,7 +4,8 @@
 2. decide the set-up (open and fund the accounts) with the pure ledger and commit it;
 3. decide the whole load in memory, saga legs included (not measured);
 4. measure: commit every partition's chain of decided batches with the store's fenced
-   batch commit, all partitions concurrently over each cup's connection pool;
+   batch commit, in rounds as a worker commits (``worker.commits_per_cup_max`` rounds of
+   each cup in flight, each round one statement for the next batch of its partitions);
 5. verify: every commit went through, reconciliation of the cups is clean, the cups'
    journal rows and customer money equal the in-memory ledger's.
 """
@@ -68,7 +69,11 @@ async def run_db_ceiling(
             meter = CpuMeter(base.stack)
             meter.start()
             started = time.perf_counter()
-            problems = await commit_chains(partitions_to_stores(system, stores), decided.chains)
+            problems = await commit_chains(
+                partitions_to_stores(system, stores),
+                decided.chains,
+                base.worker.commits_per_cup_max,
+            )
             seconds = time.perf_counter() - started
             meter.stop()
         finally:

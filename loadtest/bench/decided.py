@@ -97,17 +97,35 @@ def commit_batch(
     return build_commit(partition, epoch, expected, next_offset, outcome, (), expected)
 
 
-async def commit_chains(stores: Mapping[int, CupStore], chains: Chains) -> list[str]:
-    """Commit every partition's chain in order, all partitions at once (each cup's pool
-    bounds its concurrent commits); the problems found, empty when all committed."""
+async def commit_chains(
+    stores: Mapping[int, CupStore], chains: Chains, rounds_per_cup: int = 1
+) -> list[str]:
+    """Commit every partition's chain in order, as a worker's rounds do: each cup's
+    partitions are dealt into ``rounds_per_cup`` groups, and each group commits the next
+    batch of all its partitions in one statement, all groups of all cups at once. The
+    problems found, empty when all committed."""
+    by_cup: dict[int, list[int]] = {}
+    for partition in sorted(chains):
+        by_cup.setdefault(stores[partition].cup_id, []).append(partition)
+    groups = [
+        partitions[start::rounds_per_cup]
+        for partitions in by_cup.values()
+        for start in range(min(rounds_per_cup, len(partitions)))
+    ]
 
-    async def commit_chain(partition: int, chain: list[CommitBatch]) -> list[str]:
-        store = stores[partition]
-        for batch in chain:
-            status = await store.commit(batch)
-            if status is not CommitStatus.COMMITTED:
-                return [f"partition {partition} at offset {batch.expected_offset}: {status.value}"]
+    async def commit_group(partitions: list[int]) -> list[str]:
+        store = stores[partitions[0]]
+        for index in range(max(len(chains[p]) for p in partitions)):
+            batches = [chains[p][index] for p in partitions if index < len(chains[p])]
+            statuses = await store.commit_many(batches)
+            refused = [b for b in batches if statuses[b.partition] is not CommitStatus.COMMITTED]
+            if refused:
+                return [
+                    f"partition {b.partition} at offset {b.expected_offset}: "
+                    f"{statuses[b.partition].value}"
+                    for b in refused
+                ]
         return []
 
-    found = await asyncio.gather(*(commit_chain(p, chain) for p, chain in chains.items()))
+    found = await asyncio.gather(*(commit_group(group) for group in groups))
     return [problem for problems in found for problem in problems]
