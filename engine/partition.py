@@ -124,6 +124,9 @@ class PartitionState:
         self.accounts_max = max(1_000, config.accounts_cached_max // partitions)
         self.complete = False
         self.trimmed_below = 0
+        self.position_at_last_pass = self.position
+        """The position at the worker's last housekeeping pass (an idle partition's
+        outbox is trimmed there)."""
         self.ledger = PartitionLedger(partition, partitions, {})
 
     async def load(self) -> None:

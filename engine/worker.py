@@ -351,7 +351,7 @@ class Worker:
         now = time.monotonic()
         if now - self._trimmed_at >= self.limits.outbox_trim_interval_seconds:
             self._trimmed_at = now
-            await self.trim_outboxes()
+            await self.trim_outboxes(idle_only=True)
             self._export_positions()
             await self._export_in_flight()
         if now - self._offsets_committed_at >= self.limits.kafka_offsets_commit_interval_seconds:
@@ -390,10 +390,19 @@ class Worker:
             with contextlib.suppress(KeyError):
                 gauge.remove(str(partition))
 
-    async def trim_outboxes(self, partitions: Iterable[int] | None = None) -> None:
-        """Delete outbox rows the relay has published, for idle partitions too."""
+    async def trim_outboxes(
+        self, partitions: Iterable[int] | None = None, *, idle_only: bool = False
+    ) -> None:
+        """Delete outbox rows the relay has published. ``idle_only`` (housekeeping): only
+        partitions that committed nothing since the last such pass, as a busy one's next
+        commit trims its outbox in the same statement."""
         chosen = self.owned.keys() if partitions is None else partitions
         for state in [self.owned[p].state for p in chosen if p in self.owned]:
+            if idle_only:
+                busy = state.position != state.position_at_last_pass
+                state.position_at_last_pass = state.position
+                if busy:
+                    continue
             acked = self.relay.acked_below(state.partition)
             if acked > state.trimmed_below:
                 try:
