@@ -112,10 +112,12 @@ class Lane:
         if self._task is not None:
             self._task.cancel()
 
-    def take_batch(self) -> list[Any]:
-        """The next batch, for the round that commits it (the lane is then committing)."""
-        batch = self._records[: self._batch_max]
-        del self._records[: self._batch_max]
+    def take_batch(self, records_max: int) -> list[Any]:
+        """The next batch (at most ``records_max`` records), for the round that commits it
+        (the lane is then committing)."""
+        size = min(self._batch_max, records_max)
+        batch = self._records[:size]
+        del self._records[:size]
         if self._paused and len(self._records) < self._high_water // 2:
             self._fetching(True)
         self._committing = True
@@ -145,12 +147,14 @@ class Lane:
 
 class CupCommits:
     """The commits of one worker's lanes in one cup, in rounds: each round waits for one
-    of ``turns``, then takes the next batch of every lane waiting and hands them all to
-    ``on_round`` (one statement). One round at a time waits for a turn, so every lane
-    that has records meanwhile joins it."""
+    of ``turns``, then takes the next batch of the lanes waiting, longest waiting first,
+    up to ``records_max`` records in all, and hands them to ``on_round`` (one statement).
+    One round at a time waits for a turn, so every lane that has records meanwhile joins
+    it; lanes a full round leaves are first in the next one."""
 
-    def __init__(self, turns: int, on_round: RoundHandler):
+    def __init__(self, turns: int, records_max: int, on_round: RoundHandler):
         self._turns = asyncio.Semaphore(turns)
+        self._records_max = records_max
         self._on_round = on_round
         self._waiting: dict[Lane, asyncio.Future[bool]] = {}
         self._round_pending = False
@@ -160,24 +164,37 @@ class CupCommits:
         """Have the lane's next batch committed; False when its partition was lost."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting[lane] = future
-        if not self._round_pending:
-            self._round_pending = True
-            task = asyncio.create_task(self._round(), name="cup-round")
-            self._rounds.add(task)
-            task.add_done_callback(self._rounds.discard)
+        self._start_round()
         try:
             return await future
         finally:
             if self._waiting.get(lane) is future:  # stopped before a round took it
                 del self._waiting[lane]
 
+    def _start_round(self) -> None:
+        if self._round_pending or not self._waiting:
+            return
+        self._round_pending = True
+        task = asyncio.create_task(self._round(), name="cup-round")
+        self._rounds.add(task)
+        task.add_done_callback(self._rounds.discard)
+
     async def _round(self) -> None:
         async with self._turns:
             self._round_pending = False
-            taken, self._waiting = self._waiting, {}
+            taken: dict[Lane, asyncio.Future[bool]] = {}
+            work = []
+            room = self._records_max
+            for lane in list(self._waiting):
+                if room <= 0:
+                    break
+                taken[lane] = self._waiting.pop(lane)
+                batch = lane.take_batch(room)
+                room -= len(batch)
+                work.append((lane.state, batch))
+            self._start_round()
             if not taken:
                 return
-            work = [(lane.state, lane.take_batch()) for lane in taken]
             try:
                 owned = await self._on_round(work)
             except asyncio.CancelledError:

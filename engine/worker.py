@@ -272,8 +272,10 @@ class Worker:
     def _cup_commits(self, cup_id: int) -> CupCommits:
         commits = self._cups.get(cup_id)
         if commits is None:
-            turns = self.limits.commits_per_cup_max
-            commits = self._cups[cup_id] = CupCommits(turns, self._commit_round)
+            limits = self.limits
+            commits = self._cups[cup_id] = CupCommits(
+                limits.commits_per_cup_max, limits.batch_records_max, self._commit_round
+            )
         return commits
 
     async def on_assigned(self, partitions: Sequence[int]) -> None:

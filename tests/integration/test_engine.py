@@ -12,16 +12,27 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from engine.book import Outcome
+from engine.book import Incoming, Outcome
 from engine.client import Client
 from engine.config import Config
-from engine.messages import Command, DeadLetter, Deposit, Reason, Result, result_decoder
-from engine.routing import customer_key
+from engine.ledger import PartitionLedger
+from engine.messages import (
+    Command,
+    DeadLetter,
+    Deposit,
+    OpenAccount,
+    Reason,
+    Result,
+    fingerprint,
+    result_decoder,
+)
+from engine.partition import build_commit
+from engine.routing import customer_key, partition_of
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
 from shards.cups import close_cups, open_cups
-from shards.store import CommitBatch, CommitStatus
+from shards.store import Claim, CommitBatch, CommitStatus
 from tests.integration.system import cup_balances, read_topic, replay
 
 pytestmark = pytest.mark.integration
@@ -134,6 +145,51 @@ async def test_stale_worker_cannot_commit(system: System) -> None:
         )
         assert await store.commit(current) is CommitStatus.COMMITTED
         assert await store.commit(current) is CommitStatus.FENCED
+    finally:
+        await close_cups(stores)
+
+
+def _decided(system: System, partition: int, claim: Claim, offset: int, id: str) -> CommitBatch:
+    """A one-command batch (an account opened) of ``partition`` at ``offset``."""
+    partitions = system.shard_map.partitions
+    customer = next(c for c in range(1, 10_000) if partition_of(c, partitions) == partition)
+    command = OpenAccount(id, customer, 1, "EUR")
+    incoming = [Incoming(offset, 0, command, fingerprint(command))]
+    outcome = PartitionLedger(partition, partitions, {}).decide_batch(incoming, {}, 1)
+    return build_commit(partition, claim.epoch, offset, offset + 1, outcome, (), 0)
+
+
+async def test_one_statement_fences_each_partition_on_its_own(system: System) -> None:
+    """A round's statement commits one partition, refuses a stale epoch on another and a
+    command id recorded before on a third; only the first partition's rows are written."""
+    stores = await open_cups(system.shard_map, system.config.shards)
+    try:
+        cup = system.shard_map.cup_of[0]
+        store = stores[cup]
+        fresh, stale, repeated = [p for p, c in system.shard_map.cup_of.items() if c == cup][:3]
+        claims = {p: await store.claim(p, "test") for p in (fresh, stale, repeated)}
+        newer = await store.claim(stale, "newer")
+        first = _decided(system, repeated, claims[repeated], 0, "seen-before")
+        assert await store.commit(first) is CommitStatus.COMMITTED
+        batches = [
+            _decided(system, fresh, claims[fresh], 0, "fresh-1"),
+            _decided(system, stale, claims[stale], 0, "stale-1"),
+            _decided(system, repeated, claims[repeated], 1, "seen-before"),
+        ]
+        statuses = await store.commit_many(batches)
+        assert statuses == {
+            fresh: CommitStatus.COMMITTED,
+            stale: CommitStatus.FENCED,
+            repeated: CommitStatus.DUPLICATES,
+        }
+        assert await store.state(fresh) == Claim(claims[fresh].epoch, 1)
+        assert await store.state(stale) == newer
+        assert await store.state(repeated) == Claim(claims[repeated].epoch, 1)
+        assert set(await store.load_known(fresh, ["fresh-1"])) == {"fresh-1"}
+        assert await store.load_known(stale, ["stale-1"]) == {}
+        assert len(await store.unsent(fresh)) == 1
+        assert await store.unsent(stale) == []
+        assert len(await store.unsent(repeated)) == 1  # the first batch's result only
     finally:
         await close_cups(stores)
 

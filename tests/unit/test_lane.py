@@ -67,7 +67,7 @@ def make_lane(
 ) -> tuple[Lane, Consumer]:
     consumer = Consumer()
     state = cast(PartitionState, State(partition, position))
-    commits = cup or CupCommits(1, handler)
+    commits = cup or CupCommits(1, 100, handler)
     lane = Lane(state, cast(AIOKafkaConsumer, consumer), "t", batch_max, commits)
     return lane, consumer
 
@@ -148,7 +148,7 @@ async def test_a_lost_partition_ends_the_lane_without_error() -> None:
 async def test_lanes_of_a_cup_commit_together_and_batch_what_arrives_meanwhile() -> None:
     handler = Handler()
     handler.release.clear()
-    cup = CupCommits(1, handler)
+    cup = CupCommits(1, 100, handler)
     lanes = [make_lane(handler, batch_max=100, cup=cup, partition=p)[0] for p in (1, 2, 3)]
     for lane in lanes:
         lane.start()
@@ -169,7 +169,7 @@ async def test_lanes_of_a_cup_commit_together_and_batch_what_arrives_meanwhile()
 async def test_rounds_in_flight_are_bounded_by_the_turns() -> None:
     handler = Handler()
     handler.release.clear()
-    cup = CupCommits(2, handler)
+    cup = CupCommits(2, 100, handler)
     lanes = [make_lane(handler, cup=cup, partition=p)[0] for p in (1, 2, 3)]
     for index, lane in enumerate(lanes):
         lane.start()
@@ -183,10 +183,36 @@ async def test_rounds_in_flight_are_bounded_by_the_turns() -> None:
     assert handler.rounds == [[(1, [10])], [(2, [10])], [(3, [10])]]
 
 
+async def test_a_round_holds_at_most_records_max_and_the_rest_come_first_next() -> None:
+    handler = Handler()
+    handler.release.clear()
+    cup = CupCommits(1, 4, handler)
+    lanes = [make_lane(handler, batch_max=100, cup=cup, partition=p)[0] for p in (1, 2, 3, 4)]
+    for lane in lanes:
+        lane.start()
+    lanes[0].offer(records(10, 10))
+    await settle()
+    for lane in lanes[1:]:
+        lane.offer(records(10, 12))
+    await settle()
+    handler.release.set()
+    await settle()
+    for lane in lanes:
+        await lane.stop()
+    assert handler.rounds[:2] == [[(1, [10])], [(2, [10, 11, 12]), (3, [10])]]
+    assert handler.rounds[2][0] == (4, [10, 11, 12])  # left by a full round: first next
+    assert all(sum(len(offsets) for _, offsets in batches) <= 4 for batches in handler.rounds)
+    committed: dict[int, list[int]] = {}
+    for batches in handler.rounds:
+        for partition, offsets in batches:
+            committed.setdefault(partition, []).extend(offsets)
+    assert committed == {1: [10], 2: [10, 11, 12], 3: [10, 11, 12], 4: [10, 11, 12]}
+
+
 async def test_a_lane_stopped_while_waiting_for_a_round_commits_nothing() -> None:
     handler = Handler()
     handler.release.clear()
-    cup = CupCommits(1, handler)
+    cup = CupCommits(1, 100, handler)
     busy, _ = make_lane(handler, cup=cup, partition=1)
     waiting, _ = make_lane(handler, cup=cup, partition=2)
     busy.start()
@@ -207,7 +233,7 @@ async def test_a_lane_stopped_while_waiting_for_a_round_commits_nothing() -> Non
 async def test_a_bug_in_a_round_ends_its_lanes_with_the_error() -> None:
     handler = Handler()
     handler.bug = RuntimeError("bug")
-    cup = CupCommits(1, handler)
+    cup = CupCommits(1, 100, handler)
     lanes = [make_lane(handler, cup=cup, partition=p)[0] for p in (1, 2)]
     for lane in lanes:
         lane.start()
