@@ -56,13 +56,13 @@ class WorkerMetrics:
         )
         self.batch_commands = Histogram(
             "smallcups_batch_commands",
-            "Records in one partition batch commit.",
+            "Records of one partition in one commit round.",
             buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.commit_duration = Histogram(
             "smallcups_commit_duration_seconds",
-            "Duration of one fenced batch commit, by cup.",
+            "Duration of one commit round's statement, by cup.",
             ["cup"],
             buckets=LATENCY_BUCKETS_SECONDS,
             registry=r,
