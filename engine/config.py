@@ -134,11 +134,13 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fetch_records_max: int = 5000
     fetch_timeout_ms: int = 100
     batch_records_max: int = 2000
-    """Most records of one partition in one commit (a lane pauses fetching at 4x this)."""
+    """Most records of one partition in one commit, and of all partitions in one commit
+    round (a lane pauses fetching at 4x this)."""
     commits_per_cup_max: int = 2
-    """Most commits one worker has in flight in one cup. Lanes waiting for their turn
-    take in more records, so their next batch is larger: fewer, bigger commits when
-    many partitions trickle in, instead of one tiny transaction per command."""
+    """Most commit rounds one worker has in flight in one cup; a round is one statement
+    carrying the next batch of every lane of the cup that waits (engine.lane). Lanes
+    waiting for a round take in more records, so their batches are larger: fewer, bigger
+    commits when many partitions trickle in, instead of one tiny transaction each."""
     accounts_cached_max: int = 1_000_000
     message_bytes_max: int = 65_536
     commit_retry_max: int = 20
