@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -50,6 +50,16 @@ log = logging.getLogger(__name__)
 
 CLAIM_RETRY_SECONDS = 1.0
 """Back-off before re-claiming partitions of a cup whose claim just failed."""
+
+
+class _Decided(NamedTuple):
+    """A partition's batch of a commit round, decided and not yet committed."""
+
+    position: int
+    """Its place in the round's work."""
+    state: PartitionState
+    decoded: Decoded
+    batch: CommitBatch
 
 
 class Worker:
@@ -125,7 +135,7 @@ class Worker:
         commit them all in one statement, publish what committed. For each partition,
         False when it was lost (fenced, a fault, or a failed publish)."""
         owned = [False] * len(work)
-        decided: list[tuple[int, PartitionState, Decoded, CommitBatch]] = []
+        decided: list[_Decided] = []
         now = now_us()
         for index, (state, records) in enumerate(work):
             partition = state.partition
@@ -139,18 +149,19 @@ class Worker:
                 log.warning("partition %d: %s; will re-claim", partition, error)
                 self._lose(partition)
                 continue
-            decided.append((index, state, decoded, batch))
+            decided.append(_Decided(index, state, decoded, batch))
         if not decided:
             return owned
-        store = decided[0][1].store
-        invariant(all(d[1].store is store for d in decided), "a round commits in one cup")
-        batches = [d[3] for d in decided]
+        store = decided[0].state.store
+        invariant(all(d.state.store is store for d in decided), "a round commits in one cup")
         try:
-            statuses = await commit_batches(store, batches, self.limits, self.metrics)
+            statuses = await commit_batches(
+                store, [d.batch for d in decided], self.limits, self.metrics
+            )
         except InfrastructureError as error:
             log.warning("%s; will re-claim", error)
-            for _, state, _, _ in decided:
-                self._lose(state.partition)
+            for d in decided:
+                self._lose(d.state.partition)
             return owned
         for index, state, decoded, batch in decided:
             status = statuses[state.partition]

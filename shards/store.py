@@ -194,12 +194,10 @@ class CupStore:
         return Claim(row["epoch"], row["next_offset"])
 
     async def state(self, partition: int) -> Claim | None:
-        row = await self.pool.fetchrow(
-            "SELECT epoch, next_offset FROM partition_state WHERE partition = $1", partition
-        )
-        return None if row is None else Claim(row["epoch"], row["next_offset"])
+        return (await self.states([partition])).get(partition)
 
     async def states(self, partitions: Sequence[int]) -> dict[int, Claim]:
+        """The claim of each partition that has a state row here."""
         rows = await self.pool.fetch(
             "SELECT partition, epoch, next_offset FROM partition_state"
             " WHERE partition = ANY($1::integer[])",
