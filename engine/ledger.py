@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from engine.book import (
+    SYSTEM_CUSTOMER,
     Account,
     AccountStatus,
     Applied,
@@ -109,19 +110,26 @@ class PartitionLedger(SagaRules):
         return result
 
     def _result(self, incoming: Incoming, now_us: int, decision: Decision) -> Result:
+        balances: tuple[Balance, ...] = ()
         if decision.reason is not Reason.NONE:
             status = Status.REJECTED
+        elif decision.pending:
+            status = Status.PENDING
         else:
-            status = Status.PENDING if decision.pending else Status.ACCEPTED
-        balances = tuple(
-            Balance(a.customer, a.number, a.balance) for a in decision.touched if not a.is_system
-        )
+            status = Status.ACCEPTED
+            balances = tuple(
+                [
+                    Balance(a.customer, a.number, a.balance)
+                    for a in decision.touched
+                    if a.customer != SYSTEM_CUSTOMER
+                ]
+            )
         return Result(
             command_id=incoming.command.id,
             status=status,
             reason=decision.reason,
             detail=decision.detail,
-            balances=balances if status is Status.ACCEPTED else (),
+            balances=balances,
             committed_at_us=now_us,
             published_at_ms=incoming.published_at_ms,
             partition=self.partition,

@@ -34,6 +34,7 @@ from itertools import chain
 from typing import Final, NamedTuple, cast
 
 import asyncpg
+import msgspec
 
 from engine.book import Account, AccountKey, AccountStatus, Known, Outcome
 from engine.errors import invariant
@@ -46,7 +47,7 @@ class OutboxKind(enum.IntEnum):
     LEG = 3
 
 
-class OutboxRow(NamedTuple):
+class OutboxRow(msgspec.Struct, frozen=True, gc=False):
     """A message to publish after the commit: to which topic kind and partition."""
 
     src_offset: int
