@@ -7,10 +7,15 @@ numbers. Never an account, a customer or a command id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS_SECONDS: Final = (
     0.001,
@@ -67,17 +72,17 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS_SECONDS,
             registry=r,
         )
-        self.publish_to_commit = Histogram(
+        self.publish_to_commit = BatchHistogram(
             "smallcups_publish_to_commit_seconds",
             "From the command record's timestamp to the commit of its effects.",
-            buckets=LATENCY_BUCKETS_SECONDS,
-            registry=r,
+            LATENCY_BUCKETS_SECONDS,
+            r,
         )
-        self.publish_to_result = Histogram(
+        self.publish_to_result = BatchHistogram(
             "smallcups_publish_to_result_seconds",
             "From the command record's timestamp to the broker's ack of its result.",
-            buckets=LATENCY_BUCKETS_SECONDS,
-            registry=r,
+            LATENCY_BUCKETS_SECONDS,
+            r,
         )
         self.lag = Gauge(
             "smallcups_consumer_lag_records",
@@ -150,3 +155,44 @@ class WorkerMetrics:
             self.rejections.labels(reason)
         for reason in dead_letter_reasons:
             self.dead_letters.labels(reason)
+
+
+class BatchHistogram(Collector):
+    """A histogram without labels, observed a batch of values at a time.
+
+    prometheus_client's ``Histogram.observe`` takes a lock and walks the buckets in
+    Python: 2.3 us per value on the 2-core bench machine, and the two latency
+    histograms see every command. Here a batch costs one bisect per value and one
+    addition to the sum. Scrapes read the counts from the metrics thread while the
+    event loop adds to them, so a scrape may see a batch's counts before its sum."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ):
+        self.name = name
+        self.documentation = documentation
+        self.bounds = [*buckets, math.inf]
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        bounds, counts, total = self.bounds, self.counts, 0.0
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+            total += value
+        self.sum += total
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative = accumulate(list(self.counts))
+        yield HistogramMetricFamily(
+            self.name,
+            self.documentation,
+            buckets=[(_le(b), c) for b, c in zip(self.bounds, cumulative, strict=True)],
+            sum_value=self.sum,
+        )
+
+
+def _le(bound: float) -> str:
+    """A bucket's ``le`` label as prometheus_client writes it (``0.25``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if bound == math.inf else repr(float(bound))

@@ -4,30 +4,43 @@ from __future__ import annotations
 
 from collections import Counter
 
-from engine.messages import Invalid, Status
+import msgspec
+
+from engine.messages import Invalid, Reason, Status
 from engine.metrics import WorkerMetrics
 from engine.partition import Decoded
 from shards.store import CommitBatch
 
 
 def record_batch(metrics: WorkerMetrics, decoded: Decoded, batch: CommitBatch, now_ms: int) -> None:
-    """Counts by type and outcome, rejections and dead letters by reason, publish delays."""
+    """Counts by type and outcome, rejections and dead letters by reason, publish delays.
+
+    The loop over the commands only counts objects (command class, status, reason);
+    their label strings are looked up once per distinct value."""
     outcome = batch.outcome
     metrics.batch_commands.observe(len(decoded.incoming) + len(decoded.dead_reasons))
-    tally: Counter[tuple[str, str]] = Counter()
-    rejections: Counter[str] = Counter()
-    delay = metrics.publish_to_commit
+    tally: Counter[tuple[type[msgspec.Struct], Status]] = Counter()
+    rejections: Counter[Reason] = Counter()
     for incoming, result in zip(decoded.incoming, outcome.results, strict=True):
-        command = incoming.command
-        kind = "invalid" if isinstance(command, Invalid) else command.__struct_config__.tag
-        tally[(str(kind), result.status.value)] += 1
-        if result.status is Status.REJECTED:
-            rejections[result.reason.value] += 1
-        delay.observe(max(0, now_ms - incoming.published_at_ms) / 1000)
-    for reason in decoded.dead_reasons:
-        tally[("undecodable", "dead_letter")] += 1
-        metrics.dead_letters.labels(reason).inc()
+        status = result.status
+        tally[(type(incoming.command), status)] += 1
+        if status is Status.REJECTED:
+            rejections[result.reason] += 1
+    metrics.publish_to_commit.observe_many(
+        [max(0, now_ms - incoming.published_at_ms) / 1000 for incoming in decoded.incoming]
+    )
     for (kind, status), count in tally.items():
-        metrics.commands.labels(kind, status).inc(count)
+        metrics.commands.labels(_type_label(kind), status.value).inc(count)
     for reason, count in rejections.items():
-        metrics.rejections.labels(reason).inc(count)
+        metrics.rejections.labels(reason.value).inc(count)
+    if decoded.dead_reasons:
+        metrics.commands.labels("undecodable", "dead_letter").inc(len(decoded.dead_reasons))
+    for dead in decoded.dead_reasons:
+        metrics.dead_letters.labels(dead).inc()
+
+
+def _type_label(kind: type[msgspec.Struct]) -> str:
+    """The ``type`` label of a command class: its message tag, or ``invalid``."""
+    if kind is Invalid:
+        return "invalid"
+    return str(kind.__struct_config__.tag)

@@ -49,12 +49,13 @@ class MetricDoc:
 
 
 def metric_docs(metrics: WorkerMetrics | None = None) -> list[MetricDoc]:
-    """Every metric of a worker, in definition order."""
+    """Every metric of a worker, in definition order (collectors of our own, such as
+    ``BatchHistogram``, have no labels)."""
     metrics = metrics or WorkerMetrics()
     collectors = [c for c in vars(metrics).values() if isinstance(c, MetricWrapperBase)]
     label_names = {c._name: tuple(c._labelnames) for c in collectors}
     return [
-        MetricDoc(family.name, family.type, label_names[family.name], family.documentation)
+        MetricDoc(family.name, family.type, label_names.get(family.name, ()), family.documentation)
         for family in metrics.registry.collect()
     ]
 

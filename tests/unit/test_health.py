@@ -62,7 +62,7 @@ def metrics() -> WorkerMetrics:
     sample = WorkerMetrics()
     sample.commands.labels(type="deposit", outcome="accepted").inc(3)
     sample.lag.labels(partition="7").set(12)
-    sample.publish_to_result.observe(0.02)
+    sample.publish_to_result.observe_many([0.02])
     return sample
 
 
