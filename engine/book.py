@@ -3,6 +3,12 @@
 Pure: no I/O, no clock. A movement debits one account and credits another by the same
 amount and writes the two journal rows, or refuses and changes nothing. The rules of
 which movements a command makes live in engine.ledger and engine.saga.
+
+The records a decision makes (journal rows, decisions, results to publish, legs) are
+frozen msgspec structs untracked by the cyclic collector (``gc=False``): a command
+builds about nine, and one costs 0.13 us to build against 0.7 us for a NamedTuple.
+None of them can be part of a reference cycle: they hold numbers, strings, enums,
+messages and accounts, and nothing they hold refers back to them.
 """
 
 from __future__ import annotations

@@ -48,7 +48,10 @@ class OutboxKind(enum.IntEnum):
 
 
 class OutboxRow(msgspec.Struct, frozen=True, gc=False):
-    """A message to publish after the commit: to which topic kind and partition."""
+    """A message to publish after the commit: to which topic kind and partition.
+
+    A struct untracked by the cyclic collector, like the ledger's records
+    (engine.book): its fields hold no references back to it."""
 
     src_offset: int
     seq: int
