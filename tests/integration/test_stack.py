@@ -22,6 +22,7 @@ from deploy.local.kafka_broker import bootstrap_servers
 from deploy.local.ports import port_is_free
 from deploy.local.stack import run_dev, stack_down, stack_status, stack_up
 from engine.config import Config, StackConfig
+from loadtest.system import delete_topics
 
 pytestmark = pytest.mark.integration
 
@@ -80,9 +81,11 @@ async def test_producer_and_consumer_group_exchange_messages(stack: Config) -> N
     bootstrap = bootstrap_servers(stack.stack)
     topic = f"stack-test-{uuid.uuid4().hex[:12]}"
     await _create_topic(bootstrap, topic, PARTITIONS)
-
-    sent = await _produce(bootstrap, topic)
-    received = await _consume(bootstrap, topic, len(sent))
+    try:
+        sent = await _produce(bootstrap, topic)
+        received = await _consume(bootstrap, topic, len(sent))
+    finally:
+        await delete_topics(stack, [topic])
 
     assert received == sent
     assert set(received.values()) == set(range(PARTITIONS))
