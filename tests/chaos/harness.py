@@ -24,6 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -54,6 +55,8 @@ SETTLE_POLL_SECONDS: Final = 2.0
 RECONCILE_TIMEOUT_SECONDS: Final = 120.0
 HTTP_TIMEOUT_SECONDS: Final = 3.0
 FLUSH_TIMEOUT_SECONDS: Final = 60.0
+LOOPBACK_HEX: Final = "0100007F"
+"""127.0.0.1 as /proc/net/tcp writes it (little-endian hex)."""
 WORKER_REQUEST_TIMEOUT_MS: Final = 15_000
 """Workers' Kafka request timeout: above the session timeout (a rebalance waits for a
 zombie that long), short enough that an outage outlives it and batches expire."""
@@ -90,6 +93,29 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def connected_ports(pid: int, remote_port: int) -> set[int]:
+    """The source ports of process ``pid``'s TCP connections to 127.0.0.1:``remote_port``.
+
+    Read from /proc: the process's socket inodes (its file descriptors), matched against
+    the IPv4 TCP table, whose addresses are hex (``0100007F:1F90`` is 127.0.0.1:8080).
+    """
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    remote = f"{LOOPBACK_HEX}:{remote_port:04X}"
+    ports = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[2] == remote and fields[9] in inodes:
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 @dataclass(slots=True)

@@ -16,6 +16,12 @@ switched from the test's thread; every connection obeys the fault of the moment:
 
 ``drop_connections()`` resets every open connection (both sides), like a failing link.
 
+``hold_requests(ports)`` singles out clients (by their source port, see
+``tests.chaos.harness.connected_ports``): what they send waits at the proxy, in order,
+while replies to them and every other client's traffic pass; ``release()`` lets the held
+bytes go on. A request the server has not read yet is one it executes only then, so a
+worker's commit can be made to reach its cup after another worker took the partition.
+
 Why a proxy on the broker's own listener would not do: a Kafka client connects to the
 bootstrap address once, then to the address the broker *advertises* for that listener.
 The chaos broker therefore has a second listener (``stack.kafka_proxied_port``) that
@@ -29,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import threading
+from collections.abc import Iterable
 from typing import Final
 
 HOST: Final = "127.0.0.1"
@@ -62,6 +69,9 @@ class FaultProxy:
         self.fault = Fault.NONE
         self.delay_ms = 0
         self.connections_accepted = 0
+        self.held_bytes = 0
+        """Bytes of held clients' requests that waited at the proxy (see ``hold_requests``)."""
+        self._held_ports: frozenset[int] = frozenset()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=f"proxy-{name}", daemon=True)
         self._ready = threading.Event()
@@ -90,6 +100,16 @@ class FaultProxy:
 
     def clear(self) -> None:
         self.set_fault(Fault.NONE)
+
+    def hold_requests(self, client_ports: Iterable[int]) -> None:
+        """Hold what the clients at ``client_ports`` send, from now until ``release``
+        (``held_bytes`` counts from the first call after a release)."""
+        if not self._held_ports:
+            self.held_bytes = 0
+        self._held_ports = frozenset(client_ports)
+
+    def release(self) -> None:
+        self._held_ports = frozenset()
 
     def drop_connections(self) -> None:
         """Reset every open connection through the proxy (new ones are accepted)."""
@@ -126,8 +146,9 @@ class FaultProxy:
         self.connections_accepted += 1
         self._writers.add(client_w)
         try:
-            if not await self._pass_gate():
+            if not await self._pass_gate(None, 0):
                 return
+            client_port: int = client_w.get_extra_info("peername")[1]
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
                     server_r, server_w = await asyncio.open_connection(HOST, self.upstream_port)
@@ -137,8 +158,8 @@ class FaultProxy:
             try:
                 upstream = self._forward_frames if self.kafka else self._forward
                 await asyncio.gather(
-                    upstream(client_r, server_w),
-                    self._forward(server_r, client_w),
+                    upstream(client_r, server_w, client_port),
+                    self._forward(server_r, client_w, None),
                     return_exceptions=True,
                 )
             finally:
@@ -148,12 +169,18 @@ class FaultProxy:
             self._writers.discard(client_w)
             client_w.transport.abort()
 
-    async def _pass_gate(self) -> bool:
-        """Wait out a blackhole (bounded), then a delay; False when the hold timed out."""
+    async def _pass_gate(self, client_port: int | None, size: int) -> bool:
+        """Wait out a blackhole or a hold of ``client_port``'s requests (bounded), then a
+        delay; False when the wait timed out. ``size``: the bytes waiting to pass."""
         polls_max = int(HOLD_SECONDS_MAX / HOLD_POLL_SECONDS)
+        counted = False
         for _ in range(polls_max):
-            if self.fault is not Fault.BLACKHOLE:
+            held = client_port in self._held_ports
+            if self.fault is not Fault.BLACKHOLE and not held:
                 break
+            if held and not counted:
+                self.held_bytes += size
+                counted = True
             await asyncio.sleep(HOLD_POLL_SECONDS)
         else:
             return False
@@ -161,11 +188,14 @@ class FaultProxy:
             await asyncio.sleep(self.delay_ms / 1000)
         return True
 
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Copy bytes until either side closes; the other side is closed with it."""
+    async def _forward(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client_port: int | None
+    ) -> None:
+        """Copy bytes until either side closes; the other side is closed with it.
+        ``client_port``: the client that sends them (None for replies)."""
         try:
             while chunk := await reader.read(CHUNK_BYTES_MAX):
-                if not await self._pass_gate():
+                if not await self._pass_gate(client_port, len(chunk)):
                     return
                 writer.write(chunk)
                 await writer.drain()
@@ -173,7 +203,7 @@ class FaultProxy:
             writer.transport.abort()
 
     async def _forward_frames(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client_port: int
     ) -> None:
         """Copy Kafka requests one frame (4-byte size, then the request) at a time."""
         silenced = False
@@ -189,7 +219,7 @@ class FaultProxy:
                     silenced = True
                 if silenced:
                     continue
-                if not await self._pass_gate():
+                if not await self._pass_gate(client_port, 4 + size):
                     return
                 writer.write(size_bytes + frame)
                 await writer.drain()

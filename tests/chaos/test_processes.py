@@ -11,8 +11,16 @@ import asyncpg
 import pytest
 
 from engine.messages import Result, result_decoder
-from tests.chaos.harness import ChaosSystem, Load, Worker, assert_clean, scale, verdict
-from tests.chaos.proxy import Fault
+from tests.chaos.harness import (
+    ChaosSystem,
+    Load,
+    Worker,
+    assert_clean,
+    connected_ports,
+    scale,
+    verdict,
+)
+from tests.chaos.proxy import Fault, FaultProxy
 from tests.integration.system import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -24,11 +32,14 @@ ZOMBIE_REQUEST_TIMEOUT_MS = 60_000
 not expire when it wakes. An expired send fails the relay's partitions, and a lane whose
 partition failed to publish stops without committing, so nothing would be fenced."""
 ZOMBIE_STOP_SECONDS_MAX = 45.0
-FENCE_ROUNDS_MAX = 5
 BURST_COMMANDS = 20_000
-"""Several seconds of work for the zombie, so it is stopped in the middle of it."""
+"""Several seconds of work, so the zombie's lanes always have a next batch to commit."""
 BURST_STARTED_COMMANDS = 500
-"""Commands the zombie must have processed since the burst before it is stopped."""
+"""Commands the zombie must have processed after the burst was published (its backlog)
+before its requests are held."""
+HELD_COMMIT_BYTES = 16_384
+"""Held bytes that must be a commit: the zombie's other queries are a few hundred bytes,
+and the fetch loop sends one at a time."""
 POLL_SECONDS = 0.5
 BUSY_POLL_SECONDS = 0.05
 
@@ -69,47 +80,47 @@ async def _wait_owning(worker: Worker, seconds: float, partitions: int = 1) -> N
     await _wait_metric(worker, "smallcups_partitions_owned", partitions, seconds)
 
 
-async def test_zombie_worker_is_fenced(chaos: ChaosSystem) -> None:
-    """SIGSTOP a worker past the session timeout, SIGCONT it: its commits are fenced.
+async def _hold_commit(proxy: FaultProxy, worker: Worker, at_least: int, seconds: float) -> None:
+    """Hold the worker's requests to ``proxy`` until ``at_least`` bytes of them wait there.
+    The held connections are looked up again and again: a worker whose connections are
+    all held opens new ones."""
+    for _ in range(int(seconds / BUSY_POLL_SECONDS)):
+        proxy.hold_requests(connected_ports(worker.process.pid, proxy.listen_port))
+        if proxy.held_bytes >= at_least:
+            return
+        await asyncio.sleep(BUSY_POLL_SECONDS)
+    raise AssertionError(f"the proxy held {proxy.held_bytes} bytes, not {at_least}, in {seconds} s")
 
-    A burst of several seconds' work is published, and the zombie is stopped once it
-    has started on it: its lanes hold fetched records and commits are in flight. While
-    it sleeps the group hands its partitions to the other worker, which bumps their
-    epochs. Woken up, each busy lane reads its commit's reply and sends its next batch
-    at once, before the zombie's heartbeat can learn of the rebalance (a Kafka round
-    trip): the cup refuses it (counted in smallcups_fenced_commits_total), and the
-    zombie rejoins. An idle zombie would have nothing to commit, which is why the
-    test waits for it to be busy; rounds repeat (bounded) in case one was not.
+
+async def test_zombie_worker_is_fenced(chaos: ChaosSystem) -> None:
+    """A worker's commit reaches its cup after another worker took the partition: refused.
+
+    The zombie works on a burst; then what it sends to the cups is held at the proxy (its
+    replies still pass), so its lanes' next commits wait there, unread by Postgres. It is
+    SIGSTOPped past the session timeout; the group hands its partitions to the other
+    worker, which bumps their epochs. Then the held commits go on: the cup refuses them,
+    and the zombie, woken up, counts them (smallcups_fenced_commits_total) and rejoins.
+    Nothing is lost or applied twice.
     """
     run = scale()
+    proxy = chaos.postgres_proxy
     zombie = chaos.start_worker(ZOMBIE_REQUEST_TIMEOUT_MS)
     partner = chaos.start_worker(ZOMBIE_REQUEST_TIMEOUT_MS)
-    fenced = 0.0
     async with Load(chaos, run) as load:
-        for _ in range(FENCE_ROUNDS_MAX):
-            load.start(SESSION_TIMEOUT_SECONDS + 15)
-            await _wait_owning(zombie, 60)
-            before = await zombie.metric("smallcups_fenced_commits_total")
-            started = await zombie.metric("smallcups_commands_total")
-            burst = [load.workload.next_command() for _ in range(BURST_COMMANDS)]
-            publishing = asyncio.create_task(load.publish(burst))
-            busy = started + BURST_STARTED_COMMANDS  # the zombie is still on the burst
-            await _wait_metric(zombie, "smallcups_commands_total", busy, 30, BUSY_POLL_SECONDS)
-            os.kill(zombie.process.pid, signal.SIGSTOP)
-            chaos.fault()
-            await asyncio.sleep(SESSION_TIMEOUT_SECONDS)
-            await _wait_owning(partner, ZOMBIE_STOP_SECONDS_MAX, chaos.system.shard_map.partitions)
-            await publishing
-            os.kill(zombie.process.pid, signal.SIGCONT)
-            for _ in range(int(10 / POLL_SECONDS)):
-                fenced = await zombie.metric("smallcups_fenced_commits_total") - before
-                if fenced > 0:
-                    break
-                await asyncio.sleep(POLL_SECONDS)
-            await load.wait()
-            if fenced > 0:
-                break
-    assert fenced > 0, "the zombie's commits were never fenced"
+        load.start(SESSION_TIMEOUT_SECONDS + 15)
+        await _wait_owning(zombie, 60)
+        await load.publish([load.workload.next_command() for _ in range(BURST_COMMANDS)])
+        busy = await zombie.metric("smallcups_commands_total") + BURST_STARTED_COMMANDS
+        await _wait_metric(zombie, "smallcups_commands_total", busy, 30, BUSY_POLL_SECONDS)
+        await _hold_commit(proxy, zombie, HELD_COMMIT_BYTES, 30)
+        os.kill(zombie.process.pid, signal.SIGSTOP)
+        chaos.fault()
+        await asyncio.sleep(SESSION_TIMEOUT_SECONDS)
+        await _wait_owning(partner, ZOMBIE_STOP_SECONDS_MAX, chaos.system.shard_map.partitions)
+        proxy.release()
+        os.kill(zombie.process.pid, signal.SIGCONT)
+        await _wait_metric(zombie, "smallcups_fenced_commits_total", 1, 10)
+        await load.wait()
     assert zombie.process.alive(), "the zombie survives its fencing and rejoins"
     assert_clean(await verdict(chaos, "sigstop-zombie", load.acked), chaos)
 
