@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -47,6 +47,13 @@ from shards.control import ShardMap
 from shards.store import CommitBatch, CommitStatus, CupStore
 
 log = logging.getLogger(__name__)
+
+RECORD_BATCH_BYTES_MAX: Final = 524_288
+"""The relay's record batches: a round's results for one partition fit one. aiokafka
+appends a partition's next batch only once the previous one is drained, and drains one
+produce request at a time, so with its 16 KiB default a round waited a produce round trip
+per batch before its next commit: 16-22 ms to publish 2,000 results, against 3 ms now.
+Below the broker's message.max.bytes (1 MiB by default)."""
 
 CLAIM_RETRY_SECONDS = 1.0
 """Back-off before re-claiming partitions of a cup whose claim just failed."""
@@ -474,6 +481,7 @@ def make_producer(config: Config) -> AIOKafkaProducer:
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
+        max_batch_size=RECORD_BATCH_BYTES_MAX,
         request_timeout_ms=config.kafka.request_timeout_ms,
     )
 
