@@ -99,7 +99,9 @@ class FaultProxy:
         self.fault = fault
 
     def clear(self) -> None:
+        """No fault and no client held."""
         self.set_fault(Fault.NONE)
+        self.release()
 
     def hold_requests(self, client_ports: Iterable[int]) -> None:
         """Hold what the clients at ``client_ports`` send, from now until ``release``

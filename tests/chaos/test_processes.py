@@ -28,9 +28,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 SESSION_TIMEOUT_SECONDS = 10.0
 """The consumer group session timeout of a worker (engine.worker.make_consumer)."""
 ZOMBIE_REQUEST_TIMEOUT_MS = 60_000
-"""Longer than the zombie sleeps: the result batches it queued before the SIGSTOP must
-not expire when it wakes. An expired send fails the relay's partitions, and a lane whose
-partition failed to publish stops without committing, so nothing would be fenced."""
+"""Longer than the zombie sleeps: the result batches it queued before the SIGSTOP do not
+expire when it wakes. An expired send would fail the relay's partitions and have them
+claimed again: a second fault mixed into this one."""
 ZOMBIE_STOP_SECONDS_MAX = 45.0
 BURST_COMMANDS = 20_000
 """Several seconds of work, so the zombie's lanes always have a next batch to commit."""
