@@ -64,6 +64,10 @@ class Lane:
     def partition(self) -> int:
         return self.state.partition
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def start(self) -> None:
         self._fetching(True)  # a lane lost earlier may have left it paused
         self._task = asyncio.create_task(self._run(), name=f"lane-{self.partition}")
@@ -150,7 +154,12 @@ class CupCommits:
     of ``turns``, then takes the next batch of the lanes waiting, longest waiting first,
     up to ``records_max`` records in all, and hands them to ``on_round`` (one statement).
     One round at a time waits for a turn, so every lane that has records meanwhile joins
-    it; lanes a full round leaves are first in the next one."""
+    it; lanes a full round leaves are first in the next one.
+
+    A lane stopped while it waits is never taken, even by a round that starts before the
+    lane's task has seen its cancellation: its hand-over has already flushed the relay,
+    so a batch committed then would be published after the partition was forgotten, and
+    published again by the next owner from the outbox."""
 
     def __init__(self, turns: int, records_max: int, on_round: RoundHandler):
         self._turns = asyncio.Semaphore(turns)
@@ -188,7 +197,11 @@ class CupCommits:
             for lane in list(self._waiting):
                 if room <= 0:
                     break
-                taken[lane] = self._waiting.pop(lane)
+                future = self._waiting.pop(lane)
+                if lane.stopping:  # its task is cancelled but has not run since
+                    future.cancel()
+                    continue
+                taken[lane] = future
                 batch = lane.take_batch(room)
                 room -= len(batch)
                 work.append((lane.state, batch))

@@ -255,3 +255,25 @@ async def test_stop_finishes_the_commit_in_flight() -> None:
     handler.release.set()
     await stopping
     assert handler.batches == [[10, 11, 12]]
+
+
+async def test_a_lane_stopped_while_it_waits_for_a_round_is_never_committed() -> None:
+    """The round that gets the turn next starts before the stopped lane's task has seen
+    its cancellation; it must not take the lane's batch."""
+    handler = Handler()
+    cup = CupCommits(1, 100, handler)
+    first, _ = make_lane(handler, cup=cup, partition=1)
+    second, _ = make_lane(handler, cup=cup, partition=2)
+    first.start()
+    second.start()
+    handler.release.clear()
+    first.offer(records(10, 11))
+    await settle()  # the first round holds the only turn
+    second.offer(records(10, 12))
+    await settle()  # the second lane waits for the next round
+    handler.release.set()
+    await asyncio.create_task(second.stop())
+    await settle()
+    await first.stop()
+
+    assert handler.rounds == [[(1, [10, 11])]]
