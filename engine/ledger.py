@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from engine.book import (
-    SYSTEM_CUSTOMER,
     Account,
     AccountStatus,
     Applied,
@@ -121,7 +120,7 @@ class PartitionLedger(SagaRules):
                 [
                     Balance(a.customer, a.number, a.balance)
                     for a in decision.touched
-                    if a.customer != SYSTEM_CUSTOMER
+                    if not a.is_system
                 ]
             )
         return Result(
