@@ -16,6 +16,15 @@ idempotent producer numbers its batches, and one that failed (expired while the 
 was down) leaves a gap the broker refuses for good (OutOfOrderSequenceNumber on every
 later batch of the partition). A new producer gets a new producer id and starts over, so
 every partition with sends in flight on the old one fails too and is claimed again.
+
+Publishing never waits on the broker. aiokafka takes a prebuilt record batch for a
+partition only once the previous one for that partition has left in a produce request
+(after its linger, and after the request before it was answered), so a caller that
+awaited each hand-over waited up to a produce round trip per target partition: a round
+of commits held its cup's turn while it did. Instead each target partition has a queue of
+record batches and one task that hands them to the producer in order; a caller gets one
+future per batch and returns at once, unless more than QUEUED_BATCHES_MAX batches wait
+in the queues (then it waits for room: the broker's pace still bounds the workers').
 """
 
 from __future__ import annotations
@@ -25,10 +34,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Final, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from engine.config import KafkaConfig
 from engine.errors import InvariantError
@@ -40,6 +51,9 @@ log = logging.getLogger(__name__)
 RENEW_INTERVAL_SECONDS: Final = 1.0
 """Least time between two attempts to replace a failed producer."""
 STOP_TIMEOUT_SECONDS: Final = 5.0
+QUEUED_BATCHES_MAX: Final = 1_024
+"""Record batches waiting in the relay's queues (not yet with the producer) before
+publish() waits for room."""
 
 
 class _Pending(NamedTuple):
@@ -47,6 +61,13 @@ class _Pending(NamedTuple):
     futures: list[asyncio.Future[object]]
     published_ms: Sequence[int]
     rows: int
+
+
+class _Queued(NamedTuple):
+    partition: int
+    """The command partition whose outbox rows the batch holds."""
+    batch: BatchBuilder
+    delivery: asyncio.Future[object]
 
 
 class Relay:
@@ -76,6 +97,12 @@ class Relay:
         self._pending: dict[int, deque[_Pending]] = {}
         self._acked_below: dict[int, int] = {}
         self._failed: set[int] = set()
+        self._queues: dict[tuple[str, int], deque[_Queued]] = {}
+        """Per target (topic, partition): batches not yet handed to the producer."""
+        self._feeders: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._queued = 0
+        self._room = asyncio.Event()
+        self._crash: BaseException | None = None
 
     async def publish(
         self, partition: int, rows: Sequence[OutboxRow], published_ms: Sequence[int] = ()
@@ -99,29 +126,64 @@ class Relay:
                 target %= self._dlq_partitions
             groups.setdefault((row.kind, target), []).append(row)
         futures: list[asyncio.Future[object]] = []
-        try:
-            for (kind, target), chosen in groups.items():
-                futures.extend(await self._send_batches(self._topics[kind], target, chosen))
-        except KafkaError as error:
-            self._fail(partition, error)
-            return
+        for (kind, target), chosen in groups.items():
+            futures.extend(self._enqueue(partition, (self._topics[kind], target), chosen))
         pending = _Pending(rows[-1].src_offset, futures, published_ms, len(rows))
         self._pending.setdefault(partition, deque()).append(pending)
         self._metrics.outbox_backlog.inc(len(rows))
+        while self._queued > QUEUED_BATCHES_MAX:
+            self._room.clear()
+            await self._room.wait()
 
-    async def _send_batches(
-        self, topic: str, partition: int, rows: Sequence[OutboxRow]
+    def _enqueue(
+        self, partition: int, target: tuple[str, int], rows: Sequence[OutboxRow]
     ) -> list[asyncio.Future[object]]:
-        futures = []
-        batch = self._producer.create_batch()
+        """Pack ``rows`` into record batches queued for ``target``; one future each."""
+        batches = [self._producer.create_batch()]
         for row in rows:
-            if batch.append(key=row.key, value=row.value, timestamp=None) is None:
-                futures.append(await self._producer.send_batch(batch, topic, partition=partition))
-                batch = self._producer.create_batch()
-                if batch.append(key=row.key, value=row.value, timestamp=None) is None:
+            if batches[-1].append(key=row.key, value=row.value, timestamp=None) is None:
+                batches.append(self._producer.create_batch())
+                if batches[-1].append(key=row.key, value=row.value, timestamp=None) is None:
                     raise InvariantError(f"outbox row of {len(row.value)} bytes fits no batch")
-        futures.append(await self._producer.send_batch(batch, topic, partition=partition))
-        return futures
+        loop = asyncio.get_running_loop()
+        queue = self._queues.setdefault(target, deque())
+        queued = [_Queued(partition, batch, loop.create_future()) for batch in batches]
+        queue.extend(queued)
+        self._queued += len(queued)
+        if target not in self._feeders:
+            self._feeders[target] = asyncio.create_task(self._feed(target, queue))
+        return [q.delivery for q in queued]
+
+    async def _feed(self, target: tuple[str, int], queue: deque[_Queued]) -> None:
+        """Hand ``target``'s queued batches to the producer, in order, until none is left.
+        A batch whose partition was dropped meanwhile (its future cancelled) is skipped."""
+        topic, partition = target
+        try:
+            while queue:
+                queued = queue[0]
+                if not queued.delivery.done():
+                    try:
+                        sent = await self._producer.send_batch(
+                            queued.batch, topic, partition=partition
+                        )
+                    except KafkaError as error:
+                        if not queued.delivery.done():
+                            self._fail(queued.partition, error)
+                    else:
+                        sent.add_done_callback(partial(_settle, queued.delivery))
+                queue.popleft()
+                self._queued -= 1
+                if self._queued <= QUEUED_BATCHES_MAX:
+                    self._room.set()
+        except Exception as error:  # not the broker refusing a batch: a bug
+            self._crash = error
+            raise
+        finally:
+            del self._feeders[target]
+
+    def failure(self) -> BaseException | None:
+        """The error that stopped a queue's hand-over (a bug); the worker must stop."""
+        return self._crash
 
     def acked_below(self, partition: int) -> int:
         """Every outbox row of ``partition`` below this offset has been published."""
@@ -170,14 +232,22 @@ class Relay:
             log.warning("a new producer could not start (%s); will retry", error)
             await producer.stop()
             return False
-        await self.close()
+        await self._stop_renewed()
         self._producer = self._renewed = producer
         self._renew_needed = False
         log.info("the relay's producer was replaced after a failed send")
         return True
 
     async def close(self) -> None:
-        """Stop the producer this relay started, if any (the original is its owner's)."""
+        """Stop handing batches over, and stop the producer this relay started, if any
+        (the original is its owner's)."""
+        feeders = list(self._feeders.values())
+        for feeder in feeders:
+            feeder.cancel()
+        await asyncio.gather(*feeders, return_exceptions=True)
+        await self._stop_renewed()
+
+    async def _stop_renewed(self) -> None:
         renewed, self._renewed = self._renewed, None
         if renewed is not None:
             try:
@@ -193,8 +263,11 @@ class Relay:
         )
 
     def _drop(self, partition: int) -> None:
+        """Stop tracking ``partition``'s sends; its batches still queued are not sent."""
         for head in self._pending.pop(partition, ()):
             self._metrics.outbox_backlog.dec(head.rows)
+            for delivery in head.futures:
+                delivery.cancel()
 
     def forget(self, partition: int) -> None:
         """Stop tracking a partition this worker no longer owns."""
@@ -209,3 +282,15 @@ class Relay:
         futures = [f for queue in queues for head in queue for f in head.futures]
         if futures:
             await asyncio.wait(futures, timeout=timeout_seconds)
+
+
+def _settle(delivery: asyncio.Future[object], sent: asyncio.Future[object]) -> None:
+    """Pass a batch's outcome at the broker on to the future the relay's caller holds."""
+    if delivery.done():
+        return
+    if sent.cancelled():
+        delivery.cancel()
+    elif (error := sent.exception()) is not None:
+        delivery.set_exception(error)
+    else:
+        delivery.set_result(sent.result())

@@ -123,7 +123,7 @@ class Worker:
                 timeout_ms=self.limits.fetch_timeout_ms, max_records=self.limits.fetch_records_max
             )
             async with self._lock:
-                self._raise_lane_failure()
+                self._raise_failure()
                 await self._recover()
                 for tp, records in fetched.items():
                     lane = self.owned.get(tp.partition)
@@ -131,9 +131,9 @@ class Worker:
                         lane.offer(records)
                 await self._housekeeping()
 
-    def _raise_lane_failure(self) -> None:
-        for lane in self.owned.values():
-            error = lane.failure()
+    def _raise_failure(self) -> None:
+        errors = [lane.failure() for lane in self.owned.values()] + [self.relay.failure()]
+        for error in errors:
             if error is not None:
                 raise error
 
