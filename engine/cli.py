@@ -125,7 +125,7 @@ def _bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--modes",
         default="all",
         help="comma-separated: raw_pipe, db_ceiling, engine_1w, engine_2w (or engine), "
-        "naive, pgbench, all",
+        "kafka_floor, naive, pgbench, all",
     )
     bench.add_argument("--seconds-naive", type=float, default=30.0, help="naive mode's bound")
     bench.add_argument("--seconds-pgbench", type=float, default=30.0, help="pgbench duration")

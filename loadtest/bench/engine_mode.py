@@ -77,7 +77,7 @@ async def run_engine(
             try:
                 measured = await _maximum(driver, load, system, ports, options)
                 rate = rate_of(measured.answered, measured.seconds)
-                latency = await _open_loop(driver, load, rate / 2, options)
+                latency = await open_loop(driver, load, rate / 2, options)
             finally:
                 gc.unfreeze()
             publish_errors = driver.score.publish_errors
@@ -128,7 +128,7 @@ async def _maximum(
     return Measured(answered, complete, seconds, meter.per_thousand(answered), mean)
 
 
-async def _open_loop(driver: Driver, load: Load, rate: float, options: BenchOptions) -> Latency:
+async def open_loop(driver: Driver, load: Load, rate: float, options: BenchOptions) -> Latency:
     """Step 4: publish on a fixed schedule at ``rate`` commands/s; latency of each."""
     total = max(1, int(rate * options.latency_seconds))
     driver.score.latencies_ms.clear()

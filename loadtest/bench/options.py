@@ -16,7 +16,15 @@ from engine.messages import Command, Deposit, Transfer, Withdraw
 from loadtest.system import System, make_system
 from loadtest.workload import Workload, WorkloadShape
 
-MODES: Final = ("raw_pipe", "db_ceiling", "engine_1w", "engine_2w", "naive", "pgbench")
+MODES: Final = (
+    "raw_pipe",
+    "db_ceiling",
+    "engine_1w",
+    "engine_2w",
+    "kafka_floor",
+    "naive",
+    "pgbench",
+)
 MODE_ALIASES: Final = {"engine": ("engine_1w", "engine_2w"), "all": MODES}
 ENGINE_WORKERS: Final = {"engine_1w": 1, "engine_2w": 2}
 COMMANDS_MAX: Final = 5_000_000

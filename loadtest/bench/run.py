@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import uvloop
@@ -15,6 +16,7 @@ import uvloop
 from engine.config import Config
 from loadtest.bench.ceiling import run_db_ceiling
 from loadtest.bench.engine_mode import run_engine
+from loadtest.bench.kafka_floor import FLOOR_RATE_DEFAULT, run_kafka_floor
 from loadtest.bench.naive import run_naive
 from loadtest.bench.options import ENGINE_WORKERS, BenchOptions, Load, ModeResult, make_load
 from loadtest.bench.pgbench import run_pgbench
@@ -25,9 +27,16 @@ log = logging.getLogger(__name__)
 
 
 async def run_mode(
-    mode: str, base: Config, options: BenchOptions, load: Load, log_dir: Path
+    mode: str,
+    base: Config,
+    options: BenchOptions,
+    load: Load,
+    log_dir: Path,
+    earlier: Sequence[ModeResult],
 ) -> ModeResult:
     match mode:
+        case "kafka_floor":
+            return await run_kafka_floor(base, options, load, log_dir, _floor_rate(earlier))
         case "raw_pipe":
             return await run_raw_pipe(base, options, load, log_dir)
         case "db_ceiling":
@@ -39,6 +48,14 @@ async def run_mode(
     return await run_engine(base, options, load, log_dir, ENGINE_WORKERS[mode])
 
 
+def _floor_rate(earlier: Sequence[ModeResult]) -> float:
+    """The latency phase's rate of the faster engine that ran before, if any."""
+    engines = [r for r in earlier if r.mode in ENGINE_WORKERS and r.latency_rate_per_second]
+    if not engines:
+        return FLOOR_RATE_DEFAULT
+    return max(engines, key=lambda r: r.rate_per_second).latency_rate_per_second
+
+
 async def _run_all(base: Config, options: BenchOptions, log_dir: Path) -> list[ModeResult]:
     started = time.monotonic()
     load = make_load(options)
@@ -48,11 +65,11 @@ async def _run_all(base: Config, options: BenchOptions, log_dir: Path) -> list[M
         f"commands ({options.cross_percent}% of transfers cross partitions); seed {options.seed}",
         flush=True,
     )
-    results = []
+    results: list[ModeResult] = []
     for mode in options.modes:
         mode_started = time.monotonic()
         try:
-            result = await run_mode(mode, base, options, load, log_dir)
+            result = await run_mode(mode, base, options, load, log_dir, results)
         except Exception as error:  # any failure fails this mode, reported; the run goes on
             log.exception("mode %s failed", mode)
             result = ModeResult(mode=mode, checks=[f"FAILED {type(error).__name__}: {error}"])

@@ -53,6 +53,10 @@ def test_bench_runs_every_mode_and_verifies_each(stack: Config, tmp_path: Path) 
         assert set(result.cpu_seconds_per_1k) == {"driver", "workers", "broker", "postgres"}
     engines = [r for r in report.modes if r.mode.startswith("engine")]
     assert all(r.latency_ms["p99"] > 0 for r in engines), engines
+    floor = next(r for r in report.modes if r.mode == "kafka_floor")
+    faster = max(engines, key=lambda r: r.rate_per_second)
+    assert floor.latency_rate_per_second == pytest.approx(faster.latency_rate_per_second, 0.2)
+    assert floor.latency_ms["p99"] > 0 and floor.notes["legs"] > 0, floor
     assert set(report.ratios) == {
         "engine/naive",
         "engine/pgbench",

@@ -1,0 +1,194 @@
+"""``kafka_floor``: the engine's latency with everything but Kafka taken away.
+
+An echo process stands in for the workers. It consumes the command topic with the
+worker's fetch settings and answers every command with an accepted result on the results
+partition, through a producer with the relay's settings. Commands take the same trips
+through Kafka as in the engine: a transfer whose payee is in another partition goes to
+the payee's partition (the credit leg) and back to the payer's (the settle leg) before
+its result is published. Nothing is decided and no database is written.
+
+The bench publishes an open-loop load at the rate of the faster engine's latency phase in
+the same run (FLOOR_RATE_DEFAULT when no engine ran) and measures publish-to-result
+latency as for the engine. The engine's latency cannot go below this floor on the same
+machine: what the engine adds (deciding, three commits for a cross-partition transfer)
+comes on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing.connection
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from engine.client import Client
+from engine.config import Config
+from engine.messages import (
+    CREDIT_SUFFIX,
+    SETTLE_SUFFIX,
+    CreditLeg,
+    Invalid,
+    Result,
+    SettleLeg,
+    Status,
+    Transfer,
+    Undecodable,
+    decode_command,
+    encode,
+)
+from engine.metrics import WorkerMetrics
+from engine.relay import Relay
+from engine.routing import customer_key, partition_of
+from engine.worker import make_producer
+from loadtest.bench.child import Child, Figures, serve
+from loadtest.bench.cpu import CpuMeter
+from loadtest.bench.engine_mode import WINDOW_COMMANDS, open_loop
+from loadtest.bench.options import BenchOptions, Checks, Load, ModeResult, fresh_system
+from loadtest.driver import Driver
+from loadtest.system import drop_system
+from shards.store import OutboxKind, OutboxRow
+
+FLOOR_RATE_DEFAULT: Final = 2_000.0
+"""Commands/s of the open-loop load when no engine measured its latency in the run."""
+READY_TIMEOUT_SECONDS: Final = 60.0
+STOP_TIMEOUT_SECONDS: Final = 60.0
+
+
+async def run_kafka_floor(
+    base: Config, options: BenchOptions, load: Load, log_dir: Path, rate: float
+) -> ModeResult:
+    system = await fresh_system(base, options, "kafka_floor", log_dir)
+    echo = Child(_echo_main, system.config, base.worker.fetch_records_max)
+    try:
+        echo.start(READY_TIMEOUT_SECONDS)
+        async with Client(system.config.kafka) as client:
+            driver = Driver(client, window=WINDOW_COMMANDS)
+            meter = CpuMeter(base.stack, [echo.pid])
+            meter.start()
+            echo.send("go")
+            latency = await open_loop(driver, load, rate, options)
+            meter.stop()
+            echo.send("stop")
+            figures = await asyncio.to_thread(echo.expect, "done", STOP_TIMEOUT_SECONDS)
+            publish_errors = driver.score.publish_errors
+    finally:
+        echo.close()
+        await drop_system(base, system)
+    checks = Checks()
+    checks.expect(latency.complete, "every command answered", latency.sent)
+    checks.expect(publish_errors == 0, "no publish refused", publish_errors)
+    answered = figures["answered"]
+    checks.expect(answered == latency.sent, f"{latency.sent} results published", answered)
+    checks.expect(figures["legs"] > 0, "cross-partition transfers took their legs")
+    result = ModeResult(
+        mode="kafka_floor",
+        commands=latency.sent,
+        rate_per_second=round(latency.rate_per_second, 1),
+        cpu_seconds_per_1k=meter.per_thousand(latency.sent),
+        latency_ms=latency.percentiles_ms,
+        latency_rate_per_second=round(latency.rate_per_second, 1),
+        notes={"legs": figures["legs"]},
+    )
+    return checks.apply(result)
+
+
+def _echo_main(
+    conn: multiprocessing.connection.Connection, config: Config, fetch_records_max: int
+) -> None:
+    serve(conn, partial(_echo, conn, config, fetch_records_max))
+
+
+async def _echo(
+    conn: multiprocessing.connection.Connection,
+    config: Config,
+    fetch_records_max: int,
+    ready: Callable[[], Awaitable[None]],
+) -> Figures:
+    """Answer every command through the engine's relay until the parent says stop."""
+    kafka = config.kafka
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=1_048_576,
+        fetch_max_bytes=16_777_216,
+    )
+    producer = make_producer(config)
+    await consumer.start()
+    await producer.start()
+    relay = Relay(producer, kafka, 1, WorkerMetrics())
+    figures: Figures = {"answered": 0, "legs": 0}
+    try:
+        tps = [TopicPartition(kafka.commands_topic, p) for p in range(kafka.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        await ready()
+        while not conn.poll():
+            fetched = await consumer.getmany(timeout_ms=100, max_records=fetch_records_max)
+            for tp, records in fetched.items():
+                rows = [_answer(kafka.partitions, tp.partition, r, figures) for r in records]
+                await relay.publish(tp.partition, rows)
+                relay.acked_below(tp.partition)
+                if relay.failed(tp.partition):
+                    raise RuntimeError(f"publishing partition {tp.partition} failed")
+        conn.recv()
+        await relay.flush(STOP_TIMEOUT_SECONDS)
+    finally:
+        await relay.close()
+        await consumer.stop()
+        await producer.stop()
+    return figures
+
+
+def _answer(partitions: int, partition: int, record: Any, figures: Figures) -> OutboxRow:
+    """What the engine publishes for ``record`` once it is decided: a leg or a result."""
+    command = decode_command(record.value or b"")
+    if isinstance(command, Invalid | Undecodable):
+        raise RuntimeError(f"offset {record.offset}: the bench published a bad command")
+    now_ms = time.time_ns() // 1_000_000
+    leg: CreditLeg | SettleLeg | None = None
+    match command:
+        case Transfer() if partition_of(command.to_customer, partitions) != partition:
+            leg = CreditLeg(
+                id=command.id + CREDIT_SUFFIX,
+                customer=command.to_customer,
+                transfer_id=command.id,
+                account=command.to_account,
+                amount=command.amount,
+                currency=command.currency,
+                from_customer=command.customer,
+                from_account=command.account,
+                origin_offset=record.offset,
+                published_at_ms=now_ms,
+            )
+        case CreditLeg():
+            leg = SettleLeg(
+                id=command.transfer_id + SETTLE_SUFFIX,
+                customer=command.from_customer,
+                transfer_id=command.transfer_id,
+                account=command.from_account,
+                amount=command.amount,
+                currency=command.currency,
+                to_customer=command.customer,
+                to_account=command.account,
+                reason="",
+                detail="",
+                payee_balance=0,
+                origin_offset=command.origin_offset,
+                published_at_ms=command.published_at_ms,
+            )
+    if leg is not None:
+        figures["legs"] += 1
+        target = partition_of(leg.customer, partitions)
+        key = customer_key(leg.customer)
+        return OutboxRow(record.offset, 0, OutboxKind.LEG, key, encode(leg), target)
+    command_id = command.transfer_id if isinstance(command, SettleLeg) else command.id
+    result = Result(command_id, Status.ACCEPTED, published_at_ms=now_ms, partition=partition)
+    figures["answered"] += 1
+    return OutboxRow(record.offset, 0, OutboxKind.RESULT, record.key, encode(result), partition)
