@@ -42,6 +42,42 @@ from engine.messages import (
 from engine.routing import partition_of
 
 
+def credit_leg(transfer: Transfer, offset: int, published_at_ms: int) -> CreditLeg:
+    """The credit leg that ``transfer``, at ``offset`` of the payer's partition, sends to
+    the payee's partition."""
+    return CreditLeg(
+        id=transfer.id + CREDIT_SUFFIX,
+        customer=transfer.to_customer,
+        transfer_id=transfer.id,
+        account=transfer.to_account,
+        amount=transfer.amount,
+        currency=transfer.currency,
+        from_customer=transfer.customer,
+        from_account=transfer.account,
+        origin_offset=offset,
+        published_at_ms=published_at_ms,
+    )
+
+
+def settle_leg(leg: CreditLeg, reason: Reason, detail: str, payee_balance: int) -> SettleLeg:
+    """The payee side's answer to ``leg``, back to the payer's partition."""
+    return SettleLeg(
+        id=leg.transfer_id + SETTLE_SUFFIX,
+        customer=leg.from_customer,
+        transfer_id=leg.transfer_id,
+        account=leg.from_account,
+        amount=leg.amount,
+        currency=leg.currency,
+        to_customer=leg.customer,
+        to_account=leg.account,
+        reason=reason.value,
+        detail=detail,
+        payee_balance=payee_balance,
+        origin_offset=leg.origin_offset,
+        published_at_ms=leg.published_at_ms,
+    )
+
+
 class SagaRules(AccountBook):
     def transfer_out(self, command: Transfer, incoming: Incoming, outcome: Outcome) -> Decision:
         """Step 1: debit the payer into clearing, send the credit leg."""
@@ -52,18 +88,7 @@ class SagaRules(AccountBook):
         decision = self.move(command.id, incoming.offset, payer, clearing, command.amount, outcome)
         if decision.reason is not Reason.NONE:
             return decision
-        leg = CreditLeg(
-            id=command.id + CREDIT_SUFFIX,
-            customer=command.to_customer,
-            transfer_id=command.id,
-            account=command.to_account,
-            amount=command.amount,
-            currency=command.currency,
-            from_customer=command.customer,
-            from_account=command.account,
-            origin_offset=incoming.offset,
-            published_at_ms=incoming.published_at_ms,
-        )
+        leg = credit_leg(command, incoming.offset, incoming.published_at_ms)
         target = partition_of(command.to_customer, self.partitions)
         outcome.legs.append(Leg(incoming.offset, target, leg))
         outcome.opened.append(
@@ -91,21 +116,7 @@ class SagaRules(AccountBook):
             clearing = self.system_account(SystemAccount.CLEARING, leg.currency)
             decision = self.move(leg.id, incoming.offset, clearing, payee, leg.amount, outcome)
             balance = payee.balance
-        settle = SettleLeg(
-            id=leg.transfer_id + SETTLE_SUFFIX,
-            customer=leg.from_customer,
-            transfer_id=leg.transfer_id,
-            account=leg.from_account,
-            amount=leg.amount,
-            currency=leg.currency,
-            to_customer=leg.customer,
-            to_account=leg.account,
-            reason=decision.reason.value,
-            detail=decision.detail,
-            payee_balance=balance,
-            origin_offset=leg.origin_offset,
-            published_at_ms=leg.published_at_ms,
-        )
+        settle = settle_leg(leg, decision.reason, decision.detail, balance)
         origin = partition_of(leg.from_customer, self.partitions)
         outcome.legs.append(Leg(incoming.offset, origin, settle))
         return decision.as_internal()

@@ -29,10 +29,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from engine.client import Client
 from engine.config import Config
 from engine.messages import (
-    CREDIT_SUFFIX,
-    SETTLE_SUFFIX,
     CreditLeg,
     Invalid,
+    Reason,
     Result,
     SettleLeg,
     Status,
@@ -44,6 +43,7 @@ from engine.messages import (
 from engine.metrics import WorkerMetrics
 from engine.relay import Relay
 from engine.routing import customer_key, partition_of
+from engine.saga import credit_leg, settle_leg
 from engine.worker import make_producer
 from loadtest.bench.child import Child, Figures, serve
 from loadtest.bench.cpu import CpuMeter
@@ -155,34 +155,9 @@ def _answer(partitions: int, partition: int, record: Any, figures: Figures) -> O
     leg: CreditLeg | SettleLeg | None = None
     match command:
         case Transfer() if partition_of(command.to_customer, partitions) != partition:
-            leg = CreditLeg(
-                id=command.id + CREDIT_SUFFIX,
-                customer=command.to_customer,
-                transfer_id=command.id,
-                account=command.to_account,
-                amount=command.amount,
-                currency=command.currency,
-                from_customer=command.customer,
-                from_account=command.account,
-                origin_offset=record.offset,
-                published_at_ms=now_ms,
-            )
+            leg = credit_leg(command, record.offset, now_ms)
         case CreditLeg():
-            leg = SettleLeg(
-                id=command.transfer_id + SETTLE_SUFFIX,
-                customer=command.from_customer,
-                transfer_id=command.transfer_id,
-                account=command.from_account,
-                amount=command.amount,
-                currency=command.currency,
-                to_customer=command.customer,
-                to_account=command.account,
-                reason="",
-                detail="",
-                payee_balance=0,
-                origin_offset=command.origin_offset,
-                published_at_ms=command.published_at_ms,
-            )
+            leg = settle_leg(command, Reason.NONE, "", 0)
     if leg is not None:
         figures["legs"] += 1
         target = partition_of(leg.customer, partitions)
