@@ -288,8 +288,8 @@ def _settle(delivery: asyncio.Future[object], sent: asyncio.Future[object]) -> N
     """Pass a batch's outcome at the broker on to the future the relay's caller holds."""
     if delivery.done():
         return
-    if sent.cancelled():
-        delivery.cancel()
+    if sent.cancelled():  # a failure like any other: the partition is sent again
+        delivery.set_exception(KafkaError("the producer cancelled the batch"))
     elif (error := sent.exception()) is not None:
         delivery.set_exception(error)
     else:

@@ -179,3 +179,14 @@ async def test_close_stops_the_queues() -> None:
     await asyncio.wait_for(relay.close(), 1)
     assert relay.failure() is None
     assert len(producer.taken) == 1
+
+
+async def test_a_batch_the_producer_cancels_fails_its_partition() -> None:
+    producer = Producer()
+    relay = relay_of(producer)
+    await relay.publish(0, rows(0, 0))
+    await settle()
+    producer.acks[0].cancel()
+    await settle()
+    assert relay.acked_below(0) == 0
+    assert relay.failed(0)
