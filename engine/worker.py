@@ -48,6 +48,8 @@ from shards.store import CommitBatch, CommitStatus, CupStore
 
 log = logging.getLogger(__name__)
 
+HOUSEKEEPING_TICK_SECONDS: Final = 0.1
+"""How often housekeeping looks whether one of its intervals is due."""
 RECORD_BATCH_BYTES_MAX: Final = 524_288
 """The relay's record batches: a round's results for one partition fit one. aiokafka
 appends a partition's next batch only once the previous one is drained, and drains one
@@ -100,6 +102,7 @@ class Worker:
         """When a partition given up after a failed publish may be claimed again."""
         self._trimmed_at = 0.0
         self._cups: dict[int, CupCommits] = {}
+        self._housekeeper: asyncio.Task[None] | None = None
         """Per cup: the rounds that commit this worker's lanes there (see engine.lane)."""
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -117,22 +120,39 @@ class Worker:
         5. publish: the committed results and dead letters go to the relay;
         6. acknowledge: the cup's ``next_offset`` is the truth; Kafka's committed offsets
            follow every few seconds, for lag dashboards only.
+
+        Housekeeping (outbox trims of idle partitions, gauges, Kafka's offsets) runs
+        beside the loop, not in it: its queries wait on each cup, and a cup that hangs
+        must not hold back the records of the others.
         """
+        self._housekeeper = asyncio.create_task(self._housekeep(stop))
+        try:
+            while not stop.is_set():
+                fetched = await self.consumer.getmany(
+                    timeout_ms=self.limits.fetch_timeout_ms,
+                    max_records=self.limits.fetch_records_max,
+                )
+                async with self._lock:
+                    self._raise_failure()
+                    await self._recover()
+                    for tp, records in fetched.items():
+                        lane = self.owned.get(tp.partition)
+                        if lane is not None:
+                            lane.offer(records)
+        finally:
+            self._housekeeper.cancel()
+            await asyncio.gather(self._housekeeper, return_exceptions=True)
+
+    async def _housekeep(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            fetched = await self.consumer.getmany(
-                timeout_ms=self.limits.fetch_timeout_ms, max_records=self.limits.fetch_records_max
-            )
-            async with self._lock:
-                self._raise_failure()
-                await self._recover()
-                for tp, records in fetched.items():
-                    lane = self.owned.get(tp.partition)
-                    if lane is not None:
-                        lane.offer(records)
-                await self._housekeeping()
+            await asyncio.sleep(HOUSEKEEPING_TICK_SECONDS)
+            await self._housekeeping()
 
     def _raise_failure(self) -> None:
         errors = [lane.failure() for lane in self.owned.values()] + [self.relay.failure()]
+        housekeeper = self._housekeeper
+        if housekeeper is not None and housekeeper.done() and not housekeeper.cancelled():
+            errors.append(housekeeper.exception())
         for error in errors:
             if error is not None:
                 raise error
@@ -381,11 +401,13 @@ class Worker:
     def _export_positions(self) -> None:
         metrics = self.metrics
         metrics.partitions_owned.set(len(self.owned))
+        assigned = self.consumer.assignment()
         for partition, lane in self.owned.items():
             state = lane.state
             label = str(partition)
             metrics.committed_offset.labels(label).set(state.position)
-            highwater = self.consumer.highwater(TopicPartition(self.topic, partition))
+            tp = TopicPartition(self.topic, partition)
+            highwater = self.consumer.highwater(tp) if tp in assigned else None
             if highwater is not None:
                 metrics.lag.labels(label).set(max(0, highwater - state.position))
 

@@ -39,6 +39,8 @@ pytestmark = pytest.mark.integration
 
 RESULTS_TIMEOUT_SECONDS = 120.0
 RESULTS_POLLS_MAX = 60
+HANG_ANSWER_SECONDS = 10.0
+"""Longest wait for a command of a free cup while another cup hangs."""
 
 
 @pytest.fixture
@@ -217,3 +219,36 @@ async def test_malformed_bytes_go_to_the_dlq_and_the_partition_flows(system: Sys
         ("undecodable", kafka.commands_topic, b"\x93\xc1garbage")
     ]
     assert letters[0].offset == result.offset - 1
+
+
+async def test_a_cup_that_hangs_holds_back_only_its_own_partitions(system: System) -> None:
+    """Cup 1's tables are locked: its commits and the worker's housekeeping queries on it
+    wait. The worker's fetch loop must go on feeding cup 0's partitions meanwhile."""
+    system.start_worker()
+    partitions = system.config.kafka.partitions
+    by_cup: dict[int, int] = {}
+    for customer in range(1, 1_000):
+        by_cup.setdefault(system.shard_map.cup_of[partition_of(customer, partitions)], customer)
+    free, stuck = by_cup[0], by_cup[1]
+    stores = await open_cups(system.shard_map, system.config.shards)
+    try:
+        async with Client(system.config.kafka) as client:
+            for customer in (free, stuck):
+                opened = OpenAccount(f"hang-open-{customer}", customer, 1, "EUR")
+                assert (await client.submit(opened, RESULTS_TIMEOUT_SECONDS)).accepted
+            async with stores[1].pool.acquire() as connection, connection.transaction():
+                await connection.execute(
+                    "LOCK TABLE outbox, transfers_in_flight IN ACCESS EXCLUSIVE MODE"
+                )
+                waiting = asyncio.create_task(
+                    client.submit(Deposit("hang-dep-stuck", stuck, 1, 100, "EUR"), 120)
+                )
+                await asyncio.sleep(3 * system.config.worker.outbox_trim_interval_seconds)
+                for n in range(3):
+                    deposit = Deposit(f"hang-dep-free-{n}", free, 1, 100, "EUR")
+                    assert (await client.submit(deposit, HANG_ANSWER_SECONDS)).accepted
+                assert not waiting.done()
+            assert (await waiting).accepted
+    finally:
+        await close_cups(stores)
+    assert system.stop_all() == [0], system.worker_logs()
