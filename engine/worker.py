@@ -48,6 +48,8 @@ from shards.store import CommitBatch, CommitStatus, CupStore
 
 log = logging.getLogger(__name__)
 
+FETCH_LIMITS: Final = {"max_partition_fetch_bytes": 1_048_576, "fetch_max_bytes": 16_777_216}
+"""The worker consumer's fetch sizes (the bench's Kafka-only readers use them too)."""
 HOUSEKEEPING_TICK_SECONDS: Final = 0.1
 """How often housekeeping looks whether one of its intervals is due."""
 RECORD_BATCH_BYTES_MAX: Final = 524_288
@@ -102,8 +104,8 @@ class Worker:
         """When a partition given up after a failed publish may be claimed again."""
         self._trimmed_at = 0.0
         self._cups: dict[int, CupCommits] = {}
-        self._housekeeper: asyncio.Task[None] | None = None
         """Per cup: the rounds that commit this worker's lanes there (see engine.lane)."""
+        self._housekeeper: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """The worker loop, until ``stop`` is set. The loop itself only fetches:
@@ -516,8 +518,7 @@ def make_consumer(config: Config, assignor: AbstractPartitionAssignor) -> AIOKaf
         group_id=config.kafka.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_partition_fetch_bytes=1_048_576,
-        fetch_max_bytes=16_777_216,
+        **FETCH_LIMITS,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
         request_timeout_ms=config.kafka.request_timeout_ms,

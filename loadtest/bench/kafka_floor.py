@@ -44,7 +44,7 @@ from engine.metrics import WorkerMetrics
 from engine.relay import Relay
 from engine.routing import customer_key, partition_of
 from engine.saga import credit_leg, settle_leg
-from engine.worker import make_producer
+from engine.worker import FETCH_LIMITS, make_producer
 from loadtest.bench.child import Child, Figures, serve
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.engine_mode import WINDOW_COMMANDS, open_loop
@@ -114,8 +114,7 @@ async def _echo(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         enable_auto_commit=False,
-        max_partition_fetch_bytes=1_048_576,
-        fetch_max_bytes=16_777_216,
+        **FETCH_LIMITS,
     )
     producer = make_producer(config)
     await consumer.start()

@@ -30,6 +30,7 @@ from engine.messages import (
     Withdraw,
     decode_command,
 )
+from engine.worker import FETCH_LIMITS
 from loadtest.bench.child import Child, Figures, serve
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.options import (
@@ -147,8 +148,7 @@ async def _read(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_partition_fetch_bytes=1_048_576,
-        fetch_max_bytes=16_777_216,
+        **FETCH_LIMITS,
     )
     await consumer.start()
     figures: Figures = {"records": 0, "commands": 0, "amounts": 0, "finished_at": 0.0}
