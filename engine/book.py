@@ -14,7 +14,7 @@ messages and accounts, and nothing they hold refers back to them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -31,6 +31,11 @@ from engine.messages import (
     Result,
     SettleLeg,
 )
+
+IN_FLIGHT_PER_PARTITION_MAX: Final = 100_000
+"""Most transfers out of one partition in flight at once: a new one past it is refused
+(``too_many_in_flight``), so the book of transfers in flight stays bounded in memory
+when a payee's cup stays unreachable."""
 
 SYSTEM_CUSTOMER: Final = 0
 """Customer id of the partition's own system accounts; real customers start at 1."""
@@ -110,9 +115,12 @@ class Applied(msgspec.Struct, frozen=True, gc=False):
 
 
 class InFlight(msgspec.Struct, frozen=True, gc=False):
-    """A cross-partition transfer debited here whose settle leg has not come back."""
+    """A cross-partition transfer debited here whose settle leg has not come back: the
+    payer (customer, account), the payee, the amount and the offset of the transfer."""
 
     transfer_id: str
+    customer: int
+    account: int
     to_customer: int
     to_account: int
     amount: int
@@ -127,6 +135,15 @@ class Leg(msgspec.Struct, frozen=True, gc=False):
     """The record whose decision emitted the leg."""
     partition: int
     command: CreditLeg | SettleLeg
+
+
+class Forged(msgspec.Struct, frozen=True, gc=False):
+    """A leg the ledger refused as not made by a worker: it goes to the DLQ, unrecorded."""
+
+    offset: int
+    leg: str
+    """The leg's type tag (``credit_leg``, ``settle_leg``)."""
+    detail: str
 
 
 class Publish(msgspec.Struct, frozen=True, gc=False):
@@ -150,6 +167,7 @@ class Outcome:
     legs: list[Leg] = field(default_factory=list)
     opened: list[InFlight] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
+    forged: list[Forged] = field(default_factory=list)
 
 
 class Decision(msgspec.Struct, frozen=True, gc=False):
@@ -175,13 +193,41 @@ MOVABLE: Final = Decision(Reason.NONE, "")
 
 
 class AccountBook:
-    """A partition's accounts (the worker's cache) and how money moves between them."""
+    """A partition's accounts (the worker's cache), its transfers in flight (all of them,
+    never a cache: a settle leg is checked against them) and how money moves."""
 
     def __init__(self, partition: int, partitions: int, accounts: dict[AccountKey, Account]):
         invariant(0 <= partition < partitions, "partition out of range")
         self.partition = partition
         self.partitions = partitions
         self.accounts = accounts
+        self.in_flight: dict[str, InFlight] = {}
+        self.out_in_flight: dict[AccountKey, int] = {}
+        """Transfers in flight out of each payer account (a closing account has none)."""
+
+    def load_in_flight(self, flights: Iterable[InFlight]) -> None:
+        """Replace the transfers in flight with the cup's (after a claim or a reload)."""
+        self.in_flight = {}
+        self.out_in_flight = {}
+        for flight in flights:
+            self.track(flight)
+
+    def track(self, flight: InFlight) -> None:
+        invariant(flight.transfer_id not in self.in_flight, "a transfer is in flight once")
+        self.in_flight[flight.transfer_id] = flight
+        payer = (flight.customer, flight.account)
+        self.out_in_flight[payer] = self.out_in_flight.get(payer, 0) + 1
+
+    def untrack(self, transfer_id: str) -> InFlight:
+        flight = self.in_flight.pop(transfer_id)
+        payer = (flight.customer, flight.account)
+        left = self.out_in_flight[payer] - 1
+        invariant(left >= 0, "in-flight counts never go below zero")
+        if left:
+            self.out_in_flight[payer] = left
+        else:
+            del self.out_in_flight[payer]
+        return flight
 
     def movable(
         self, customer: int, number: int, currency: str

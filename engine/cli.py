@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _shards_parser(commands)
+    _security_parsers(commands)
 
     demo = commands.add_parser("demo", help="the demo job on the local stack")
     demo.add_argument("--seconds", type=float, default=30.0, help="duration of the load")
@@ -90,6 +91,43 @@ def _shards_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     recover.add_argument(
         "--abort", action="store_true", help="roll back moves not flipped yet instead"
     )
+
+
+def _security_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    risk = commands.add_parser(
+        "risk", help="the risk authority: sign and publish a privileged command"
+    )
+    actions = risk.add_subparsers(dest="action", required=True)
+    limit = actions.add_parser("set-credit-limit", help="grant or change an account's limit")
+    limit.add_argument("account", metavar="CUSTOMER/ACCOUNT")
+    limit.add_argument("amount", type=int, metavar="AMOUNT", help="the limit, in minor units")
+    unfreeze = actions.add_parser("unfreeze", help="open a frozen account again")
+    unfreeze.add_argument("account", metavar="CUSTOMER/ACCOUNT")
+    for action in (limit, unfreeze):
+        action.add_argument("--id", help="the command id (default: made unique)")
+        action.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    keys = commands.add_parser("keys", help="make a new key file (never overwrites one)")
+    keys.add_argument("kind", choices=["leg", "risk"], help="a workers' leg key, a risk key pair")
+    keys.add_argument("path", metavar="PATH", help="the file (risk: the private key; PATH.pub)")
+    keys.add_argument("--id", default="key-1", help="the key id written in the file")
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.keyfiles import new_leg_key_line, new_risk_key_lines, write_secret
+
+    path = Path(args.path)
+    if args.kind == "leg":
+        write_secret(path, new_leg_key_line(args.id))
+        print(f"wrote leg key {args.id} to {path}")
+        return 0
+    private, public = new_risk_key_lines(args.id)
+    write_secret(path, private)
+    public_path = path.with_name(path.name + ".pub")
+    write_secret(public_path, public)
+    print(f"wrote risk key {args.id}: private {path}, public {public_path}")
+    return 0
 
 
 def _shards(args: argparse.Namespace, config: Config) -> int:
@@ -199,6 +237,13 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             )
         case "shards":
             return _shards(args, config)
+        case "risk":
+            from engine.risk import run_risk
+
+            amount = getattr(args, "amount", None)
+            return run_risk(config, args.action, args.account, amount, args.id, args.timeout)
+        case "keys":
+            return _keys(args)
         case "demo":
             from loadtest.demo import DemoOptions, run_demo
 

@@ -8,6 +8,13 @@
 The record key is the customer id (engine.routing), so the command lands in the
 partition that owns the customer. Results are read from ``<prefix>.results`` from the
 moment the client starts; a result seen twice (the relay re-sent it) resolves once.
+
+Anyone who can write the results topic can write anything there, so the reader trusts
+nothing: a result resolves the command whose partition and id it names only when it
+was read from that partition (two customers' commands may share an id), and a record
+that is not a well-formed result (a tombstone, random bytes, nesting past any limit) is
+skipped and counted (``skipped_results``). If the reader stops anyway, every waiting
+future fails with an error that says why, and so does every later ``submit``.
 """
 
 from __future__ import annotations
@@ -17,21 +24,24 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
-import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from engine.config import KafkaConfig
+from engine.decoding import decode_result
 from engine.errors import ConfigError, InfrastructureError
-from engine.messages import Command, Result, encode, result_decoder
+from engine.messages import LEG_TYPES, Command, Result, Undecodable, encode
 from engine.routing import customer_key, partition_of
 
 log = logging.getLogger(__name__)
 
 WAITING_MAX: Final = 1_000_000
 """Most results one client awaits at once; submit() refuses more."""
+SKIPS_LOGGED_MAX: Final = 20
+"""Skipped result records logged one by one; past that, only counted."""
+ERROR_LENGTH_MAX: Final = 300
 
 
 class Client:
@@ -57,7 +67,11 @@ class Client:
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._waiting: dict[str, asyncio.Future[Result]] = {}
+        self._reader_error: InfrastructureError | None = None
+        self._waiting: dict[tuple[int, str], asyncio.Future[Result]] = {}
+        self.skipped_results = 0
+        """Records of the results topic that were not well-formed results, or not from
+        the partition they name."""
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -122,6 +136,7 @@ class Client:
 
     async def publish(self, command: Command) -> asyncio.Future[object]:
         """Queue a command; the returned future resolves when the broker has it."""
+        _refuse_legs([command])
         return await self._producer.send(  # type: ignore[no-any-return]
             self.kafka.commands_topic, encode(command), key=customer_key(command.customer)
         )
@@ -132,6 +147,7 @@ class Client:
         The partition is the one Kafka's default partitioner picks for the key, so the
         commands land exactly where ``publish`` would put them.
         """
+        _refuse_legs(commands)
         topic = self.kafka.commands_topic
         groups: dict[int, list[Command]] = {}
         for command in commands:
@@ -152,40 +168,70 @@ class Client:
 
     async def submit(self, command: Command, timeout_seconds: float = 30.0) -> Result:
         """Publish a command and wait for its result."""
-        future = self.expect(command.id)
+        future = self.expect(command)
         try:
             await (await self.publish(command))
             return await asyncio.wait_for(asyncio.shield(future), timeout_seconds)
         finally:
-            if self._waiting.get(command.id) is future:
-                del self._waiting[command.id]
+            self.forget(command, future)
 
-    def expect(self, command_id: str) -> asyncio.Future[Result]:
-        """A future for the result of ``command_id`` (register before publishing)."""
+    def expect(self, command: Command) -> asyncio.Future[Result]:
+        """A future for the result of ``command`` (register before publishing)."""
         if self._reader is None:
             raise ConfigError("the client was started without its results reader")
-        future = self._waiting.get(command_id)
+        if self._reader_error is not None:
+            raise self._reader_error
+        key = (partition_of(command.customer, self._partitions), command.id)
+        future = self._waiting.get(key)
         if future is None:
             if len(self._waiting) >= WAITING_MAX:
                 raise ConfigError(f"more than {WAITING_MAX} results awaited at once")
-            future = self._waiting[command_id] = asyncio.get_running_loop().create_future()
+            future = self._waiting[key] = asyncio.get_running_loop().create_future()
         return future
 
-    def forget(self, command_id: str) -> None:
-        self._waiting.pop(command_id, None)
+    def forget(self, command: Command, future: asyncio.Future[Result] | None = None) -> None:
+        """Stop awaiting ``command``'s result (only ``future``'s, when given)."""
+        key = (partition_of(command.customer, self._partitions), command.id)
+        if future is None or self._waiting.get(key) is future:
+            self._waiting.pop(key, None)
 
     async def _read_results(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            fetched = await consumer.getmany(timeout_ms=200, max_records=10_000)
-            for records in fetched.values():
-                for record in records:
-                    try:
-                        result = result_decoder.decode(record.value)
-                    except msgspec.DecodeError:
-                        log.warning("undecodable result at offset %d", record.offset)
-                        continue
-                    if self.on_result is not None:
-                        self.on_result(result)
-                    future = self._waiting.pop(result.command_id, None)
-                    if future is not None and not future.done():
-                        future.set_result(result)
+        """Resolve the futures of the results read, until cancelled; if anything stops
+        the reader, fail every waiting future with the reason."""
+        try:
+            while True:
+                fetched = await consumer.getmany(timeout_ms=200, max_records=10_000)
+                for records in fetched.values():
+                    for record in records:
+                        self._take(record)
+        except Exception as error:
+            reason = f"the results reader stopped: {type(error).__name__}: {error}"
+            log.error("%s", reason)
+            self._reader_error = InfrastructureError(reason[:ERROR_LENGTH_MAX])
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(self._reader_error)
+            self._waiting.clear()
+
+    def _take(self, record: Any) -> None:
+        result = decode_result(record.value)
+        if isinstance(result, Undecodable) or result.partition != record.partition:
+            self.skipped_results += 1
+            if self.skipped_results <= SKIPS_LOGGED_MAX:
+                why = result.detail if isinstance(result, Undecodable) else "partition differs"
+                log.warning(
+                    "skipped results record %d/%d: %s", record.partition, record.offset, why
+                )
+            return
+        if self.on_result is not None:
+            self.on_result(result)
+        future = self._waiting.pop((record.partition, result.command_id), None)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+
+def _refuse_legs(commands: Sequence[Command]) -> None:
+    """Saga legs are made by workers only (a client's would be dead-lettered as forged)."""
+    for command in commands:
+        if isinstance(command, LEG_TYPES):
+            raise ConfigError(f"{command.id[:80]!r} is a saga leg: only workers publish legs")

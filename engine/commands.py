@@ -15,8 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine.admin import initialize, read_account
 from engine.client import Client
 from engine.config import Config
+from engine.decoding import decode_command
 from engine.errors import ConfigError
-from engine.messages import Invalid, Undecodable, decode_command
+from engine.messages import (
+    Invalid,
+    Undecodable,
+)
 
 
 def init(config: Config, partitions: int | None) -> int:
@@ -63,6 +67,9 @@ CHECKS = (
     "applied_once",
     "one_result",
     "one_cup",
+    "no_money_in_closed_accounts",
+    "no_stuck_transfers",
+    "results_well_formed",
 )
 
 
@@ -78,6 +85,7 @@ def reconcile(
     checks = {name: report.problems.get(name, []) for name in CHECKS}
     if not topics:
         del checks["one_result"]
+        del checks["results_well_formed"]
     if as_json:
         document = {
             "ok": report.ok,

@@ -66,6 +66,11 @@ class StackConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return Path(self.state_dir).expanduser().resolve()
 
     @property
+    def secrets_path(self) -> Path:
+        """Where ``dev up`` keeps the local stack's keys (mode 0700)."""
+        return self.state_path / "secrets"
+
+    @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser().resolve()
 
@@ -154,6 +159,10 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """If set, the worker writes a Prometheus file_sd target there (the local stack's)."""
     shard_map_poll_seconds: float = 2.0
     """How often a worker checks the shard map's version when no NOTIFY arrives."""
+    transfer_stuck_seconds: float = 300.0
+    """A transfer in flight longer than this is stuck: counted in
+    ``smallcups_transfers_stuck`` (alert SmallcupsTransferStuck) and reported by
+    ``smallcups reconcile``."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.fetch_records_max <= 100_000:
@@ -170,6 +179,22 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError("worker.commit_retry_max must be >= 1")
         if not 0.05 <= self.shard_map_poll_seconds <= 60:
             raise ConfigError("worker.shard_map_poll_seconds must be in 0.05..60")
+        if not 1 <= self.transfer_stuck_seconds <= 86_400:
+            raise ConfigError("worker.transfer_stuck_seconds must be in 1..86400")
+
+
+class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the keys are (files, never the keys themselves; empty: the local stack's).
+
+    See docs/security.md for the file formats, who holds which key and how to rotate."""
+
+    leg_keys_file: str = ""
+    """Workers: the shared secrets that MAC saga legs, one ``<key id> <hex>`` per line;
+    the first signs, all verify."""
+    risk_public_keys_file: str = ""
+    """Workers: the risk authority's Ed25519 public keys, ``<key id> <hex>`` per line."""
+    risk_private_key_file: str = ""
+    """The risk authority only (``smallcups risk``): its Ed25519 private key."""
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -177,6 +202,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
     shards: ShardsConfig = msgspec.field(default_factory=ShardsConfig)
     worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
 
     @property
     def control_dsn(self) -> str:
@@ -186,12 +212,37 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def cup_dsns(self) -> list[str]:
         return list(self.shards.cup_dsns) or self.stack.cup_dsns
 
+    @property
+    def leg_keys_path(self) -> Path:
+        return _path_or(self.security.leg_keys_file, self.stack.secrets_path / LEG_KEYS_FILE)
+
+    @property
+    def risk_public_keys_path(self) -> Path:
+        default = self.stack.secrets_path / RISK_PUBLIC_KEYS_FILE
+        return _path_or(self.security.risk_public_keys_file, default)
+
+    @property
+    def risk_private_key_path(self) -> Path:
+        default = self.stack.secrets_path / RISK_PRIVATE_KEY_FILE
+        return _path_or(self.security.risk_private_key_file, default)
+
+
+LEG_KEYS_FILE = "leg-keys"
+RISK_PUBLIC_KEYS_FILE = "risk-public-keys"
+RISK_PRIVATE_KEY_FILE = "risk-private-key"
+"""The key files the local stack writes in ``<state_dir>/secrets`` (``smallcups dev up``)."""
+
+
+def _path_or(configured: str, default: Path) -> Path:
+    return Path(configured).expanduser() if configured else default
+
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "stack": StackConfig,
     "kafka": KafkaConfig,
     "shards": ShardsConfig,
     "worker": WorkerConfig,
+    "security": SecurityConfig,
 }
 
 

@@ -12,10 +12,17 @@ Rules (DESIGN.md §4):
   currency. Deposits and withdrawals move money against the partition's CASH system
   account (customer 0), so sum(customer balances) == -CASH == deposits - withdrawals.
 - No overdraft by default; ``credit_limit`` lets a balance go down to ``-credit_limit``.
-- Frozen and closed accounts refuse every movement; a closed account stays closed.
+  Only the risk authority sets it (``set_credit_limit``, signed), never below what the
+  account owes already.
+- Frozen and closed accounts refuse every movement; a closed account stays closed, and
+  an account with transfers in flight out of it cannot close (their refunds land there).
+  Only the risk authority unfreezes (``unfreeze_account``, signed).
 - A command id seen before with the same content returns the original result and
   changes nothing; with other content it is rejected as a conflict.
-- A transfer whose payee lives in another partition is a saga (engine.saga).
+- A transfer whose payee lives in another partition is a saga (engine.saga). A leg
+  that no worker could have sent (engine.saga decides: wrong partition, no matching
+  transfer in flight, an id applied before with other content) changes nothing and is
+  not recorded, so it cannot take the id of the real leg: it goes to the DLQ.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from engine.book import (
+    MOVABLE,
     Account,
     AccountStatus,
     Applied,
     Decision,
+    Forged,
     Incoming,
     Known,
     Outcome,
@@ -47,10 +56,13 @@ from engine.messages import (
     OpenAccount,
     Reason,
     Result,
+    SetCreditLimit,
     SettleLeg,
     Status,
     Transfer,
+    UnfreezeAccount,
     Withdraw,
+    type_tag,
 )
 from engine.routing import partition_of
 from engine.saga import SagaRules
@@ -87,18 +99,12 @@ class PartitionLedger(SagaRules):
             return result
         previous = seen.get(command.id) or known.get(command.id)
         if previous is not None:
-            if previous.fingerprint != incoming.fingerprint:
-                detail = f"command id {command.id} was used before for another command"
-                result = self._result(incoming, now_us, Decision(Reason.DUPLICATE_CONFLICT, detail))
-                outcome.published.append(Publish(incoming.offset, command.customer, result))
-                return result
-            if previous.result.status is not Status.PENDING and not isinstance(command, LEG_TYPES):
-                outcome.published.append(
-                    Publish(incoming.offset, command.customer, previous.result)
-                )
-            return previous.result
+            return self._repeated(incoming, command, previous, outcome, now_us)
         decision = self._apply(command, incoming, outcome, now_us)
         result = self._result(incoming, now_us, decision)
+        if decision.reason is Reason.FORGED_LEG:
+            outcome.forged.append(Forged(incoming.offset, type_tag(type(command)), decision.detail))
+            return result
         if decision.reason is Reason.NONE:
             for account in decision.touched:
                 outcome.changed[account.key] = account
@@ -107,6 +113,30 @@ class PartitionLedger(SagaRules):
         seen[command.id] = Known(incoming.fingerprint, result)
         outcome.applied.append(Applied(command.id, incoming.fingerprint, result))
         return result
+
+    def _repeated(
+        self,
+        incoming: Incoming,
+        command: Command,
+        previous: Known,
+        outcome: Outcome,
+        now_us: int,
+    ) -> Result:
+        """A command id applied before: the same content gets the original result (a leg
+        gets nothing: legs have no result of their own), other content is a conflict (a
+        leg with other content is forged)."""
+        if previous.fingerprint != incoming.fingerprint:
+            detail = f"command id {command.id} was used before for another command"
+            if isinstance(command, LEG_TYPES):
+                decision = Decision(Reason.FORGED_LEG, detail, internal=True)
+                outcome.forged.append(Forged(incoming.offset, type_tag(type(command)), detail))
+                return self._result(incoming, now_us, decision)
+            result = self._result(incoming, now_us, Decision(Reason.DUPLICATE_CONFLICT, detail))
+            outcome.published.append(Publish(incoming.offset, command.customer, result))
+            return result
+        if previous.result.status is not Status.PENDING and not isinstance(command, LEG_TYPES):
+            outcome.published.append(Publish(incoming.offset, command.customer, previous.result))
+        return previous.result
 
     def _result(self, incoming: Incoming, now_us: int, decision: Decision) -> Result:
         balances: tuple[Balance, ...] = ()
@@ -158,20 +188,17 @@ class PartitionLedger(SagaRules):
             case FreezeAccount():
                 return self._set_status(command.customer, command.account, AccountStatus.FROZEN)
             case CloseAccount():
-                return self._set_status(command.customer, command.account, AccountStatus.CLOSED)
+                return self._close(command)
+            case SetCreditLimit():
+                return self._set_credit_limit(command)
+            case UnfreezeAccount():
+                return self._set_status(command.customer, command.account, AccountStatus.OPEN)
 
     def _open(self, command: OpenAccount) -> Decision:
         key = (command.customer, command.account)
         if key in self.accounts:
             return Decision(Reason.ACCOUNT_EXISTS, f"account {key} already exists")
-        account = Account(
-            command.customer,
-            command.account,
-            command.currency,
-            0,
-            command.credit_limit,
-            AccountStatus.OPEN,
-        )
+        account = Account(command.customer, command.account, command.currency)
         self.accounts[key] = account
         return Decision(Reason.NONE, "", (account,))
 
@@ -203,13 +230,52 @@ class PartitionLedger(SagaRules):
             return refusal
         return self.move(command.id, offset, payer, payee, command.amount, outcome)
 
-    def _set_status(self, customer: int, number: int, status: AccountStatus) -> Decision:
-        account = self.accounts.get((customer, number))
+    def _close(self, command: CloseAccount) -> Decision:
+        """Close an account that holds nothing, owes nothing and has no transfer in flight
+        out of it (a refused transfer's refund must find it open)."""
+        account, refusal = self._existing(command.customer, command.account)
         if account is None:
-            return Decision(Reason.ACCOUNT_NOT_FOUND, f"account {(customer, number)} not found")
-        if account.status is AccountStatus.CLOSED:
-            return Decision(Reason.ACCOUNT_CLOSED, f"account {account.key} is closed")
-        if status is AccountStatus.CLOSED and account.balance != 0:
+            return refusal
+        if account.balance != 0:
             return Decision(Reason.BALANCE_NOT_ZERO, f"account {account.key} holds money")
+        flights = self.out_in_flight.get(account.key, 0)
+        if flights:
+            detail = f"account {account.key} has {flights} transfers in flight; retry later"
+            return Decision(Reason.TRANSFERS_IN_FLIGHT, detail)
+        account.status = AccountStatus.CLOSED
+        return Decision(Reason.NONE, "", (account,))
+
+    def _set_credit_limit(self, command: SetCreditLimit) -> Decision:
+        """The risk authority's grant (its signature is checked before the ledger sees
+        it): never below what the account owes already, so no balance sits below
+        ``-credit_limit``."""
+        account, refusal = self._existing(command.customer, command.account)
+        if account is None:
+            return refusal
+        if account.balance < -command.credit_limit:
+            detail = f"account {account.key} owes {-account.balance}, over the new limit"
+            return Decision(Reason.CREDIT_IN_USE, detail)
+        account.credit_limit = command.credit_limit
+        return Decision(Reason.NONE, "", (account,))
+
+    def _set_status(self, customer: int, number: int, status: AccountStatus) -> Decision:
+        """Freeze or unfreeze (closing is ``_close``)."""
+        invariant(status is not AccountStatus.CLOSED, "accounts close through _close")
+        account, refusal = self._existing(customer, number)
+        if account is None:
+            return refusal
         account.status = status
         return Decision(Reason.NONE, "", (account,))
+
+    def _existing(
+        self, customer: int, number: int
+    ) -> tuple[Account, Decision] | tuple[None, Decision]:
+        """An account that exists and is not closed, or the refusal saying why not."""
+        account = self.accounts.get((customer, number))
+        if account is None:
+            return None, Decision(
+                Reason.ACCOUNT_NOT_FOUND, f"account {(customer, number)} not found"
+            )
+        if account.status is AccountStatus.CLOSED:
+            return None, Decision(Reason.ACCOUNT_CLOSED, f"account {account.key} is closed")
+        return account, MOVABLE

@@ -4,19 +4,24 @@ Commands are a tagged union of msgspec Structs (tag field ``type``), msgpack on 
 wire and JSON at the command line. Schema evolution adds fields with defaults and
 never reuses a tag. Money is an integer number of minor units (cents), never a float.
 
-Decoding is two-staged so that bad input still gets a precise answer:
+Who may send what (engine.authority checks it, engine.decoding applies it):
 
-1. the strict decoder: a known ``type``, known fields of the right types;
-2. failing that, an envelope decoder (``id`` and ``customer`` only): the command is
-   answered with a rejected Result naming the problem;
-3. failing that too (random bytes, no usable id), the record goes to the DLQ.
+- client commands (open, deposit, withdraw, transfer, freeze, close): any producer
+  allowed to write the command topic; the upstream app authenticates its customers;
+- privileged commands (``set_credit_limit``, ``unfreeze_account``): only the risk
+  authority, whose Ed25519 signature they carry;
+- saga legs (``credit_leg``, ``settle_leg``): only the workers of this deployment, whose
+  MAC they carry. A leg id is ``<transfer id>/credit`` or ``/settle``; a client command id
+  cannot contain ``/``, so the two never collide.
+
+Decoding (engine.decoding) turns any bytes into a command, an ``Invalid`` (answered
+with a rejected result) or an ``Undecodable`` (sent to the DLQ), and never raises.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import re
 from typing import Final
 
 import msgspec
@@ -27,10 +32,15 @@ BALANCE_MAX: Final = 2**63 - 1
 BALANCE_MIN: Final = -(2**63)
 CUSTOMER_MAX: Final = 2**63 - 1
 ACCOUNT_MAX: Final = 2**31 - 1
+OFFSET_MAX: Final = 2**63 - 1
 COMMAND_ID_LENGTH_MAX: Final = 64
 CREDIT_LIMIT_MAX: Final = AMOUNT_MAX
-
-_COMMAND_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+DETAIL_LENGTH_MAX: Final = 200
+"""Longest ``detail`` of a result, a dead letter or a settle leg (characters)."""
+ECHO_LENGTH_MAX: Final = 80
+"""Longest prefix of a bad id or value quoted back in a detail."""
+KEY_ID_LENGTH_MAX: Final = 32
+SIGNATURE_BYTES_MAX: Final = 64
 
 CURRENCIES: Final = frozenset(
     [
@@ -83,6 +93,9 @@ class Reason(enum.StrEnum):
     UNKNOWN_FIELD = "unknown_field"
     UNKNOWN_COMMAND_TYPE = "unknown_command_type"
     INVALID_FIELD = "invalid_field"
+    DUPLICATE_FIELD = "duplicate_field"
+    NOT_SIGNED = "not_signed"
+    BAD_SIGNATURE = "bad_signature"
     WRONG_PARTITION = "wrong_partition"
     DUPLICATE_CONFLICT = "duplicate_conflict"
     ACCOUNT_EXISTS = "account_exists"
@@ -90,10 +103,15 @@ class Reason(enum.StrEnum):
     ACCOUNT_FROZEN = "account_frozen"
     ACCOUNT_CLOSED = "account_closed"
     BALANCE_NOT_ZERO = "balance_not_zero"
+    TRANSFERS_IN_FLIGHT = "transfers_in_flight"
+    TOO_MANY_IN_FLIGHT = "too_many_in_flight"
+    CREDIT_IN_USE = "credit_in_use"
     CURRENCY_MISMATCH = "currency_mismatch"
     INSUFFICIENT_FUNDS = "insufficient_funds"
     OVERFLOW = "overflow"
     SAME_ACCOUNT = "same_account"
+    FORGED_LEG = "forged_leg"
+    """Never in a published result: a forged leg goes to the DLQ with this reason."""
 
 
 INPUT_REASONS: Final = frozenset(
@@ -108,11 +126,15 @@ INPUT_REASONS: Final = frozenset(
         Reason.UNKNOWN_FIELD,
         Reason.UNKNOWN_COMMAND_TYPE,
         Reason.INVALID_FIELD,
+        Reason.DUPLICATE_FIELD,
+        Reason.NOT_SIGNED,
+        Reason.BAD_SIGNATURE,
     }
 )
 """Reasons decided from the record alone (an Invalid). Such a rejection is not recorded as
 the command id's result, so the same bad record sent twice is answered twice, by results
-that differ only in their offset and times."""
+that differ only in their offset and times, and a forged or unsigned command never takes
+the id of the real one."""
 
 
 class Status(enum.StrEnum):
@@ -130,9 +152,11 @@ class _Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_fiel
 
 
 class OpenAccount(_Command, frozen=True, tag="open_account"):
+    """Open an account with no credit: a credit limit is granted only by the risk
+    authority (``set_credit_limit``)."""
+
     account: int
     currency: str
-    credit_limit: int = 0
 
 
 class Deposit(_Command, frozen=True, tag="deposit"):
@@ -157,11 +181,39 @@ class Transfer(_Command, frozen=True, tag="transfer"):
     currency: str
 
 
+class FreezeAccount(_Command, frozen=True, tag="freeze_account"):
+    account: int
+
+
+class CloseAccount(_Command, frozen=True, tag="close_account"):
+    account: int
+
+
+class SetCreditLimit(_Command, frozen=True, tag="set_credit_limit"):
+    """Privileged: let the account's balance go down to ``-credit_limit``.
+
+    ``signature`` is the risk authority's Ed25519 signature (engine.authority) made with
+    its key ``key_id``; unsigned or wrongly signed, the command is rejected."""
+
+    account: int
+    credit_limit: int
+    key_id: str = ""
+    signature: bytes = b""
+
+
+class UnfreezeAccount(_Command, frozen=True, tag="unfreeze_account"):
+    """Privileged: open a frozen account again (signed like ``set_credit_limit``)."""
+
+    account: int
+    key_id: str = ""
+    signature: bytes = b""
+
+
 class CreditLeg(_Command, frozen=True, tag="credit_leg"):
     """Internal: the credit side of a cross-partition transfer, sent by the payer's worker.
 
-    ``id`` is ``<transfer id>/credit``; ``customer``/``account`` is the payee.
-    """
+    ``id`` is ``<transfer id>/credit``; ``customer``/``account`` is the payee. ``mac`` is
+    the workers' MAC (engine.authority) with their key ``key_id``."""
 
     transfer_id: str
     account: int
@@ -171,6 +223,8 @@ class CreditLeg(_Command, frozen=True, tag="credit_leg"):
     from_account: int
     origin_offset: int
     published_at_ms: int
+    key_id: str = ""
+    mac: bytes = b""
 
 
 class SettleLeg(_Command, frozen=True, tag="settle_leg"):
@@ -178,8 +232,9 @@ class SettleLeg(_Command, frozen=True, tag="settle_leg"):
 
     ``id`` is ``<transfer id>/settle``; ``customer``/``account`` is the payer. When
     ``reason`` is empty the credit was applied (the payee now holds ``payee_balance``);
-    otherwise the payer's partition refunds the amount from its clearing account.
-    """
+    otherwise the payer's partition refunds the amount from its clearing account. It is
+    applied only if it matches the transfer in flight it settles, and carries a MAC like
+    the credit leg."""
 
     transfer_id: str
     account: int
@@ -192,14 +247,8 @@ class SettleLeg(_Command, frozen=True, tag="settle_leg"):
     payee_balance: int
     origin_offset: int
     published_at_ms: int
-
-
-class FreezeAccount(_Command, frozen=True, tag="freeze_account"):
-    account: int
-
-
-class CloseAccount(_Command, frozen=True, tag="close_account"):
-    account: int
+    key_id: str = ""
+    mac: bytes = b""
 
 
 Command = (
@@ -209,6 +258,8 @@ Command = (
     | Transfer
     | FreezeAccount
     | CloseAccount
+    | SetCreditLimit
+    | UnfreezeAccount
     | CreditLeg
     | SettleLeg
 )
@@ -219,10 +270,15 @@ COMMAND_TYPES: Final = (
     Transfer,
     FreezeAccount,
     CloseAccount,
+    SetCreditLimit,
+    UnfreezeAccount,
     CreditLeg,
     SettleLeg,
 )
+Leg = CreditLeg | SettleLeg
 LEG_TYPES: Final = (CreditLeg, SettleLeg)
+Privileged = SetCreditLimit | UnfreezeAccount
+PRIVILEGED_TYPES: Final = (SetCreditLimit, UnfreezeAccount)
 CREDIT_SUFFIX: Final = "/credit"
 SETTLE_SUFFIX: Final = "/settle"
 
@@ -263,14 +319,6 @@ class DeadLetter(msgspec.Struct, frozen=True, tag="dead_letter", tag_field="type
     value: bytes
 
 
-class _Envelope(msgspec.Struct, frozen=True):
-    """The least of a command we need to address a rejection to its sender."""
-
-    id: str
-    customer: int
-    type: str = ""
-
-
 class Invalid(msgspec.Struct, frozen=True):
     """A record that decoded far enough to be answered, but not far enough to run."""
 
@@ -285,114 +333,30 @@ DEAD_LETTER_REASONS: Final = (
     "bad_command_id",
     "bad_customer_id",
     "message_too_large",
+    "forged_leg",
 )
 """Why a record went to the DLQ (the ``reason`` of a DeadLetter)."""
 
 
 class Undecodable(msgspec.Struct, frozen=True):
-    """A record that cannot be answered: it goes to the DLQ."""
+    """A record that cannot be answered: it goes to the DLQ.
+
+    ``leg`` names the leg type (``credit_leg``, ``settle_leg``) of a refused leg."""
 
     reason: str
     detail: str
+    leg: str = ""
 
 
-_REASONS: Final = frozenset(reason.value for reason in Reason)
-_TAGS: Final = frozenset(t.__struct_config__.tag for t in COMMAND_TYPES)
-_strict_msgpack = msgspec.msgpack.Decoder(Command)
-_strict_json = msgspec.json.Decoder(Command)
-_envelope_msgpack = msgspec.msgpack.Decoder(_Envelope)
-_envelope_json = msgspec.json.Decoder(_Envelope)
 _encoder = msgspec.msgpack.Encoder()
-_DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
-"""msgspec raises UnicodeDecodeError, not DecodeError, for a string that is not UTF-8."""
-result_decoder: Final = msgspec.msgpack.Decoder(Result)
 command_encoder: Final = _encoder
+result_decoder: Final = msgspec.msgpack.Decoder(Result)
+"""For results this engine wrote itself (a cup's rows); a results topic anyone could write
+is read with engine.decoding.decode_result."""
 
 
 def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
-
-
-def decode_command(data: bytes, *, json: bool = False) -> Command | Invalid | Undecodable:
-    """Decode and validate one command; never raises on bad input."""
-    try:
-        command: Command = (_strict_json if json else _strict_msgpack).decode(data)
-    except _DECODE_ERRORS as error:
-        return _explain(data, str(error), json=json)
-    reason, detail = validate(command)
-    if reason is not Reason.NONE:
-        return Invalid(command.id, command.customer, reason, detail)
-    return command
-
-
-def _explain(data: bytes, error: str, *, json: bool) -> Invalid | Undecodable:
-    try:
-        envelope = (_envelope_json if json else _envelope_msgpack).decode(data)
-    except _DECODE_ERRORS:
-        return Undecodable("undecodable", error[:200])
-    if not _COMMAND_ID.fullmatch(envelope.id):
-        return Undecodable("bad_command_id", f"command id {envelope.id[:80]!r} is not valid")
-    if not 1 <= envelope.customer <= CUSTOMER_MAX:
-        return Undecodable("bad_customer_id", f"customer {envelope.customer} is not valid")
-    if envelope.type not in _TAGS:
-        reason = Reason.UNKNOWN_COMMAND_TYPE
-    elif "unknown field" in error:
-        reason = Reason.UNKNOWN_FIELD
-    else:
-        reason = Reason.INVALID_FIELD
-    return Invalid(envelope.id, envelope.customer, reason, error[:200])
-
-
-def validate(command: Command) -> tuple[Reason, str]:
-    """Check a decoded command's values; returns (Reason.NONE, "") when it is valid."""
-    if isinstance(command, LEG_TYPES):
-        return _validate_leg(command)
-    if not _COMMAND_ID.fullmatch(command.id):
-        return Reason.BAD_COMMAND_ID, "command id must be 1..64 of [A-Za-z0-9_.:-]"
-    customers = [command.customer]
-    accounts = [command.account]
-    if isinstance(command, Transfer):
-        customers.append(command.to_customer)
-        accounts.append(command.to_account)
-    for customer in customers:
-        if not 1 <= customer <= CUSTOMER_MAX:
-            return Reason.BAD_CUSTOMER_ID, f"customer {customer} is not in 1..2^63-1"
-    for account in accounts:
-        if not 1 <= account <= ACCOUNT_MAX:
-            return Reason.BAD_ACCOUNT_NUMBER, f"account {account} is not in 1..2^31-1"
-    match command:
-        case Deposit() | Withdraw() | Transfer():
-            return _validate_amount(command.amount, command.currency)
-        case OpenAccount():
-            if not 0 <= command.credit_limit <= CREDIT_LIMIT_MAX:
-                return Reason.BAD_CREDIT_LIMIT, f"credit limit must be in 0..{CREDIT_LIMIT_MAX}"
-            return _validate_currency(command.currency)
-    return Reason.NONE, ""
-
-
-def _validate_leg(leg: CreditLeg | SettleLeg) -> tuple[Reason, str]:
-    suffix = CREDIT_SUFFIX if isinstance(leg, CreditLeg) else SETTLE_SUFFIX
-    if leg.id != leg.transfer_id + suffix or not _COMMAND_ID.fullmatch(leg.transfer_id):
-        return Reason.BAD_COMMAND_ID, f"a leg id is <transfer id>{suffix}"
-    if isinstance(leg, SettleLeg) and leg.reason not in _REASONS:
-        return Reason.INVALID_FIELD, f"unknown settle reason {leg.reason[:40]!r}"
-    if not 1 <= leg.customer <= CUSTOMER_MAX or not 1 <= leg.account <= ACCOUNT_MAX:
-        return Reason.BAD_ACCOUNT_NUMBER, "a leg addresses a real account"
-    return _validate_amount(leg.amount, leg.currency)
-
-
-def _validate_amount(amount: int, currency: str) -> tuple[Reason, str]:
-    if amount <= 0:
-        return Reason.AMOUNT_NOT_POSITIVE, f"amount {amount} must be positive"
-    if amount > AMOUNT_MAX:
-        return Reason.AMOUNT_TOO_LARGE, f"amount {amount} exceeds {AMOUNT_MAX}"
-    return _validate_currency(currency)
-
-
-def _validate_currency(currency: str) -> tuple[Reason, str]:
-    if currency not in CURRENCIES:
-        return Reason.UNKNOWN_CURRENCY, f"currency {currency[:8]!r} is not supported"
-    return Reason.NONE, ""
 
 
 def fingerprint(command: Command) -> int:
@@ -405,3 +369,8 @@ def customers_of(command: Command) -> tuple[int, ...]:
     if isinstance(command, Transfer):
         return (command.customer, command.to_customer)
     return (command.customer,)
+
+
+def type_tag(kind: type[msgspec.Struct]) -> str:
+    """The wire tag of a message class (``deposit``, ``credit_leg``, ...)."""
+    return str(kind.__struct_config__.tag)

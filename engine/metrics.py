@@ -59,6 +59,13 @@ class WorkerMetrics:
         self.dead_letters = Counter(
             "smallcups_dead_letters", "Records sent to the DLQ, by reason.", ["reason"], registry=r
         )
+        self.forged_legs = Counter(
+            "smallcups_forged_legs",
+            "Saga legs refused as not made by a worker (no or wrong MAC, wrong partition, "
+            "no matching transfer in flight), by leg type; each went to the DLQ.",
+            ["kind"],
+            registry=r,
+        )
         self.batch_commands = Histogram(
             "smallcups_batch_commands",
             "Records of one partition in one commit round.",
@@ -130,6 +137,13 @@ class WorkerMetrics:
             ["cup", "currency"],
             registry=r,
         )
+        self.transfers_stuck = Gauge(
+            "smallcups_transfers_stuck",
+            "Transfers in flight out of this worker's partitions for longer than "
+            "worker.transfer_stuck_seconds, by cup (sum by cup over workers).",
+            ["cup"],
+            registry=r,
+        )
         self.cups_down: set[str] = set()
         """Cups whose last statement failed (readiness reads it; the gauge mirrors it)."""
 
@@ -146,8 +160,11 @@ class WorkerMetrics:
         command_types: Sequence[str],
         reasons: Sequence[str],
         dead_letter_reasons: Sequence[str],
+        leg_types: Sequence[str] = (),
     ) -> None:
         """Create every known label value at 0, so rate() sees the first event too."""
+        for kind in leg_types:
+            self.forged_legs.labels(kind)
         for kind in command_types:
             for outcome in OUTCOMES:
                 self.commands.labels(kind, outcome)

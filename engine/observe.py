@@ -13,7 +13,8 @@ from shards.store import CommitBatch
 
 
 def record_batch(metrics: WorkerMetrics, decoded: Decoded, batch: CommitBatch, now_ms: int) -> None:
-    """Counts by type and outcome, rejections and dead letters by reason, publish delays.
+    """Counts by type and outcome, rejections and dead letters by reason, forged legs by
+    kind, publish delays.
 
     The loop over the commands only counts objects (command class, status, reason);
     their label strings are looked up once per distinct value."""
@@ -23,6 +24,8 @@ def record_batch(metrics: WorkerMetrics, decoded: Decoded, batch: CommitBatch, n
     rejections: Counter[Reason] = Counter()
     for incoming, result in zip(decoded.incoming, outcome.results, strict=True):
         status = result.status
+        if result.reason is Reason.FORGED_LEG:  # a dead letter, counted below
+            continue
         tally[(type(incoming.command), status)] += 1
         if status is Status.REJECTED:
             rejections[result.reason] += 1
@@ -33,10 +36,14 @@ def record_batch(metrics: WorkerMetrics, decoded: Decoded, batch: CommitBatch, n
         metrics.commands.labels(_type_label(kind), status.value).inc(count)
     for reason, count in rejections.items():
         metrics.rejections.labels(reason.value).inc(count)
-    if decoded.dead_reasons:
-        metrics.commands.labels("undecodable", "dead_letter").inc(len(decoded.dead_reasons))
-    for dead in decoded.dead_reasons:
+    forged = [*decoded.forged_legs, *(f.leg for f in outcome.forged)]
+    dead_reasons = [*decoded.dead_reasons, *(["forged_leg"] * len(outcome.forged))]
+    if dead_reasons:
+        metrics.commands.labels("undecodable", "dead_letter").inc(len(dead_reasons))
+    for dead in dead_reasons:
         metrics.dead_letters.labels(dead).inc()
+    for leg in forged:
+        metrics.forged_legs.labels(leg).inc()
 
 
 def _type_label(kind: type[msgspec.Struct]) -> str:

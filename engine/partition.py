@@ -12,23 +12,29 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import asyncpg
 
+from engine.authority import Authority
 from engine.book import AccountKey, Incoming, Known, Outcome
 from engine.config import WorkerConfig
+from engine.decoding import decode_command
 from engine.errors import FencedError, InfrastructureError, invariant
 from engine.ledger import PartitionLedger
 from engine.messages import (
+    LEG_TYPES,
+    PRIVILEGED_TYPES,
+    Command,
     DeadLetter,
     Invalid,
+    Reason,
     Result,
     Transfer,
     Undecodable,
-    decode_command,
     encode,
     fingerprint,
+    type_tag,
 )
 from engine.metrics import WorkerMetrics
 from engine.routing import customer_key
@@ -60,11 +66,17 @@ class Decoded:
     incoming: list[Incoming] = field(default_factory=list)
     dead: list[OutboxRow] = field(default_factory=list)
     dead_reasons: list[str] = field(default_factory=list)
+    forged_legs: list[str] = field(default_factory=list)
+    """The type tag of every leg refused as forged, here or by the ledger."""
+    legs: dict[int, tuple[str, bytes | None, bytes]] = field(default_factory=dict)
+    """(topic, key, value) of the legs by offset: a leg the ledger refuses goes to the DLQ
+    as it came."""
     last_offset: int = -1
 
 
-def decode_records(records: Sequence[Any], message_bytes_max: int) -> Decoded:
-    """Decode a partition's records; what cannot be answered becomes a DLQ row."""
+def decode_records(records: Sequence[Any], message_bytes_max: int, authority: Authority) -> Decoded:
+    """Decode a partition's records and check their proofs; what cannot be answered, or
+    is a leg no worker made, becomes a DLQ row."""
     decoded = Decoded()
     for record in records:
         decoded.last_offset = record.offset
@@ -75,32 +87,45 @@ def decode_records(records: Sequence[Any], message_bytes_max: int) -> Decoded:
             )
             value = value[:message_bytes_max]
         else:
-            parsed = decode_command(value)
+            parsed = authenticate(decode_command(value), record.partition, authority)
         if isinstance(parsed, Undecodable):
-            decoded.dead_reasons.append(parsed.reason)
-            letter = DeadLetter(
-                parsed.reason,
-                parsed.detail,
-                record.topic,
-                record.partition,
-                record.offset,
-                record.key,
-                value,
-            )
             decoded.dead.append(
-                OutboxRow(
-                    record.offset,
-                    0,
-                    OutboxKind.DEAD_LETTER,
-                    record.key,
-                    encode(letter),
-                    record.partition,
+                _dead_letter(
+                    parsed, record.topic, record.partition, record.offset, record.key, value
                 )
             )
+            decoded.dead_reasons.append(parsed.reason)
+            if parsed.leg:
+                decoded.forged_legs.append(parsed.leg)
             continue
+        if isinstance(parsed, LEG_TYPES):
+            decoded.legs[record.offset] = (record.topic, record.key, value)
         digest = 0 if isinstance(parsed, Invalid) else fingerprint(parsed)
         decoded.incoming.append(Incoming(record.offset, record.timestamp, parsed, digest))
     return decoded
+
+
+def authenticate(
+    parsed: Command | Invalid | Undecodable, partition: int, authority: Authority
+) -> Command | Invalid | Undecodable:
+    """A leg without a worker's MAC for ``partition`` is forged (DLQ); a privileged
+    command without the risk authority's signature is rejected (answered, unrecorded)."""
+    if isinstance(parsed, LEG_TYPES):
+        problem = authority.leg_problem(parsed, partition)
+        if problem:
+            return Undecodable("forged_leg", problem, type_tag(type(parsed)))
+    elif isinstance(parsed, PRIVILEGED_TYPES):
+        reason, detail = authority.privileged_problem(parsed)
+        if reason is not Reason.NONE:
+            return Invalid(parsed.id, parsed.customer, reason, detail)
+    return parsed
+
+
+def _dead_letter(
+    parsed: Undecodable, topic: str, partition: int, offset: int, key: bytes | None, value: bytes
+) -> OutboxRow:
+    letter = DeadLetter(parsed.reason, parsed.detail, topic, partition, offset, key, value)
+    return OutboxRow(offset, 0, OutboxKind.DEAD_LETTER, key, encode(letter), partition)
 
 
 class PartitionState:
@@ -114,8 +139,10 @@ class PartitionState:
         claim: Claim,
         config: WorkerConfig,
         metrics: WorkerMetrics,
+        authority: Authority,
     ):
         self.metrics = metrics
+        self.authority = authority
         self.partition = partition
         self.store = store
         self.epoch = claim.epoch
@@ -130,9 +157,12 @@ class PartitionState:
         self.ledger = PartitionLedger(partition, partitions, {})
 
     async def load(self) -> None:
-        """Bulk-load the partition's accounts; if they all fit, the book is complete."""
+        """Bulk-load the partition's accounts (if they all fit, the book is complete) and
+        all its transfers in flight."""
         accounts = await self.store.load_partition(self.partition, self.accounts_max)
+        flights = await self.store.load_in_flight(self.partition)
         self.ledger.accounts = {a.key: a for a in accounts}
+        self.ledger.load_in_flight(flights)
         self.complete = len(accounts) < self.accounts_max
 
     async def _ensure_accounts(self, incoming: Sequence[Incoming]) -> None:
@@ -161,13 +191,11 @@ class PartitionState:
         await self._ensure_accounts(decoded.incoming)
         outcome = self.ledger.decide_batch(decoded.incoming, known or {}, now_us)
         return build_commit(
-            self.partition,
-            self.epoch,
-            self.position,
-            decoded.last_offset + 1,
+            Fence(self.partition, self.epoch, self.position, decoded.last_offset + 1),
             outcome,
-            decoded.dead,
+            decoded,
             trim_below,
+            self.authority,
         )
 
     async def reload(self, decoded: Decoded) -> dict[str, Known]:
@@ -250,16 +278,22 @@ async def commit_batches(
     raise InfrastructureError(f"partitions {partitions}: cup {store.cup_id} unreachable")
 
 
+class Fence(NamedTuple):
+    """Where a batch commits: its partition, the claim's epoch, and the offsets it moves
+    ``next_offset`` from and to."""
+
+    partition: int
+    epoch: int
+    expected_offset: int
+    next_offset: int
+
+
 def build_commit(
-    partition: int,
-    epoch: int,
-    expected_offset: int,
-    next_offset: int,
-    outcome: Outcome,
-    dead: Sequence[OutboxRow],
-    trim_below: int,
+    fence: Fence, outcome: Outcome, decoded: Decoded, trim_below: int, authority: Authority
 ) -> CommitBatch:
-    """Encode what a decided batch commits; each result is encoded once however often used."""
+    """Encode what a decided batch commits: each result is encoded once however often
+    used; each leg gets the workers' MAC for the partition it goes to; each leg the
+    ledger refused goes to the DLQ as it came."""
     encoded: dict[int, bytes] = {}
 
     def encoded_result(result: Result) -> bytes:
@@ -268,22 +302,28 @@ def build_commit(
             value = encoded[id(result)] = encode(result)
         return value
 
+    partition = fence.partition
     rows: list[tuple[int, OutboxKind, bytes | None, bytes, int]] = [
-        (d.src_offset, d.kind, d.key, d.value, d.target_partition) for d in dead
+        (d.src_offset, d.kind, d.key, d.value, d.target_partition) for d in decoded.dead
     ]
+    for forged in outcome.forged:
+        topic, key, value = decoded.legs[forged.offset]
+        letter = Undecodable("forged_leg", forged.detail, forged.leg)
+        row = _dead_letter(letter, topic, partition, forged.offset, key, value)
+        rows.append((row.src_offset, row.kind, row.key, row.value, row.target_partition))
     for publish in outcome.published:
         key = customer_key(publish.customer)
         value = encoded_result(publish.result)
         rows.append((publish.offset, OutboxKind.RESULT, key, value, partition))
     for leg in outcome.legs:
         key = customer_key(leg.command.customer)
-        value = encode(leg.command)
+        value = encode(authority.sign_leg(leg.command, leg.partition))
         rows.append((leg.offset, OutboxKind.LEG, key, value, leg.partition))
     return CommitBatch(
         partition=partition,
-        epoch=epoch,
-        expected_offset=expected_offset,
-        next_offset=next_offset,
+        epoch=fence.epoch,
+        expected_offset=fence.expected_offset,
+        next_offset=fence.next_offset,
         outcome=outcome,
         applied_results=[encoded_result(a.result) for a in outcome.applied],
         final_results=[encoded_result(f.result) for f in outcome.finals],

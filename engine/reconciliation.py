@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from typing import Any
 
 import msgspec
 
 from engine.config import Config, KafkaConfig
+from engine.decoding import decode_command, decode_result
 from engine.messages import (
     CURRENCIES,
     INPUT_REASONS,
@@ -16,8 +18,6 @@ from engine.messages import (
     Result,
     Status,
     Undecodable,
-    decode_command,
-    result_decoder,
 )
 from engine.topics import end_offsets, read_range
 from shards.control import connect, load_shard_map
@@ -36,7 +36,8 @@ async def reconcile(config: Config, *, topics: bool) -> Report:
         await control.close()
     stores = await open_cups(shard_map, config.shards)
     try:
-        report = await reconcile_cups(stores, shard_map, CURRENCIES, moving)
+        stuck = config.worker.transfer_stuck_seconds
+        report = await reconcile_cups(stores, shard_map, CURRENCIES, moving, stuck)
         if topics:
             positions = await _positions(stores, shard_map.cup_of)
             bytes_max = config.worker.message_bytes_max
@@ -56,12 +57,15 @@ async def _positions(stores: dict[int, CupStore], cup_of: dict[int, int]) -> dic
 async def _check_results(
     kafka: KafkaConfig, positions: dict[int, int], bytes_max: int, report: Report
 ) -> None:
-    """Check 6: every consumed command has its result; results of an id agree.
+    """Checks 6 and 10: every consumed command has its result, results of an id agree,
+    and every result record is one the engine could have written.
 
     A record over ``bytes_max`` went to the DLQ undecoded (as the worker does), so it
-    owes no result whatever it holds.
+    owes no result whatever it holds. A result for an offset past the cup's position
+    answers a command consumed after the positions were read: it is left for the next run.
     """
     consumed: dict[str, int] = defaultdict(int)
+    ids_at: dict[tuple[int, int], str] = {}
     for record in await read_range(kafka, kafka.commands_topic, positions):
         value = record.value or b""
         if len(value) > bytes_max:
@@ -70,10 +74,13 @@ async def _check_results(
         if isinstance(command, (Undecodable, *LEG_TYPES)):
             continue
         consumed[command.id] += 1
+        ids_at[(record.partition, record.offset)] = command.id
     results_end = await end_offsets(kafka, kafka.results_topic)
     answers: dict[str, set[bytes]] = defaultdict(set)
     for record in await read_range(kafka, kafka.results_topic, results_end):
-        result: Result = result_decoder.decode(record.value)
+        result = _authentic_result(record, positions, ids_at, report)
+        if result is None:
+            continue
         if result.status is Status.PENDING:
             report.add("one_result", f"command {result.command_id}: a pending result was published")
         if result.reason is not Reason.DUPLICATE_CONFLICT:
@@ -86,6 +93,37 @@ async def _check_results(
             report.add("one_result", f"command {command_id}: {len(variants)} different results")
     report.counts["commands_consumed"] = sum(consumed.values())
     report.counts["command_ids_answered"] = len(answers)
+
+
+def _authentic_result(
+    record: Any,
+    positions: dict[int, int],
+    ids_at: dict[tuple[int, int], str],
+    report: Report,
+) -> Result | None:
+    """The record's result if it is one the engine could have published (check 10), else
+    None with a finding; None without one for a result of a command not consumed yet."""
+    where = f"results partition {record.partition} offset {record.offset}"
+    result = decode_result(record.value)
+    if isinstance(result, Undecodable):
+        report.add("results_well_formed", f"{where}: not a result ({result.detail[:80]})")
+        return None
+    if result.partition != record.partition:
+        report.add(
+            "results_well_formed", f"{where}: names partition {result.partition}, not its own"
+        )
+        return None
+    if result.offset >= positions.get(result.partition, 0):
+        return None
+    answered = ids_at.get((result.partition, result.offset))
+    if answered != result.command_id:
+        report.add(
+            "results_well_formed",
+            f"{where}: answers {result.command_id[:80]!r}, but offset {result.offset} "
+            "holds another command",
+        )
+        return None
+    return result
 
 
 def answer_of(result: Result) -> bytes:

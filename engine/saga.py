@@ -18,6 +18,7 @@ sum(customer balances) + in flight == deposits - withdrawals at every instant.
 from __future__ import annotations
 
 from engine.book import (
+    IN_FLIGHT_PER_PARTITION_MAX,
     AccountBook,
     Applied,
     Decision,
@@ -28,6 +29,7 @@ from engine.book import (
     Publish,
     SystemAccount,
 )
+from engine.errors import InvariantError
 from engine.messages import (
     CREDIT_SUFFIX,
     SETTLE_SUFFIX,
@@ -84,6 +86,9 @@ class SagaRules(AccountBook):
         payer, refusal = self.movable(command.customer, command.account, command.currency)
         if payer is None:
             return refusal
+        if len(self.in_flight) >= IN_FLIGHT_PER_PARTITION_MAX:
+            detail = f"{len(self.in_flight)} transfers of this partition are in flight; retry"
+            return Decision(Reason.TOO_MANY_IN_FLIGHT, detail)
         clearing = self.system_account(SystemAccount.CLEARING, command.currency)
         decision = self.move(command.id, incoming.offset, payer, clearing, command.amount, outcome)
         if decision.reason is not Reason.NONE:
@@ -91,26 +96,28 @@ class SagaRules(AccountBook):
         leg = credit_leg(command, incoming.offset, incoming.published_at_ms)
         target = partition_of(command.to_customer, self.partitions)
         outcome.legs.append(Leg(incoming.offset, target, leg))
-        outcome.opened.append(
-            InFlight(
-                command.id,
-                command.to_customer,
-                command.to_account,
-                command.amount,
-                command.currency,
-                incoming.offset,
-            )
+        flight = InFlight(
+            command.id,
+            command.customer,
+            command.account,
+            command.to_customer,
+            command.to_account,
+            command.amount,
+            command.currency,
+            incoming.offset,
         )
+        self.track(flight)
+        outcome.opened.append(flight)
         return decision.as_pending()
 
     def credit_in(self, leg: CreditLeg, incoming: Incoming, outcome: Outcome) -> Decision:
         """Step 2: credit the payee out of clearing, or refuse; answer with a settle leg.
 
-        A leg that reached the wrong partition is refused too, so the payer is refunded.
-        """
-        payee, decision = self.movable(leg.customer, leg.account, leg.currency)
+        A leg for a customer of another partition is forged: a worker addresses every leg
+        to its customer's partition (and its MAC covers that partition)."""
         if partition_of(leg.customer, self.partitions) != self.partition:
-            payee, decision = None, Decision(Reason.WRONG_PARTITION, "leg in the wrong partition")
+            return _forged(f"credit leg for customer {leg.customer} of another partition")
+        payee, decision = self.movable(leg.customer, leg.account, leg.currency)
         balance = 0
         if payee is not None:
             clearing = self.system_account(SystemAccount.CLEARING, leg.currency)
@@ -126,18 +133,21 @@ class SagaRules(AccountBook):
     ) -> Decision:
         """Step 3: refund a refused transfer; publish the transfer's final result.
 
-        A settle leg that reached the wrong partition is forwarded to the payer's.
-        """
-        home = partition_of(leg.customer, self.partitions)
-        if home != self.partition:
-            outcome.legs.append(Leg(incoming.offset, home, leg))
-            return Decision(
-                Reason.WRONG_PARTITION, "forwarded to the payer's partition", internal=True
-            )
+        The leg must match the transfer in flight it settles (payer, payee, amount,
+        currency, offset), else it is forged and changes nothing."""
+        flight = self.in_flight.get(leg.transfer_id)
+        if flight is None:
+            return _forged(f"no transfer {leg.transfer_id!r} is in flight here")
+        claimed = (leg.customer, leg.account, leg.to_customer, leg.to_account)
+        if claimed != (flight.customer, flight.account, flight.to_customer, flight.to_account) or (
+            leg.amount,
+            leg.currency,
+            leg.origin_offset,
+        ) != (flight.amount, flight.currency, flight.offset):
+            return _forged(f"settle leg does not match transfer {leg.transfer_id!r} in flight")
         payer = self.accounts.get((leg.customer, leg.account))
         if payer is None:
-            detail = f"settle leg for unknown payer {(leg.customer, leg.account)}"
-            return Decision(Reason.ACCOUNT_NOT_FOUND, detail, internal=True)
+            raise InvariantError(f"transfer {leg.transfer_id} in flight from a missing payer")
         touched: tuple[Balance, ...]
         if leg.reason:
             clearing = self.system_account(SystemAccount.CLEARING, leg.currency)
@@ -145,10 +155,8 @@ class SagaRules(AccountBook):
             if refund.reason is not Reason.NONE:
                 return refund.as_internal()
             decision = refund.as_internal()
-            status, touched = (
-                Status.REJECTED,
-                (Balance(payer.customer, payer.number, payer.balance),),
-            )
+            status = Status.REJECTED
+            touched = (Balance(payer.customer, payer.number, payer.balance),)
         else:
             decision = Decision(Reason.NONE, "", internal=True)
             status = Status.ACCEPTED
@@ -167,7 +175,13 @@ class SagaRules(AccountBook):
             partition=self.partition,
             offset=leg.origin_offset,
         )
+        self.untrack(leg.transfer_id)
         outcome.published.append(Publish(incoming.offset, leg.customer, final))
         outcome.finals.append(Applied(leg.transfer_id, 0, final))
         outcome.settled.append(leg.transfer_id)
         return decision
+
+
+def _forged(detail: str) -> Decision:
+    """A leg no worker made: refused, unrecorded, sent to the DLQ (engine.ledger)."""
+    return Decision(Reason.FORGED_LEG, detail, internal=True)

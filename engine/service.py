@@ -17,8 +17,9 @@ import uvloop
 from engine.assignor import CupAffinityAssignor
 from engine.config import Config
 from engine.health import HealthServer
+from engine.keyfiles import load_authority
 from engine.map_follower import MapFollower
-from engine.messages import COMMAND_TYPES, DEAD_LETTER_REASONS, Reason
+from engine.messages import COMMAND_TYPES, DEAD_LETTER_REASONS, LEG_TYPES, Reason, type_tag
 from engine.metrics import WorkerMetrics
 from engine.relay import Relay
 from engine.worker import RebalanceListener, Worker, make_consumer, make_producer
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 async def serve_worker(config: Config, stop: asyncio.Event) -> None:
     """Run one worker until ``stop`` is set: finish the batch, publish, leave the group."""
+    authority = load_authority(config)
     control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
     try:
         shard_map = await load_shard_map(control)
@@ -38,9 +40,10 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
     stores = await open_cups(shard_map, config.shards)
     metrics = WorkerMetrics()
     metrics.precreate(
-        [str(t.__struct_config__.tag) for t in COMMAND_TYPES] + ["invalid", "undecodable"],
-        [reason.value for reason in Reason if reason is not Reason.NONE],
+        [type_tag(t) for t in COMMAND_TYPES] + ["invalid", "undecodable"],
+        [reason.value for reason in Reason if reason not in (Reason.NONE, Reason.FORGED_LEG)],
         DEAD_LETTER_REASONS,
+        [type_tag(t) for t in LEG_TYPES],
     )
     producer = make_producer(config)
     assignor = CupAffinityAssignor(shard_map)
@@ -50,7 +53,7 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
         dlq_partitions = len(await producer.partitions_for(config.kafka.dlq_topic))
         renew = functools.partial(make_producer, config)
         relay = Relay(producer, config.kafka, dlq_partitions, metrics, renew)
-        worker = Worker(config, shard_map, stores, consumer, relay, metrics)
+        worker = Worker(config, shard_map, stores, consumer, relay, metrics, authority)
         health = HealthServer(metrics.registry, worker.readiness, port=config.worker.metrics_port)
         port = await health.start()
         target = _announce(config.worker.metrics_targets_dir, port)

@@ -29,6 +29,7 @@ from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from engine.authority import Authority
 from engine.config import Config
 from engine.errors import FencedError, InfrastructureError, invariant
 from engine.lane import CupCommits, Lane
@@ -82,8 +83,10 @@ class Worker:
         consumer: AIOKafkaConsumer,
         relay: Relay,
         metrics: WorkerMetrics,
+        authority: Authority,
     ):
         self.metrics = metrics
+        self.authority = authority
         self.joined = False
         self.config = config
         self.limits = config.worker
@@ -171,7 +174,7 @@ class Worker:
             if self.relay.failed(partition):
                 self._lose_to_publish(partition)
                 continue
-            decoded = decode_records(records, self.limits.message_bytes_max)
+            decoded = decode_records(records, self.limits.message_bytes_max, self.authority)
             try:
                 batch = await state.decide(decoded, now, self.relay.acked_below(partition))
             except RETRIABLE as error:
@@ -278,7 +281,13 @@ class Worker:
         try:
             claim = await store.claim(partition, self.owner)
             state = PartitionState(
-                partition, self.shard_map.partitions, store, claim, self.limits, self.metrics
+                partition,
+                self.shard_map.partitions,
+                store,
+                claim,
+                self.limits,
+                self.metrics,
+                self.authority,
             )
             await state.load()
             unsent = await store.unsent(partition)
@@ -414,20 +423,24 @@ class Worker:
                 metrics.lag.labels(label).set(max(0, highwater - state.position))
 
     async def _export_in_flight(self) -> None:
-        """Transfers debited by this worker's partitions and not settled, per cup."""
+        """Transfers debited by this worker's partitions and not settled (and those stuck),
+        per cup."""
         by_cup: dict[int, list[int]] = {}
         for partition, lane in self.owned.items():
             by_cup.setdefault(lane.state.store.cup_id, []).append(partition)
         for cup_id, partitions in by_cup.items():
+            store = self.stores[cup_id]
             try:
-                rows = await self.stores[cup_id].in_flight(partitions)
+                rows = await store.in_flight(partitions, self.limits.transfer_stuck_seconds)
             except RETRIABLE:
                 self.metrics.set_cup_up(cup_id, False)
                 continue
+            label = str(cup_id)
             self.metrics.set_cup_up(cup_id, True)
-            self.metrics.legs_in_flight.labels(str(cup_id)).set(sum(r[1] for r in rows))
-            for currency, _, money in rows:
-                self.metrics.money_in_flight.labels(str(cup_id), currency).set(money)
+            self.metrics.legs_in_flight.labels(label).set(sum(r.transfers for r in rows))
+            self.metrics.transfers_stuck.labels(label).set(sum(r.stuck for r in rows))
+            for row in rows:
+                self.metrics.money_in_flight.labels(label, row.currency).set(row.money)
 
     def _forget_series(self, partition: int) -> None:
         for gauge in (self.metrics.lag, self.metrics.committed_offset):

@@ -220,7 +220,7 @@ class Bridge:
         client = self._client
         if client is None:
             raise RuntimeError("the bridge's client is not connected")
-        future = client.expect(command.id)
+        future = client.expect(command)
         acknowledged = False
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
@@ -238,7 +238,7 @@ class Bridge:
             if isinstance(error, asyncio.CancelledError):
                 raise
         finally:
-            client.forget(command.id)
+            client.forget(command, future)
 
 
 def _describe(error: BaseException) -> str:

@@ -13,7 +13,12 @@ Checks (each failure names the account, transfer or command):
    re-sends are identical; no pending result was ever published;
 7. every partition's rows live in one cup: a cup holding rows of a partition the shard
    map puts elsewhere is a discrepancy, unless that partition has an unfinished move
-   (a frozen state row left by a finished move is a tombstone, not data).
+   (a frozen state row left by a finished move is a tombstone, not data);
+8. no closed account holds money;
+9. no transfer has been in flight longer than the stuck threshold (its money sits in
+   clearing: a payee cup unreachable for that long, or a bug);
+10. (with the topics) every result record is well-formed and answers the command at the
+    partition and offset it names (engine.reconciliation).
 
 Checks 1 to 5 read each cup's rows of the partitions the map gives it, so a partition
 copied by an unfinished move is counted once, in the cup the map names.
@@ -109,6 +114,19 @@ def _system_numbers(kind: SystemAccount, currencies: Iterable[str]) -> list[int]
     return [system_account_number(kind, c) for c in currencies]
 
 
+_CLOSED_WITH_MONEY = """
+SELECT partition, customer_id, account_no, balance FROM accounts
+WHERE partition = ANY($1::integer[]) AND status = 2 AND balance <> 0 LIMIT 1000
+"""
+
+_STUCK = """
+SELECT partition, transfer_id, amount, currency,
+       extract(epoch FROM now() - opened_at)::bigint AS age_seconds
+FROM transfers_in_flight
+WHERE partition = ANY($1::integer[]) AND opened_at < now() - make_interval(secs => $2)
+ORDER BY opened_at LIMIT 1000
+"""
+
 _STRAY = """
 SELECT DISTINCT partition FROM (
     SELECT partition FROM partition_state WHERE NOT frozen
@@ -124,8 +142,9 @@ async def audit_cup(
     currencies: Iterable[str],
     report: Report,
     moving: frozenset[int] = frozenset(),
+    stuck_after_seconds: float = 300.0,
 ) -> CupFigures:
-    """Checks 1, 2, 5 and 7 on one cup (its ``partitions`` by the map); its totals."""
+    """Checks 1, 2, 5, 7, 8 and 9 on one cup (its ``partitions`` by the map); its totals."""
     figures = CupFigures(store.cup_id)
     clearing = _system_numbers(SystemAccount.CLEARING, currencies)
     cash = _system_numbers(SystemAccount.CASH, currencies)
@@ -163,7 +182,27 @@ async def audit_cup(
             f"cup {store.cup_id}: command {row['command_id']} applied by two records "
             f"of partition {row['partition']}",
         )
+    await _audit_saga_edges(store, partitions, report, stuck_after_seconds)
     return figures
+
+
+async def _audit_saga_edges(
+    store: CupStore, partitions: list[int], report: Report, stuck_after_seconds: float
+) -> None:
+    """Checks 8 and 9: money in closed accounts, transfers stuck in flight."""
+    for row in await store.pool.fetch(_CLOSED_WITH_MONEY, partitions):
+        report.add(
+            "no_money_in_closed_accounts",
+            f"cup {store.cup_id} account {row['customer_id']}/{row['account_no']} "
+            f"(partition {row['partition']}) is closed and holds {row['balance']}",
+        )
+    for row in await store.pool.fetch(_STUCK, partitions, stuck_after_seconds):
+        report.add(
+            "no_stuck_transfers",
+            f"cup {store.cup_id} partition {row['partition']}: transfer "
+            f"{row['transfer_id']} ({row['currency']} {row['amount']}) in flight for "
+            f"{row['age_seconds']} s",
+        )
 
 
 async def transfers_in_flight(
@@ -208,12 +247,15 @@ async def reconcile_cups(
     shard_map: ShardMap,
     currencies: Iterable[str],
     moving: frozenset[int] = frozenset(),
+    stuck_after_seconds: float = 300.0,
 ) -> Report:
-    """Checks 1 to 5 and 7 over every cup of the shard map (``moving``: open moves)."""
+    """Checks 1 to 5 and 7 to 9 over every cup of the shard map (``moving``: open moves)."""
     report = Report()
     currencies = sorted(currencies)
     audits = (
-        audit_cup(store, shard_map.partitions_of(cup), currencies, report, moving)
+        audit_cup(
+            store, shard_map.partitions_of(cup), currencies, report, moving, stuck_after_seconds
+        )
         for cup, store in stores.items()
     )
     report.cups = list(await asyncio.gather(*audits))

@@ -36,7 +36,7 @@ from typing import Final, NamedTuple, cast
 import asyncpg
 import msgspec
 
-from engine.book import Account, AccountKey, AccountStatus, Known, Outcome
+from engine.book import Account, AccountKey, AccountStatus, InFlight, Known, Outcome
 from engine.errors import invariant
 from engine.messages import result_decoder
 
@@ -64,6 +64,13 @@ class OutboxRow(msgspec.Struct, frozen=True, gc=False):
 class Claim(NamedTuple):
     epoch: int
     next_offset: int
+
+
+class InFlightFigures(NamedTuple):
+    currency: str
+    transfers: int
+    money: int
+    stuck: int
 
 
 class CommitStatus(enum.Enum):
@@ -115,7 +122,8 @@ WITH batch AS (
                           credit_limit, status)
     WHERE a.partition IN (SELECT partition FROM fence)
     ON CONFLICT (partition, customer_id, account_no)
-    DO UPDATE SET balance = EXCLUDED.balance, status = EXCLUDED.status
+    DO UPDATE SET balance = EXCLUDED.balance, status = EXCLUDED.status,
+                  credit_limit = EXCLUDED.credit_limit
 ), journaled AS (
     INSERT INTO journal (partition, src_offset, command_id, customer_id, account_no,
                          currency, amount)
@@ -153,17 +161,17 @@ WITH batch AS (
           WHERE u.partition IN (SELECT partition FROM fence)) AS f
     WHERE c.ctid = f.row_id
 ), opened AS (
-    INSERT INTO transfers_in_flight (partition, transfer_id, to_customer, to_account,
-                                     amount, currency, src_offset)
+    INSERT INTO transfers_in_flight (partition, transfer_id, from_customer, from_account,
+                                     to_customer, to_account, amount, currency, src_offset)
     SELECT t.* FROM unnest($35::text::integer[], $36::text::text[], $37::text::bigint[],
-                           $38::text::bigint[], $39::text::bigint[], $40::text::text[],
-                           $41::text::bigint[])
-                    AS t (partition, transfer_id, to_customer, to_account, amount,
-                          currency, src_offset)
+                           $38::text::bigint[], $39::text::bigint[], $40::text::bigint[],
+                           $41::text::bigint[], $42::text::text[], $43::text::bigint[])
+                    AS t (partition, transfer_id, from_customer, from_account, to_customer,
+                          to_account, amount, currency, src_offset)
     WHERE t.partition IN (SELECT partition FROM fence)
 ), settled AS (
     DELETE FROM transfers_in_flight AS t
-    USING unnest($42::text::integer[], $43::text::text[]) AS s (partition, transfer_id)
+    USING unnest($44::text::integer[], $45::text::text[]) AS s (partition, transfer_id)
     WHERE t.partition = s.partition AND t.transfer_id = s.transfer_id
       AND s.partition IN (SELECT partition FROM fence)
 )
@@ -284,14 +292,44 @@ class CupStore:
             for r in rows
         ]
 
-    async def in_flight(self, partitions: Sequence[int]) -> list[tuple[str, int, int]]:
-        """(currency, transfers, money) debited here and not settled, for ``partitions``."""
+    async def load_in_flight(self, partition: int) -> list[InFlight]:
+        """Every transfer in flight out of ``partition`` (at most
+        IN_FLIGHT_PER_PARTITION_MAX: the ledger opens no more)."""
         rows = await self.pool.fetch(
-            "SELECT currency, count(*) AS legs, coalesce(sum(amount), 0) AS money"
+            "SELECT transfer_id, from_customer, from_account, to_customer, to_account,"
+            " amount, currency, src_offset FROM transfers_in_flight WHERE partition = $1",
+            partition,
+        )
+        return [
+            InFlight(
+                r["transfer_id"],
+                r["from_customer"],
+                r["from_account"],
+                r["to_customer"],
+                r["to_account"],
+                r["amount"],
+                r["currency"],
+                r["src_offset"],
+            )
+            for r in rows
+        ]
+
+    async def in_flight(
+        self, partitions: Sequence[int], stuck_after_seconds: float
+    ) -> list[InFlightFigures]:
+        """Transfers debited in ``partitions`` and not settled, by currency: how many, the
+        money, and how many for longer than ``stuck_after_seconds``."""
+        rows = await self.pool.fetch(
+            "SELECT currency, count(*) AS transfers, coalesce(sum(amount), 0) AS money,"
+            " count(*) FILTER (WHERE opened_at < now() - make_interval(secs => $2)) AS stuck"
             " FROM transfers_in_flight WHERE partition = ANY($1::integer[]) GROUP BY currency",
             list(partitions),
+            stuck_after_seconds,
         )
-        return [(r["currency"], r["legs"], int(r["money"])) for r in rows]
+        return [
+            InFlightFigures(r["currency"], r["transfers"], int(r["money"]), r["stuck"])
+            for r in rows
+        ]
 
     async def trim_outbox(self, partition: int, epoch: int, below_offset: int) -> None:
         """Delete published outbox rows, while this worker still owns the partition."""
@@ -343,7 +381,7 @@ def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
 
 
 def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
-    """One batch's columns for $6 to $43, in the statement's order."""
+    """One batch's columns for $6 to $45, in the statement's order."""
     outcome = batch.outcome
     partition = batch.partition
     applied = outcome.applied
@@ -384,6 +422,8 @@ def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
         batch.final_results,
         [partition] * len(opened),
         [t.transfer_id for t in opened],
+        [t.customer for t in opened],
+        [t.account for t in opened],
         [t.to_customer for t in opened],
         [t.to_account for t in opened],
         [t.amount for t in opened],
@@ -400,7 +440,7 @@ _ROW_KINDS: Final = (
     *(int, int, str, int, int, str, int),
     *(int, int, int, int, bytes, bytes, int),
     *(int, str, bytes),
-    *(int, str, int, int, int, str, int),
+    *(int, str, int, int, int, int, int, str, int),
     *(int, str),
 )
 """The element type of each column of ``_rows``: ints and texts go as array literals,

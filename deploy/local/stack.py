@@ -2,7 +2,9 @@
 plus a Prometheus server when ``stack.prometheus`` is true (env SMALLCUPS_STACK_PROMETHEUS).
 
 ``up`` is idempotent: what runs already (pid file, live process, answering port) is
-reused, what is missing is started, missing databases are created. The broker is spawned
+reused, what is missing is started, missing databases are created, and missing keys
+(the workers' leg key, the risk authority's key pair: engine.keyfiles) are made in
+``<state_dir>/secrets``. The broker is spawned
 first and warms up while Postgres starts. ``down`` stops every server of the state folder
 (Prometheus too, whatever the flag says now) and waits until their ports are closed.
 ``status`` prints the endpoints and each server's health. A lock file in the state folder
@@ -27,6 +29,7 @@ from deploy.local import (
 from deploy.local.processes import exclusive_lock
 from engine.config import StackConfig
 from engine.errors import ConfigError, StackError
+from engine.keyfiles import ensure_local_keys
 
 PORTS_CLOSE_TIMEOUT_SECONDS = 15.0
 LOCK_FILE = "stack.lock"
@@ -87,6 +90,7 @@ def stack_up(config: StackConfig) -> StackStatus:
     """Start whatever is not running, create missing databases, wait until all answer."""
     stack_ports(config)
     with exclusive_lock(config.state_path / LOCK_FILE):
+        ensure_local_keys(config.secrets_path)
         kafka_pid = kafka_broker.start_broker(config)
         postgres_cluster.start_postgres(config)
         postgres_databases.ensure_databases(config)
@@ -152,6 +156,7 @@ def format_status(config: StackConfig, status: StackStatus) -> str:
         lines.append(f"{'prom url':<10} {prometheus_server.prometheus_url(config)}")
         targets = prometheus_server.PrometheusPaths.of(config).targets
         lines.append(f"{'targets':<10} {targets}/*.json")
+    lines.append(f"{'secrets':<10} {config.secrets_path}")
     lines.append(f"{'state':<10} {config.state_path}")
     lines.append(f"{'health':<10} {'healthy' if status.healthy else 'UNHEALTHY'}")
     return "\n".join(lines)

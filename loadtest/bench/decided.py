@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from engine.book import Incoming, Outcome
+from engine.authority import fresh_authority
+from engine.book import Incoming
 from engine.errors import invariant
 from engine.ledger import PartitionLedger
 from engine.messages import Command, fingerprint
-from engine.partition import build_commit
+from engine.partition import Decoded, Fence, build_commit
 from engine.routing import partition_of
 from shards.store import CommitBatch, CommitStatus, CupStore
 
@@ -45,6 +46,7 @@ class Simulation:
         self.batch_records = batch_records
         self.now_us = now_us
         self.ledgers = {p: PartitionLedger(p, partitions, {}) for p in range(partitions)}
+        self.authority, _ = fresh_authority("bench.commands")
         self.positions = dict.fromkeys(range(partitions), 0)
         self._logs: dict[int, deque[Incoming]] = {p: deque() for p in range(partitions)}
 
@@ -85,16 +87,10 @@ class Simulation:
         for leg in outcome.legs:
             target_log = self._logs[leg.partition]
             offset = self.positions[leg.partition] + len(target_log)
-            target_log.append(Incoming(offset, 0, leg.command, fingerprint(leg.command)))
-        return commit_batch(partition, self.epochs[partition], expected, incoming, outcome)
-
-
-def commit_batch(
-    partition: int, epoch: int, expected: int, incoming: Sequence[Incoming], outcome: Outcome
-) -> CommitBatch:
-    """The fenced commit of a decided batch, built as a worker builds it."""
-    next_offset = incoming[-1].offset + 1
-    return build_commit(partition, epoch, expected, next_offset, outcome, (), expected)
+            signed = self.authority.sign_leg(leg.command, leg.partition)
+            target_log.append(Incoming(offset, 0, signed, fingerprint(signed)))
+        fence = Fence(partition, self.epochs[partition], expected, incoming[-1].offset + 1)
+        return build_commit(fence, outcome, Decoded(), expected, self.authority)
 
 
 async def commit_chains(

@@ -26,8 +26,10 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from engine.authority import Authority, fresh_authority
 from engine.client import Client
 from engine.config import Config
+from engine.decoding import decode_command
 from engine.messages import (
     CreditLeg,
     Invalid,
@@ -37,10 +39,10 @@ from engine.messages import (
     Status,
     Transfer,
     Undecodable,
-    decode_command,
     encode,
 )
 from engine.metrics import WorkerMetrics
+from engine.partition import authenticate
 from engine.relay import Relay
 from engine.routing import customer_key, partition_of
 from engine.saga import credit_leg, settle_leg
@@ -120,6 +122,7 @@ async def _echo(
     await consumer.start()
     await producer.start()
     relay = Relay(producer, kafka, 1, WorkerMetrics())
+    authority, _ = fresh_authority(kafka.commands_topic)
     figures: Figures = {"answered": 0, "legs": 0}
     try:
         tps = [TopicPartition(kafka.commands_topic, p) for p in range(kafka.partitions)]
@@ -131,7 +134,9 @@ async def _echo(
         while not conn.poll():
             fetched = await consumer.getmany(timeout_ms=100, max_records=fetch_records_max)
             for tp, records in fetched.items():
-                rows = [_answer(kafka.partitions, tp.partition, r, figures) for r in records]
+                rows = [
+                    _answer(kafka.partitions, tp.partition, r, figures, authority) for r in records
+                ]
                 await relay.publish(tp.partition, rows)
                 relay.acked_below(tp.partition)
                 if relay.failed(tp.partition):
@@ -145,9 +150,12 @@ async def _echo(
     return figures
 
 
-def _answer(partitions: int, partition: int, record: Any, figures: Figures) -> OutboxRow:
-    """What the engine publishes for ``record`` once it is decided: a leg or a result."""
-    command = decode_command(record.value or b"")
+def _answer(
+    partitions: int, partition: int, record: Any, figures: Figures, authority: Authority
+) -> OutboxRow:
+    """What the engine publishes for ``record`` once it is decided: a leg or a result.
+    Legs are signed and checked as the workers do."""
+    command = authenticate(decode_command(record.value or b""), partition, authority)
     if isinstance(command, Invalid | Undecodable):
         raise RuntimeError(f"offset {record.offset}: the bench published a bad command")
     now_ms = time.time_ns() // 1_000_000
@@ -161,7 +169,8 @@ def _answer(partitions: int, partition: int, record: Any, figures: Figures) -> O
         figures["legs"] += 1
         target = partition_of(leg.customer, partitions)
         key = customer_key(leg.customer)
-        return OutboxRow(record.offset, 0, OutboxKind.LEG, key, encode(leg), target)
+        value = encode(authority.sign_leg(leg, target))
+        return OutboxRow(record.offset, 0, OutboxKind.LEG, key, value, target)
     command_id = command.transfer_id if isinstance(command, SettleLeg) else command.id
     result = Result(command_id, Status.ACCEPTED, published_at_ms=now_ms, partition=partition)
     figures["answered"] += 1

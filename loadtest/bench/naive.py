@@ -25,7 +25,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.client import Client
 from engine.config import Config
-from engine.messages import COMMAND_TYPES, decode_command
+from engine.decoding import decode_command
+from engine.messages import (
+    COMMAND_TYPES,
+)
 from engine.reconciliation import reconcile
 from loadtest.bench.ceiling import seed
 from loadtest.bench.child import Child, Figures, serve

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.client import Client
 from engine.config import Config
+from engine.decoding import decode_command
 from engine.messages import (
     Command,
     Deposit,
@@ -28,7 +29,6 @@ from engine.messages import (
     Transfer,
     Undecodable,
     Withdraw,
-    decode_command,
 )
 from engine.worker import FETCH_LIMITS
 from loadtest.bench.child import Child, Figures, serve

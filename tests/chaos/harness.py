@@ -32,13 +32,14 @@ from aiokafka.errors import KafkaError
 
 from engine.client import Client
 from engine.config import Config, to_environ
+from engine.decoding import decode_command
+from engine.keyfiles import load_authority
 from engine.messages import (
     LEG_TYPES,
     Command,
     DeadLetter,
     Reason,
     Undecodable,
-    decode_command,
     result_decoder,
 )
 from engine.reconciliation import answer_of
@@ -337,7 +338,7 @@ async def verdict(chaos: ChaosSystem, scenario: str, acked: set[str]) -> Verdict
         and len(r.value) <= bytes_max
         and r.offset < positions.get(r.partition, 0)
     ]
-    expected = replay(replayed, chaos.config.kafka.partitions)
+    expected = replay(replayed, chaos.config.kafka.partitions, load_authority(chaos.config))
     wrong = sorted(
         k for k in balances.keys() | expected.keys() if balances.get(k) != expected.get(k)
     )

@@ -9,17 +9,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.admin import read_shard_map
-from engine.book import Incoming, Known
-from engine.config import KafkaConfig
+from engine.authority import Authority
+from engine.book import Known
+from engine.config import KafkaConfig, WorkerConfig
 from engine.ledger import PartitionLedger
 from engine.messages import (
-    Command,
-    Invalid,
     Status,
-    decode_command,
-    fingerprint,
     result_decoder,
 )
+from engine.partition import decode_records
 from engine.topics import end_offsets, read_range
 from loadtest.system import System
 from shards.cups import close_cups, open_cups
@@ -41,20 +39,21 @@ async def final_results(kafka: KafkaConfig) -> dict[str, set[bytes]]:
     return finals
 
 
-def replay(records: Sequence[Any], partitions: int) -> dict[tuple[int, int, int], int]:
-    """Balances from the pure ledger fed the command topic in offset order."""
+def replay(
+    records: Sequence[Any], partitions: int, authority: Authority
+) -> dict[tuple[int, int, int], int]:
+    """Balances from the pure ledger fed the command topic in offset order, each record
+    decoded and its proofs checked as a worker does (a forged leg changes nothing)."""
     ledgers: dict[int, PartitionLedger] = {}
     known: dict[int, dict[str, Known]] = {}
+    bytes_max = WorkerConfig().message_bytes_max
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        parsed = decode_command(record.value)
-        if not isinstance(parsed, Command | Invalid):
-            continue
+        decoded = decode_records([record], bytes_max, authority)
         ledger = ledgers.setdefault(
             record.partition, PartitionLedger(record.partition, partitions, {})
         )
         seen = known.setdefault(record.partition, {})
-        digest = 0 if isinstance(parsed, Invalid) else fingerprint(parsed)
-        outcome = ledger.decide_batch([Incoming(record.offset, 0, parsed, digest)], seen, 0)
+        outcome = ledger.decide_batch(decoded.incoming, seen, 0)
         for applied in outcome.applied:
             seen[applied.command_id] = Known(applied.fingerprint, applied.result)
     return {

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from engine.book import Incoming, Outcome
 from engine.client import Client
 from engine.config import Config
+from engine.keyfiles import load_authority
 from engine.ledger import PartitionLedger
 from engine.messages import (
     Command,
@@ -26,7 +27,7 @@ from engine.messages import (
     fingerprint,
     result_decoder,
 )
-from engine.partition import build_commit
+from engine.partition import Decoded, Fence, build_commit
 from engine.routing import customer_key, partition_of
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
@@ -106,7 +107,9 @@ async def _check_exactly_once(system: System, commands: list[Command], *, resent
     assert all(len(variants) == 1 for variants in by_id.values()), "one result per command id"
     records = await read_topic(kafka, kafka.commands_topic)
     assert len(records) == len(commands)
-    assert await cup_balances(system) == replay(records, kafka.partitions)
+    assert await cup_balances(system) == replay(
+        records, kafka.partitions, load_authority(system.config)
+    )
 
 
 async def test_ten_thousand_commands_two_workers_exactly_once(system: System) -> None:
@@ -158,7 +161,8 @@ def _decided(system: System, partition: int, claim: Claim, offset: int, id: str)
     command = OpenAccount(id, customer, 1, "EUR")
     incoming = [Incoming(offset, 0, command, fingerprint(command))]
     outcome = PartitionLedger(partition, partitions, {}).decide_batch(incoming, {}, 1)
-    return build_commit(partition, claim.epoch, offset, offset + 1, outcome, (), 0)
+    fence = Fence(partition, claim.epoch, offset, offset + 1)
+    return build_commit(fence, outcome, Decoded(), 0, load_authority(system.config))
 
 
 async def test_one_statement_fences_each_partition_on_its_own(system: System) -> None:

@@ -22,6 +22,7 @@ import pytest
 from engine.admin import read_shard_map
 from engine.client import Client
 from engine.config import Config, to_environ
+from engine.keyfiles import load_authority
 from engine.reconciliation import reconcile
 from loadtest.driver import Driver
 from loadtest.system import System, add_cup_database, drop_system, make_system
@@ -108,7 +109,9 @@ async def assert_books(system: System) -> None:
     assert all(len(variants) == 1 for variants in finals.values()), "one result per command"
     records = await read_topic(kafka, kafka.commands_topic)
     shard_map = await read_shard_map(system.config)
-    assert await cup_balances(system) == replay(records, shard_map.partitions)
+    assert await cup_balances(system) == replay(
+        records, shard_map.partitions, load_authority(system.config)
+    )
 
 
 @pytest.fixture

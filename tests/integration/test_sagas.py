@@ -11,6 +11,8 @@ from aiokafka import AIOKafkaProducer
 
 from engine.client import Client
 from engine.config import Config
+from engine.decoding import decode_command
+from engine.keyfiles import load_authority
 from engine.messages import (
     Balance,
     CloseAccount,
@@ -22,7 +24,6 @@ from engine.messages import (
     Reason,
     Status,
     Transfer,
-    decode_command,
 )
 from engine.reconciliation import reconcile
 from engine.routing import partition_of
@@ -92,7 +93,7 @@ async def test_twenty_thousand_transfers_half_crossing_with_two_kills(system: Sy
         and partition_of(c.customer, PARTITIONS) != partition_of(c.to_customer, PARTITIONS)
     ]
     assert len(crossing) > 8_000
-    assert await cup_balances(system) == replay(records, PARTITIONS)
+    assert await cup_balances(system) == replay(records, PARTITIONS, load_authority(system.config))
     print(
         f"\nsagas: {len(transfers)} transfers, {len(crossing)} crossing partitions, "
         f"{kills} SIGKILLs, reconcile clean, {report.counts.get('commands_consumed')} "

@@ -27,8 +27,10 @@ from engine.messages import (
     OpenAccount,
     Reason,
     Result,
+    SetCreditLimit,
     Status,
     Transfer,
+    UnfreezeAccount,
     Withdraw,
     fingerprint,
 )
@@ -83,7 +85,8 @@ def test_no_overdraft_unless_credit_limit() -> None:
         book,
         [
             OpenAccount("o1", A, 1, "EUR"),
-            OpenAccount("o2", B, 1, "EUR", credit_limit=100),
+            OpenAccount("o2", B, 1, "EUR"),
+            SetCreditLimit("l2", B, 1, 100),
             Withdraw("w1", A, 1, 1, "EUR"),
             Withdraw("w2", B, 1, 100, "EUR"),
             Withdraw("w3", B, 1, 1, "EUR"),
@@ -92,11 +95,65 @@ def test_no_overdraft_unless_credit_limit() -> None:
     assert reasons(results) == [
         Reason.NONE,
         Reason.NONE,
+        Reason.NONE,
         Reason.INSUFFICIENT_FUNDS,
         Reason.NONE,
         Reason.INSUFFICIENT_FUNDS,
     ]
     assert book.accounts[(B, 1)].balance == -100
+
+
+def test_a_credit_limit_never_drops_below_what_is_owed() -> None:
+    book = ledger()
+    results = run(
+        book,
+        [
+            OpenAccount("o1", A, 1, "EUR"),
+            SetCreditLimit("l1", A, 1, 500),
+            Withdraw("w1", A, 1, 300, "EUR"),
+            SetCreditLimit("l2", A, 1, 299),
+            SetCreditLimit("l3", A, 1, 300),
+            Withdraw("w2", A, 1, 1, "EUR"),
+            SetCreditLimit("l4", D, 1, 5),
+        ],
+    )
+    assert reasons(results) == [
+        Reason.NONE,
+        Reason.NONE,
+        Reason.NONE,
+        Reason.CREDIT_IN_USE,
+        Reason.NONE,
+        Reason.INSUFFICIENT_FUNDS,
+        Reason.ACCOUNT_NOT_FOUND,
+    ]
+    assert (book.accounts[(A, 1)].balance, book.accounts[(A, 1)].credit_limit) == (-300, 300)
+
+
+def test_unfreeze_opens_a_frozen_account_again() -> None:
+    book = ledger()
+    results = run(
+        book,
+        [
+            OpenAccount("o1", A, 1, "EUR"),
+            Deposit("d1", A, 1, 50, "EUR"),
+            FreezeAccount("f1", A, 1),
+            Withdraw("w1", A, 1, 50, "EUR"),
+            UnfreezeAccount("u1", A, 1),
+            Withdraw("w2", A, 1, 50, "EUR"),
+            CloseAccount("c1", A, 1),
+            UnfreezeAccount("u2", A, 1),
+        ],
+    )
+    assert reasons(results) == [
+        Reason.NONE,
+        Reason.NONE,
+        Reason.NONE,
+        Reason.ACCOUNT_FROZEN,
+        Reason.NONE,
+        Reason.NONE,
+        Reason.NONE,
+        Reason.ACCOUNT_CLOSED,
+    ]
 
 
 def test_frozen_closed_currency_and_missing_accounts_refuse() -> None:
@@ -176,9 +233,9 @@ customers = st.sampled_from([A, B, C, D])
 amounts = st.integers(min_value=1, max_value=2_000)
 ids = st.integers(min_value=0, max_value=60).map(lambda n: f"c{n}")
 commands = st.one_of(
-    st.builds(
-        OpenAccount, ids, customers, st.just(1), st.just("EUR"), st.sampled_from([0, 0, 500])
-    ),
+    st.builds(OpenAccount, ids, customers, st.just(1), st.just("EUR")),
+    st.builds(SetCreditLimit, ids, customers, st.just(1), st.sampled_from([0, 0, 500])),
+    st.builds(UnfreezeAccount, ids, customers, st.just(1)),
     st.builds(Deposit, ids, customers, st.just(1), amounts, st.just("EUR")),
     st.builds(Withdraw, ids, customers, st.just(1), amounts, st.just("EUR")),
     st.builds(Transfer, ids, customers, st.just(1), customers, st.just(1), amounts, st.just("EUR")),

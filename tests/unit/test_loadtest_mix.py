@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from engine.decoding import validate
 from engine.messages import (
     COMMAND_TYPES,
     Deposit,
@@ -14,7 +15,6 @@ from engine.messages import (
     Result,
     Status,
     Transfer,
-    validate,
 )
 from engine.routing import partition_of
 from loadtest import mix

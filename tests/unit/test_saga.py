@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.book import SYSTEM_CUSTOMER, Account, AccountKey, Incoming, Known, SystemAccount
+from engine.book import (
+    SYSTEM_CUSTOMER,
+    Account,
+    AccountKey,
+    AccountStatus,
+    Incoming,
+    InFlight,
+    Known,
+    SystemAccount,
+)
 from engine.book import system_account_number as system_number
 from engine.ledger import PartitionLedger
 from engine.messages import (
@@ -45,12 +54,14 @@ class Partition:
     position: int = 0
     accounts: dict[AccountKey, Account] = field(default_factory=dict)
     known: dict[str, Known] = field(default_factory=dict)
+    in_flight: dict[str, InFlight] = field(default_factory=dict)
     outbox: list[tuple[str, Command | Result]] = field(default_factory=list)
     ledger: PartitionLedger | None = None
 
     def cache(self) -> PartitionLedger:
         if self.ledger is None:
             self.ledger = PartitionLedger(self.number, PARTITIONS, copy.deepcopy(self.accounts))
+            self.ledger.load_in_flight(self.in_flight.values())
         return self.ledger
 
 
@@ -79,6 +90,10 @@ class World:
         for final in outcome.finals:
             previous = part.known[final.command_id]
             part.known[final.command_id] = Known(previous.fingerprint, final.result)
+        part.in_flight.update((flight.transfer_id, flight) for flight in outcome.opened)
+        for transfer_id in outcome.settled:
+            del part.in_flight[transfer_id]
+        assert not outcome.forged, "the engine's own legs are never refused"
         part.position += len(batch)
         part.outbox.extend(("result", p.result) for p in outcome.published)
         part.outbox.extend(("leg", leg.command) for leg in outcome.legs)
@@ -177,3 +192,8 @@ def check_books(world: World) -> None:
     )
     assert -cash <= deposits
     assert customer_total <= -cash
+    for part in world.partitions:
+        for account in part.accounts.values():
+            assert account.status is not AccountStatus.CLOSED or account.balance == 0, (
+                "a refund never lands in a closed account"
+            )

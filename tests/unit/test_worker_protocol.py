@@ -32,7 +32,8 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from engine.book import SYSTEM_CUSTOMER, Account, AccountKey, Known
+from engine.authority import fresh_authority
+from engine.book import SYSTEM_CUSTOMER, Account, AccountKey, InFlight, Known
 from engine.config import WorkerConfig
 from engine.errors import FencedError
 from engine.messages import (
@@ -40,6 +41,7 @@ from engine.messages import (
     Deposit,
     OpenAccount,
     Reason,
+    SetCreditLimit,
     Transfer,
     Withdraw,
     encode,
@@ -56,6 +58,7 @@ PARTITIONS = 1
 CUSTOMERS = (11, 12, 13)
 TOPIC = "sim.commands"
 LIMITS = WorkerConfig(commit_retry_max=3)
+AUTHORITY, RISK = fresh_authority(TOPIC)
 LOSE_ONE_IN = 5
 """One commit in this many loses its reply (each costs the worker's 50 ms back-off)."""
 
@@ -79,6 +82,7 @@ class SimulatedCup(CupStore):
         self.journal: list[tuple[AccountKey, int]] = []
         self.known: dict[str, tuple[int, bytes]] = {}
         self.outbox: dict[tuple[int, int], OutboxRow] = {}
+        self.flights: dict[str, InFlight] = {}
         self.lose_next_reply = False
 
     async def claim(self, partition: int, owner: str) -> Claim:
@@ -96,6 +100,9 @@ class SimulatedCup(CupStore):
 
     async def load_accounts(self, partition: int, keys: Sequence[AccountKey]) -> list[Account]:
         return [dataclasses.replace(self.accounts[k]) for k in keys if k in self.accounts]
+
+    async def load_in_flight(self, partition: int) -> list[InFlight]:
+        return list(self.flights.values())
 
     async def load_known(self, partition: int, command_ids: Sequence[str]) -> dict[str, Known]:
         found = {i: self.known[i] for i in command_ids if i in self.known}
@@ -118,6 +125,9 @@ class SimulatedCup(CupStore):
             self.known[applied.command_id] = (applied.fingerprint, raw)
         for final, raw in zip(batch.outcome.finals, batch.final_results, strict=True):
             self.known[final.command_id] = (self.known[final.command_id][0], raw)
+        self.flights.update((t.transfer_id, t) for t in batch.outcome.opened)
+        for transfer_id in batch.outcome.settled:
+            del self.flights[transfer_id]
         self.outbox.update({(r.src_offset, r.seq): r for r in batch.outbox})
         self.outbox = {k: r for k, r in self.outbox.items() if k[0] >= batch.trim_below_offset}
         if self.lose_next_reply:
@@ -147,7 +157,8 @@ class WorkerProtocol(RuleBasedStateMachine):
         self.metrics = WorkerMetrics()
         self.sequence = 0
         for customer in CUSTOMERS:
-            self._append(OpenAccount(f"open-{customer}", customer, 1, "EUR", credit_limit=50))
+            self._append(OpenAccount(f"open-{customer}", customer, 1, "EUR"))
+            self._append(RISK.sign(SetCreditLimit(f"limit-{customer}", customer, 1, 50)))
 
     def teardown(self) -> None:
         self.loop.close()
@@ -191,7 +202,9 @@ class WorkerProtocol(RuleBasedStateMachine):
     def claim(self) -> int:
         """A worker is assigned the partition: bump the epoch, load, re-send the outbox."""
         claim = self._run(self.cup.claim(PARTITION, "sim"))
-        state = PartitionState(PARTITION, PARTITIONS, self.cup, claim, LIMITS, self.metrics)
+        state = PartitionState(
+            PARTITION, PARTITIONS, self.cup, claim, LIMITS, self.metrics, AUTHORITY
+        )
         self._run(state.load())
         self._publish(self._run(self.cup.unsent(PARTITION)))
         self.states[claim.epoch] = state
@@ -216,7 +229,7 @@ class WorkerProtocol(RuleBasedStateMachine):
         before = (self.cup.claim_state, dict(self.cup.known), len(self.cup.journal))
         self.cup.lose_next_reply = lose and not stale
         try:
-            batch = self._run(state.process(decode_records(records, 65_536), 1, 0))
+            batch = self._run(state.process(decode_records(records, 65_536, AUTHORITY), 1, 0))
         except FencedError:
             assert stale, "only a stale owner is fenced"
             assert before == (self.cup.claim_state, dict(self.cup.known), len(self.cup.journal))
@@ -248,7 +261,7 @@ class WorkerProtocol(RuleBasedStateMachine):
     @invariant()
     def exactly_once(self) -> None:
         consumed = self.log[: self.cup.claim_state.next_offset]
-        replayed = replay(consumed, PARTITIONS).items()
+        replayed = replay(consumed, PARTITIONS, AUTHORITY).items()
         expected = {k: v for k, v in replayed if k[1] != SYSTEM_CUSTOMER or v != 0}
         actual = {
             (PARTITION, *key): a.balance
