@@ -69,8 +69,8 @@ CHECKS = (
     "one_cup",
     "no_money_in_closed_accounts",
     "no_stuck_transfers",
-    "results_well_formed",
 )
+NOTICES = ("results_well_formed",)
 
 
 def reconcile(
@@ -83,9 +83,9 @@ def reconcile(
     if metrics_file:
         write_reconcile_metrics(Path(metrics_file), ok=report.ok)
     checks = {name: report.problems.get(name, []) for name in CHECKS}
+    notices = {name: report.notices.get(name, []) for name in NOTICES if topics}
     if not topics:
         del checks["one_result"]
-        del checks["results_well_formed"]
     if as_json:
         document = {
             "ok": report.ok,
@@ -96,6 +96,7 @@ def reconcile(
             "checks": {
                 name: {"ok": not found, "problems": found} for name, found in checks.items()
             },
+            "notices": notices,
             "counts": report.counts,
         }
         print(msgspec.json.encode(document).decode())
@@ -113,6 +114,11 @@ def reconcile(
     )
     for name, found in checks.items():
         print(f"  {name:<28} {'ok' if not found else f'FAILED ({len(found)})'}")
+        for finding in found:
+            print(f"      {finding}")
+    for name, found in notices.items():
+        total = report.counts.get(f"{name}_notices", 0)
+        print(f"  {name:<28} {'ok' if not found else f'NOTICE ({total}: not the books)'}")
         for finding in found:
             print(f"      {finding}")
     print("reconcile: OK" if report.ok else "reconcile: DISCREPANCIES FOUND")

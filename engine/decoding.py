@@ -10,7 +10,8 @@ Commands, in stages, so that bad input still gets a precise answer:
    nesting, element counts, duplicate keys) before anything recursive reads it, then an
    envelope decoder finds ``id`` and ``customer``: the command is answered with a
    rejected result (an ``Invalid``) naming the problem;
-3. failing that too (random bytes, too deep, no usable id), the record goes to the DLQ.
+3. failing that too (random bytes, too deep, no valid id to answer), the record goes to
+   the DLQ.
    So does anything tagged as a leg that is not a well-formed leg: only workers make
    legs (engine.authority), so a malformed one is forged, and answering it would publish
    a result for an id no client used.
@@ -32,9 +33,9 @@ from engine.messages import (
     AMOUNT_MAX,
     BALANCE_MAX,
     BALANCE_MIN,
+    COMMAND_ID_LENGTH_MAX,
     COMMAND_TYPES,
     CREDIT_LIMIT_MAX,
-    CREDIT_SUFFIX,
     CURRENCIES,
     CUSTOMER_MAX,
     DETAIL_LENGTH_MAX,
@@ -43,7 +44,6 @@ from engine.messages import (
     LEG_TYPES,
     OFFSET_MAX,
     PRIVILEGED_TYPES,
-    SETTLE_SUFFIX,
     SIGNATURE_BYTES_MAX,
     Command,
     CreditLeg,
@@ -59,6 +59,8 @@ from engine.messages import (
     Transfer,
     Undecodable,
     Withdraw,
+    credit_leg_id,
+    settle_leg_id,
     type_tag,
 )
 from engine.record_shape import json_shape, msgpack_shape
@@ -66,8 +68,6 @@ from engine.record_shape import json_shape, msgpack_shape
 _COMMAND_ID: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _KEY_ID: Final = re.compile(rf"[A-Za-z0-9_.\-]{{0,{KEY_ID_LENGTH_MAX}}}")
 BALANCES_PER_RESULT_MAX: Final = 2
-RESULT_ID_LENGTH_MAX: Final = 64 + len(SETTLE_SUFFIX)
-"""Longest command id a result may carry (a client id, or a leg id in old records)."""
 _LEG_TAGS: Final = frozenset(type_tag(t) for t in LEG_TYPES)
 _TAGS: Final = frozenset(type_tag(t) for t in COMMAND_TYPES)
 _REASONS: Final = frozenset(reason.value for reason in Reason)
@@ -113,6 +113,8 @@ def decode_command(data: bytes, *, json: bool = False) -> Command | Invalid | Un
         if problem:
             return Undecodable("forged_leg", problem, type_tag(type(command)))
         return command
+    if not _COMMAND_ID.fullmatch(command.id):
+        return _bad_id(command.id)
     reason, detail = validate(command)
     if reason is not Reason.NONE:
         return Invalid(command.id, command.customer, reason, detail)
@@ -148,8 +150,7 @@ def _explain(data: bytes, error: str, *, json: bool) -> Invalid | Undecodable:
     if _ADDRESSING_KEYS & set(duplicates):
         return Undecodable("undecodable", _cut(f"duplicate keys {list(duplicates)}"))
     if not _COMMAND_ID.fullmatch(envelope.id):
-        echo = envelope.id[:ECHO_LENGTH_MAX]
-        return Undecodable("bad_command_id", f"command id {echo!r} is not valid")
+        return _bad_id(envelope.id)
     if not 1 <= envelope.customer <= CUSTOMER_MAX:
         return Undecodable("bad_customer_id", f"customer {envelope.customer} is not valid")
     if duplicates:
@@ -163,6 +164,13 @@ def _explain(data: bytes, error: str, *, json: bool) -> Invalid | Undecodable:
     return Invalid(envelope.id, envelope.customer, reason, _cut(error))
 
 
+def _bad_id(command_id: str) -> Undecodable:
+    """A command whose id is not valid cannot be answered: no client could match a
+    result to it (and a result must not echo a 30,000-character id)."""
+    echo = command_id[:ECHO_LENGTH_MAX]
+    return Undecodable("bad_command_id", f"command id {echo!r} is not 1..64 of [A-Za-z0-9_.:-]")
+
+
 def _cut(text: str) -> str:
     return text[:DETAIL_LENGTH_MAX]
 
@@ -170,9 +178,8 @@ def _cut(text: str) -> str:
 def validate(command: Command) -> tuple[Reason, str]:
     """Check a decoded client or privileged command's values; (Reason.NONE, "") if valid.
 
-    Legs are checked by ``leg_problem``."""
-    if not _COMMAND_ID.fullmatch(command.id):
-        return Reason.BAD_COMMAND_ID, "command id must be 1..64 of [A-Za-z0-9_.:-]"
+    Its id was checked already (a bad one goes to the DLQ); legs are checked by
+    ``leg_problem``."""
     customers = [command.customer]
     accounts = [command.account]
     if isinstance(command, Transfer):
@@ -205,9 +212,13 @@ def _validate_proof_fields(command: Privileged) -> tuple[Reason, str]:
 def leg_problem(leg: Leg) -> str:
     """Why ``leg`` is not a leg a worker could have made ("" when well-formed): every
     field in the range the engine writes."""
-    suffix = CREDIT_SUFFIX if isinstance(leg, CreditLeg) else SETTLE_SUFFIX
-    if not _COMMAND_ID.fullmatch(leg.transfer_id) or leg.id != leg.transfer_id + suffix:
-        return f"a leg id is <transfer id>{suffix}"
+    expected = (
+        credit_leg_id(leg.transfer_id, leg.from_customer)
+        if isinstance(leg, CreditLeg)
+        else settle_leg_id(leg.transfer_id)
+    )
+    if not _COMMAND_ID.fullmatch(leg.transfer_id) or leg.id != expected:
+        return "a leg id is <transfer id>/credit/<payer> or <transfer id>/settle"
     counterpart = (
         (leg.from_customer, leg.from_account)
         if isinstance(leg, CreditLeg)
@@ -259,8 +270,8 @@ def decode_result(data: bytes | None) -> Result | Undecodable:
 
 
 def _result_problem(result: Result) -> str:
-    if len(result.command_id) > RESULT_ID_LENGTH_MAX or not result.command_id:
-        return "a result's command id is 1..71 characters"
+    if len(result.command_id) > COMMAND_ID_LENGTH_MAX or not result.command_id:
+        return f"a result's command id is 1..{COMMAND_ID_LENGTH_MAX} characters"
     if len(result.detail) > DETAIL_LENGTH_MAX or len(result.balances) > BALANCES_PER_RESULT_MAX:
         return "a result's detail or balances are too long"
     if not -1 <= result.partition <= OFFSET_MAX or not -1 <= result.offset <= OFFSET_MAX:

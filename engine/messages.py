@@ -11,8 +11,11 @@ Who may send what (engine.authority checks it, engine.decoding applies it):
 - privileged commands (``set_credit_limit``, ``unfreeze_account``): only the risk
   authority, whose Ed25519 signature they carry;
 - saga legs (``credit_leg``, ``settle_leg``): only the workers of this deployment, whose
-  MAC they carry. A leg id is ``<transfer id>/credit`` or ``/settle``; a client command id
-  cannot contain ``/``, so the two never collide.
+  MAC they carry. A credit leg's id is ``<transfer id>/credit/<payer customer>`` (two
+  customers of two partitions may use one transfer id, and their credit legs may meet in
+  one payee partition), a settle leg's ``<transfer id>/settle`` (it goes back to the
+  payer's partition, where the transfer id is unique). A client command id cannot
+  contain ``/``, so client ids and leg ids never collide.
 
 Decoding (engine.decoding) turns any bytes into a command, an ``Invalid`` (answered
 with a rejected result) or an ``Undecodable`` (sent to the DLQ), and never raises.
@@ -84,6 +87,7 @@ class Reason(enum.StrEnum):
 
     NONE = ""
     BAD_COMMAND_ID = "bad_command_id"
+    """No longer in results: a command whose id is not valid goes to the DLQ."""
     BAD_CUSTOMER_ID = "bad_customer_id"
     BAD_ACCOUNT_NUMBER = "bad_account_number"
     AMOUNT_NOT_POSITIVE = "amount_not_positive"
@@ -212,7 +216,8 @@ class UnfreezeAccount(_Command, frozen=True, tag="unfreeze_account"):
 class CreditLeg(_Command, frozen=True, tag="credit_leg"):
     """Internal: the credit side of a cross-partition transfer, sent by the payer's worker.
 
-    ``id`` is ``<transfer id>/credit``; ``customer``/``account`` is the payee. ``mac`` is
+    ``id`` is ``credit_leg_id(transfer id, payer)``; ``customer``/``account`` is the payee;
+    ``from_customer``/``from_account`` is the payer. ``mac`` is
     the workers' MAC (engine.authority) with their key ``key_id``."""
 
     transfer_id: str
@@ -281,6 +286,16 @@ Privileged = SetCreditLimit | UnfreezeAccount
 PRIVILEGED_TYPES: Final = (SetCreditLimit, UnfreezeAccount)
 CREDIT_SUFFIX: Final = "/credit"
 SETTLE_SUFFIX: Final = "/settle"
+
+
+def credit_leg_id(transfer_id: str, payer: int) -> str:
+    """The id of a transfer's credit leg: unique in the payee's partition."""
+    return f"{transfer_id}{CREDIT_SUFFIX}/{payer}"
+
+
+def settle_leg_id(transfer_id: str) -> str:
+    """The id of a transfer's settle leg: unique in the payer's partition."""
+    return transfer_id + SETTLE_SUFFIX
 
 
 class Balance(msgspec.Struct, frozen=True, array_like=True):

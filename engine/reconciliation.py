@@ -58,13 +58,15 @@ async def _check_results(
     kafka: KafkaConfig, positions: dict[int, int], bytes_max: int, report: Report
 ) -> None:
     """Checks 6 and 10: every consumed command has its result, results of an id agree,
-    and every result record is one the engine could have written.
+    and every result record is one the engine could have written. Command ids are unique
+    per partition (two customers of two partitions may share one), so results are told
+    apart by partition and id.
 
     A record over ``bytes_max`` went to the DLQ undecoded (as the worker does), so it
     owes no result whatever it holds. A result for an offset past the cup's position
     answers a command consumed after the positions were read: it is left for the next run.
     """
-    consumed: dict[str, int] = defaultdict(int)
+    consumed: dict[tuple[int, str], int] = defaultdict(int)
     ids_at: dict[tuple[int, int], str] = {}
     for record in await read_range(kafka, kafka.commands_topic, positions):
         value = record.value or b""
@@ -73,10 +75,10 @@ async def _check_results(
         command = decode_command(value)
         if isinstance(command, (Undecodable, *LEG_TYPES)):
             continue
-        consumed[command.id] += 1
+        consumed[(record.partition, command.id)] += 1
         ids_at[(record.partition, record.offset)] = command.id
     results_end = await end_offsets(kafka, kafka.results_topic)
-    answers: dict[str, set[bytes]] = defaultdict(set)
+    answers: dict[tuple[int, str], set[bytes]] = defaultdict(set)
     for record in await read_range(kafka, kafka.results_topic, results_end):
         result = _authentic_result(record, positions, ids_at, report)
         if result is None:
@@ -84,13 +86,16 @@ async def _check_results(
         if result.status is Status.PENDING:
             report.add("one_result", f"command {result.command_id}: a pending result was published")
         if result.reason is not Reason.DUPLICATE_CONFLICT:
-            answers[result.command_id].add(answer_of(result))
-    for command_id in consumed:
-        if command_id not in answers and command_id not in report.pending_ids:
-            report.add("one_result", f"command {command_id}: consumed but no result")
-    for command_id, variants in answers.items():
+            answers[(result.partition, result.command_id)].add(answer_of(result))
+    for key in consumed:
+        if key not in answers and key not in report.pending_ids:
+            report.add("one_result", f"command {key[1]} (partition {key[0]}): consumed, no result")
+    for (partition, command_id), variants in answers.items():
         if len(variants) > 1:
-            report.add("one_result", f"command {command_id}: {len(variants)} different results")
+            report.add(
+                "one_result",
+                f"command {command_id} (partition {partition}): {len(variants)} different results",
+            )
     report.counts["commands_consumed"] = sum(consumed.values())
     report.counts["command_ids_answered"] = len(answers)
 
@@ -106,10 +111,10 @@ def _authentic_result(
     where = f"results partition {record.partition} offset {record.offset}"
     result = decode_result(record.value)
     if isinstance(result, Undecodable):
-        report.add("results_well_formed", f"{where}: not a result ({result.detail[:80]})")
+        report.notice("results_well_formed", f"{where}: not a result ({result.detail[:80]})")
         return None
     if result.partition != record.partition:
-        report.add(
+        report.notice(
             "results_well_formed", f"{where}: names partition {result.partition}, not its own"
         )
         return None
@@ -117,7 +122,7 @@ def _authentic_result(
         return None
     answered = ids_at.get((result.partition, result.offset))
     if answered != result.command_id:
-        report.add(
+        report.notice(
             "results_well_formed",
             f"{where}: answers {result.command_id[:80]!r}, but offset {result.offset} "
             "holds another command",

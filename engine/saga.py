@@ -3,7 +3,7 @@
 1. the payer's partition debits the payer into its CLEARING account, records the
    transfer as in flight (its result PENDING, never published) and emits a CreditLeg to
    the payee's partition, all in one fenced commit;
-2. the payee's partition applies the CreditLeg once (its id is ``<transfer>/credit``):
+2. the payee's partition applies the CreditLeg once (its id is ``<transfer>/credit/<payer>``):
    it credits the payee out of its own CLEARING account, or refuses (unknown, frozen or
    closed account, currency mismatch, overflow); either way it emits a SettleLeg back;
 3. the payer's partition applies the SettleLeg once (``<transfer>/settle``): a refusal
@@ -31,8 +31,6 @@ from engine.book import (
 )
 from engine.errors import InvariantError
 from engine.messages import (
-    CREDIT_SUFFIX,
-    SETTLE_SUFFIX,
     Balance,
     CreditLeg,
     Reason,
@@ -40,6 +38,8 @@ from engine.messages import (
     SettleLeg,
     Status,
     Transfer,
+    credit_leg_id,
+    settle_leg_id,
 )
 from engine.routing import partition_of
 
@@ -48,7 +48,7 @@ def credit_leg(transfer: Transfer, offset: int, published_at_ms: int) -> CreditL
     """The credit leg that ``transfer``, at ``offset`` of the payer's partition, sends to
     the payee's partition."""
     return CreditLeg(
-        id=transfer.id + CREDIT_SUFFIX,
+        id=credit_leg_id(transfer.id, transfer.customer),
         customer=transfer.to_customer,
         transfer_id=transfer.id,
         account=transfer.to_account,
@@ -64,7 +64,7 @@ def credit_leg(transfer: Transfer, offset: int, published_at_ms: int) -> CreditL
 def settle_leg(leg: CreditLeg, reason: Reason, detail: str, payee_balance: int) -> SettleLeg:
     """The payee side's answer to ``leg``, back to the payer's partition."""
     return SettleLeg(
-        id=leg.transfer_id + SETTLE_SUFFIX,
+        id=settle_leg_id(leg.transfer_id),
         customer=leg.from_customer,
         transfer_id=leg.transfer_id,
         account=leg.from_account,

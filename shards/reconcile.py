@@ -18,7 +18,9 @@ Checks (each failure names the account, transfer or command):
 9. no transfer has been in flight longer than the stuck threshold (its money sits in
    clearing: a payee cup unreachable for that long, or a bug);
 10. (with the topics) every result record is well-formed and answers the command at the
-    partition and offset it names (engine.reconciliation).
+    partition and offset it names (engine.reconciliation). One that does not was not
+    written by a worker: a notice (someone writes the results topic), not a difference
+    in the books, and it is left out of check 6.
 
 Checks 1 to 5 read each cup's rows of the partitions the map gives it, so a partition
 copied by an unfinished move is counted once, in the cup the map names.
@@ -30,9 +32,10 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from engine.book import SystemAccount, system_account_number
-from engine.messages import CREDIT_SUFFIX, Status, result_decoder
+from engine.messages import Status, credit_leg_id, result_decoder
 from engine.routing import partition_of
 from shards.control import ShardMap
 from shards.store import CupStore
@@ -58,9 +61,13 @@ class Report:
     cups: list[CupFigures] = field(default_factory=list)
     in_flight: dict[str, int] = field(default_factory=dict)
     transfers_in_flight: int = 0
-    pending_ids: set[str] = field(default_factory=set)
-    """Transfers debited and not yet settled: their final result is not out yet."""
+    pending_ids: set[tuple[int, str]] = field(default_factory=set)
+    """(partition, id) of transfers debited and not yet settled: their final result is
+    not out yet."""
     problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    notices: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    """Findings that do not make the books wrong (records on the results topic that no
+    worker wrote): reported, but ``ok`` stays true."""
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -68,10 +75,16 @@ class Report:
         return not any(self.problems.values())
 
     def add(self, check: str, finding: str) -> None:
-        found = self.problems[check]
+        self._list(self.problems, check, finding, "problems")
+
+    def notice(self, check: str, finding: str) -> None:
+        self._list(self.notices, check, finding, "notices")
+
+    def _list(self, lists: dict[str, list[str]], check: str, finding: str, kind: str) -> None:
+        found = lists[check]
         if len(found) < FINDINGS_MAX:
             found.append(finding)
-        self.counts[f"{check}_problems"] = self.counts.get(f"{check}_problems", 0) + 1
+        self.counts[f"{check}_{kind}"] = self.counts.get(f"{check}_{kind}", 0) + 1
 
 
 _TOTALS = """
@@ -207,39 +220,60 @@ async def _audit_saga_edges(
 
 async def transfers_in_flight(
     stores: Mapping[int, CupStore], shard_map: ShardMap
-) -> tuple[set[str], list[tuple[int, str, int, str]]]:
-    """Ids of unsettled transfers, and (payer cup, id, amount, currency) of those whose
-    money is in flight: from the debit until the payee's side applied the credit; when
-    the credit was refused, until the payer's side applied the refund.
+) -> tuple[set[tuple[int, str]], list[tuple[int, str, int, str]]]:
+    """(payer partition, id) of unsettled transfers, and (payer cup, id, amount, currency)
+    of those whose money is in flight: from the debit until the payee's side applied the
+    credit; when the credit was refused, until the payer's side applied the refund.
     """
-    flights: list[tuple[int, str, int, int, str]] = []
+    flights: list[Flight] = []
     for cup_id, store in stores.items():
         rows = await store.pool.fetch(
-            "SELECT transfer_id, to_customer, amount, currency FROM transfers_in_flight"
-            " WHERE partition = ANY($1::integer[])",
+            "SELECT partition, transfer_id, from_customer, to_customer, amount, currency"
+            " FROM transfers_in_flight WHERE partition = ANY($1::integer[])",
             shard_map.partitions_of(cup_id),
         )
-        flights.extend(
-            (cup_id, r["transfer_id"], r["to_customer"], r["amount"], r["currency"]) for r in rows
-        )
-    by_cup: dict[int, list[str]] = defaultdict(list)
-    for _, transfer, payee, _, _ in flights:
-        payee_cup = shard_map.cup_of[partition_of(payee, shard_map.partitions)]
-        by_cup[payee_cup].append(transfer + CREDIT_SUFFIX)
-    credited: set[str] = set()
-    for cup_id, ids in by_cup.items():
+        flights.extend(Flight(cup_id, *r.values()) for r in rows)
+    by_cup: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for flight in flights:
+        payee_partition = partition_of(flight.payee, shard_map.partitions)
+        leg = credit_leg_id(flight.transfer_id, flight.payer)
+        by_cup[shard_map.cup_of[payee_partition]].append((payee_partition, leg))
+    credited: set[tuple[int, str]] = set()
+    for cup_id, legs in by_cup.items():
         rows = await stores[cup_id].pool.fetch(
-            "SELECT command_id, result FROM command_results WHERE command_id = ANY($1::text[])", ids
+            "SELECT partition, command_id, result FROM command_results"
+            " WHERE (partition, command_id) IN"
+            " (SELECT * FROM unnest($1::integer[], $2::text[]))",
+            [partition for partition, _ in legs],
+            [leg for _, leg in legs],
         )
         credited.update(
-            r["command_id"].removesuffix(CREDIT_SUFFIX)
+            (r["partition"], r["command_id"])
             for r in rows
             if result_decoder.decode(r["result"]).status is Status.ACCEPTED
         )
     moving = [
-        (cup, t, amount, currency) for cup, t, _, amount, currency in flights if t not in credited
+        (f.cup, f.transfer_id, f.amount, f.currency)
+        for f in flights
+        if (
+            partition_of(f.payee, shard_map.partitions),
+            credit_leg_id(f.transfer_id, f.payer),
+        )
+        not in credited
     ]
-    return {t for _, t, _, _, _ in flights}, moving
+    return {(f.partition, f.transfer_id) for f in flights}, moving
+
+
+class Flight(NamedTuple):
+    """A transfer in flight as reconcile reads it: where it was debited, who pays whom."""
+
+    cup: int
+    partition: int
+    transfer_id: str
+    payer: int
+    payee: int
+    amount: int
+    currency: str
 
 
 async def reconcile_cups(

@@ -264,11 +264,14 @@ class Verdict:
     lost: int
     resent: int
     findings: tuple[str, ...]
+    forged: int = 0
+    """Dead letters of legs no worker made (forged_leg)."""
 
     def line(self) -> str:
         return (
             f"chaos {self.scenario} [{scale().name}]: commands published {self.published}, "
-            f"results {self.results}, DLQ {self.dead_letters}, faults injected {self.faults}, "
+            f"results {self.results}, DLQ {self.dead_letters} (forged legs {self.forged}), "
+            f"faults injected {self.faults}, "
             f"duplicates found {self.duplicates}, lost {self.lost} "
             f"(identical results re-sent {self.resent})"
         )
@@ -281,6 +284,7 @@ class _Seen:
     answers: dict[str, set[bytes]] = field(default_factory=lambda: defaultdict(set))
     result_records: int = 0
     letters: set[tuple[int, int]] = field(default_factory=set)
+    forged: int = 0
     records: list[Any] = field(default_factory=list)
 
     def missing(self, acked: set[str]) -> list[str]:
@@ -308,6 +312,7 @@ async def _read_back(chaos: ChaosSystem) -> _Seen:
     for record in await read_topic(kafka, kafka.dlq_topic):
         letter = msgspec.msgpack.decode(record.value, type=DeadLetter)
         seen.letters.add((letter.partition, letter.offset))
+        seen.forged += letter.reason == "forged_leg"
     return seen
 
 
@@ -358,6 +363,7 @@ async def verdict(chaos: ChaosSystem, scenario: str, acked: set[str]) -> Verdict
         lost=len(seen.missing(acked)),
         resent=seen.result_records - len(seen.answers),
         findings=tuple(findings[:20]),
+        forged=seen.forged,
     )
     FIGURES.append(figures.line())
     print(figures.line())

@@ -3,20 +3,24 @@
 Every bad record is sent by a plain Kafka producer (as any upstream app could), keyed
 like a real command of one customer, and followed by a valid deposit of that customer:
 each bad record must end in the DLQ or in a rejected result with the reason named here,
-and every deposit after it must be accepted, so the partition kept flowing.
+and every deposit after it must be accepted, so the partition kept flowing. Among them:
+records whose shape is the attack (a field nested a thousand deep, a key named twice),
+legs no worker made (forged_leg: nothing moves) and privileged commands no risk
+authority signed (not_signed, bad_signature).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from engine.authority import fresh_authority
 from engine.messages import (
     AMOUNT_MAX,
     BALANCE_MAX,
@@ -24,11 +28,15 @@ from engine.messages import (
     Deposit,
     OpenAccount,
     Reason,
+    SetCreditLimit,
     Status,
+    Transfer,
+    UnfreezeAccount,
     encode,
     result_decoder,
 )
 from engine.routing import customer_key, partition_of
+from engine.saga import credit_leg, settle_leg
 from tests.chaos.harness import ChaosSystem, Load, assert_clean, scale, verdict
 from tests.integration.system import read_topic
 
@@ -96,9 +104,9 @@ def _hostile() -> Iterator[tuple[str, bytes | None, Expected]]:
     )
     yield "account 0", _deposit(id="a-0", account=0), (rejected, Reason.BAD_ACCOUNT_NUMBER)
     yield "account 2^40", _deposit(id="a-1", account=2**40), (rejected, Reason.BAD_ACCOUNT_NUMBER)
-    yield "empty id", _deposit(id=""), (rejected, Reason.BAD_COMMAND_ID)
-    yield "id with a space", _deposit(id="a b"), (rejected, Reason.BAD_COMMAND_ID)
-    yield "30,000-char id", _deposit(id="y" * 30_000), (rejected, Reason.BAD_COMMAND_ID)
+    yield "empty id", _deposit(id=""), (dlq, "bad_command_id")
+    yield "id with a space", _deposit(id="a b"), (dlq, "bad_command_id")
+    yield "30,000-char id", _deposit(id="y" * 30_000), (dlq, "bad_command_id")
     yield "currency XXX", _deposit(id="cu-1", currency="XXX"), (rejected, Reason.UNKNOWN_CURRENCY)
     yield "currency €€€", _deposit(id="cu-2", currency="€€€"), (rejected, Reason.UNKNOWN_CURRENCY)
     yield (
@@ -119,6 +127,8 @@ def _hostile() -> Iterator[tuple[str, bytes | None, Expected]]:
             "undecodable",
         ),
     )
+    yield from _hostile_structure(pack)
+    yield from _forgeries()
     yield "first of a pair", _deposit(id="dup-1", amount=5), ("accepted", "")
     yield (
         "same id, other amount",
@@ -128,6 +138,68 @@ def _hostile() -> Iterator[tuple[str, bytes | None, Expected]]:
             Reason.DUPLICATE_CONFLICT,
         ),
     )
+
+
+def _pairs(*pairs: tuple[str, object]) -> bytes:
+    """A msgpack map written key by key, so a key may appear twice."""
+    return bytes([0x80 | len(pairs)]) + b"".join(
+        msgspec.msgpack.encode(k) + msgspec.msgpack.encode(v) for k, v in pairs
+    )
+
+
+def _hostile_structure(
+    pack: Callable[[Any], bytes],
+) -> Iterator[tuple[str, bytes | None, Expected]]:
+    """Records whose shape is the attack: deep nesting in a field, keys named twice."""
+    head = [("type", "deposit"), ("id", "deep-1"), ("customer", CUSTOMER), ("account", 1)]
+    deep = bytes([0x85]) + _pairs(*head)[1:] + pack("amount") + b"\x91" * 1_000 + b"\x01"
+    yield "1 KB nested in a field", deep, ("dlq", "undecodable")
+    json_deep = b'{"type":"deposit","id":"deep-2","customer":%d,"amount":' % CUSTOMER
+    yield (
+        "JSON nested in a field",
+        json_deep + b"[" * 1_000 + b"1" + b"]" * 1_000 + b"}",
+        (
+            "dlq",
+            "undecodable",
+        ),
+    )
+    twice = _pairs(*head[:3], ("account", 1), ("amount", 5), ("currency", "EUR"), ("amount", 999))
+    yield "amount named twice", twice, ("rejected", Reason.DUPLICATE_FIELD)
+    customer_twice = _pairs(*head[:3], ("customer", CUSTOMER + 1))
+    yield "customer named twice", customer_twice, ("dlq", "undecodable")
+    yield "a map claiming 4 billion entries", b"\xdf\xff\xff\xff\xff", ("dlq", "undecodable")
+
+
+def _forgeries() -> Iterator[tuple[str, bytes | None, Expected]]:
+    """Legs no worker made, and privileged commands no risk authority signed."""
+    forged, refused = ("dlq", "forged_leg"), "rejected"
+    stranger, stranger_risk = fresh_authority("anything", key_id="local-1")
+    ghost = Transfer("ghost", CUSTOMER, 1, CUSTOMER + 1, 1, AMOUNT_MAX, "EUR")
+    refund = settle_leg(credit_leg(ghost, 0, 0), Reason.ACCOUNT_CLOSED, "closed", 0)
+    yield "unsigned settle leg (a refund of 10^15)", encode(refund), forged
+    credit = credit_leg(Transfer("ghost-2", CUSTOMER + 1, 1, CUSTOMER, 1, AMOUNT_MAX, "EUR"), 0, 0)
+    yield "unsigned credit leg of 10^15", encode(credit), forged
+    yield "credit leg with a stranger's MAC", encode(stranger.sign_leg(credit, 0)), forged
+    long_detail = msgspec.structs.replace(refund, detail="d" * 5_000)
+    yield "settle leg with a 5,000-char detail", encode(long_detail), forged
+    declared = {"type": "open_account", "id": "self-1", "customer": CUSTOMER, "account": 3}
+    yield (
+        "open_account declaring a credit limit",
+        msgspec.msgpack.encode({**declared, "currency": "EUR", "credit_limit": AMOUNT_MAX}),
+        (refused, Reason.UNKNOWN_FIELD),
+    )
+    grant = SetCreditLimit("grant-1", CUSTOMER, 1, AMOUNT_MAX)
+    yield "unsigned set_credit_limit", encode(grant), (refused, Reason.NOT_SIGNED)
+    yield (
+        "set_credit_limit signed by a stranger",
+        encode(stranger_risk.sign(msgspec.structs.replace(grant, id="grant-2"))),
+        (
+            refused,
+            Reason.BAD_SIGNATURE,
+        ),
+    )
+    unfreeze = UnfreezeAccount("unfreeze-1", CUSTOMER, 1)
+    yield "unsigned unfreeze_account", encode(unfreeze), (refused, Reason.NOT_SIGNED)
 
 
 async def _send_all(chaos: ChaosSystem) -> dict[tuple[int, int], tuple[str, Expected]]:

@@ -74,7 +74,6 @@ def test_json_shape_is_documented_shape() -> None:
         (SetCreditLimit("s", 1, 1, AMOUNT_MAX + 1), Reason.BAD_CREDIT_LIMIT),
         (SetCreditLimit("s", 1, 1, 5, "bad key id"), Reason.BAD_SIGNATURE),
         (UnfreezeAccount("u", 1, 1, "k", b"x" * 65), Reason.BAD_SIGNATURE),
-        (Deposit("bad id with spaces", 1, 1, 5, "EUR"), Reason.BAD_COMMAND_ID),
     ],
 )
 def test_invalid_values_are_rejected_with_a_reason(command: Command, reason: Reason) -> None:
@@ -243,10 +242,20 @@ def test_a_malformed_leg_is_forged_never_answered() -> None:
     assert (decoded.reason, decoded.leg) == ("forged_leg", "credit_leg")
 
 
-def test_a_bad_id_is_echoed_as_a_bounded_prefix() -> None:
-    data = msgspec.msgpack.encode({"type": "zzz", "id": "x" * 30_000, "customer": 5})
+@pytest.mark.parametrize(
+    "data",
+    [
+        msgspec.msgpack.encode({"type": "zzz", "id": "x" * 30_000, "customer": 5}),
+        encode(Deposit("x" * 30_000, 1, 1, 5, "EUR")),
+        encode(Deposit("bad id with spaces", 1, 1, 5, "EUR")),
+        encode(Deposit("", 1, 1, 5, "EUR")),
+    ],
+)
+def test_a_bad_id_goes_to_the_dlq_echoed_as_a_bounded_prefix(data: bytes) -> None:
+    """No client could match a result to it, and a result must not echo 30,000 characters."""
     decoded = decode_command(data)
     assert isinstance(decoded, Undecodable)
+    assert decoded.reason == "bad_command_id"
     assert len(decoded.detail) < 200
 
 

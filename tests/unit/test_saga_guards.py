@@ -157,3 +157,17 @@ def test_the_payee_side_answers_a_real_credit_leg() -> None:
     assert payee.balance((PAYEE, 1)) == 25
     (answer,) = payee.legs
     assert isinstance(answer, SettleLeg) and answer.reason == ""
+
+
+def test_two_payers_of_two_partitions_may_use_one_transfer_id() -> None:
+    """Transfer ids are unique per partition only: their credit legs meet in one payee
+    partition under distinct ids, and both are applied (neither is taken for a forgery)."""
+    other_payer = next(c for c in range(1, 500) if partition_of(c, PARTITIONS) == 2)
+    payee = Book(partition=1)
+    payee.run([OpenAccount("o", PAYEE, 1, "EUR")])
+    first = credit_leg(Transfer("t-1", PAYER, 1, PAYEE, 1, 10, "EUR"), 3, 7)
+    second = credit_leg(Transfer("t-1", other_payer, 1, PAYEE, 1, 20, "EUR"), 3, 7)
+    assert first.id != second.id
+    _, forged = payee.run([first, second])
+    assert not forged
+    assert payee.balance((PAYEE, 1)) == 30
