@@ -67,7 +67,8 @@ class Decoded:
     dead: list[OutboxRow] = field(default_factory=list)
     dead_reasons: list[str] = field(default_factory=list)
     forged_legs: list[str] = field(default_factory=list)
-    """The type tag of every leg refused as forged, here or by the ledger."""
+    """The type tag of every leg refused as forged when decoded (the ledger's refusals are
+    in its Outcome.forged)."""
     legs: dict[int, tuple[str, bytes | None, bytes]] = field(default_factory=dict)
     """(topic, key, value) of the legs by offset: a leg the ledger refuses goes to the DLQ
     as it came."""

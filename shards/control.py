@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import unquote_plus
 
 import asyncpg
@@ -252,6 +253,25 @@ async def connect(dsn: str, timeout_seconds: float) -> asyncpg.Connection:
     """Open one connection; errors name the database without its password."""
     try:
         return await asyncpg.connect(dsn, timeout=timeout_seconds)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-        detail = f"{type(error).__name__}: {error}"
+    except CONNECT_ERRORS as error:
+        detail = safe_detail(error)
         raise InfrastructureError(f"cannot connect to {redact(dsn)}: {detail}") from None
+
+
+CONNECT_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    ValueError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+"""What connecting to a DSN may raise: the server refused, it was not reached, or the DSN
+itself is malformed (asyncpg's ClientConfigurationError, ValueError)."""
+
+
+def safe_detail(error: BaseException) -> str:
+    """An error of a connection attempt, fit for logs: the server's message, but only the
+    kind of a DSN parsing error (whose message may quote the DSN, password and all)."""
+    if isinstance(error, ValueError | asyncpg.InterfaceError):
+        return f"{type(error).__name__} (is the DSN well-formed?)"
+    return f"{type(error).__name__}: {error}"

@@ -8,7 +8,7 @@ import asyncpg
 
 from engine.config import ShardsConfig
 from engine.errors import ConfigError, InfrastructureError
-from shards.control import ShardMap, connect, redact
+from shards.control import CONNECT_ERRORS, ShardMap, connect, redact, safe_detail
 from shards.migrate import migrate, missing_migrations
 from shards.store import CupStore
 
@@ -41,8 +41,8 @@ async def open_cups(shard_map: ShardMap, config: ShardsConfig) -> dict[int, CupS
                 reset=_keep_session,
                 server_settings={"plan_cache_mode": "force_generic_plan"},
             )
-        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-            detail = f"{type(error).__name__}: {error}"
+        except CONNECT_ERRORS as error:
+            detail = safe_detail(error)
             raise InfrastructureError(f"cup {cup_id} at {redact(dsn)}: {detail}") from None
         return CupStore(cup_id, pool)
 
