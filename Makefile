@@ -45,9 +45,11 @@ lint: venv
 prometheus-tools:
 	bash scripts/install_prometheus_tools.sh
 
-# Regenerate the metrics table of docs/observability.md from engine/metrics.py.
+# Regenerate the metrics table of docs/observability.md from engine/metrics.py and the
+# JSON Schemas of docs/schema/ from engine/messages.py (make test fails when they are stale).
 docs: venv
 	$(BIN)/python -m scripts.metrics_table --write docs/observability.md
+	$(BIN)/python -m scripts.schema --write docs/schema
 
 test: venv prometheus-tools up lint
 	$(BIN)/pytest -m 'not slow'

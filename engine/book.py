@@ -104,6 +104,10 @@ class Incoming(msgspec.Struct, frozen=True, gc=False):
     published_at_ms: int
     command: Command | Invalid
     fingerprint: int
+    json: bool = False
+    """The command came as JSON: its result goes back as JSON."""
+    forwarded_from: int = -1
+    """The partition a worker forwarded it from (-1: published here)."""
 
 
 class Applied(msgspec.Struct, frozen=True, gc=False):
@@ -126,6 +130,10 @@ class InFlight(msgspec.Struct, frozen=True, gc=False):
     amount: int
     currency: str
     offset: int
+    json: bool = False
+    """The transfer came as JSON: its final result goes back as JSON."""
+    forwarded_from: int = -1
+    """The partition a worker forwarded the transfer from (-1: published here)."""
 
 
 class Leg(msgspec.Struct, frozen=True, gc=False):
@@ -152,6 +160,7 @@ class Publish(msgspec.Struct, frozen=True, gc=False):
     offset: int
     customer: int
     result: Result
+    json: bool = False
 
 
 @dataclass(slots=True)

@@ -160,6 +160,12 @@ def _bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     bench.add_argument("--withdrawals", type=int, default=0, help="%% that are withdrawals")
     bench.add_argument("--seed", type=int, default=7, help="seed of the workload")
     bench.add_argument(
+        "--misrouted",
+        type=int,
+        default=0,
+        help="%% of the engine's commands published to the wrong partition (forwarded)",
+    )
+    bench.add_argument(
         "--modes",
         default="all",
         help="comma-separated: raw_pipe, db_ceiling, engine_1w, engine_2w (or engine), "
@@ -277,6 +283,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
                 latency_seconds=args.seconds_latency,
                 ceiling_batch_records=args.ceiling_batch,
                 runs=args.runs,
+                misrouted_percent=args.misrouted,
             )
             return run_bench(config, bench, args.json)
     raise SmallcupsError(f"unknown command {args.command}")

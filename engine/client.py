@@ -141,17 +141,28 @@ class Client:
             self.kafka.commands_topic, encode(command), key=customer_key(command.customer)
         )
 
-    async def publish_many(self, commands: Sequence[Command]) -> list[asyncio.Future[object]]:
+    async def publish_many(
+        self,
+        commands: Sequence[Command],
+        partition_for: Callable[[Command, int], int] | None = None,
+    ) -> list[asyncio.Future[object]]:
         """Queue many commands packed in one record batch per partition (the load path).
 
         The partition is the one Kafka's default partitioner picks for the key, so the
-        commands land exactly where ``publish`` would put them.
+        commands land exactly where ``publish`` would put them; ``partition_for``
+        (command, partition count) -> partition puts them elsewhere, as a producer with
+        another partitioner would (the workers forward them).
         """
         _refuse_legs(commands)
         topic = self.kafka.commands_topic
         groups: dict[int, list[Command]] = {}
         for command in commands:
-            groups.setdefault(partition_of(command.customer, self._partitions), []).append(command)
+            partition = (
+                partition_of(command.customer, self._partitions)
+                if partition_for is None
+                else partition_for(command, self._partitions)
+            )
+            groups.setdefault(partition, []).append(command)
         futures: list[asyncio.Future[object]] = []
         for partition, group in groups.items():
             batch = self._producer.create_batch()

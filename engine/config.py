@@ -11,6 +11,7 @@ List fields take comma-separated values. The TOML file is named by ``--config`` 
 
 from __future__ import annotations
 
+import enum
 import os
 import tomllib
 from pathlib import Path
@@ -133,6 +134,19 @@ class ShardsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError(f"shards.pool_size_max must be in 1..64, got {self.pool_size_max}")
 
 
+class ResultsEncoding(enum.StrEnum):
+    """How results go on the results topic."""
+
+    COMMAND = "command"
+    """In the encoding the command came in (JSON for JSON, msgpack for msgpack)."""
+    MSGPACK = "msgpack"
+    JSON = "json"
+
+    @property
+    def json(self) -> bool:
+        return self is ResultsEncoding.JSON
+
+
 class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Limits of one worker process (see the README's configuration table)."""
 
@@ -159,6 +173,8 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """If set, the worker writes a Prometheus file_sd target there (the local stack's)."""
     shard_map_poll_seconds: float = 2.0
     """How often a worker checks the shard map's version when no NOTIFY arrives."""
+    results_encoding: ResultsEncoding = ResultsEncoding.COMMAND
+    """Results in the command's encoding (``command``), or all in ``msgpack`` or ``json``."""
     transfer_stuck_seconds: float = 300.0
     """A transfer in flight longer than this is stuck: counted in
     ``smallcups_transfers_stuck`` (alert SmallcupsTransferStuck) and reported by

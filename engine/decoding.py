@@ -24,6 +24,7 @@ Details quote at most ``ECHO_LENGTH_MAX`` characters of what they refuse.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Final
 
 import msgspec
@@ -35,11 +36,14 @@ from engine.messages import (
     BALANCE_MIN,
     COMMAND_ID_LENGTH_MAX,
     COMMAND_TYPES,
+    CONTENT_TYPE_HEADER,
     CREDIT_LIMIT_MAX,
     CURRENCIES,
     CUSTOMER_MAX,
     DETAIL_LENGTH_MAX,
     ECHO_LENGTH_MAX,
+    FORWARDED_FROM_HEADER,
+    JSON_CONTENT_TYPE,
     KEY_ID_LENGTH_MAX,
     LEG_TYPES,
     OFFSET_MAX,
@@ -68,6 +72,7 @@ from engine.record_shape import json_shape, msgpack_shape
 _COMMAND_ID: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _KEY_ID: Final = re.compile(rf"[A-Za-z0-9_.\-]{{0,{KEY_ID_LENGTH_MAX}}}")
 BALANCES_PER_RESULT_MAX: Final = 2
+PARTITION_DIGITS_MAX: Final = 5
 _LEG_TAGS: Final = frozenset(type_tag(t) for t in LEG_TYPES)
 _TAGS: Final = frozenset(type_tag(t) for t in COMMAND_TYPES)
 _REASONS: Final = frozenset(reason.value for reason in Reason)
@@ -92,12 +97,17 @@ _envelope_msgpack = msgspec.msgpack.Decoder(_Envelope)
 _envelope_json = msgspec.json.Decoder(_Envelope)
 _untyped_msgpack = msgspec.msgpack.Decoder()
 _result_decoder = msgspec.msgpack.Decoder(Result)
+_result_json = msgspec.json.Decoder(Result)
 
 
-def decode_command(data: bytes, *, json: bool = False) -> Command | Invalid | Undecodable:
+def decode_command(data: bytes, *, json: bool | None = None) -> Command | Invalid | Undecodable:
     """Decode and validate one command; never raises, whatever ``data`` holds.
 
-    Proofs (leg MACs, risk signatures) are checked by ``engine.authority`` afterwards."""
+    ``json``: whether ``data`` is JSON (None: JSON when it starts with ``{``, which no
+    msgpack map does). Proofs (leg MACs, risk signatures) are checked by
+    ``engine.authority`` afterwards."""
+    if json is None:
+        json = looks_like_json(data)
     if json:
         shape = json_shape(data)
         if shape.problem or shape.duplicate_keys:
@@ -121,6 +131,29 @@ def decode_command(data: bytes, *, json: bool = False) -> Command | Invalid | Un
     return command
 
 
+def looks_like_json(data: bytes) -> bool:
+    """A JSON object starts with ``{`` (after blanks); a msgpack map never does."""
+    return data[:1] == b"{" or data.lstrip(b" \t\r\n")[:1] == b"{"
+
+
+def says_json(headers: Sequence[tuple[str, bytes]]) -> bool:
+    """Whether a record's headers say its value is JSON (``content-type``)."""
+    return any(
+        name == CONTENT_TYPE_HEADER and value == JSON_CONTENT_TYPE for name, value in headers
+    )
+
+
+def forwarded_partition(headers: Sequence[tuple[str, bytes]], partitions: int) -> int:
+    """The partition a worker forwarded the record from, by its header (-1: none, or
+    not a partition). A producer can set the header too; it gains nothing: the record is
+    then never forwarded, only answered where it belongs."""
+    for name, value in headers:
+        if name == FORWARDED_FROM_HEADER and value.isdigit() and len(value) <= PARTITION_DIGITS_MAX:
+            partition = int(value)
+            return partition if partition < partitions else -1
+    return -1
+
+
 def _has_duplicate_keys(data: bytes) -> bool:
     """Whether the top-level map names a key twice: its header counts more entries than
     the keys it decodes to. Safe here: the strict decode proved every value a scalar."""
@@ -137,6 +170,9 @@ def _has_duplicate_keys(data: bytes) -> bool:
 
 def _explain(data: bytes, error: str, *, json: bool) -> Invalid | Undecodable:
     """Why a record is not a command, addressed to its sender when it can be."""
+    if not json and not _is_msgpack_map(data):
+        kind = f"first byte 0x{data[0]:02x}" if data else "no bytes"
+        return Undecodable("undecodable", f"neither a msgpack map nor a JSON object ({kind})")
     shape = json_shape(data) if json else msgpack_shape(data)
     if shape.problem:
         return Undecodable("undecodable", _cut(shape.problem))
@@ -169,6 +205,10 @@ def _bad_id(command_id: str) -> Undecodable:
     result to it (and a result must not echo a 30,000-character id)."""
     echo = command_id[:ECHO_LENGTH_MAX]
     return Undecodable("bad_command_id", f"command id {echo!r} is not 1..64 of [A-Za-z0-9_.:-]")
+
+
+def _is_msgpack_map(data: bytes) -> bool:
+    return bool(data) and (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF))
 
 
 def _cut(text: str) -> str:
@@ -255,12 +295,13 @@ def _validate_currency(currency: str) -> tuple[Reason, str]:
 
 
 def decode_result(data: bytes | None) -> Result | Undecodable:
-    """A result record, or why it is not one; never raises (a tombstone, random bytes,
-    nesting past any limit, out-of-range fields)."""
+    """A result record (msgpack or JSON), or why it is not one; never raises (a tombstone,
+    random bytes, nesting past any limit, out-of-range fields)."""
     if data is None:
         return Undecodable("undecodable", "a tombstone: no value")
     try:
-        result = _result_decoder.decode(data)
+        json = looks_like_json(data)
+        result = (_result_json if json else _result_decoder).decode(data)
     except _DECODE_ERRORS as error:
         return Undecodable("undecodable", _cut(str(error)))
     problem = _result_problem(result)

@@ -28,6 +28,7 @@ Rules (DESIGN.md §4):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 from engine.book import (
     MOVABLE,
@@ -67,6 +68,9 @@ from engine.messages import (
 from engine.routing import partition_of
 from engine.saga import SagaRules
 
+MOVEMENT_TYPES: Final = (Deposit, Withdraw, Transfer)
+"""Commands that move money: their result always shows the payer's balance."""
+
 
 class PartitionLedger(SagaRules):
     """Decides the commands of one partition against its account book."""
@@ -95,7 +99,9 @@ class PartitionLedger(SagaRules):
         command = incoming.command
         if isinstance(command, Invalid):
             result = self._result(incoming, now_us, Decision(command.reason, command.detail))
-            outcome.published.append(Publish(incoming.offset, command.customer, result))
+            outcome.published.append(
+                Publish(incoming.offset, command.customer, result, incoming.json)
+            )
             return result
         previous = seen.get(command.id) or known.get(command.id)
         if previous is not None:
@@ -109,7 +115,9 @@ class PartitionLedger(SagaRules):
             for account in decision.touched:
                 outcome.changed[account.key] = account
         if not (decision.pending or decision.internal):
-            outcome.published.append(Publish(incoming.offset, command.customer, result))
+            outcome.published.append(
+                Publish(incoming.offset, command.customer, result, incoming.json)
+            )
         seen[command.id] = Known(incoming.fingerprint, result)
         outcome.applied.append(Applied(command.id, incoming.fingerprint, result))
         return result
@@ -132,16 +140,21 @@ class PartitionLedger(SagaRules):
                 outcome.forged.append(Forged(incoming.offset, type_tag(type(command)), detail))
                 return self._result(incoming, now_us, decision)
             result = self._result(incoming, now_us, Decision(Reason.DUPLICATE_CONFLICT, detail))
-            outcome.published.append(Publish(incoming.offset, command.customer, result))
+            outcome.published.append(
+                Publish(incoming.offset, command.customer, result, incoming.json)
+            )
             return result
         if previous.result.status is not Status.PENDING and not isinstance(command, LEG_TYPES):
-            outcome.published.append(Publish(incoming.offset, command.customer, previous.result))
+            outcome.published.append(
+                Publish(incoming.offset, command.customer, previous.result, incoming.json)
+            )
         return previous.result
 
     def _result(self, incoming: Incoming, now_us: int, decision: Decision) -> Result:
         balances: tuple[Balance, ...] = ()
         if decision.reason is not Reason.NONE:
             status = Status.REJECTED
+            balances = self._payer_balance(incoming.command)
         elif decision.pending:
             status = Status.PENDING
         else:
@@ -163,14 +176,26 @@ class PartitionLedger(SagaRules):
             published_at_ms=incoming.published_at_ms,
             partition=self.partition,
             offset=incoming.offset,
+            forwarded_from=incoming.forwarded_from,
         )
+
+    def _payer_balance(self, command: Command | Invalid) -> tuple[Balance, ...]:
+        """A refused movement's result shows the payer's balance too, as an accepted one
+        does (one shape whatever refused it), when the payer's account exists."""
+        if not isinstance(command, MOVEMENT_TYPES):
+            return ()
+        account = self.accounts.get((command.customer, command.account))
+        if account is None:
+            return ()
+        return (Balance(account.customer, account.number, account.balance),)
 
     def _apply(
         self, command: Command, incoming: Incoming, outcome: Outcome, now_us: int
     ) -> Decision:
-        home = partition_of(command.customer, self.partitions) == self.partition
-        if not home and not isinstance(command, LEG_TYPES):
-            return Decision(Reason.WRONG_PARTITION, "the record key does not match customer")
+        home = partition_of(command.customer, self.partitions)
+        if home != self.partition and not isinstance(command, LEG_TYPES):
+            detail = f"customer {command.customer} is in partition {home}; forwarded once already"
+            return Decision(Reason.WRONG_PARTITION, detail)
         offset = incoming.offset
         match command:
             case OpenAccount():

@@ -1,8 +1,10 @@
 """The wire schema: commands in, results out, dead letters aside.
 
-Commands are a tagged union of msgspec Structs (tag field ``type``), msgpack on the
-wire and JSON at the command line. Schema evolution adds fields with defaults and
-never reuses a tag. Money is an integer number of minor units (cents), never a float.
+Commands are a tagged union of msgspec Structs (tag field ``type``), msgpack or JSON on
+the wire (the same command, the same idempotency fingerprint, whatever the encoding; the
+result comes back in the command's encoding). Schema evolution adds fields with defaults
+and never reuses a tag. Money is an integer number of minor units (cents), never a float.
+docs/schema/ holds the JSON Schema of every message, generated from these types.
 
 Who may send what (engine.authority checks it, engine.decoding applies it):
 
@@ -316,6 +318,9 @@ class Result(msgspec.Struct, frozen=True, tag="result", tag_field="type"):
     published_at_ms: int = 0
     partition: int = -1
     offset: int = -1
+    forwarded_from: int = -1
+    """The partition the command was published to, when a worker forwarded it here (its
+    producer's partitioner is not Kafka's murmur2 of the key); -1 when it was not."""
 
     @property
     def accepted(self) -> bool:
@@ -323,7 +328,8 @@ class Result(msgspec.Struct, frozen=True, tag="result", tag_field="type"):
 
 
 class DeadLetter(msgspec.Struct, frozen=True, tag="dead_letter", tag_field="type"):
-    """An input record nobody can answer, with where it came from and why."""
+    """An input record nobody can answer, with where it came from and why (always msgpack:
+    ``value`` holds the record's bytes as they came)."""
 
     reason: str
     detail: str
@@ -363,7 +369,25 @@ class Undecodable(msgspec.Struct, frozen=True):
     leg: str = ""
 
 
+class Forwarded(msgspec.Struct, frozen=True, gc=False):
+    """Internal, in a cup's outbox only: a command record published to the wrong partition,
+    to publish again, as it came, to its customer's partition."""
+
+    value: bytes
+    timestamp_ms: int
+    """The original record's timestamp, so latency counts from the first publish."""
+    json: bool
+
+
+FORWARDED_FROM_HEADER: Final = "smallcups-forwarded-from"
+"""Header of a forwarded command record: the partition it was first published to."""
+CONTENT_TYPE_HEADER: Final = "content-type"
+JSON_CONTENT_TYPE: Final = b"application/json"
+"""A record whose ``content-type`` header says this is JSON (a first byte ``{`` says so too:
+no msgpack map starts with it)."""
+
 _encoder = msgspec.msgpack.Encoder()
+_json_encoder = msgspec.json.Encoder()
 command_encoder: Final = _encoder
 result_decoder: Final = msgspec.msgpack.Decoder(Result)
 """For results this engine wrote itself (a cup's rows); a results topic anyone could write
@@ -372,6 +396,10 @@ is read with engine.decoding.decode_result."""
 
 def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
+
+
+def encode_json(message: msgspec.Struct) -> bytes:
+    return _json_encoder.encode(message)
 
 
 def fingerprint(command: Command) -> int:

@@ -66,6 +66,12 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.forwarded_commands = Counter(
+            "smallcups_forwarded_commands",
+            "Commands published to another partition than their customer's (a producer "
+            "whose partitioner is not murmur2 of the key), forwarded to it at one more hop.",
+            registry=r,
+        )
         self.batch_commands = Histogram(
             "smallcups_batch_commands",
             "Records of one partition in one commit round.",

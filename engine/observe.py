@@ -19,7 +19,10 @@ def record_batch(metrics: WorkerMetrics, decoded: Decoded, batch: CommitBatch, n
     The loop over the commands only counts objects (command class, status, reason);
     their label strings are looked up once per distinct value."""
     outcome = batch.outcome
-    metrics.batch_commands.observe(len(decoded.incoming) + len(decoded.dead_reasons))
+    forwarded = len(decoded.forwards)
+    metrics.batch_commands.observe(len(decoded.incoming) + len(decoded.dead_reasons) + forwarded)
+    if forwarded:
+        metrics.forwarded_commands.inc(forwarded)
     tally: Counter[tuple[type[msgspec.Struct], Status]] = Counter()
     rejections: Counter[Reason] = Counter()
     for incoming, result in zip(decoded.incoming, outcome.results, strict=True):

@@ -18,8 +18,8 @@ import asyncpg
 
 from engine.authority import Authority
 from engine.book import AccountKey, Incoming, Known, Outcome
-from engine.config import WorkerConfig
-from engine.decoding import decode_command
+from engine.config import ResultsEncoding, WorkerConfig
+from engine.decoding import decode_command, forwarded_partition, looks_like_json, says_json
 from engine.errors import FencedError, InfrastructureError, invariant
 from engine.ledger import PartitionLedger
 from engine.messages import (
@@ -27,17 +27,19 @@ from engine.messages import (
     PRIVILEGED_TYPES,
     Command,
     DeadLetter,
+    Forwarded,
     Invalid,
     Reason,
     Result,
     Transfer,
     Undecodable,
     encode,
+    encode_json,
     fingerprint,
     type_tag,
 )
 from engine.metrics import WorkerMetrics
-from engine.routing import customer_key
+from engine.routing import customer_key, partition_of
 from shards.store import Claim, CommitBatch, CommitStatus, CupStore, OutboxKind, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -69,26 +71,35 @@ class Decoded:
     forged_legs: list[str] = field(default_factory=list)
     """The type tag of every leg refused as forged when decoded (the ledger's refusals are
     in its Outcome.forged)."""
+    forwards: list[OutboxRow] = field(default_factory=list)
+    """Commands published to another partition than their customer's, to forward."""
     legs: dict[int, tuple[str, bytes | None, bytes]] = field(default_factory=dict)
     """(topic, key, value) of the legs by offset: a leg the ledger refuses goes to the DLQ
     as it came."""
     last_offset: int = -1
 
 
-def decode_records(records: Sequence[Any], message_bytes_max: int, authority: Authority) -> Decoded:
-    """Decode a partition's records and check their proofs; what cannot be answered, or
-    is a leg no worker made, becomes a DLQ row."""
+def decode_records(
+    records: Sequence[Any], message_bytes_max: int, authority: Authority, partitions: int
+) -> Decoded:
+    """Decode a partition's records and check their proofs. What cannot be answered, or is
+    a leg no worker made, becomes a DLQ row; a client command published to another
+    partition than its customer's becomes a forward to that one (once: a forwarded record
+    that is still misrouted is rejected by the ledger, so no record goes round)."""
     decoded = Decoded()
     for record in records:
         decoded.last_offset = record.offset
         value: bytes = record.value or b""
+        headers = record.headers or ()
+        json = says_json(headers) or looks_like_json(value)
+        forwarded_from = forwarded_partition(headers, partitions)
         if len(value) > message_bytes_max:
             parsed: Any = Undecodable(
                 "message_too_large", f"{len(value)} > {message_bytes_max} bytes"
             )
             value = value[:message_bytes_max]
         else:
-            parsed = authenticate(decode_command(value), record.partition, authority)
+            parsed = authenticate(decode_command(value, json=json), record.partition, authority)
         if isinstance(parsed, Undecodable):
             decoded.dead.append(
                 _dead_letter(
@@ -101,8 +112,18 @@ def decode_records(records: Sequence[Any], message_bytes_max: int, authority: Au
             continue
         if isinstance(parsed, LEG_TYPES):
             decoded.legs[record.offset] = (record.topic, record.key, value)
+        elif not isinstance(parsed, Invalid) and forwarded_from < 0:
+            home = partition_of(parsed.customer, partitions)
+            if home != record.partition:
+                forward = Forwarded(value, record.timestamp, json)
+                key = customer_key(parsed.customer)
+                row = OutboxRow(record.offset, 0, OutboxKind.FORWARD, key, encode(forward), home)
+                decoded.forwards.append(row)
+                continue
         digest = 0 if isinstance(parsed, Invalid) else fingerprint(parsed)
-        decoded.incoming.append(Incoming(record.offset, record.timestamp, parsed, digest))
+        decoded.incoming.append(
+            Incoming(record.offset, record.timestamp, parsed, digest, json, forwarded_from)
+        )
     return decoded
 
 
@@ -197,6 +218,7 @@ class PartitionState:
             decoded,
             trim_below,
             self.authority,
+            self.config.results_encoding,
         )
 
     async def reload(self, decoded: Decoded) -> dict[str, Known]:
@@ -290,22 +312,29 @@ class Fence(NamedTuple):
 
 
 def build_commit(
-    fence: Fence, outcome: Outcome, decoded: Decoded, trim_below: int, authority: Authority
+    fence: Fence,
+    outcome: Outcome,
+    decoded: Decoded,
+    trim_below: int,
+    authority: Authority,
+    results_as: ResultsEncoding = ResultsEncoding.COMMAND,
 ) -> CommitBatch:
     """Encode what a decided batch commits: each result is encoded once however often
-    used; each leg gets the workers' MAC for the partition it goes to; each leg the
-    ledger refused goes to the DLQ as it came."""
-    encoded: dict[int, bytes] = {}
+    used (msgpack in the cup; on the results topic in the command's encoding, or as
+    ``results_as`` says); each leg gets the workers' MAC for the partition it goes to;
+    each leg the ledger refused goes to the DLQ as it came; forwards go as they came."""
+    encoded: dict[tuple[int, bool], bytes] = {}
 
-    def encoded_result(result: Result) -> bytes:
-        value = encoded.get(id(result))
+    def encoded_result(result: Result, json: bool = False) -> bytes:
+        value = encoded.get((id(result), json))
         if value is None:
-            value = encoded[id(result)] = encode(result)
+            value = encoded[(id(result), json)] = (encode_json if json else encode)(result)
         return value
 
     partition = fence.partition
     rows: list[tuple[int, OutboxKind, bytes | None, bytes, int]] = [
-        (d.src_offset, d.kind, d.key, d.value, d.target_partition) for d in decoded.dead
+        (d.src_offset, d.kind, d.key, d.value, d.target_partition)
+        for d in (*decoded.dead, *decoded.forwards)
     ]
     for forged in outcome.forged:
         topic, key, value = decoded.legs[forged.offset]
@@ -314,7 +343,8 @@ def build_commit(
         rows.append((row.src_offset, row.kind, row.key, row.value, row.target_partition))
     for publish in outcome.published:
         key = customer_key(publish.customer)
-        value = encoded_result(publish.result)
+        json = publish.json if results_as is ResultsEncoding.COMMAND else results_as.json
+        value = encoded_result(publish.result, json)
         rows.append((publish.offset, OutboxKind.RESULT, key, value, partition))
     for leg in outcome.legs:
         key = customer_key(leg.command.customer)

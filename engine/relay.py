@@ -35,14 +35,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
+import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from engine.config import KafkaConfig
 from engine.errors import InvariantError
+from engine.messages import (
+    CONTENT_TYPE_HEADER,
+    FORWARDED_FROM_HEADER,
+    JSON_CONTENT_TYPE,
+    Forwarded,
+)
 from engine.metrics import WorkerMetrics
 from shards.store import OutboxKind, OutboxRow
 
@@ -93,6 +100,7 @@ class Relay:
             OutboxKind.RESULT: kafka.results_topic,
             OutboxKind.DEAD_LETTER: kafka.dlq_topic,
             OutboxKind.LEG: kafka.commands_topic,
+            OutboxKind.FORWARD: kafka.commands_topic,
         }
         self._pending: dict[int, deque[_Pending]] = {}
         self._acked_below: dict[int, int] = {}
@@ -141,9 +149,10 @@ class Relay:
         """Pack ``rows`` into record batches queued for ``target``; one future each."""
         batches = [self._producer.create_batch()]
         for row in rows:
-            if batches[-1].append(key=row.key, value=row.value, timestamp=None) is None:
+            record = _record(partition, row)
+            if batches[-1].append(**record) is None:
                 batches.append(self._producer.create_batch())
-                if batches[-1].append(key=row.key, value=row.value, timestamp=None) is None:
+                if batches[-1].append(**record) is None:
                     raise InvariantError(f"outbox row of {len(row.value)} bytes fits no batch")
         loop = asyncio.get_running_loop()
         queue = self._queues.setdefault(target, deque())
@@ -282,6 +291,26 @@ class Relay:
         futures = [f for queue in queues for head in queue for f in head.futures]
         if futures:
             await asyncio.wait(futures, timeout=timeout_seconds)
+
+
+def _record(partition: int, row: OutboxRow) -> dict[str, Any]:
+    """The Kafka record of an outbox row. A forward is the original command as it came
+    (its timestamp too), with a header naming the partition it was published to."""
+    if row.kind is not OutboxKind.FORWARD:
+        return {"key": row.key, "value": row.value, "timestamp": None}
+    forwarded = _forwarded.decode(row.value)
+    headers = [(FORWARDED_FROM_HEADER, str(partition).encode())]
+    if forwarded.json:
+        headers.append((CONTENT_TYPE_HEADER, JSON_CONTENT_TYPE))
+    return {
+        "key": row.key,
+        "value": forwarded.value,
+        "timestamp": forwarded.timestamp_ms if forwarded.timestamp_ms >= 0 else None,
+        "headers": headers,
+    }
+
+
+_forwarded: Final = msgspec.msgpack.Decoder(Forwarded)
 
 
 def _settle(delivery: asyncio.Future[object], sent: asyncio.Future[object]) -> None:

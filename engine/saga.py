@@ -105,6 +105,8 @@ class SagaRules(AccountBook):
             command.amount,
             command.currency,
             incoming.offset,
+            incoming.json,
+            incoming.forwarded_from,
         )
         self.track(flight)
         outcome.opened.append(flight)
@@ -174,9 +176,10 @@ class SagaRules(AccountBook):
             published_at_ms=leg.published_at_ms,
             partition=self.partition,
             offset=leg.origin_offset,
+            forwarded_from=flight.forwarded_from,
         )
         self.untrack(leg.transfer_id)
-        outcome.published.append(Publish(incoming.offset, leg.customer, final))
+        outcome.published.append(Publish(incoming.offset, leg.customer, final, flight.json))
         outcome.finals.append(Applied(leg.transfer_id, 0, final))
         outcome.settled.append(leg.transfer_id)
         return decision

@@ -1,4 +1,7 @@
-"""Creating the topics: commands and results with P partitions, the DLQ with a few."""
+"""Creating the topics: commands, results and the DLQ with P partitions each, so a record
+of command partition p is answered in results partition p and dead-lettered in DLQ
+partition p. A DLQ made by an older version with fewer partitions keeps working (the
+relay writes to p modulo its count)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from engine.config import KafkaConfig
 from engine.errors import ConfigError, InfrastructureError
 
-_DLQ_PARTITIONS = 4
 _READY_ATTEMPTS = 150
 _FETCH_TIMEOUT_MS = 1_000
 
@@ -24,7 +26,7 @@ async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
     wanted = {
         kafka.commands_topic: partitions,
         kafka.results_topic: partitions,
-        kafka.dlq_topic: min(_DLQ_PARTITIONS, partitions),
+        kafka.dlq_topic: partitions,
     }
     admin = AIOKafkaAdminClient(
         bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms

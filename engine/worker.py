@@ -174,7 +174,9 @@ class Worker:
             if self.relay.failed(partition):
                 self._lose_to_publish(partition)
                 continue
-            decoded = decode_records(records, self.limits.message_bytes_max, self.authority)
+            decoded = decode_records(
+                records, self.limits.message_bytes_max, self.authority, self.shard_map.partitions
+            )
             try:
                 batch = await state.decide(decoded, now, self.relay.acked_below(partition))
             except RETRIABLE as error:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from engine.client import Client
 from engine.messages import Command, Deposit, Result, Withdraw
+from engine.routing import partition_of
 
 CHUNK_COMMANDS = 500
 """Commands packed into one publish_many call by send_all."""
@@ -42,11 +44,16 @@ class Driver:
     adds nothing (a duplicate of a pending transfer gets the one final result only).
     """
 
-    def __init__(self, client: Client, window: int = 5_000):
+    def __init__(self, client: Client, window: int = 5_000, misrouted_percent: int = 0):
         if window < 1:
             raise ValueError("window must be >= 1")
+        if not 0 <= misrouted_percent <= 100:
+            raise ValueError("misrouted_percent must be in 0..100")
         self.client = client
         self.window = window
+        self.misrouted_percent = misrouted_percent
+        """Share of commands published to a partition next to their customer's (as by a
+        producer whose partitioner is not murmur2): the workers forward them."""
         self.score = Score()
         self._awaited: dict[str, tuple[float, Command]] = {}
         self._room = asyncio.Event()
@@ -68,9 +75,16 @@ class Driver:
                 self._awaited[command.id] = (started, command)
         if self._awaited:
             self._drained.clear()
-        for delivery in await self.client.publish_many(commands):
+        chooser = self._misroute if self.misrouted_percent else None
+        for delivery in await self.client.publish_many(commands, chooser):
             delivery.add_done_callback(self._delivered)
         self.score.published += len(commands)
+
+    def _misroute(self, command: Command, partitions: int) -> int:
+        home = partition_of(command.customer, partitions)
+        if zlib.crc32(command.id.encode()) % 100 < self.misrouted_percent:
+            return (home + 1) % partitions
+        return home
 
     def _delivered(self, delivery: asyncio.Future[object]) -> None:
         if delivery.cancelled() or delivery.exception() is not None:

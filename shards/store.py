@@ -45,6 +45,9 @@ class OutboxKind(enum.IntEnum):
     RESULT = 1
     DEAD_LETTER = 2
     LEG = 3
+    FORWARD = 4
+    """A command published to the wrong partition, to publish again to its customer's
+    (the value is an engine.messages.Forwarded)."""
 
 
 class OutboxRow(msgspec.Struct, frozen=True, gc=False):
@@ -162,16 +165,19 @@ WITH batch AS (
     WHERE c.ctid = f.row_id
 ), opened AS (
     INSERT INTO transfers_in_flight (partition, transfer_id, from_customer, from_account,
-                                     to_customer, to_account, amount, currency, src_offset)
+                                     to_customer, to_account, amount, currency, src_offset,
+                                     answer_json, forwarded_from)
     SELECT t.* FROM unnest($35::text::integer[], $36::text::text[], $37::text::bigint[],
                            $38::text::bigint[], $39::text::bigint[], $40::text::bigint[],
-                           $41::text::bigint[], $42::text::text[], $43::text::bigint[])
+                           $41::text::bigint[], $42::text::text[], $43::text::bigint[],
+                           $44::text::boolean[], $45::text::integer[])
                     AS t (partition, transfer_id, from_customer, from_account, to_customer,
-                          to_account, amount, currency, src_offset)
+                          to_account, amount, currency, src_offset, answer_json,
+                          forwarded_from)
     WHERE t.partition IN (SELECT partition FROM fence)
 ), settled AS (
     DELETE FROM transfers_in_flight AS t
-    USING unnest($44::text::integer[], $45::text::text[]) AS s (partition, transfer_id)
+    USING unnest($46::text::integer[], $47::text::text[]) AS s (partition, transfer_id)
     WHERE t.partition = s.partition AND t.transfer_id = s.transfer_id
       AND s.partition IN (SELECT partition FROM fence)
 )
@@ -297,7 +303,8 @@ class CupStore:
         IN_FLIGHT_PER_PARTITION_MAX: the ledger opens no more)."""
         rows = await self.pool.fetch(
             "SELECT transfer_id, from_customer, from_account, to_customer, to_account,"
-            " amount, currency, src_offset FROM transfers_in_flight WHERE partition = $1",
+            " amount, currency, src_offset, answer_json, forwarded_from"
+            " FROM transfers_in_flight WHERE partition = $1",
             partition,
         )
         return [
@@ -310,6 +317,8 @@ class CupStore:
                 r["amount"],
                 r["currency"],
                 r["src_offset"],
+                r["answer_json"],
+                r["forwarded_from"],
             )
             for r in rows
         ]
@@ -371,7 +380,7 @@ def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
     by_batch = [_rows(batch) for batch in batches]
     for position, kind in enumerate(_ROW_KINDS):
         column = list(chain.from_iterable(rows[position] for rows in by_batch))
-        if kind is int:
+        if kind is int or kind is bool:  # msgspec writes booleans as true/false: both parse
             arguments.append(ints_literal(cast("list[int]", column)))
         elif kind is str:
             arguments.append(texts_literal(cast("list[str]", column)))
@@ -381,7 +390,7 @@ def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
 
 
 def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
-    """One batch's columns for $6 to $45, in the statement's order."""
+    """One batch's columns for $6 to $47, in the statement's order."""
     outcome = batch.outcome
     partition = batch.partition
     applied = outcome.applied
@@ -429,6 +438,8 @@ def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
         [t.amount for t in opened],
         [t.currency for t in opened],
         [t.offset for t in opened],
+        [t.json for t in opened],
+        [t.forwarded_from for t in opened],
         [partition] * len(outcome.settled),
         outcome.settled,
     )
@@ -440,11 +451,11 @@ _ROW_KINDS: Final = (
     *(int, int, str, int, int, str, int),
     *(int, int, int, int, bytes, bytes, int),
     *(int, str, bytes),
-    *(int, str, int, int, int, int, int, str, int),
+    *(int, str, int, int, int, int, int, str, int, bool, int),
     *(int, str),
 )
-"""The element type of each column of ``_rows``: ints and texts go as array literals,
-bytes as lists."""
+"""The element type of each column of ``_rows``: ints, booleans and texts go as array
+literals, bytes as lists."""
 
 
 def ints_literal(values: list[int]) -> str:

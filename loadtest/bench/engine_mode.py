@@ -68,7 +68,7 @@ async def run_engine(
             system.start_worker({"SMALLCUPS_WORKER_METRICS_PORT": str(port)})
         await wait_owning(ports, options.partitions, OWNING_TIMEOUT_SECONDS)
         async with Client(system.config.kafka) as client:
-            driver = Driver(client, window=WINDOW_COMMANDS)
+            driver = Driver(client, WINDOW_COMMANDS, options.misrouted_percent)
             await driver.send_all(load.setup)
             if not await driver.wait_all(options.results_timeout_seconds):
                 raise RuntimeError(f"the set-up was not answered:\n{system.worker_logs()}")

@@ -55,6 +55,9 @@ class BenchOptions:
     """Longest wait for the results of one load phase before the mode fails."""
     runs: int = 1
     """Times every mode runs; the report gives each run and the medians."""
+    misrouted_percent: int = 0
+    """Share of the engine modes' commands published to a partition next to their
+    customer's: what a producer with another partitioner costs (each is forwarded)."""
 
     def __post_init__(self) -> None:
         if self.accounts < 2:
@@ -70,6 +73,8 @@ class BenchOptions:
             raise ConfigError("--runs must be in 1..10")
         if not 1 <= self.pgbench_clients <= 64:
             raise ConfigError("--pgbench-clients must be in 1..64")
+        if not 0 <= self.misrouted_percent <= 100:
+            raise ConfigError("--misrouted must be in 0..100")
         if not 1 <= self.ceiling_batch_records <= 100_000:
             raise ConfigError("--ceiling-batch must be in 1..100000")
         unknown = [mode for mode in self.modes if mode not in MODES]

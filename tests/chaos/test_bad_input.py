@@ -37,12 +37,15 @@ from engine.messages import (
 )
 from engine.routing import customer_key, partition_of
 from engine.saga import credit_leg, settle_leg
+from tests.chaos.conftest import PARTITIONS
 from tests.chaos.harness import ChaosSystem, Load, assert_clean, scale, verdict
 from tests.integration.system import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 CUSTOMER = 4_242
+STRAY = "stray-1"
+"""A deposit published to another partition than its customer's: forwarded, accepted."""
 MARKER_AMOUNT = 1
 POLL_SECONDS = 1.0
 WAIT_SECONDS = 120.0
@@ -223,10 +226,8 @@ async def _send_all(chaos: ChaosSystem) -> dict[tuple[int, int], tuple[str, Expe
             owed[(sent.partition, sent.offset)] = (f"marker {index}", ("accepted", ""))
         owed.update(await _overflow(producer, kafka.commands_topic))
         home = partition_of(CUSTOMER, kafka.partitions)
-        elsewhere = (home + 1) % kafka.partitions
-        stray = encode(Deposit("stray-1", CUSTOMER, 1, 5, "EUR"))
-        sent = await producer.send_and_wait(kafka.commands_topic, stray, partition=elsewhere)
-        owed[(sent.partition, sent.offset)] = ("wrong partition", ("rejected", "wrong_partition"))
+        stray = encode(Deposit(STRAY, CUSTOMER, 1, 5, "EUR"))
+        await producer.send_and_wait(kafka.commands_topic, stray, partition=_elsewhere(home))
     finally:
         await producer.stop()
     return owed
@@ -251,13 +252,21 @@ async def _overflow(
     }
 
 
+def _elsewhere(home: int) -> int:
+    return (home + 1) % PARTITIONS
+
+
 async def _outcomes(chaos: ChaosSystem) -> dict[tuple[int, int], Expected]:
+    """Outcomes by (partition, offset) of the record answered; the record published to the
+    wrong partition is forwarded, so its outcome is keyed (-1, -1), with where it came from."""
     kafka = chaos.config.kafka
     found: dict[tuple[int, int], Expected] = {}
     for record in await read_topic(kafka, kafka.results_topic):
         result = result_decoder.decode(record.value)
         status = "accepted" if result.status is Status.ACCEPTED else str(result.status)
         found[(result.partition, result.offset)] = (status, str(result.reason))
+        if result.command_id == STRAY:
+            found[(-1, -1)] = (status, f"forwarded from {result.forwarded_from}")
     for record in await read_topic(kafka, kafka.dlq_topic):
         letter = msgspec.msgpack.decode(record.value, type=DeadLetter)
         found[(letter.partition, letter.offset)] = ("dlq", letter.reason)
@@ -271,6 +280,8 @@ async def test_hostile_records_are_answered_and_the_partition_flows(chaos: Chaos
         load.start(run.load_seconds / 2)
         owed = await _send_all(chaos)
         await load.wait()
+    home = partition_of(CUSTOMER, chaos.config.kafka.partitions)
+    owed[(-1, -1)] = ("wrong partition", ("accepted", f"forwarded from {_elsewhere(home)}"))
     found: dict[tuple[int, int], Expected] = {}
     for _ in range(int(WAIT_SECONDS / POLL_SECONDS)):
         found = await _outcomes(chaos)

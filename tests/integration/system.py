@@ -48,7 +48,7 @@ def replay(
     known: dict[int, dict[str, Known]] = {}
     bytes_max = WorkerConfig().message_bytes_max
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        decoded = decode_records([record], bytes_max, authority)
+        decoded = decode_records([record], bytes_max, authority, partitions)
         ledger = ledgers.setdefault(
             record.partition, PartitionLedger(record.partition, partitions, {})
         )

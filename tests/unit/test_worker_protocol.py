@@ -70,6 +70,7 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes
     timestamp: int
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class SimulatedCup(CupStore):
@@ -229,7 +230,9 @@ class WorkerProtocol(RuleBasedStateMachine):
         before = (self.cup.claim_state, dict(self.cup.known), len(self.cup.journal))
         self.cup.lose_next_reply = lose and not stale
         try:
-            batch = self._run(state.process(decode_records(records, 65_536, AUTHORITY), 1, 0))
+            batch = self._run(
+                state.process(decode_records(records, 65_536, AUTHORITY, PARTITIONS), 1, 0)
+            )
         except FencedError:
             assert stale, "only a stale owner is fenced"
             assert before == (self.cup.claim_state, dict(self.cup.known), len(self.cup.journal))
