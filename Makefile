@@ -11,7 +11,7 @@ venv: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -e '.[dev,load,mysql]'
+	$(BIN)/pip install -e '.[dev,load]'
 	touch $@
 
 up: venv
@@ -45,8 +45,8 @@ lint: venv
 prometheus-tools:
 	bash scripts/install_prometheus_tools.sh
 
-# Regenerate the metrics table of docs/observability.md from engine/metrics.py and the
-# JSON Schemas of docs/schema/ from engine/messages.py (make test fails when they are stale).
+# Regenerate the metrics table of docs/observability.md from engine/worker/metrics.py and the
+# JSON Schemas of docs/schema/ from engine/core/messages.py (make test fails when they are stale).
 docs: venv
 	$(BIN)/python -m scripts.metrics_table --write docs/observability.md
 	$(BIN)/python -m scripts.schema --write docs/schema

@@ -14,16 +14,17 @@ from typing import Final
 import msgspec
 import uvloop
 
-from engine.assignor import CupAffinityAssignor
-from engine.config import Config
-from engine.health import HealthServer
-from engine.keyfiles import load_authority
-from engine.map_follower import MapFollower
-from engine.messages import COMMAND_TYPES, DEAD_LETTER_REASONS, LEG_TYPES, Reason, type_tag
-from engine.metrics import WorkerMetrics
-from engine.relay import Relay
-from engine.worker import RebalanceListener, Worker, make_consumer, make_producer
-from shards.control import ShardMap, connect, load_shard_map
+from engine.core.config import Config
+from engine.core.keyfiles import load_authority
+from engine.core.messages import COMMAND_TYPES, DEAD_LETTER_REASONS, LEG_TYPES, Reason, type_tag
+from engine.core.records import ShardMap
+from engine.kafka.assignor import CupAffinityAssignor
+from engine.kafka.relay import Relay
+from engine.worker.health import HealthServer
+from engine.worker.loop import RebalanceListener, Worker, make_consumer, make_producer
+from engine.worker.map_follower import MapFollower
+from engine.worker.metrics import WorkerMetrics
+from shards.control import connect, load_shard_map
 from shards.cups import close_cups, open_cups
 
 log = logging.getLogger(__name__)

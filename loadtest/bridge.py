@@ -1,4 +1,4 @@
-"""engine.client's asyncio Client, driven from gevent greenlets (locust users).
+"""engine.kafka.client's asyncio Client, driven from gevent greenlets (locust users).
 
 Locust monkey-patches threading, sockets and select for gevent, and an asyncio client
 cannot run inside a greenlet. So, once per process:
@@ -30,10 +30,10 @@ import uvloop
 from gevent import monkey
 from gevent.event import AsyncResult
 
-from engine.client import Client
-from engine.config import KafkaConfig
-from engine.messages import Command, Result
-from engine.topics import partition_counts
+from engine.core.config import KafkaConfig
+from engine.core.messages import Command, Result
+from engine.kafka.client import Client
+from engine.kafka.topics import partition_counts
 
 log = logging.getLogger(__name__)
 

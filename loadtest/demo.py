@@ -22,17 +22,16 @@ import msgspec
 import uvloop
 
 from deploy.local.postgres_databases import ensure_databases
-from engine.admin import initialize, read_shard_map
-from engine.client import Client
-from engine.config import Config
-from engine.reconciliation import reconcile
-from engine.shard_commands import describe
+from engine.admin.reconcile import reconcile
+from engine.admin.setup import initialize, read_shard_map
+from engine.core.config import Config
+from engine.kafka.client import Client
 from loadtest.driver import CHUNK_COMMANDS, Driver, Score
 from loadtest.workers import WorkerProcess
 from loadtest.workload import Workload, WorkloadShape
+from shards.audit import Report
+from shards.cluster import add_cup, rebalance
 from shards.control import connect
-from shards.operations import add_cup, rebalance
-from shards.reconcile import Report
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ async def _grow_cups(config: Config, cups: int) -> None:
             if dsn not in known:
                 print(f"cup {await add_cup(control, dsn, timeout)} added")
         # the workers start after this: no claim to wait for after each flip
-        await rebalance(control, timeout, lambda move: print(describe(move)), 0.0)
+        await rebalance(control, timeout, lambda move: print(move.summary()), 0.0)
     finally:
         await control.close()
 

@@ -8,9 +8,9 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from engine.client import Client
-from engine.messages import Command, Deposit, Result, Withdraw
-from engine.routing import partition_of
+from engine.core.messages import Command, Deposit, Result, Withdraw
+from engine.core.routing import partition_of
+from engine.kafka.client import Client
 
 CHUNK_COMMANDS = 500
 """Commands packed into one publish_many call by send_all."""

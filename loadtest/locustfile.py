@@ -1,4 +1,4 @@
-"""Locust load test of smallcups: upstream apps publishing commands through engine.client.
+"""Locust load test of smallcups: upstream apps publishing commands through engine.kafka.client.
 
     locust -f loadtest/locustfile.py --headless -u 20 -r 5 -t 20s     # console only
     locust -f loadtest/locustfile.py                                  # web UI, 127.0.0.1:8089
@@ -8,7 +8,7 @@ acknowledgement (event ``publish <name>``), wait for the result (event ``result 
 publish-to-result latency), repeat. The mix opens and funds accounts, deposits,
 withdraws, transfers within a partition, a few across partitions, and a few invalid
 commands that must come back rejected with their reason (a success when they do).
-Configuration is the usual SMALLCUPS_* environment (engine.config.load_config): the
+Configuration is the usual SMALLCUPS_* environment (engine.core.config.load_config): the
 broker and the topic prefix. Every user stops after USER_COMMANDS_MAX commands or
 USER_SECONDS_MAX seconds, whatever ``-t`` says.
 """
@@ -27,8 +27,8 @@ from locust import User, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 
-from engine.config import load_config
-from engine.messages import Result, encode
+from engine.core.config import load_config
+from engine.core.messages import Result, encode
 from loadtest.bridge import START_TIMEOUT_SECONDS, Bridge, BridgeClosedError, Outcome
 from loadtest.mix import Directory, Mix, Planned
 

@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass
 from typing import Final
 
-from engine.messages import Command, Deposit, OpenAccount, Reason, Result, Transfer, Withdraw
-from engine.routing import partition_of
+from engine.core.messages import Command, Deposit, OpenAccount, Reason, Result, Transfer, Withdraw
+from engine.core.routing import partition_of
 
 ACCOUNT: Final = 1
 CURRENCY: Final = "EUR"

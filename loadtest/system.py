@@ -17,10 +17,10 @@ import msgspec
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from engine.admin import initialize
-from engine.config import Config, to_environ
+from engine.admin.setup import initialize
+from engine.core.config import Config, to_environ
+from engine.core.records import ShardMap
 from loadtest.workers import WorkerProcess
-from shards.control import ShardMap
 
 
 @dataclass
@@ -68,7 +68,7 @@ async def make_system(
 async def add_cup_database(base: Config, system: System) -> str:
     """A new, empty database for one more cup of ``system`` (dropped with it); its DSN.
 
-    Registering it (``shards.operations.add_cup``) is the caller's step, as for any cup.
+    Registering it (``shards.cluster.add_cup``) is the caller's step, as for any cup.
     """
     name = f"{system.databases[0].removesuffix('_control')}_cup_{len(system.databases) - 1}"
     await create_databases(base, [name])

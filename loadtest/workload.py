@@ -10,8 +10,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from engine.messages import Command, Deposit, OpenAccount, Transfer, Withdraw
-from engine.routing import partition_of
+from engine.core.messages import Command, Deposit, OpenAccount, Transfer, Withdraw
+from engine.core.routing import partition_of
 
 ACCOUNT = 1
 CURRENCY = "EUR"

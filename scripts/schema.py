@@ -1,4 +1,4 @@
-"""The JSON Schemas of docs/schema/, generated from the message types of engine.messages.
+"""The JSON Schemas of docs/schema/, generated from the message types of engine.core.messages.
 
     python -m scripts.schema --write docs/schema   # write every schema
     python -m scripts.schema --check docs/schema   # exit 1 when one is stale
@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import msgspec
 
-from engine.messages import (
+from engine.core.messages import (
     ACCOUNT_MAX,
     AMOUNT_MAX,
     BALANCE_MAX,
@@ -75,7 +75,7 @@ LIMITS: Final[dict[str, dict[str, Any]]] = {
     "offset": {"minimum": -1, "maximum": OFFSET_MAX},
     "forwarded_from": {"minimum": -1},
 }
-"""Value limits by field name: the decoder's (engine.decoding), for the schema's readers."""
+"""Value limits by field name: the decoder's (engine.core.decoding), for the schema's readers."""
 BALANCE_ITEMS: Final = {
     "prefixItems": [
         {"type": "integer", **CUSTOMER, "description": "customer"},

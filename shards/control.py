@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote_plus
 
 import asyncpg
 
-from engine.errors import ConfigError, InfrastructureError
+from engine.core.errors import ConfigError, InfrastructureError
+from engine.core.records import ShardMap
 from shards.migrate import migrate
 
 MAP_CHANNEL = "smallcups_shard_map"
@@ -130,22 +130,6 @@ def _keyword_value(dsn: str, i: int) -> tuple[str, int] | None:
             chars.append(char)
             i += 1
     return None if quoted else ("".join(chars), min(i, len(dsn)))
-
-
-@dataclass(frozen=True, slots=True)
-class ShardMap:
-    """Which cup owns which partition, at one version of the map."""
-
-    version: int
-    partitions: int
-    topic_prefix: str
-    cups: dict[int, str]
-    cup_of: dict[int, int]
-    paused: frozenset[int] = frozenset()
-    """Partitions being moved: nobody claims or commits them until the map flips."""
-
-    def partitions_of(self, cup_id: int) -> list[int]:
-        return sorted(p for p, c in self.cup_of.items() if c == cup_id)
 
 
 async def initialize_control(

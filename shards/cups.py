@@ -6,9 +6,10 @@ import asyncio
 
 import asyncpg
 
-from engine.config import ShardsConfig
-from engine.errors import ConfigError, InfrastructureError
-from shards.control import CONNECT_ERRORS, ShardMap, connect, redact, safe_detail
+from engine.core.config import ShardsConfig
+from engine.core.errors import ConfigError, InfrastructureError
+from engine.core.records import ShardMap
+from shards.control import CONNECT_ERRORS, connect, redact, safe_detail
 from shards.migrate import migrate, missing_migrations
 from shards.store import CupStore
 

@@ -45,8 +45,9 @@ from typing import Final
 
 import asyncpg
 
-from engine.errors import ConfigError, InfrastructureError, invariant
-from shards.control import ShardMap, connect, load_shard_map, publish_version
+from engine.core.errors import ConfigError, InfrastructureError, invariant
+from engine.core.records import ShardMap
+from shards.control import connect, load_shard_map, publish_version
 from shards.partition_copy import (
     PARTITION_TABLES,
     analyze,
@@ -93,6 +94,16 @@ class Move:
     rows_copied: int | None
     pause_seconds: float | None
     """From the pause to the first claim in the target (None: not measured)."""
+
+    def summary(self) -> str:
+        """One line for an operator: where from and to, how far, how long it paused."""
+        pause = "not measured" if self.pause_seconds is None else f"{self.pause_seconds:.3f} s"
+        rows = "-" if self.rows_copied is None else f"{self.rows_copied:,}"
+        return (
+            f"move {self.move_id}: partition {self.partition} cup {self.source_cup} -> "
+            f"cup {self.target_cup}: {self.step}, {rows} rows copied, "
+            f"offset {self.copied_offset}, pause {pause}"
+        )
 
 
 _MOVE_COLUMNS: Final = (

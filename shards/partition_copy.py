@@ -11,7 +11,7 @@ from typing import Final
 
 import asyncpg
 
-from engine.errors import invariant
+from engine.core.errors import invariant
 
 PARTITION_TABLES: Final = (
     "accounts",

@@ -2,7 +2,7 @@
 
 The fenced batch commit (DESIGN.md §3) is ONE SQL statement, so one round trip and one
 implicit transaction, for the batches of any number of partitions of the cup (a worker
-commits what all its lanes of a cup hold at once; see engine.lane). Each row of every
+commits what all its lanes of a cup hold at once; see engine.worker.lane). Each row of every
 table names its partition, and each partition's fence holds or fails on its own:
 
 1. ``fence``: for each batch, move ``next_offset`` from the value this worker last read
@@ -27,75 +27,24 @@ Postgres does not plan this statement again at every execution.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import chain
-from typing import Final, NamedTuple, cast
+from typing import Final, cast
 
 import asyncpg
 import msgspec
 
-from engine.book import Account, AccountKey, AccountStatus, InFlight, Known, Outcome
-from engine.errors import invariant
-from engine.messages import result_decoder
-
-
-class OutboxKind(enum.IntEnum):
-    RESULT = 1
-    DEAD_LETTER = 2
-    LEG = 3
-    FORWARD = 4
-    """A command published to the wrong partition, to publish again to its customer's
-    (the value is an engine.messages.Forwarded)."""
-
-
-class OutboxRow(msgspec.Struct, frozen=True, gc=False):
-    """A message to publish after the commit: to which topic kind and partition.
-
-    A struct untracked by the cyclic collector, like the ledger's records
-    (engine.book): its fields hold no references back to it."""
-
-    src_offset: int
-    seq: int
-    kind: OutboxKind
-    key: bytes | None
-    value: bytes
-    target_partition: int
-
-
-class Claim(NamedTuple):
-    epoch: int
-    next_offset: int
-
-
-class InFlightFigures(NamedTuple):
-    currency: str
-    transfers: int
-    money: int
-    stuck: int
-
-
-class CommitStatus(enum.Enum):
-    COMMITTED = "committed"
-    FENCED = "fenced"
-    DUPLICATES = "duplicates"
-
-
-@dataclass(frozen=True, slots=True)
-class CommitBatch:
-    """Everything one partition batch writes, already decided."""
-
-    partition: int
-    epoch: int
-    expected_offset: int
-    next_offset: int
-    outcome: Outcome
-    applied_results: Sequence[bytes]
-    final_results: Sequence[bytes]
-    outbox: Sequence[OutboxRow]
-    trim_below_offset: int
-
+from engine.core.book import Account, AccountKey, AccountStatus, InFlight, Known
+from engine.core.errors import invariant
+from engine.core.messages import result_decoder
+from engine.core.records import (
+    Claim,
+    CommitBatch,
+    CommitStatus,
+    InFlightFigures,
+    OutboxKind,
+    OutboxRow,
+)
 
 _COMMIT: Final = """
 WITH batch AS (

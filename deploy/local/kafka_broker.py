@@ -33,8 +33,8 @@ from deploy.local.processes import (
     wait_exec_settled,
     write_pid_file,
 )
-from engine.config import StackConfig
-from engine.errors import StackError
+from engine.core.config import StackConfig
+from engine.core.errors import StackError
 
 STOP_GRACE_SECONDS = 30.0
 PROBE_TIMEOUT_SECONDS = 5.0

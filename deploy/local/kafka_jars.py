@@ -14,7 +14,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from deploy.local.processes import TAIL_LINES_DEFAULT, exclusive_lock
-from engine.errors import StackError
+from engine.core.errors import StackError
 
 KAFKA_FILES = Path(__file__).parent / "kafka"
 POM_PATH = KAFKA_FILES / "pom.xml"

@@ -9,7 +9,7 @@ import errno
 import socket
 import time
 
-from engine.errors import StackError
+from engine.core.errors import StackError
 
 HOST = "127.0.0.1"
 CONNECT_TIMEOUT_SECONDS = 1.0

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from deploy.local import ports
 from deploy.local.processes import ensure_same_settings, failure, process_is_ours, read_pid_file
-from engine.config import StackConfig
-from engine.errors import StackError
+from engine.core.config import StackConfig
+from engine.core.errors import StackError
 
 SYSTEM_USER = "postgres"
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"

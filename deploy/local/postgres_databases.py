@@ -11,8 +11,8 @@ import asyncio
 import asyncpg
 
 from deploy.local import ports
-from engine.config import StackConfig
-from engine.errors import StackError
+from engine.core.config import StackConfig
+from engine.core.errors import StackError
 
 MAINTENANCE_DATABASE = "postgres"
 CONTROL_DATABASE = "smallcups_control"

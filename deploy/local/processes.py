@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from engine.errors import StackError
+from engine.core.errors import StackError
 
 TAIL_LINES_DEFAULT = 30
 TAIL_BYTES_MAX = 65_536

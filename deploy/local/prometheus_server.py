@@ -38,8 +38,8 @@ from deploy.local.processes import (
     wait_exec_settled,
     write_pid_file,
 )
-from engine.config import StackConfig
-from engine.errors import ConfigError, StackError
+from engine.core.config import StackConfig
+from engine.core.errors import ConfigError, StackError
 
 ASSETS: Final = Path(__file__).parents[1] / "prometheus"
 CONFIG_TEMPLATE: Final = ASSETS / "prometheus.yml"

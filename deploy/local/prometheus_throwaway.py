@@ -24,7 +24,7 @@ from typing import Any, Final, Self
 
 from deploy.local import ports, prometheus_server
 from deploy.local.prometheus_server import PrometheusPaths
-from engine.errors import ConfigError, StackError
+from engine.core.errors import ConfigError, StackError
 
 START_TIMEOUT_SECONDS: Final = 60.0
 QUERY_TIMEOUT_SECONDS: Final = 10.0

@@ -3,7 +3,7 @@ plus a Prometheus server when ``stack.prometheus`` is true (env SMALLCUPS_STACK_
 
 ``up`` is idempotent: what runs already (pid file, live process, answering port) is
 reused, what is missing is started, missing databases are created, and missing keys
-(the workers' leg key, the risk authority's key pair: engine.keyfiles) are made in
+(the workers' leg key, the risk authority's key pair: engine.core.keyfiles) are made in
 ``<state_dir>/secrets``. The broker is spawned
 first and warms up while Postgres starts. ``down`` stops every server of the state folder
 (Prometheus too, whatever the flag says now) and waits until their ports are closed.
@@ -27,9 +27,9 @@ from deploy.local import (
     prometheus_server,
 )
 from deploy.local.processes import exclusive_lock
-from engine.config import StackConfig
-from engine.errors import ConfigError, StackError
-from engine.keyfiles import ensure_local_keys
+from engine.core.config import StackConfig
+from engine.core.errors import ConfigError, StackError
+from engine.core.keyfiles import ensure_local_keys
 
 PORTS_CLOSE_TIMEOUT_SECONDS = 15.0
 LOCK_FILE = "stack.lock"

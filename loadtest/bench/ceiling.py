@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import Config
-from engine.reconciliation import reconcile
+from engine.admin.reconcile import reconcile
+from engine.core.config import Config
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.decided import Simulation, commit_chains
 from loadtest.bench.options import BenchOptions, Checks, Load, ModeResult, fresh_system, rate_of

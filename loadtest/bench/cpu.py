@@ -24,8 +24,8 @@ from typing import Final
 
 from deploy.local.kafka_broker import running_broker_pid
 from deploy.local.postgres_cluster import running_postgres_pid
-from engine.config import StackConfig
-from engine.errors import StackError
+from engine.core.config import StackConfig
+from engine.core.errors import StackError
 
 CLOCK_TICKS_PER_SECOND: Final = os.sysconf("SC_CLK_TCK")
 KINDS: Final = ("driver", "workers", "broker", "postgres")

@@ -15,14 +15,15 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from engine.authority import fresh_authority
-from engine.book import Incoming
-from engine.errors import invariant
-from engine.ledger import PartitionLedger
-from engine.messages import Command, fingerprint
-from engine.partition import Decoded, Fence, build_commit
-from engine.routing import partition_of
-from shards.store import CommitBatch, CommitStatus, CupStore
+from engine.core.authority import fresh_authority
+from engine.core.book import Incoming
+from engine.core.errors import invariant
+from engine.core.ledger import PartitionLedger
+from engine.core.messages import Command, fingerprint
+from engine.core.records import CommitBatch, CommitStatus
+from engine.core.routing import partition_of
+from engine.worker.partition import Decoded, Fence, build_commit
+from shards.store import CupStore
 
 Chains = dict[int, list[CommitBatch]]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Final
 
 from deploy.local.prometheus_throwaway import free_port
-from engine.client import Client
-from engine.config import Config
-from engine.reconciliation import reconcile
+from engine.admin.reconcile import reconcile
+from engine.core.config import Config
+from engine.kafka.client import Client
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.options import BenchOptions, Checks, Load, ModeResult, fresh_system, rate_of
 from loadtest.bench.scrape import totals, wait_owning

@@ -26,11 +26,10 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.authority import Authority, fresh_authority
-from engine.client import Client
-from engine.config import Config
-from engine.decoding import decode_command
-from engine.messages import (
+from engine.core.authority import Authority, fresh_authority
+from engine.core.config import Config
+from engine.core.decoding import decode_command
+from engine.core.messages import (
     CreditLeg,
     Invalid,
     Reason,
@@ -41,19 +40,20 @@ from engine.messages import (
     Undecodable,
     encode,
 )
-from engine.metrics import WorkerMetrics
-from engine.partition import authenticate
-from engine.relay import Relay
-from engine.routing import customer_key, partition_of
-from engine.saga import credit_leg, settle_leg
-from engine.worker import FETCH_LIMITS, make_producer
+from engine.core.records import OutboxKind, OutboxRow
+from engine.core.routing import customer_key, partition_of
+from engine.core.saga import credit_leg, settle_leg
+from engine.kafka.client import Client
+from engine.kafka.relay import Relay
+from engine.worker.loop import FETCH_LIMITS, make_producer
+from engine.worker.metrics import WorkerMetrics
+from engine.worker.partition import authenticate
 from loadtest.bench.child import Child, Figures, serve
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.engine_mode import WINDOW_COMMANDS, open_loop
 from loadtest.bench.options import BenchOptions, Checks, Load, ModeResult, fresh_system
 from loadtest.driver import Driver
 from loadtest.system import drop_system
-from shards.store import OutboxKind, OutboxRow
 
 FLOOR_RATE_DEFAULT: Final = 2_000.0
 """Commands/s of the open-loop load when no engine measured its latency in the run."""

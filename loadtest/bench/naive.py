@@ -23,13 +23,11 @@ from typing import Final
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.client import Client
-from engine.config import Config
-from engine.decoding import decode_command
-from engine.messages import (
-    COMMAND_TYPES,
-)
-from engine.reconciliation import reconcile
+from engine.admin.reconcile import reconcile
+from engine.core.config import Config
+from engine.core.decoding import decode_command
+from engine.core.messages import COMMAND_TYPES
+from engine.kafka.client import Client
 from loadtest.bench.ceiling import seed
 from loadtest.bench.child import Child, Figures, serve
 from loadtest.bench.cpu import CpuMeter

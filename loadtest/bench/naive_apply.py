@@ -17,9 +17,9 @@ from typing import Final, NamedTuple
 
 import asyncpg
 
-from engine.book import SYSTEM_CUSTOMER, AccountStatus, SystemAccount, system_account_number
-from engine.messages import Command, Deposit, Transfer, Withdraw
-from engine.routing import partition_of
+from engine.core.book import SYSTEM_CUSTOMER, AccountStatus, SystemAccount, system_account_number
+from engine.core.messages import Command, Deposit, Transfer, Withdraw
+from engine.core.routing import partition_of
 
 _LOCK: Final = (
     "SELECT currency, balance, credit_limit, status FROM accounts"

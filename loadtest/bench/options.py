@@ -10,9 +10,9 @@ from typing import Final
 
 import msgspec
 
-from engine.config import Config
-from engine.errors import ConfigError
-from engine.messages import Command, Deposit, Transfer, Withdraw
+from engine.core.config import Config
+from engine.core.errors import ConfigError
+from engine.core.messages import Command, Deposit, Transfer, Withdraw
 from loadtest.system import System, make_system
 from loadtest.workload import Workload, WorkloadShape
 

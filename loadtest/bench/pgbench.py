@@ -23,8 +23,8 @@ from typing import Final
 import asyncpg
 
 from deploy.local.postgres_cluster import find_bin_dir
-from engine.config import Config
-from engine.errors import StackError
+from engine.core.config import Config
+from engine.core.errors import StackError
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.options import BenchOptions, Checks, ModeResult
 from loadtest.system import create_databases, drop_databases

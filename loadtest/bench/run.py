@@ -13,7 +13,7 @@ from pathlib import Path
 
 import uvloop
 
-from engine.config import Config
+from engine.core.config import Config
 from loadtest.bench.ceiling import run_db_ceiling
 from loadtest.bench.engine_mode import run_engine
 from loadtest.bench.kafka_floor import FLOOR_RATE_DEFAULT, run_kafka_floor

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from deploy.local.stack import stack_down, stack_up
-from engine.config import Config, StackConfig, load_config
+from engine.core.config import Config, StackConfig, load_config
 from loadtest.system import drop_system, make_system
 from tests.chaos.harness import FIGURES, ChaosSystem
 from tests.chaos.proxy import FaultProxy

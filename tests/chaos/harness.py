@@ -30,19 +30,12 @@ from typing import Any, Final
 import msgspec
 from aiokafka.errors import KafkaError
 
-from engine.client import Client
-from engine.config import Config, to_environ
-from engine.decoding import decode_command
-from engine.keyfiles import load_authority
-from engine.messages import (
-    LEG_TYPES,
-    Command,
-    DeadLetter,
-    Reason,
-    Undecodable,
-    result_decoder,
-)
-from engine.reconciliation import answer_of
+from engine.admin.reconcile import answer_of
+from engine.core.config import Config, to_environ
+from engine.core.decoding import decode_command
+from engine.core.keyfiles import load_authority
+from engine.core.messages import LEG_TYPES, Command, DeadLetter, Reason, Undecodable, result_decoder
+from engine.kafka.client import Client
 from loadtest.system import System
 from loadtest.workers import WorkerProcess
 from loadtest.workload import Workload, WorkloadShape

@@ -20,8 +20,8 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from engine.authority import fresh_authority
-from engine.messages import (
+from engine.core.authority import fresh_authority
+from engine.core.messages import (
     AMOUNT_MAX,
     BALANCE_MAX,
     DeadLetter,
@@ -35,8 +35,8 @@ from engine.messages import (
     encode,
     result_decoder,
 )
-from engine.routing import customer_key, partition_of
-from engine.saga import credit_leg, settle_leg
+from engine.core.routing import customer_key, partition_of
+from engine.core.saga import credit_leg, settle_leg
 from tests.chaos.conftest import PARTITIONS
 from tests.chaos.harness import ChaosSystem, Load, assert_clean, scale, verdict
 from tests.integration.system import read_topic

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from deploy.local import kafka_broker, postgres_cluster
-from engine.config import StackConfig
+from engine.core.config import StackConfig
 from tests.chaos.harness import (
     WORKER_REQUEST_TIMEOUT_MS,
     ChaosSystem,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deploy.local.stack import stack_up
-from engine.config import Config, load_config
+from engine.core.config import Config, load_config
 
 
 @pytest.fixture(scope="session")

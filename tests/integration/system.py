@@ -8,17 +8,14 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from engine.admin import read_shard_map
-from engine.authority import Authority
-from engine.book import Known
-from engine.config import KafkaConfig, WorkerConfig
-from engine.ledger import PartitionLedger
-from engine.messages import (
-    Status,
-    result_decoder,
-)
-from engine.partition import decode_records
-from engine.topics import end_offsets, read_range
+from engine.admin.setup import read_shard_map
+from engine.core.authority import Authority
+from engine.core.book import Known
+from engine.core.config import KafkaConfig, WorkerConfig
+from engine.core.ledger import PartitionLedger
+from engine.core.messages import Status, result_decoder
+from engine.kafka.topics import end_offsets, read_range
+from engine.worker.partition import decode_records
 from loadtest.system import System
 from shards.cups import close_cups, open_cups
 from shards.store import CupStore

@@ -19,9 +19,10 @@ import pytest
 from confluent_kafka import Producer
 
 from deploy.local.kafka_jars import libs_path
-from engine.config import Config
-from engine.decoding import decode_result
-from engine.messages import (
+from engine.admin.reconcile import reconcile
+from engine.core.config import Config
+from engine.core.decoding import decode_result
+from engine.core.messages import (
     Command,
     Deposit,
     OpenAccount,
@@ -32,8 +33,7 @@ from engine.messages import (
     encode,
     encode_json,
 )
-from engine.reconciliation import reconcile
-from engine.routing import customer_key, partition_of
+from engine.core.routing import customer_key, partition_of
 from loadtest.system import System, drop_system, make_system
 from tests.integration.system import cup_balances, read_topic
 

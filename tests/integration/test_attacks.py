@@ -1,7 +1,7 @@
 """Attacks at the wire level, on the real stack: a stranger with a plain Kafka producer.
 
 Every hostile record is hand-made msgpack (or JSON) sent by a bare aiokafka producer, as
-any program allowed to write ``<prefix>.commands`` could; no ``engine.client``. After
+any program allowed to write ``<prefix>.commands`` could; no ``engine.kafka.client``. After
 each attack every balance is what the honest commands alone make it, reconcile finds the
 books clean, and a valid command sent after the attack on the same key gets its result.
 """
@@ -21,11 +21,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from deploy.local.prometheus_throwaway import free_port
-from engine.authority import fresh_authority
-from engine.client import Client
-from engine.config import Config, to_environ
-from engine.decoding import decode_command, decode_result
-from engine.messages import (
+from engine.admin.reconcile import reconcile
+from engine.core.authority import fresh_authority
+from engine.core.config import Config, to_environ
+from engine.core.decoding import decode_command, decode_result
+from engine.core.messages import (
     CreditLeg,
     DeadLetter,
     Deposit,
@@ -40,9 +40,9 @@ from engine.messages import (
     Withdraw,
     encode,
 )
-from engine.reconciliation import reconcile
-from engine.routing import customer_key, partition_of
-from engine.saga import credit_leg, settle_leg
+from engine.core.routing import customer_key, partition_of
+from engine.core.saga import credit_leg, settle_leg
+from engine.kafka.client import Client
 from loadtest.system import System, drop_system, make_system
 from tests.integration.system import cup_balances, read_topic
 

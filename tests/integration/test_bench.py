@@ -14,7 +14,7 @@ from typing import Final
 import msgspec
 import pytest
 
-from engine.config import Config
+from engine.core.config import Config
 from loadtest.bench.options import MODES
 from loadtest.bench.report import BenchReport
 

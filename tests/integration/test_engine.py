@@ -12,12 +12,11 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from engine.book import Incoming, Outcome
-from engine.client import Client
-from engine.config import Config
-from engine.keyfiles import load_authority
-from engine.ledger import PartitionLedger
-from engine.messages import (
+from engine.core.book import Incoming, Outcome
+from engine.core.config import Config
+from engine.core.keyfiles import load_authority
+from engine.core.ledger import PartitionLedger
+from engine.core.messages import (
     Command,
     DeadLetter,
     Deposit,
@@ -27,13 +26,14 @@ from engine.messages import (
     fingerprint,
     result_decoder,
 )
-from engine.partition import Decoded, Fence, build_commit
-from engine.routing import customer_key, partition_of
+from engine.core.records import Claim, CommitBatch, CommitStatus
+from engine.core.routing import customer_key, partition_of
+from engine.kafka.client import Client
+from engine.worker.partition import Decoded, Fence, build_commit
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
 from shards.cups import close_cups, open_cups
-from shards.store import Claim, CommitBatch, CommitStatus
 from tests.integration.system import cup_balances, read_topic, replay
 
 pytestmark = pytest.mark.integration

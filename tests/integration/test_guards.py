@@ -9,8 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from engine.config import Config
-from engine.reconciliation import reconcile
+from engine.admin.reconcile import reconcile
+from engine.core.config import Config
 from loadtest.system import System, drop_system, make_system
 from shards.cups import close_cups, open_cups
 

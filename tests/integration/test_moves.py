@@ -19,15 +19,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from engine.admin import read_shard_map
-from engine.client import Client
-from engine.config import Config, to_environ
-from engine.keyfiles import load_authority
-from engine.reconciliation import reconcile
+from engine.admin.reconcile import reconcile
+from engine.admin.setup import read_shard_map
+from engine.core.config import Config, to_environ
+from engine.core.keyfiles import load_authority
+from engine.kafka.client import Client
 from loadtest.driver import Driver
 from loadtest.system import System, add_cup_database, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
-from shards import operations
+from shards import cluster
 from shards.control import connect
 from shards.moves import Step, open_moves
 from shards.store import CupStore
@@ -131,9 +131,9 @@ async def test_add_a_cup_under_load_and_rebalance(stack: Config, three_cups: Sys
         before = await load.rate(8)
         dsn = await add_cup_database(stack, system)
         async with control_database(system) as control:
-            new_cup = await operations.add_cup(control, dsn, 10)
+            new_cup = await cluster.add_cup(control, dsn, 10)
             started = time.monotonic()
-            moves = await operations.rebalance(control, 10)
+            moves = await cluster.rebalance(control, 10)
             rebalance_seconds = time.monotonic() - started
         await asyncio.sleep(2)
         after = await load.rate(8)
@@ -199,11 +199,11 @@ async def test_moves_interrupted_at_each_step_recover(stack: Config, three_cups:
             partition = index % 12
             target = (shard_map.cup_of[partition] + 1) % 3
             owner = await owner_of(system, partition)
-            cut = await operations.move_partition(control, partition, target, 10, step)
+            cut = await cluster.move_partition(control, partition, target, 10, step)
             assert cut.step is step
             if kill:
                 kill_worker(system, owner)
-            recovered = await operations.recover(control, 10, abort=abort)
+            recovered = await cluster.recover(control, 10, abort=abort)
             expected = Step.ABORTED if abort and step is not Step.FLIPPED else Step.DONE
             assert [m.step for m in recovered] == [expected], (step, abort)
             now = await read_shard_map(system.config)
@@ -211,8 +211,8 @@ async def test_moves_interrupted_at_each_step_recover(stack: Config, three_cups:
             assert now.cup_of[partition] == cup and not now.paused
             print(f"\ninterrupted after {step}, kill={kill}: recovered to {expected}")
         home = (await read_shard_map(system.config)).cup_of[1]
-        away = await operations.move_partition(control, 1, (home + 1) % 3, 10)
-        back = await operations.move_partition(control, 1, home, 10)
+        away = await cluster.move_partition(control, 1, (home + 1) % 3, 10)
+        back = await cluster.move_partition(control, 1, home, 10)
         assert away.step is Step.DONE and back.step is Step.DONE, "over its tombstone"
     await assert_books(system)
 

@@ -24,10 +24,10 @@ from deploy.local import ports, prometheus_server
 from deploy.local.processes import command_line
 from deploy.local.prometheus_throwaway import ThrowawayPrometheus, free_port
 from deploy.local.stack import format_status, stack_status
-from engine.config import Config, StackConfig, to_environ
-from engine.health import HealthServer
-from engine.messages import Result, result_decoder
-from engine.metrics import WorkerMetrics
+from engine.core.config import Config, StackConfig, to_environ
+from engine.core.messages import Result, result_decoder
+from engine.worker.health import HealthServer
+from engine.worker.metrics import WorkerMetrics
 from loadtest.system import System, drop_system, make_system
 from tests.integration.system import read_topic
 from tests.promtool import output, promtool

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from engine.client import Client
-from engine.config import Config
-from engine.decoding import decode_command
-from engine.keyfiles import load_authority
-from engine.messages import (
+from engine.admin.reconcile import reconcile
+from engine.core.config import Config
+from engine.core.decoding import decode_command
+from engine.core.keyfiles import load_authority
+from engine.core.messages import (
     Balance,
     CloseAccount,
     Command,
@@ -25,8 +25,8 @@ from engine.messages import (
     Status,
     Transfer,
 )
-from engine.reconciliation import reconcile
-from engine.routing import partition_of
+from engine.core.routing import partition_of
+from engine.kafka.client import Client
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape

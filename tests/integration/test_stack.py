@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from deploy.local.kafka_broker import bootstrap_servers
 from deploy.local.ports import port_is_free
 from deploy.local.stack import run_dev, stack_down, stack_status, stack_up
-from engine.config import Config, StackConfig
+from engine.core.config import Config, StackConfig
 from loadtest.system import delete_topics
 
 pytestmark = pytest.mark.integration

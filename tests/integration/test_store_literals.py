@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config import Config
+from engine.core.config import Config
 from shards.store import ints_literal, texts_literal
 
 pytestmark = pytest.mark.integration

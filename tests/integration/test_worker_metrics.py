@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from deploy.local.prometheus_throwaway import ThrowawayPrometheus, free_port
-from engine.client import Client
-from engine.config import Config
+from engine.core.config import Config
+from engine.kafka.client import Client
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape

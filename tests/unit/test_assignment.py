@@ -8,10 +8,10 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.assignment import assign, cups_per_member
-from engine.assignor import CupAffinityAssignor
-from shards.control import ShardMap
-from shards.placement import cup_quotas, plan_rebalance
+from engine.core.assignment import assign, cups_per_member
+from engine.core.placement import cup_quotas, plan_rebalance
+from engine.core.records import ShardMap
+from engine.kafka.assignor import CupAffinityAssignor
 
 
 def round_robin(partitions: int, cups: int) -> dict[int, int]:

@@ -9,24 +9,18 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from engine.authority import Authority, LegKeys, RiskSigner, fresh_authority
-from engine.config import LEG_KEYS_FILE, RISK_PRIVATE_KEY_FILE, RISK_PUBLIC_KEYS_FILE
-from engine.decoding import decode_command
-from engine.errors import ConfigError
-from engine.keyfiles import (
+from engine.core.authority import Authority, LegKeys, RiskSigner, fresh_authority
+from engine.core.config import LEG_KEYS_FILE, RISK_PRIVATE_KEY_FILE, RISK_PUBLIC_KEYS_FILE
+from engine.core.decoding import decode_command
+from engine.core.errors import ConfigError
+from engine.core.keyfiles import (
     ensure_local_keys,
     read_leg_keys,
     read_risk_private_key,
     read_risk_public_keys,
 )
-from engine.messages import (
-    Reason,
-    SetCreditLimit,
-    Transfer,
-    UnfreezeAccount,
-    encode,
-)
-from engine.saga import credit_leg, settle_leg
+from engine.core.messages import Reason, SetCreditLimit, Transfer, UnfreezeAccount, encode
+from engine.core.saga import credit_leg, settle_leg
 
 DEPLOYMENT = "prod.commands"
 LEG = credit_leg(Transfer("t-1", 11, 1, 22, 1, 500, "EUR"), 40, 1_700_000_000_000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from engine.metrics import LATENCY_BUCKETS_SECONDS, BatchHistogram
+from engine.worker.metrics import LATENCY_BUCKETS_SECONDS, BatchHistogram
 
 VALUES = [0.0, 0.001, 0.0011, 0.1, 0.10001, 0.5, 2.0, 29.9, 30.0, 31.0, 1e6]
 

@@ -8,12 +8,12 @@ from typing import Any, NamedTuple
 import pytest
 from aiokafka.errors import KafkaError
 
-from engine.client import Client
-from engine.config import KafkaConfig
-from engine.errors import ConfigError, InfrastructureError
-from engine.messages import Deposit, Result, Status, Transfer, credit_leg_id, encode
-from engine.routing import partition_of
-from engine.saga import credit_leg
+from engine.core.config import KafkaConfig
+from engine.core.errors import ConfigError, InfrastructureError
+from engine.core.messages import Deposit, Result, Status, Transfer, credit_leg_id, encode
+from engine.core.routing import partition_of
+from engine.core.saga import credit_leg
+from engine.kafka.client import Client
 
 PARTITIONS = 4
 

@@ -18,8 +18,8 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.decoding import decode_command, decode_result, leg_problem, validate
-from engine.messages import (
+from engine.core.decoding import decode_command, decode_result, leg_problem, validate
+from engine.core.messages import (
     COMMAND_TYPES,
     DEAD_LETTER_REASONS,
     INPUT_REASONS,
@@ -36,7 +36,7 @@ from engine.messages import (
     encode,
     fingerprint,
 )
-from engine.saga import credit_leg, settle_leg
+from engine.core.saga import credit_leg, settle_leg
 
 BUDGET = settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

@@ -7,11 +7,11 @@ from typing import NamedTuple
 
 import msgspec
 
-from engine.authority import fresh_authority
-from engine.book import Incoming
-from engine.config import ResultsEncoding
-from engine.ledger import PartitionLedger
-from engine.messages import (
+from engine.core.authority import fresh_authority
+from engine.core.book import Incoming
+from engine.core.config import ResultsEncoding
+from engine.core.ledger import PartitionLedger
+from engine.core.messages import (
     FORWARDED_FROM_HEADER,
     Balance,
     Command,
@@ -28,11 +28,11 @@ from engine.messages import (
     encode_json,
     fingerprint,
 )
-from engine.partition import Decoded, Fence, build_commit, decode_records
-from engine.relay import _record
-from engine.routing import partition_of
-from engine.saga import credit_leg
-from shards.store import OutboxKind
+from engine.core.records import OutboxKind
+from engine.core.routing import partition_of
+from engine.core.saga import credit_leg
+from engine.kafka.relay import _record
+from engine.worker.partition import Decoded, Fence, build_commit, decode_records
 
 PARTITIONS = 8
 AUTHORITY, _ = fresh_authority("fw.commands")

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from engine import health
-from engine.errors import ConfigError
-from engine.health import HealthServer
-from engine.metrics import WorkerMetrics
+from engine.core.errors import ConfigError
+from engine.worker import health
+from engine.worker.health import HealthServer
+from engine.worker.metrics import WorkerMetrics
 
 
 class Readiness:

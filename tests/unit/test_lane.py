@@ -7,8 +7,8 @@ from typing import Any, NamedTuple, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.lane import CupCommits, Lane
-from engine.partition import PartitionState
+from engine.worker.lane import CupCommits, Lane
+from engine.worker.partition import PartitionState
 
 
 class Record(NamedTuple):

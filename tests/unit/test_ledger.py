@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.book import (
+from engine.core.book import (
     SYSTEM_CUSTOMER,
     Account,
     AccountKey,
@@ -17,8 +17,8 @@ from engine.book import (
     SystemAccount,
     system_account_number,
 )
-from engine.ledger import PartitionLedger
-from engine.messages import (
+from engine.core.ledger import PartitionLedger
+from engine.core.messages import (
     BALANCE_MAX,
     CloseAccount,
     Command,
@@ -34,7 +34,7 @@ from engine.messages import (
     Withdraw,
     fingerprint,
 )
-from engine.routing import partition_of
+from engine.core.routing import partition_of
 
 PARTITIONS = 4
 PARTITION = 0

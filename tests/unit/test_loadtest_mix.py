@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from engine.decoding import validate
-from engine.messages import (
+from engine.core.decoding import validate
+from engine.core.messages import (
     COMMAND_TYPES,
     Deposit,
     OpenAccount,
@@ -16,7 +16,7 @@ from engine.messages import (
     Status,
     Transfer,
 )
-from engine.routing import partition_of
+from engine.core.routing import partition_of
 from loadtest import mix
 from loadtest.mix import Directory, Expectation, Mix, new_customer
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.decoding import decode_command, decode_result
-from engine.messages import (
+from engine.core.decoding import decode_command, decode_result
+from engine.core.messages import (
     AMOUNT_MAX,
     Balance,
     CloseAccount,

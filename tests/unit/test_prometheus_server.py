@@ -10,8 +10,8 @@ import pytest
 from deploy.local import prometheus_server
 from deploy.local.prometheus_server import PrometheusPaths, render_config, write_targets
 from deploy.local.stack import ServiceStatus, StackStatus, format_status, stack_ports
-from engine.config import StackConfig, load_config
-from engine.errors import ConfigError
+from engine.core.config import StackConfig, load_config
+from engine.core.errors import ConfigError
 
 CONFIG = StackConfig(state_dir="/state", prometheus=True, prometheus_port=29090)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.commands import write_reconcile_metrics
+from engine.admin.reconcile import write_reconcile_metrics
 
 
 def _values(path: Path) -> dict[str, float]:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.record_shape import ELEMENTS_MAX, NESTING_MAX, Shape, json_shape, msgpack_shape
+from engine.core.record_shape import ELEMENTS_MAX, NESTING_MAX, Shape, json_shape, msgpack_shape
 
 BUDGET = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

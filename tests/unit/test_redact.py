@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from engine.errors import InfrastructureError
+from engine.core.errors import InfrastructureError
 from shards.control import connect, redact
 
 

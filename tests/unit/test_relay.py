@@ -9,11 +9,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-import engine.relay
-from engine.config import KafkaConfig
-from engine.metrics import WorkerMetrics
-from engine.relay import Relay
-from shards.store import OutboxKind, OutboxRow
+import engine.kafka.relay
+from engine.core.config import KafkaConfig
+from engine.core.records import OutboxKind, OutboxRow
+from engine.kafka.relay import Relay
+from engine.worker.metrics import WorkerMetrics
 
 KAFKA = KafkaConfig()
 RESULTS = KAFKA.results_topic
@@ -155,7 +155,7 @@ async def test_a_refused_hand_over_fails_the_partition_and_stops_its_queue() -> 
 async def test_publish_waits_for_room_past_the_queue_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(engine.relay, "QUEUED_BATCHES_MAX", 2)
+    monkeypatch.setattr(engine.kafka.relay, "QUEUED_BATCHES_MAX", 2)
     producer = Producer()
     relay = relay_of(producer)
     for offset in range(3):

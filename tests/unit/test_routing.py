@@ -6,7 +6,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.routing import customer_key, murmur2, partition_of, partition_of_key
+from engine.core.routing import customer_key, murmur2, partition_of, partition_of_key
 
 # Values of the Java client's Utils.murmur2 (as published in Kafka's own unit tests).
 JAVA_VECTORS = {

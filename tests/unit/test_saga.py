@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.book import (
+from engine.core.book import (
     SYSTEM_CUSTOMER,
     Account,
     AccountKey,
@@ -26,9 +26,9 @@ from engine.book import (
     Known,
     SystemAccount,
 )
-from engine.book import system_account_number as system_number
-from engine.ledger import PartitionLedger
-from engine.messages import (
+from engine.core.book import system_account_number as system_number
+from engine.core.ledger import PartitionLedger
+from engine.core.messages import (
     LEG_TYPES,
     CloseAccount,
     Command,
@@ -40,7 +40,7 @@ from engine.messages import (
     Transfer,
     fingerprint,
 )
-from engine.routing import partition_of
+from engine.core.routing import partition_of
 
 PARTITIONS = 3
 CUSTOMERS = list(range(1, 13))

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import msgspec
 import pytest
 
-from engine import saga
-from engine.book import SYSTEM_CUSTOMER, Incoming, SystemAccount, system_account_number
-from engine.ledger import PartitionLedger
-from engine.messages import (
+from engine.core import saga
+from engine.core.book import SYSTEM_CUSTOMER, Incoming, SystemAccount, system_account_number
+from engine.core.ledger import PartitionLedger
+from engine.core.messages import (
     CloseAccount,
     Command,
     CreditLeg,
@@ -24,8 +24,8 @@ from engine.messages import (
     Transfer,
     fingerprint,
 )
-from engine.routing import partition_of
-from engine.saga import credit_leg, settle_leg
+from engine.core.routing import partition_of
+from engine.core.saga import credit_leg, settle_leg
 
 PARTITIONS = 4
 HOME = 0

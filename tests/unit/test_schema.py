@@ -11,8 +11,8 @@ import jsonschema
 import msgspec
 import pytest
 
-from engine.decoding import decode_command
-from engine.messages import (
+from engine.core.decoding import decode_command
+from engine.core.messages import (
     AMOUNT_MAX,
     Balance,
     DeadLetter,

@@ -14,8 +14,8 @@ from deploy.local.kafka_broker import new_cluster_id, render_server_properties
 from deploy.local.postgres_cluster import find_bin_dir, render_settings
 from deploy.local.postgres_databases import CONTROL_DATABASE, wanted_databases
 from deploy.local.stack import ServiceStatus, StackStatus, format_status, stack_ports
-from engine.config import StackConfig
-from engine.errors import ConfigError, StackError
+from engine.core.config import StackConfig
+from engine.core.errors import ConfigError, StackError
 
 CONFIG = StackConfig(kafka_port=29092, kafka_controller_port=29093, postgres_port=25432, cups=3)
 

@@ -4,7 +4,7 @@ A hypothesis RuleBasedStateMachine plays one partition: commands are appended to
 log, workers claim it (each claim bumps the epoch), process batches from their own
 position, crash (their memory is gone), go stale (a later claim fenced them), have a
 commit's reply lost after it was applied, and publish their outbox late, twice or never
-(the next owner re-sends what is unsent). The code under test is engine.partition's
+(the next owner re-sends what is unsent). The code under test is engine.worker.partition's
 PartitionState (decode, decide with the pure ledger, fenced commit, read-back of an
 unclear outcome); the cup is SimulatedCup, a model of shards.store's one-statement
 fenced commit (compare-and-set on epoch and next_offset, refused on a recorded id).
@@ -32,11 +32,12 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from engine.authority import fresh_authority
-from engine.book import SYSTEM_CUSTOMER, Account, AccountKey, InFlight, Known
-from engine.config import WorkerConfig
-from engine.errors import FencedError
-from engine.messages import (
+from engine.admin.reconcile import answer_of
+from engine.core.authority import fresh_authority
+from engine.core.book import SYSTEM_CUSTOMER, Account, AccountKey, InFlight, Known
+from engine.core.config import WorkerConfig
+from engine.core.errors import FencedError
+from engine.core.messages import (
     Command,
     Deposit,
     OpenAccount,
@@ -47,10 +48,10 @@ from engine.messages import (
     encode,
     result_decoder,
 )
-from engine.metrics import WorkerMetrics
-from engine.partition import PartitionState, decode_records
-from engine.reconciliation import answer_of
-from shards.store import Claim, CommitBatch, CommitStatus, CupStore, OutboxKind, OutboxRow
+from engine.core.records import Claim, CommitBatch, CommitStatus, OutboxKind, OutboxRow
+from engine.worker.metrics import WorkerMetrics
+from engine.worker.partition import PartitionState, decode_records
+from shards.store import CupStore
 from tests.integration.system import replay
 
 PARTITION = 0

@@ -1,0 +1,279 @@
+"""``smallcups reconcile``: the cups' checks (shards.audit) plus the topics' (every command one
+result), printed, and written for a Prometheus textfile collector."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.core.config import Config, KafkaConfig
+from engine.core.decoding import decode_command, decode_result, forwarded_partition, says_json
+from engine.core.messages import (
+    CURRENCIES,
+    INPUT_REASONS,
+    LEG_TYPES,
+    Invalid,
+    Reason,
+    Result,
+    Status,
+    Undecodable,
+)
+from engine.core.routing import partition_of
+from engine.kafka.topics import end_offsets, read_range
+from shards.audit import Report, reconcile_cups
+from shards.control import connect, load_shard_map
+from shards.cups import close_cups, open_cups
+from shards.moves import open_moves
+from shards.store import CupStore
+
+
+async def reconcile(config: Config, *, topics: bool) -> Report:
+    control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+    try:
+        shard_map = await load_shard_map(control)
+        moving = frozenset(move.partition for move in await open_moves(control))
+    finally:
+        await control.close()
+    stores = await open_cups(shard_map, config.shards)
+    try:
+        stuck = config.worker.transfer_stuck_seconds
+        report = await reconcile_cups(stores, shard_map, CURRENCIES, moving, stuck)
+        if topics:
+            positions = await _positions(stores, shard_map.cup_of)
+            bytes_max = config.worker.message_bytes_max
+            await _check_results(config.kafka, positions, bytes_max, shard_map.partitions, report)
+    finally:
+        await close_cups(stores)
+    return report
+
+
+async def _positions(stores: dict[int, CupStore], cup_of: dict[int, int]) -> dict[int, int]:
+    """The cups' next_offset of every partition: what has been consumed for good."""
+    owned = {cup: store.next_offsets() for cup, store in stores.items()}
+    by_cup = dict(zip(owned, await asyncio.gather(*owned.values()), strict=True))
+    return {partition: by_cup[cup].get(partition, 0) for partition, cup in cup_of.items()}
+
+
+async def _check_results(
+    kafka: KafkaConfig,
+    positions: dict[int, int],
+    bytes_max: int,
+    partitions: int,
+    report: Report,
+) -> None:
+    """Checks 6 and 10: every consumed command has its result, results of an id agree,
+    and every result record is one the engine could have written. Command ids are unique
+    per partition (two customers of two partitions may share one), so results are told
+    apart by partition and id; a command published to another partition than its
+    customer's was forwarded there, and is answered there.
+
+    Results of one id agree when at most one of them changed something: a rejection
+    decided from the record alone (a decode rejection, a bad signature, a record
+    forwarded twice) changed nothing, so the same id sent again, right this time, is one
+    command (counted as ``retried_after_rejection``).
+
+    A record over ``bytes_max`` went to the DLQ undecoded (as the worker does), so it
+    owes no result whatever it holds. A result for an offset past the cup's position
+    answers a command consumed after the positions were read: it is left for the next run.
+    """
+    consumed: dict[tuple[int, str], int] = defaultdict(int)
+    ids_at: dict[tuple[int, int], str] = {}
+    for record in await read_range(kafka, kafka.commands_topic, positions):
+        answered_in = _answered_in(record, bytes_max, partitions)
+        if answered_in is None:
+            continue
+        command_id, partition, forward = answered_in
+        if not forward:  # a forward is the second hop of a command counted already
+            consumed[(partition, command_id)] += 1
+        if partition == record.partition:
+            ids_at[(record.partition, record.offset)] = command_id
+    results_end = await end_offsets(kafka, kafka.results_topic)
+    answers: dict[tuple[int, str], set[bytes]] = defaultdict(set)
+    for record in await read_range(kafka, kafka.results_topic, results_end):
+        result = _authentic_result(record, positions, ids_at, report)
+        if result is None:
+            continue
+        if result.status is Status.PENDING:
+            report.add("one_result", f"command {result.command_id}: a pending result was published")
+        if result.reason is not Reason.DUPLICATE_CONFLICT:
+            answers[(result.partition, result.command_id)].add(answer_of(result))
+    for key in consumed:
+        if key not in answers and key not in report.pending_ids:
+            report.add("one_result", f"command {key[1]} (partition {key[0]}): consumed, no result")
+    retried = 0
+    for (partition, command_id), variants in answers.items():
+        real = [v for v in variants if not v.startswith(_NOTHING_CHANGED_PREFIX)]
+        if len(real) > 1:
+            report.add(
+                "one_result",
+                f"command {command_id} (partition {partition}): {len(real)} different results",
+            )
+        retried += len(variants) > len(real) and bool(real)
+    report.counts["commands_consumed"] = sum(consumed.values())
+    report.counts["command_ids_answered"] = len(answers)
+    report.counts["retried_after_rejection"] = retried
+
+
+def _answered_in(record: Any, bytes_max: int, partitions: int) -> tuple[str, int, bool] | None:
+    """(id, partition whose result answers it, whether the record is a worker's forward)
+    of a command record; None when it owes no result (a dead letter, a leg)."""
+    value = record.value or b""
+    if len(value) > bytes_max:
+        return None
+    headers = record.headers or ()
+    command = decode_command(value, json=says_json(headers) or None)
+    if isinstance(command, (Undecodable, *LEG_TYPES)):
+        return None
+    forward = forwarded_partition(headers, partitions) >= 0
+    if isinstance(command, Invalid) or forward:
+        return command.id, record.partition, forward
+    return command.id, partition_of(command.customer, partitions), False
+
+
+def _authentic_result(
+    record: Any,
+    positions: dict[int, int],
+    ids_at: dict[tuple[int, int], str],
+    report: Report,
+) -> Result | None:
+    """The record's result if it is one the engine could have published (check 10), else
+    None with a finding; None without one for a result of a command not consumed yet."""
+    where = f"results partition {record.partition} offset {record.offset}"
+    result = decode_result(record.value)
+    if isinstance(result, Undecodable):
+        report.notice("results_well_formed", f"{where}: not a result ({result.detail[:80]})")
+        return None
+    if result.partition != record.partition:
+        report.notice(
+            "results_well_formed", f"{where}: names partition {result.partition}, not its own"
+        )
+        return None
+    if result.offset >= positions.get(result.partition, 0):
+        return None
+    answered = ids_at.get((result.partition, result.offset))
+    if answered != result.command_id:
+        report.notice(
+            "results_well_formed",
+            f"{where}: answers {result.command_id[:80]!r}, but offset {result.offset} "
+            "holds another command",
+        )
+        return None
+    return result
+
+
+_NOTHING_CHANGED: Final = INPUT_REASONS | {Reason.WRONG_PARTITION}
+"""Rejections that changed nothing and recorded nothing that a later record of the same
+id could disagree with."""
+_NOTHING_CHANGED_PREFIX: Final = b"nothing changed:"
+
+
+def answer_of(result: Result) -> bytes:
+    """What must agree between the results of one command id: all of a recorded result
+    (re-sends are identical, whatever their encoding), only the reason of a rejection
+    that changed nothing (a re-sent bad record is answered again, at another offset)."""
+    if result.status is Status.REJECTED and result.reason in _NOTHING_CHANGED:
+        return _NOTHING_CHANGED_PREFIX + result.reason.encode()
+    return msgspec.msgpack.encode(result)
+
+
+CHECKS = (
+    "balance_equals_journal",
+    "journal_balanced",
+    "clearing_equals_in_flight",
+    "money_conserved",
+    "applied_once",
+    "one_result",
+    "one_cup",
+    "no_money_in_closed_accounts",
+    "no_stuck_transfers",
+)
+NOTICES = ("results_well_formed",)
+
+
+def run_reconcile(
+    config: Config, *, as_json: bool, topics: bool, metrics_file: str | None = None
+) -> int:
+    """Print the reconciliation report; exit 1 on any discrepancy."""
+    report = asyncio.run(reconcile(config, topics=topics))
+    if metrics_file:
+        write_reconcile_metrics(Path(metrics_file), ok=report.ok)
+    checks = {name: report.problems.get(name, []) for name in CHECKS}
+    notices = {name: report.notices.get(name, []) for name in NOTICES if topics}
+    if not topics:
+        del checks["one_result"]
+    if as_json:
+        document = {
+            "ok": report.ok,
+            "cups": [dataclasses.asdict(f) for f in report.cups],
+            "in_flight": report.in_flight,
+            "transfers_in_flight": report.transfers_in_flight,
+            "transfers_unsettled": len(report.pending_ids),
+            "checks": {
+                name: {"ok": not found, "problems": found} for name, found in checks.items()
+            },
+            "notices": notices,
+            "counts": report.counts,
+        }
+        print(msgspec.json.encode(document).decode())
+        return 0 if report.ok else 1
+    for f in report.cups:
+        money = ", ".join(f"{c} {v:,}" for c, v in sorted(f.money_in_flight.items())) or "none"
+        print(
+            f"cup {f.cup}: {f.accounts:,} accounts, {f.journal_rows:,} journal rows, "
+            f"{f.legs_in_flight} transfers in flight (money: {money})"
+        )
+    flight = ", ".join(f"{c} {v:,}" for c, v in sorted(report.in_flight.items())) or "none"
+    print(
+        f"system: {report.transfers_in_flight} transfers with money in flight ({flight}), "
+        f"{len(report.pending_ids)} unsettled"
+    )
+    for name, found in checks.items():
+        print(f"  {name:<28} {'ok' if not found else f'FAILED ({len(found)})'}")
+        for finding in found:
+            print(f"      {finding}")
+    for name, found in notices.items():
+        total = report.counts.get(f"{name}_notices", 0)
+        print(f"  {name:<28} {'ok' if not found else f'NOTICE ({total}: not the books)'}")
+        for finding in found:
+            print(f"      {finding}")
+    print("reconcile: OK" if report.ok else "reconcile: DISCREPANCIES FOUND")
+    return 0 if report.ok else 1
+
+
+def write_reconcile_metrics(path: Path, *, ok: bool, now: float | None = None) -> None:
+    """Export the outcome in the Prometheus text format, for a textfile collector.
+
+    The failures counter and the last success time carry over from the previous file,
+    so ``increase(smallcups_reconcile_failures_total[1h])`` works across runs.
+    """
+    failures, last_success = 0.0, 0.0
+    if path.exists():
+        for family in text_string_to_metric_families(path.read_text(encoding="utf-8")):
+            for sample in family.samples:
+                if sample.name == "smallcups_reconcile_failures_total":
+                    failures = sample.value
+                elif sample.name == "smallcups_reconcile_last_success_timestamp_seconds":
+                    last_success = sample.value
+    registry = CollectorRegistry()
+    counter = Counter(
+        "smallcups_reconcile_failures",
+        "Reconcile runs that found a discrepancy.",
+        registry=registry,
+    )
+    counter.inc(failures + (0 if ok else 1))
+    gauge = Gauge(
+        "smallcups_reconcile_last_success_timestamp_seconds",
+        "Unix time of the last reconcile that found the books balanced.",
+        registry=registry,
+    )
+    when = time.time() if now is None else now
+    gauge.set(when if ok else last_success)
+    write_to_textfile(str(path), registry)

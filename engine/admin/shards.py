@@ -1,0 +1,113 @@
+"""``smallcups shards``: list, add, move, rebalance, recover. Printing only; the logic
+is in shards.cluster and shards.moves."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+from engine.core.config import Config
+from engine.core.errors import ConfigError
+from shards import cluster
+from shards.control import connect
+from shards.moves import Move, Step, open_moves
+
+T = TypeVar("T")
+
+
+def _with_control(config: Config, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def run() -> T:
+        control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+        try:
+            return await action(control)
+        finally:
+            await control.close()
+
+    return asyncio.run(run())
+
+
+def list_cups(config: Config) -> int:
+    timeout = config.shards.connect_timeout_seconds
+
+    async def read(control: asyncpg.Connection) -> tuple[list[cluster.CupInventory], list[Move]]:
+        return await cluster.inventory(control, timeout), await open_moves(control)
+
+    cups, moves = _with_control(config, read)
+    print(f"{'cup':>4} {'partitions':>10} {'accounts':>10} {'journal':>10} {'in flight':>9}  dsn")
+    for cup in cups:
+        paused = f"  paused: {cup.paused}" if cup.paused else ""
+        print(
+            f"{cup.cup_id:>4} {len(cup.partitions):>10} {cup.accounts:>10,} "
+            f"{cup.journal_rows:>10,} {cup.transfers_in_flight:>9,}  {cup.dsn}{paused}"
+        )
+    for move in moves:
+        print(f"unfinished {move.summary()}")
+    return 1 if moves else 0
+
+
+def add(config: Config, dsn: str, then_rebalance: bool, resume_wait_seconds: float) -> int:
+    timeout = config.shards.connect_timeout_seconds
+    cup_id = _with_control(config, lambda c: cluster.add_cup(c, dsn, timeout))
+    print(f"cup {cup_id} added; it holds no partitions until `smallcups shards rebalance`")
+    return rebalance(config, resume_wait_seconds) if then_rebalance else 0
+
+
+def move(config: Config, partition: int, target_cup: int, resume_wait_seconds: float) -> int:
+    timeout = config.shards.connect_timeout_seconds
+    done = _with_control(
+        config,
+        lambda c: cluster.move_partition(
+            c, partition, target_cup, timeout, None, resume_wait_seconds
+        ),
+    )
+    print(done.summary())
+    return 0 if done.step is Step.DONE else 1
+
+
+def rebalance(config: Config, resume_wait_seconds: float) -> int:
+    timeout = config.shards.connect_timeout_seconds
+    moves = _with_control(
+        config,
+        lambda c: cluster.rebalance(c, timeout, lambda m: print(m.summary()), resume_wait_seconds),
+    )
+    pauses = [m.pause_seconds for m in moves if m.pause_seconds is not None]
+    if pauses:
+        print(
+            f"rebalanced: {len(moves)} partitions moved, pause per partition "
+            f"mean {sum(pauses) / len(pauses):.3f} s, max {max(pauses):.3f} s"
+        )
+    else:
+        print(f"rebalanced: {len(moves)} partitions moved")
+    return 0
+
+
+def recover(config: Config, abort: bool, resume_wait_seconds: float) -> int:
+    timeout = config.shards.connect_timeout_seconds
+    moves = _with_control(
+        config,
+        lambda c: cluster.recover(c, timeout, abort=abort, resume_wait_seconds=resume_wait_seconds),
+    )
+    for recovered in moves:
+        print(recovered.summary())
+    print(f"recovered {len(moves)} unfinished moves")
+    return 0
+
+
+def run_shards(config: Config, args: argparse.Namespace) -> int:
+    """``smallcups shards ACTION``."""
+    match args.action:
+        case "list":
+            return list_cups(config)
+        case "add":
+            return add(config, args.dsn, args.rebalance, args.resume_wait)
+        case "move":
+            return move(config, args.partition, args.to, args.resume_wait)
+        case "rebalance":
+            return rebalance(config, args.resume_wait)
+        case "recover":
+            return recover(config, args.abort, args.resume_wait)
+    raise ConfigError(f"unknown shards action {args.action!r}")

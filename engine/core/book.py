@@ -1,0 +1,301 @@
+"""The account book of one partition and the mechanics of moving money in it.
+
+Pure: no I/O, no clock. A movement debits one account and credits another by the same
+amount and writes the two journal rows, or refuses and changes nothing. The rules of
+which movements a command makes live in engine.core.ledger and engine.core.saga.
+
+The records a decision makes (journal rows, decisions, results to publish, legs) are
+frozen msgspec structs untracked by the cyclic collector (``gc=False``): a command
+builds about nine, and one costs 0.13 us to build against 0.7 us for a NamedTuple.
+None of them can be part of a reference cycle: they hold numbers, strings, enums,
+messages and accounts, and nothing they hold refers back to them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+
+from engine.core.errors import invariant
+from engine.core.messages import (
+    BALANCE_MAX,
+    BALANCE_MIN,
+    Command,
+    CreditLeg,
+    Invalid,
+    Reason,
+    Result,
+    SettleLeg,
+)
+
+IN_FLIGHT_PER_PARTITION_MAX: Final = 100_000
+"""Most transfers out of one partition in flight at once: a new one past it is refused
+(``too_many_in_flight``), so the book of transfers in flight stays bounded in memory
+when a payee's cup stays unreachable."""
+
+SYSTEM_CUSTOMER: Final = 0
+"""Customer id of the partition's own system accounts; real customers start at 1."""
+
+
+class SystemAccount(enum.IntEnum):
+    CASH = 1
+    """The outside world: deposits are credited from it, withdrawals debited to it."""
+    CLEARING = 2
+    """Money of cross-partition transfers between their debit and their credit."""
+
+
+def system_account_number(kind: SystemAccount, currency: str) -> int:
+    """Account number of a system account: one per kind and currency (base-26 code)."""
+    code = 0
+    for letter in currency:
+        code = code * 26 + (ord(letter) - ord("A"))
+    return int(kind) * 100_000 + code
+
+
+class AccountStatus(enum.IntEnum):
+    OPEN = 0
+    FROZEN = 1
+    CLOSED = 2
+
+
+AccountKey = tuple[int, int]
+
+
+@dataclass(slots=True)
+class Account:
+    customer: int
+    number: int
+    currency: str
+    balance: int = 0
+    credit_limit: int = 0
+    status: AccountStatus = AccountStatus.OPEN
+
+    @property
+    def key(self) -> AccountKey:
+        return (self.customer, self.number)
+
+    @property
+    def is_system(self) -> bool:
+        return self.customer == SYSTEM_CUSTOMER
+
+
+class JournalRow(msgspec.Struct, frozen=True, gc=False):
+    offset: int
+    command_id: str
+    customer: int
+    account: int
+    currency: str
+    amount: int
+
+
+class Known(msgspec.Struct, frozen=True, gc=False):
+    """A command applied in an earlier batch: its content digest and its result."""
+
+    fingerprint: int
+    result: Result
+
+
+class Incoming(msgspec.Struct, frozen=True, gc=False):
+    offset: int
+    published_at_ms: int
+    command: Command | Invalid
+    fingerprint: int
+    json: bool = False
+    """The command came as JSON: its result goes back as JSON."""
+    forwarded_from: int = -1
+    """The partition a worker forwarded it from (-1: published here)."""
+
+
+class Applied(msgspec.Struct, frozen=True, gc=False):
+    """A new idempotency record: this command id now has this result."""
+
+    command_id: str
+    fingerprint: int
+    result: Result
+
+
+class InFlight(msgspec.Struct, frozen=True, gc=False):
+    """A cross-partition transfer debited here whose settle leg has not come back: the
+    payer (customer, account), the payee, the amount and the offset of the transfer."""
+
+    transfer_id: str
+    customer: int
+    account: int
+    to_customer: int
+    to_account: int
+    amount: int
+    currency: str
+    offset: int
+    json: bool = False
+    """The transfer came as JSON: its final result goes back as JSON."""
+    forwarded_from: int = -1
+    """The partition a worker forwarded the transfer from (-1: published here)."""
+
+
+class Leg(msgspec.Struct, frozen=True, gc=False):
+    """An internal command to publish to another partition of the command topic."""
+
+    offset: int
+    """The record whose decision emitted the leg."""
+    partition: int
+    command: CreditLeg | SettleLeg
+
+
+class Forged(msgspec.Struct, frozen=True, gc=False):
+    """A leg the ledger refused as not made by a worker: it goes to the DLQ, unrecorded."""
+
+    offset: int
+    leg: str
+    """The leg's type tag (``credit_leg``, ``settle_leg``)."""
+    detail: str
+
+
+class Publish(msgspec.Struct, frozen=True, gc=False):
+    """A result to publish: the record it answers (offset), keyed by customer."""
+
+    offset: int
+    customer: int
+    result: Result
+    json: bool = False
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a batch decided: everything the fenced commit writes and the relay sends."""
+
+    results: list[Result] = field(default_factory=list)
+    published: list[Publish] = field(default_factory=list)
+    journal: list[JournalRow] = field(default_factory=list)
+    changed: dict[AccountKey, Account] = field(default_factory=dict)
+    applied: list[Applied] = field(default_factory=list)
+    finals: list[Applied] = field(default_factory=list)
+    legs: list[Leg] = field(default_factory=list)
+    opened: list[InFlight] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
+    forged: list[Forged] = field(default_factory=list)
+
+
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    """One command's decision: a reason (NONE = accepted) and the accounts it touched."""
+
+    reason: Reason
+    detail: str
+    touched: tuple[Account, ...] = ()
+    pending: bool = False
+    internal: bool = False
+
+    def as_pending(self) -> Decision:
+        """The same decision, its result held back."""
+        return Decision(self.reason, self.detail, self.touched, True, self.internal)
+
+    def as_internal(self) -> Decision:
+        """The same decision about an internal leg: no result of its own to publish."""
+        return Decision(self.reason, self.detail, self.touched, self.pending, True)
+
+
+MOVABLE: Final = Decision(Reason.NONE, "")
+"""The decision ``movable`` pairs with an account that can move money (one, shared)."""
+
+
+class AccountBook:
+    """A partition's accounts (the worker's cache), its transfers in flight (all of them,
+    never a cache: a settle leg is checked against them) and how money moves."""
+
+    def __init__(self, partition: int, partitions: int, accounts: dict[AccountKey, Account]):
+        invariant(0 <= partition < partitions, "partition out of range")
+        self.partition = partition
+        self.partitions = partitions
+        self.accounts = accounts
+        self.in_flight: dict[str, InFlight] = {}
+        self.out_in_flight: dict[AccountKey, int] = {}
+        """Transfers in flight out of each payer account (a closing account has none)."""
+
+    def load_in_flight(self, flights: Iterable[InFlight]) -> None:
+        """Replace the transfers in flight with the cup's (after a claim or a reload)."""
+        self.in_flight = {}
+        self.out_in_flight = {}
+        for flight in flights:
+            self.track(flight)
+
+    def track(self, flight: InFlight) -> None:
+        invariant(flight.transfer_id not in self.in_flight, "a transfer is in flight once")
+        self.in_flight[flight.transfer_id] = flight
+        payer = (flight.customer, flight.account)
+        self.out_in_flight[payer] = self.out_in_flight.get(payer, 0) + 1
+
+    def untrack(self, transfer_id: str) -> InFlight:
+        flight = self.in_flight.pop(transfer_id)
+        payer = (flight.customer, flight.account)
+        left = self.out_in_flight[payer] - 1
+        invariant(left >= 0, "in-flight counts never go below zero")
+        if left:
+            self.out_in_flight[payer] = left
+        else:
+            del self.out_in_flight[payer]
+        return flight
+
+    def movable(
+        self, customer: int, number: int, currency: str
+    ) -> tuple[Account, Decision] | tuple[None, Decision]:
+        account = self.accounts.get((customer, number))
+        if account is None:
+            return None, Decision(
+                Reason.ACCOUNT_NOT_FOUND, f"account {(customer, number)} not found"
+            )
+        if account.status is AccountStatus.FROZEN:
+            return None, Decision(Reason.ACCOUNT_FROZEN, f"account {account.key} is frozen")
+        if account.status is AccountStatus.CLOSED:
+            return None, Decision(Reason.ACCOUNT_CLOSED, f"account {account.key} is closed")
+        if account.currency != currency:
+            detail = f"account {account.key} holds {account.currency}, not {currency}"
+            return None, Decision(Reason.CURRENCY_MISMATCH, detail)
+        return account, MOVABLE
+
+    def system_account(self, kind: SystemAccount, currency: str) -> Account:
+        key = (SYSTEM_CUSTOMER, system_account_number(kind, currency))
+        account = self.accounts.get(key)
+        if account is None:
+            account = Account(SYSTEM_CUSTOMER, key[1], currency)
+            self.accounts[key] = account
+        return account
+
+    def move(
+        self,
+        command_id: str,
+        offset: int,
+        debit: Account,
+        credit: Account,
+        amount: int,
+        outcome: Outcome,
+    ) -> Decision:
+        """Debit one account and credit the other by ``amount``, or refuse and change nothing."""
+        invariant(amount > 0, "amounts are validated positive")
+        invariant(debit.currency == credit.currency, "one currency per movement")
+        debit_after = debit.balance - amount
+        credit_after = credit.balance + amount
+        if not debit.is_system and debit_after < -debit.credit_limit:
+            detail = f"account {debit.key} has {debit.balance}, limit {debit.credit_limit}"
+            return Decision(Reason.INSUFFICIENT_FUNDS, detail)
+        if debit_after < BALANCE_MIN or credit_after > BALANCE_MAX:
+            return Decision(Reason.OVERFLOW, "the balance would leave the 64-bit range")
+        debit.balance = debit_after
+        credit.balance = credit_after
+        outcome.journal.append(
+            JournalRow(offset, command_id, debit.customer, debit.number, debit.currency, -amount)
+        )
+        outcome.journal.append(
+            JournalRow(offset, command_id, credit.customer, credit.number, credit.currency, amount)
+        )
+        return Decision(Reason.NONE, "", (debit, credit))
+
+
+def check_balanced(rows: Sequence[JournalRow]) -> None:
+    """Journal rows of a batch sum to zero per currency (double entry)."""
+    totals: dict[str, int] = {}
+    for row in rows:
+        totals[row.currency] = totals.get(row.currency, 0) + row.amount
+    invariant(all(total == 0 for total in totals.values()), "journal rows must sum to zero")

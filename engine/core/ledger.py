@@ -1,0 +1,306 @@
+"""The pure ledger: (accounts, batch of commands) -> (results, journal rows, changes).
+
+No I/O, no clock, no Kafka, no database: the caller passes the accounts a batch touches,
+the results already recorded for the batch's command ids, and the time. The ledger
+decides every command in order, mutates the account book in place (the book is the
+worker's cache of its partition; if the commit fails, the caller drops it) and returns
+what must be committed.
+
+Rules (DESIGN.md §4):
+
+- Double entry: every accepted money movement writes journal rows that sum to zero per
+  currency. Deposits and withdrawals move money against the partition's CASH system
+  account (customer 0), so sum(customer balances) == -CASH == deposits - withdrawals.
+- No overdraft by default; ``credit_limit`` lets a balance go down to ``-credit_limit``.
+  Only the risk authority sets it (``set_credit_limit``, signed), never below what the
+  account owes already.
+- Frozen and closed accounts refuse every movement; a closed account stays closed, and
+  an account with transfers in flight out of it cannot close (their refunds land there).
+  Only the risk authority unfreezes (``unfreeze_account``, signed).
+- A command id seen before with the same content returns the original result and
+  changes nothing; with other content it is rejected as a conflict.
+- A transfer whose payee lives in another partition is a saga (engine.core.saga). A leg
+  that no worker could have sent (engine.core.saga decides: wrong partition, no matching
+  transfer in flight, an id applied before with other content) changes nothing and is
+  not recorded, so it cannot take the id of the real leg: it goes to the DLQ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from engine.core.book import (
+    MOVABLE,
+    Account,
+    AccountStatus,
+    Applied,
+    Decision,
+    Forged,
+    Incoming,
+    Known,
+    Outcome,
+    Publish,
+    SystemAccount,
+    check_balanced,
+)
+from engine.core.errors import invariant
+from engine.core.messages import (
+    LEG_TYPES,
+    Balance,
+    CloseAccount,
+    Command,
+    CreditLeg,
+    Deposit,
+    FreezeAccount,
+    Invalid,
+    OpenAccount,
+    Reason,
+    Result,
+    SetCreditLimit,
+    SettleLeg,
+    Status,
+    Transfer,
+    UnfreezeAccount,
+    Withdraw,
+    type_tag,
+)
+from engine.core.routing import partition_of
+from engine.core.saga import SagaRules
+
+MOVEMENT_TYPES: Final = (Deposit, Withdraw, Transfer)
+"""Commands that move money: their result always shows the payer's balance."""
+
+
+class PartitionLedger(SagaRules):
+    """Decides the commands of one partition against its account book."""
+
+    def decide_batch(
+        self, batch: Sequence[Incoming], known: Mapping[str, Known], now_us: int
+    ) -> Outcome:
+        """Decide ``batch`` in order. ``known`` holds earlier results of its command ids."""
+        outcome = Outcome()
+        seen: dict[str, Known] = {}
+        for incoming in batch:
+            result = self._decide_one(incoming, known, seen, outcome, now_us)
+            outcome.results.append(result)
+        invariant(len(outcome.results) == len(batch), "one result per command")
+        check_balanced(outcome.journal)
+        return outcome
+
+    def _decide_one(
+        self,
+        incoming: Incoming,
+        known: Mapping[str, Known],
+        seen: dict[str, Known],
+        outcome: Outcome,
+        now_us: int,
+    ) -> Result:
+        command = incoming.command
+        if isinstance(command, Invalid):
+            result = self._result(incoming, now_us, Decision(command.reason, command.detail))
+            outcome.published.append(
+                Publish(incoming.offset, command.customer, result, incoming.json)
+            )
+            return result
+        previous = seen.get(command.id) or known.get(command.id)
+        if previous is not None:
+            return self._repeated(incoming, command, previous, outcome, now_us)
+        decision = self._apply(command, incoming, outcome, now_us)
+        result = self._result(incoming, now_us, decision)
+        if decision.reason is Reason.FORGED_LEG:
+            outcome.forged.append(Forged(incoming.offset, type_tag(type(command)), decision.detail))
+            return result
+        if decision.reason is Reason.NONE:
+            for account in decision.touched:
+                outcome.changed[account.key] = account
+        if not (decision.pending or decision.internal):
+            outcome.published.append(
+                Publish(incoming.offset, command.customer, result, incoming.json)
+            )
+        seen[command.id] = Known(incoming.fingerprint, result)
+        outcome.applied.append(Applied(command.id, incoming.fingerprint, result))
+        return result
+
+    def _repeated(
+        self,
+        incoming: Incoming,
+        command: Command,
+        previous: Known,
+        outcome: Outcome,
+        now_us: int,
+    ) -> Result:
+        """A command id applied before: the same content gets the original result (a leg
+        gets nothing: legs have no result of their own), other content is a conflict (a
+        leg with other content is forged)."""
+        if previous.fingerprint != incoming.fingerprint:
+            detail = f"command id {command.id} was used before for another command"
+            if isinstance(command, LEG_TYPES):
+                decision = Decision(Reason.FORGED_LEG, detail, internal=True)
+                outcome.forged.append(Forged(incoming.offset, type_tag(type(command)), detail))
+                return self._result(incoming, now_us, decision)
+            result = self._result(incoming, now_us, Decision(Reason.DUPLICATE_CONFLICT, detail))
+            outcome.published.append(
+                Publish(incoming.offset, command.customer, result, incoming.json)
+            )
+            return result
+        if previous.result.status is not Status.PENDING and not isinstance(command, LEG_TYPES):
+            outcome.published.append(
+                Publish(incoming.offset, command.customer, previous.result, incoming.json)
+            )
+        return previous.result
+
+    def _result(self, incoming: Incoming, now_us: int, decision: Decision) -> Result:
+        balances: tuple[Balance, ...] = ()
+        if decision.reason is not Reason.NONE:
+            status = Status.REJECTED
+            balances = self._payer_balance(incoming.command)
+        elif decision.pending:
+            status = Status.PENDING
+        else:
+            status = Status.ACCEPTED
+            balances = tuple(
+                [
+                    Balance(a.customer, a.number, a.balance)
+                    for a in decision.touched
+                    if not a.is_system
+                ]
+            )
+        return Result(
+            command_id=incoming.command.id,
+            status=status,
+            reason=decision.reason,
+            detail=decision.detail,
+            balances=balances,
+            committed_at_us=now_us,
+            published_at_ms=incoming.published_at_ms,
+            partition=self.partition,
+            offset=incoming.offset,
+            forwarded_from=incoming.forwarded_from,
+        )
+
+    def _payer_balance(self, command: Command | Invalid) -> tuple[Balance, ...]:
+        """A refused movement's result shows the payer's balance too, as an accepted one
+        does (one shape whatever refused it), when the payer's account exists."""
+        if not isinstance(command, MOVEMENT_TYPES):
+            return ()
+        account = self.accounts.get((command.customer, command.account))
+        if account is None:
+            return ()
+        return (Balance(account.customer, account.number, account.balance),)
+
+    def _apply(
+        self, command: Command, incoming: Incoming, outcome: Outcome, now_us: int
+    ) -> Decision:
+        home = partition_of(command.customer, self.partitions)
+        if home != self.partition and not isinstance(command, LEG_TYPES):
+            detail = f"customer {command.customer} is in partition {home}; forwarded once already"
+            return Decision(Reason.WRONG_PARTITION, detail)
+        offset = incoming.offset
+        match command:
+            case OpenAccount():
+                return self._open(command)
+            case Deposit():
+                return self._deposit(command, offset, outcome)
+            case Withdraw():
+                return self._withdraw(command, offset, outcome)
+            case Transfer():
+                return self._transfer(command, incoming, outcome)
+            case CreditLeg():
+                return self.credit_in(command, incoming, outcome)
+            case SettleLeg():
+                return self.settle_in(command, incoming, outcome, now_us)
+            case FreezeAccount():
+                return self._set_status(command.customer, command.account, AccountStatus.FROZEN)
+            case CloseAccount():
+                return self._close(command)
+            case SetCreditLimit():
+                return self._set_credit_limit(command)
+            case UnfreezeAccount():
+                return self._set_status(command.customer, command.account, AccountStatus.OPEN)
+
+    def _open(self, command: OpenAccount) -> Decision:
+        key = (command.customer, command.account)
+        if key in self.accounts:
+            return Decision(Reason.ACCOUNT_EXISTS, f"account {key} already exists")
+        account = Account(command.customer, command.account, command.currency)
+        self.accounts[key] = account
+        return Decision(Reason.NONE, "", (account,))
+
+    def _deposit(self, command: Deposit, offset: int, outcome: Outcome) -> Decision:
+        account, refusal = self.movable(command.customer, command.account, command.currency)
+        if account is None:
+            return refusal
+        cash = self.system_account(SystemAccount.CASH, command.currency)
+        return self.move(command.id, offset, cash, account, command.amount, outcome)
+
+    def _withdraw(self, command: Withdraw, offset: int, outcome: Outcome) -> Decision:
+        account, refusal = self.movable(command.customer, command.account, command.currency)
+        if account is None:
+            return refusal
+        cash = self.system_account(SystemAccount.CASH, command.currency)
+        return self.move(command.id, offset, account, cash, command.amount, outcome)
+
+    def _transfer(self, command: Transfer, incoming: Incoming, outcome: Outcome) -> Decision:
+        if (command.customer, command.account) == (command.to_customer, command.to_account):
+            return Decision(Reason.SAME_ACCOUNT, "a transfer needs two different accounts")
+        if partition_of(command.to_customer, self.partitions) != self.partition:
+            return self.transfer_out(command, incoming, outcome)
+        offset = incoming.offset
+        payer, refusal = self.movable(command.customer, command.account, command.currency)
+        if payer is None:
+            return refusal
+        payee, refusal = self.movable(command.to_customer, command.to_account, command.currency)
+        if payee is None:
+            return refusal
+        return self.move(command.id, offset, payer, payee, command.amount, outcome)
+
+    def _close(self, command: CloseAccount) -> Decision:
+        """Close an account that holds nothing, owes nothing and has no transfer in flight
+        out of it (a refused transfer's refund must find it open)."""
+        account, refusal = self._existing(command.customer, command.account)
+        if account is None:
+            return refusal
+        if account.balance != 0:
+            return Decision(Reason.BALANCE_NOT_ZERO, f"account {account.key} holds money")
+        flights = self.out_in_flight.get(account.key, 0)
+        if flights:
+            detail = f"account {account.key} has {flights} transfers in flight; retry later"
+            return Decision(Reason.TRANSFERS_IN_FLIGHT, detail)
+        account.status = AccountStatus.CLOSED
+        return Decision(Reason.NONE, "", (account,))
+
+    def _set_credit_limit(self, command: SetCreditLimit) -> Decision:
+        """The risk authority's grant (its signature is checked before the ledger sees
+        it): never below what the account owes already, so no balance sits below
+        ``-credit_limit``."""
+        account, refusal = self._existing(command.customer, command.account)
+        if account is None:
+            return refusal
+        if account.balance < -command.credit_limit:
+            detail = f"account {account.key} owes {-account.balance}, over the new limit"
+            return Decision(Reason.CREDIT_IN_USE, detail)
+        account.credit_limit = command.credit_limit
+        return Decision(Reason.NONE, "", (account,))
+
+    def _set_status(self, customer: int, number: int, status: AccountStatus) -> Decision:
+        """Freeze or unfreeze (closing is ``_close``)."""
+        invariant(status is not AccountStatus.CLOSED, "accounts close through _close")
+        account, refusal = self._existing(customer, number)
+        if account is None:
+            return refusal
+        account.status = status
+        return Decision(Reason.NONE, "", (account,))
+
+    def _existing(
+        self, customer: int, number: int
+    ) -> tuple[Account, Decision] | tuple[None, Decision]:
+        """An account that exists and is not closed, or the refusal saying why not."""
+        account = self.accounts.get((customer, number))
+        if account is None:
+            return None, Decision(
+                Reason.ACCOUNT_NOT_FOUND, f"account {(customer, number)} not found"
+            )
+        if account.status is AccountStatus.CLOSED:
+            return None, Decision(Reason.ACCOUNT_CLOSED, f"account {account.key} is closed")
+        return account, MOVABLE

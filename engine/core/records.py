@@ -1,0 +1,89 @@
+"""The domain records the stores and the Kafka side share: what a commit writes, what the
+outbox holds, a partition's claim, the shard map.
+
+Pure data: the core defines them, the stores (shards/) read and write them, the relay
+publishes them; neither side imports the other for them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import msgspec
+
+from engine.core.book import Outcome
+
+
+class OutboxKind(enum.IntEnum):
+    RESULT = 1
+    DEAD_LETTER = 2
+    LEG = 3
+    FORWARD = 4
+    """A command published to the wrong partition, to publish again to its customer's
+    (the value is an engine.core.messages.Forwarded)."""
+
+
+class OutboxRow(msgspec.Struct, frozen=True, gc=False):
+    """A message to publish after the commit: to which topic kind and partition.
+
+    A struct untracked by the cyclic collector, like the ledger's records
+    (engine.core.book): its fields hold no references back to it."""
+
+    src_offset: int
+    seq: int
+    kind: OutboxKind
+    key: bytes | None
+    value: bytes
+    target_partition: int
+
+
+class Claim(NamedTuple):
+    epoch: int
+    next_offset: int
+
+
+class InFlightFigures(NamedTuple):
+    currency: str
+    transfers: int
+    money: int
+    stuck: int
+
+
+class CommitStatus(enum.Enum):
+    COMMITTED = "committed"
+    FENCED = "fenced"
+    DUPLICATES = "duplicates"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBatch:
+    """Everything one partition batch writes, already decided."""
+
+    partition: int
+    epoch: int
+    expected_offset: int
+    next_offset: int
+    outcome: Outcome
+    applied_results: Sequence[bytes]
+    final_results: Sequence[bytes]
+    outbox: Sequence[OutboxRow]
+    trim_below_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShardMap:
+    """Which cup owns which partition, at one version of the map."""
+
+    version: int
+    partitions: int
+    topic_prefix: str
+    cups: dict[int, str]
+    cup_of: dict[int, int]
+    paused: frozenset[int] = frozenset()
+    """Partitions being moved: nobody claims or commits them until the map flips."""
+
+    def partitions_of(self, cup_id: int) -> list[int]:
+        return sorted(p for p, c in self.cup_of.items() if c == cup_id)

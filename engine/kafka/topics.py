@@ -1,0 +1,147 @@
+"""Creating the topics: commands, results and the DLQ with P partitions each, so a record
+of command partition p is answered in results partition p and dead-lettered in DLQ
+partition p. A DLQ made by an older version with fewer partitions keeps working (the
+relay writes to p modulo its count)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from engine.core.config import KafkaConfig
+from engine.core.errors import ConfigError, InfrastructureError
+
+_READY_ATTEMPTS = 150
+_FETCH_TIMEOUT_MS = 1_000
+
+
+async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
+    """Create the missing topics; refuse existing ones with another partition count."""
+    wanted = {
+        kafka.commands_topic: partitions,
+        kafka.results_topic: partitions,
+        kafka.dlq_topic: partitions,
+    }
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms
+    )
+    await admin.start()
+    try:
+        existing = await _partition_counts(admin, list(wanted))
+        missing = [
+            NewTopic(name, count, 1) for name, count in wanted.items() if name not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+            for _ in range(300):
+                existing = await _partition_counts(admin, list(wanted))
+                if len(existing) == len(wanted):
+                    break
+                await asyncio.sleep(0.1)
+            await _wait_for_leaders(kafka, existing)
+    finally:
+        await admin.close()
+    commands = existing.get(kafka.commands_topic)
+    if commands != partitions:
+        raise ConfigError(
+            f"topic {kafka.commands_topic} has {commands} partitions, not {partitions}"
+        )
+    return existing
+
+
+async def _wait_for_leaders(kafka: KafkaConfig, topics: dict[str, int]) -> None:
+    """New partitions answer metadata before their leaders serve offsets: wait for that."""
+    tps = [TopicPartition(name, p) for name, count in topics.items() for p in range(count)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    await consumer.start()
+    try:
+        for _ in range(_READY_ATTEMPTS):
+            try:
+                await consumer.end_offsets(tps)
+                return
+            except KafkaError:
+                await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+    raise InfrastructureError(f"new topics {sorted(topics)} have no partition leaders yet")
+
+
+async def partition_counts(kafka: KafkaConfig, names: list[str]) -> dict[str, int]:
+    """Partition counts of the existing, ready topics among ``names``."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms
+    )
+    await admin.start()
+    try:
+        return await _partition_counts(admin, names)
+    finally:
+        await admin.close()
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    described = await admin.describe_topics(names)
+    return {
+        topic["topic"]: len(topic["partitions"])
+        for topic in described
+        if topic.get("error_code", 0) == 0
+        and topic["partitions"]
+        and all(p.get("leader", -1) >= 0 for p in topic["partitions"])
+    }
+
+
+async def end_offsets(kafka: KafkaConfig, topic: str) -> dict[int, int]:
+    """The current end offset of every partition of ``topic``."""
+    count = (await partition_counts(kafka, [topic]))[topic]
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(count)])
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def read_range(
+    kafka: KafkaConfig, topic: str, ends: dict[int, int], timeout_seconds: float = 120.0
+) -> list[Any]:
+    """Records of ``topic`` from the start of each partition up to ``ends`` (exclusive).
+
+    Bounded: raises InfrastructureError when the records do not all arrive in time.
+    An empty range starts no consumer: aiokafka's stop() right after start() with no
+    assignment raises CancelledError (its committed-offsets task is cancelled under it).
+    """
+    wanted = {TopicPartition(topic, p): end for p, end in ends.items() if end > 0}
+    if not wanted:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(wanted))
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_seconds
+        while wanted:
+            if time.monotonic() > deadline:
+                raise InfrastructureError(f"{topic}: records missing after {timeout_seconds} s")
+            fetched = await consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=50_000)
+            for tp, batch in fetched.items():
+                end = wanted.get(tp)
+                if end is None or not batch:
+                    continue
+                records.extend(r for r in batch if r.offset < end)
+                if batch[-1].offset >= end - 1:
+                    del wanted[tp]
+                    consumer.pause(tp)
+        return records
+    finally:
+        await consumer.stop()

@@ -1,0 +1,224 @@
+"""A lane: one owned partition's pipeline, so fetching never waits for a commit.
+
+The worker's fetch loop only hands records to lanes. Each lane commits its partition
+batch after batch, one commit in flight at a time (its order is the partition's order);
+whatever arrives while a commit is in flight becomes the next batch. So batches are small
+and latency low when the load is light, and batches grow with the load instead of the
+queue: the batch size follows the commit's latency (DESIGN.md §5, pipelining).
+
+The lanes of one cup commit together (``CupCommits``): a lane with records waits for
+a round, and a round takes the next batch of every lane waiting at that moment and
+commits them all in one statement. At most ``commits_per_cup_max`` rounds of a cup are in
+flight; records that arrive while a lane waits join its batch. So under a load spread
+over many partitions the cup sees a few large commits, not one small transaction per
+command per partition.
+
+Back-pressure: a lane holding more than ``high_water`` records pauses its partition's
+fetching; it resumes once it has taken the queue below half of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import IllegalStateError
+
+from engine.worker.partition import PartitionState
+
+RoundHandler = Callable[[list[tuple[PartitionState, list[Any]]]], Awaitable[list[bool]]]
+"""Commits and publishes one batch per partition, in one statement; for each, False
+when the partition was lost (its lane ends)."""
+
+
+class Lane:
+    def __init__(
+        self,
+        state: PartitionState,
+        consumer: AIOKafkaConsumer,
+        topic: str,
+        batch_records_max: int,
+        cup: CupCommits,
+    ):
+        self.state = state
+        self._consumer = consumer
+        self._tp = TopicPartition(topic, state.partition)
+        self._batch_max = batch_records_max
+        self._high_water = 4 * batch_records_max
+        self._cup = cup
+        self._records: list[Any] = []
+        self._next_offset = state.position
+        """The offset the next queued record must have at least (older ones are stale)."""
+        self._hole_seen_at = -1
+        """The offset at which a hole was last seen and re-read (see ``offer``)."""
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._committing = False
+        self._paused = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def partition(self) -> int:
+        return self.state.partition
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def start(self) -> None:
+        self._fetching(True)  # a lane lost earlier may have left it paused
+        self._task = asyncio.create_task(self._run(), name=f"lane-{self.partition}")
+
+    def offer(self, records: Sequence[Any]) -> None:
+        """Queue fetched records; ones before the lane's position (a re-fetch) are dropped.
+
+        Records must follow on without a hole: a fetch that began before the partition
+        was claimed again may start past the claimed offset, and committing it would
+        skip commands. Such a batch is dropped and the partition re-read from the
+        missing offset; only if Kafka still starts past it is the hole real (Kafka's
+        offsets may skip, e.g. transaction markers) and accepted.
+        """
+        fresh = [r for r in records if r.offset >= self._next_offset]
+        if not fresh:
+            return
+        if fresh[0].offset > self._next_offset and self._hole_seen_at != self._next_offset:
+            self._hole_seen_at = self._next_offset
+            self._consumer.seek(self._tp, self._next_offset)
+            return
+        self._records.extend(fresh)
+        self._next_offset = fresh[-1].offset + 1
+        self._ready.set()
+        if len(self._records) >= self._high_water and not self._paused:
+            self._fetching(False)
+
+    def failure(self) -> BaseException | None:
+        """The exception that ended the lane's task: a bug, which must stop the worker."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
+    async def stop(self) -> None:
+        """Finish the batch in flight (never abandon a commit half-way), then end; a lane
+        waiting for records or for its turn ends at once."""
+        self._stopping = True
+        if self._task is not None:
+            if not self._committing:
+                self._task.cancel()
+            await asyncio.wait([self._task])
+
+    def cancel(self) -> None:
+        """Abandon the lane (the worker is failing): a commit in flight is decided by the
+        cup, and the next owner reads the outcome from it."""
+        if self._task is not None:
+            self._task.cancel()
+
+    def take_batch(self, records_max: int) -> list[Any]:
+        """The next batch (at most ``records_max`` records), for the round that commits it
+        (the lane is then committing)."""
+        size = min(self._batch_max, records_max)
+        batch = self._records[:size]
+        del self._records[:size]
+        if self._paused and len(self._records) < self._high_water // 2:
+            self._fetching(True)
+        self._committing = True
+        return batch
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await self._ready.wait()
+            self._ready.clear()
+            while not self._stopping and self._records:
+                try:
+                    owned = await self._cup.commit(self)
+                finally:
+                    self._committing = False
+                if not owned:
+                    return
+
+    def _fetching(self, on: bool) -> None:
+        """Pause or resume the partition's fetching (moot once Kafka took it away)."""
+        self._paused = not on
+        with contextlib.suppress(IllegalStateError):
+            if on:
+                self._consumer.resume(self._tp)
+            else:
+                self._consumer.pause(self._tp)
+
+
+class CupCommits:
+    """The commits of one worker's lanes in one cup, in rounds: each round waits for one
+    of ``turns``, then takes the next batch of the lanes waiting, longest waiting first,
+    up to ``records_max`` records in all, and hands them to ``on_round`` (one statement).
+    One round at a time waits for a turn, so every lane that has records meanwhile joins
+    it; lanes a full round leaves are first in the next one.
+
+    A lane stopped while it waits is never taken, even by a round that starts before the
+    lane's task has seen its cancellation: its hand-over has already flushed the relay,
+    so a batch committed then would be published after the partition was forgotten, and
+    published again by the next owner from the outbox."""
+
+    def __init__(self, turns: int, records_max: int, on_round: RoundHandler):
+        self._turns = asyncio.Semaphore(turns)
+        self._records_max = records_max
+        self._on_round = on_round
+        self._waiting: dict[Lane, asyncio.Future[bool]] = {}
+        self._round_pending = False
+        self._rounds: set[asyncio.Task[None]] = set()
+
+    async def commit(self, lane: Lane) -> bool:
+        """Have the lane's next batch committed; False when its partition was lost."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting[lane] = future
+        self._start_round()
+        try:
+            return await future
+        finally:
+            if self._waiting.get(lane) is future:  # stopped before a round took it
+                del self._waiting[lane]
+
+    def _start_round(self) -> None:
+        if self._round_pending or not self._waiting:
+            return
+        self._round_pending = True
+        task = asyncio.create_task(self._round(), name="cup-round")
+        self._rounds.add(task)
+        task.add_done_callback(self._rounds.discard)
+
+    async def _round(self) -> None:
+        async with self._turns:
+            self._round_pending = False
+            taken: dict[Lane, asyncio.Future[bool]] = {}
+            work = []
+            room = self._records_max
+            for lane in list(self._waiting):
+                if room <= 0:
+                    break
+                future = self._waiting.pop(lane)
+                if lane.stopping:  # its task is cancelled but has not run since
+                    future.cancel()
+                    continue
+                taken[lane] = future
+                batch = lane.take_batch(room)
+                room -= len(batch)
+                work.append((lane.state, batch))
+            self._start_round()
+            if not taken:
+                return
+            try:
+                owned = await self._on_round(work)
+            except asyncio.CancelledError:
+                for future in taken.values():
+                    future.cancel()
+                raise
+            except Exception as error:  # a bug: every lane of the round ends with it
+                for future in taken.values():
+                    if not future.done():
+                        future.set_exception(error)
+                return
+            for future, still_owned in zip(taken.values(), owned, strict=True):
+                if not future.done():
+                    future.set_result(still_owned)
