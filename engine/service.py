@@ -1,4 +1,5 @@
-"""Starting and stopping a worker process: connections, signals, clean shutdown."""
+"""Wiring a worker process: its stores, Kafka clients, relay, worker, health endpoints and
+shard map follower; signals and a clean shutdown."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ from engine.core.config import Config
 from engine.core.keyfiles import load_authority
 from engine.core.messages import COMMAND_TYPES, DEAD_LETTER_REASONS, LEG_TYPES, Reason, type_tag
 from engine.core.records import ShardMap
+from engine.core.store import CupStore, ShardMapWatch
 from engine.kafka.assignor import CupAffinityAssignor
+from engine.kafka.clients import GroupListener, make_consumer, make_producer
 from engine.kafka.relay import Relay
 from engine.worker.health import HealthServer
-from engine.worker.loop import RebalanceListener, Worker, make_consumer, make_producer
+from engine.worker.loop import Worker
 from engine.worker.map_follower import MapFollower
 from engine.worker.metrics import WorkerMetrics
 from shards.control import connect, load_shard_map
 from shards.cups import close_cups, open_cups
+from shards.map_watch import PostgresMapWatch
 
 log = logging.getLogger(__name__)
 
@@ -38,34 +42,25 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
         shard_map = await load_shard_map(control)
     finally:
         await control.close()
-    stores = await open_cups(shard_map, config.shards)
-    metrics = WorkerMetrics()
-    metrics.precreate(
-        [type_tag(t) for t in COMMAND_TYPES] + ["invalid", "undecodable"],
-        [reason.value for reason in Reason if reason not in (Reason.NONE, Reason.FORGED_LEG)],
-        DEAD_LETTER_REASONS,
-        [type_tag(t) for t in LEG_TYPES],
-    )
-    producer = make_producer(config)
+    opened = await open_cups(shard_map, config.shards)
+    stores: dict[int, CupStore] = dict(opened)
+    metrics = _metrics()
+    producer = make_producer(config.kafka)
     assignor = CupAffinityAssignor(shard_map)
-    consumer = make_consumer(config, assignor)
+    consumer = make_consumer(config.kafka, assignor)
     try:
         await producer.start()
         dlq_partitions = len(await producer.partitions_for(config.kafka.dlq_topic))
-        renew = functools.partial(make_producer, config)
+        renew = functools.partial(make_producer, config.kafka)
         relay = Relay(producer, config.kafka, dlq_partitions, metrics, renew)
         worker = Worker(config, shard_map, stores, consumer, relay, metrics, authority)
         health = HealthServer(metrics.registry, worker.readiness, port=config.worker.metrics_port)
         port = await health.start()
         target = _announce(config.worker.metrics_targets_dir, port)
-        consumer.subscribe([config.kafka.commands_topic], listener=RebalanceListener(worker))
+        listener = GroupListener(worker.on_assigned, worker.on_revoked)
+        consumer.subscribe([config.kafka.commands_topic], listener=listener)
         await consumer.start()
-
-        async def adopt(new_map: ShardMap) -> None:
-            assignor.follow(new_map)
-            await worker.follow(new_map)
-
-        follower = asyncio.create_task(MapFollower(config, shard_map, stores, adopt).run())
+        follower = asyncio.create_task(_follower(config, shard_map, stores, assignor, worker).run())
         follower.add_done_callback(lambda task: _stop_on_crash(task, stop))
         log.info(
             "worker %s started: %d partitions over %d cups, metrics on %s/metrics",
@@ -92,6 +87,45 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
     log.info("worker %s stopped cleanly", worker.owner)
 
 
+def _metrics() -> WorkerMetrics:
+    metrics = WorkerMetrics()
+    metrics.precreate(
+        [type_tag(t) for t in COMMAND_TYPES] + ["invalid", "undecodable"],
+        [reason.value for reason in Reason if reason not in (Reason.NONE, Reason.FORGED_LEG)],
+        DEAD_LETTER_REASONS,
+        [type_tag(t) for t in LEG_TYPES],
+    )
+    return metrics
+
+
+def _follower(
+    config: Config,
+    shard_map: ShardMap,
+    stores: dict[int, CupStore],
+    assignor: CupAffinityAssignor,
+    worker: Worker,
+) -> MapFollower:
+    """The shard map follower of a worker: the control database watched, the stores of new
+    cups opened into ``stores``, each new map handed to the assignor and the worker."""
+    shards = config.shards
+
+    async def watch() -> ShardMapWatch:
+        return await PostgresMapWatch.open(config.control_dsn, shards.connect_timeout_seconds)
+
+    async def open_new(new_map: ShardMap) -> None:
+        new_cups = {c: d for c, d in new_map.cups.items() if c not in stores}
+        if new_cups:
+            subset = ShardMap(new_map.version, new_map.partitions, "", new_cups, {})
+            stores.update(await open_cups(subset, shards))
+            log.info("opened new cups %s", sorted(new_cups))
+
+    async def adopt(new_map: ShardMap) -> None:
+        assignor.follow(new_map)
+        await worker.follow(new_map)
+
+    return MapFollower(watch, shard_map, open_new, adopt, config.worker.shard_map_poll_seconds)
+
+
 def _stop_on_crash(task: asyncio.Task[None], stop: asyncio.Event) -> None:
     """A map follower that died of a bug stops the worker: it must not run on a stale map."""
     if not task.cancelled() and task.exception() is not None:
@@ -114,10 +148,10 @@ def _announce(targets_dir: str, port: int) -> Path | None:
 
 
 GC_THRESHOLDS: Final = (100_000, 50, 100)
-"""The cyclic collector's thresholds in a worker. Python's default (700, 10, 10) runs a
-young collection every 700 allocations and, as the account books grow, full scans of
-them: measured on the ledger's path, 98 ms of CPU per 1,000 commands with the default,
-67 ms with these, 55 ms with no collector. Commands make no cycles worth hurrying for."""
+"""The cyclic collector's thresholds in a worker: far fewer young collections than
+Python's default (700, 10, 10), whose full scans of the growing account books cost a
+third of a worker's CPU (docs/performance.md). Commands make no cycles worth hurrying
+for."""
 
 
 def run_worker(config: Config) -> int:

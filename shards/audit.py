@@ -38,7 +38,7 @@ from engine.core.book import SystemAccount, system_account_number
 from engine.core.messages import Status, credit_leg_id, result_decoder
 from engine.core.records import ShardMap
 from engine.core.routing import partition_of
-from shards.store import CupStore
+from shards.store import PostgresCupStore
 
 FINDINGS_MAX = 50
 """Most discrepancies listed per check (the count is always complete)."""
@@ -150,7 +150,7 @@ WHERE partition <> ALL($1::integer[])
 
 
 async def audit_cup(
-    store: CupStore,
+    store: PostgresCupStore,
     partitions: list[int],
     currencies: Iterable[str],
     report: Report,
@@ -200,7 +200,7 @@ async def audit_cup(
 
 
 async def _audit_saga_edges(
-    store: CupStore, partitions: list[int], report: Report, stuck_after_seconds: float
+    store: PostgresCupStore, partitions: list[int], report: Report, stuck_after_seconds: float
 ) -> None:
     """Checks 8 and 9: money in closed accounts, transfers stuck in flight."""
     for row in await store.pool.fetch(_CLOSED_WITH_MONEY, partitions):
@@ -219,7 +219,7 @@ async def _audit_saga_edges(
 
 
 async def transfers_in_flight(
-    stores: Mapping[int, CupStore], shard_map: ShardMap
+    stores: Mapping[int, PostgresCupStore], shard_map: ShardMap
 ) -> tuple[set[tuple[int, str]], list[tuple[int, str, int, str]]]:
     """(payer partition, id) of unsettled transfers, and (payer cup, id, amount, currency)
     of those whose money is in flight: from the debit until the payee's side applied the
@@ -277,7 +277,7 @@ class Flight(NamedTuple):
 
 
 async def reconcile_cups(
-    stores: Mapping[int, CupStore],
+    stores: Mapping[int, PostgresCupStore],
     shard_map: ShardMap,
     currencies: Iterable[str],
     moving: frozenset[int] = frozenset(),

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 import asyncpg
 
 from engine.core.config import ShardsConfig
 from engine.core.errors import ConfigError, InfrastructureError
 from engine.core.records import ShardMap
+from engine.core.store import CupStore
 from shards.control import CONNECT_ERRORS, connect, redact, safe_detail
 from shards.migrate import migrate, missing_migrations
-from shards.store import CupStore
+from shards.store import PostgresCupStore
 
 
 async def initialize_cups(shard_map: ShardMap, config: ShardsConfig) -> None:
@@ -28,10 +30,10 @@ async def initialize_cups(shard_map: ShardMap, config: ShardsConfig) -> None:
             await connection.close()
 
 
-async def open_cups(shard_map: ShardMap, config: ShardsConfig) -> dict[int, CupStore]:
+async def open_cups(shard_map: ShardMap, config: ShardsConfig) -> dict[int, PostgresCupStore]:
     """One pool per cup. A cup that cannot be reached fails the start, by name."""
 
-    async def open_one(cup_id: int, dsn: str) -> CupStore:
+    async def open_one(cup_id: int, dsn: str) -> PostgresCupStore:
         try:
             pool = await asyncpg.create_pool(
                 dsn,
@@ -45,7 +47,7 @@ async def open_cups(shard_map: ShardMap, config: ShardsConfig) -> dict[int, CupS
         except CONNECT_ERRORS as error:
             detail = safe_detail(error)
             raise InfrastructureError(f"cup {cup_id} at {redact(dsn)}: {detail}") from None
-        return CupStore(cup_id, pool)
+        return PostgresCupStore(cup_id, pool)
 
     stores = await asyncio.gather(*(open_one(c, d) for c, d in sorted(shard_map.cups.items())))
     for store in stores:
@@ -67,5 +69,5 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-async def close_cups(stores: dict[int, CupStore]) -> None:
-    await asyncio.gather(*(store.pool.close() for store in stores.values()))
+async def close_cups(stores: Mapping[int, CupStore]) -> None:
+    await asyncio.gather(*(store.close() for store in stores.values()))

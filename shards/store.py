@@ -7,7 +7,8 @@ table names its partition, and each partition's fence holds or fails on its own:
 
 1. ``fence``: for each batch, move ``next_offset`` from the value this worker last read
    or wrote to the batch's end, only while ``epoch`` is still the one this worker
-   claimed and none of the batch's new command ids is recorded yet (a compare-and-set);
+   claimed and none of the batch's new command ids (nor the ids of the legs the ledger
+   refused) is recorded yet (a compare-and-set);
 2. every other part writes only the rows of partitions whose fence held: upsert the
    changed accounts, append the journal rows, record the idempotency keys with their
    results, append the outbox rows (results, dead letters, saga legs), trim outbox rows
@@ -27,15 +28,16 @@ Postgres does not plan this statement again at every execution.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Coroutine, Sequence
 from itertools import chain
-from typing import Final, cast
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar, cast
 
 import asyncpg
 import msgspec
 
 from engine.core.book import Account, AccountKey, AccountStatus, InFlight, Known
-from engine.core.errors import invariant
+from engine.core.errors import CupUnavailableError, invariant
 from engine.core.messages import result_decoder
 from engine.core.records import (
     Claim,
@@ -53,7 +55,10 @@ WITH batch AS (
                   AS b (partition, epoch, expected_offset, next_offset, trim_below)
 ), seen AS (
     SELECT DISTINCT n.partition
-    FROM unnest($6::text::integer[], $7::text::text[]) AS n (partition, command_id)
+    FROM (SELECT * FROM unnest($6::text::integer[], $7::text::text[])
+          UNION ALL
+          SELECT * FROM unnest($48::text::integer[], $49::text::text[]))
+         AS n (partition, command_id)
     CROSS JOIN LATERAL (SELECT 1 FROM command_results AS c
                         WHERE c.partition = n.partition AND c.command_id = n.command_id
                         LIMIT 1) AS found
@@ -136,18 +141,61 @@ SELECT coalesce(array_agg(partition), '{}') FROM fence
 _ACCOUNT_COLUMNS: Final = "customer_id, account_no, currency, balance, credit_limit, status"
 
 
-class CupStore:
-    """The SQL of one Postgres cup. Every method is one round trip."""
+RETRIABLE: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+    asyncpg.InternalClientError,
+)
+"""Faults of a cup that pass (restarts, shutdowns, refused or lost connections, a database
+closed to connections, a partition frozen by a move): raised as CupUnavailableError. Any other
+database error is a bug, and crashes the worker.
+
+InternalClientError ("cannot switch to state 12; another operation (2) is in progress")
+is a pooled connection that a dying server left in the middle of its error handling
+(the chaos suite met it during an immediate shutdown): ``renew_connections`` replaces
+such connections."""
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _cup_faults(
+    method: Callable[Concatenate[PostgresCupStore, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[PostgresCupStore, P], Coroutine[Any, Any, T]]:
+    """Raise a passing fault of the cup as CupUnavailableError (never asyncpg's exception)."""
+
+    @functools.wraps(method)
+    async def translated(store: PostgresCupStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(store, *args, **kwargs)
+        except RETRIABLE as error:
+            raise CupUnavailableError(f"cup {store.cup_id}: {type(error).__name__}") from error
+
+    return translated
+
+
+class PostgresCupStore:
+    """The SQL of one Postgres cup (engine.core.store.CupStore). Every method is one round
+    trip, and raises CupUnavailableError for a passing fault."""
 
     def __init__(self, cup_id: int, pool: asyncpg.Pool):
         self.cup_id = cup_id
         self.pool = pool
+
+    async def close(self) -> None:
+        await self.pool.close()
 
     async def renew_connections(self) -> None:
         """After a fault of this cup: replace every pooled connection at its next use (one
         the server left mid-protocol would fail every statement given to it)."""
         await self.pool.expire_connections()
 
+    @_cup_faults
     async def claim(self, partition: int, owner: str) -> Claim:
         """Become the partition's writer: bump its epoch, fencing every earlier owner."""
         row = await self.pool.fetchrow(
@@ -160,9 +208,11 @@ class CupStore:
         )
         return Claim(row["epoch"], row["next_offset"])
 
+    @_cup_faults
     async def state(self, partition: int) -> Claim | None:
         return (await self.states([partition])).get(partition)
 
+    @_cup_faults
     async def states(self, partitions: Sequence[int]) -> dict[int, Claim]:
         """The claim of each partition that has a state row here."""
         rows = await self.pool.fetch(
@@ -172,11 +222,13 @@ class CupStore:
         )
         return {r["partition"]: Claim(r["epoch"], r["next_offset"]) for r in rows}
 
+    @_cup_faults
     async def next_offsets(self) -> dict[int, int]:
         """The next offset of every partition this cup holds state for."""
         rows = await self.pool.fetch("SELECT partition, next_offset FROM partition_state")
         return {r["partition"]: r["next_offset"] for r in rows}
 
+    @_cup_faults
     async def load_partition(self, partition: int, limit: int) -> list[Account]:
         """Up to ``limit`` accounts of the partition, system accounts first."""
         rows = await self.pool.fetch(
@@ -187,6 +239,7 @@ class CupStore:
         )
         return [_account(row) for row in rows]
 
+    @_cup_faults
     async def load_accounts(self, partition: int, keys: Sequence[AccountKey]) -> list[Account]:
         rows = await self.pool.fetch(
             f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE partition = $1"
@@ -198,6 +251,7 @@ class CupStore:
         )
         return [_account(row) for row in rows]
 
+    @_cup_faults
     async def load_known(self, partition: int, command_ids: Sequence[str]) -> dict[str, Known]:
         rows = await self.pool.fetch(
             "SELECT command_id, fingerprint, result FROM command_results"
@@ -210,10 +264,12 @@ class CupStore:
             for row in rows
         }
 
+    @_cup_faults
     async def commit(self, batch: CommitBatch) -> CommitStatus:
         """The fenced commit of one partition batch."""
         return (await self.commit_many([batch]))[batch.partition]
 
+    @_cup_faults
     async def commit_many(self, batches: Sequence[CommitBatch]) -> dict[int, CommitStatus]:
         """The fenced commit of batches of distinct partitions in one statement (see the
         module docstring); each partition's fence holds or fails on its own."""
@@ -229,6 +285,7 @@ class CupStore:
                 statuses[batch.partition] = CommitStatus.DUPLICATES if held else CommitStatus.FENCED
         return statuses
 
+    @_cup_faults
     async def unsent(self, partition: int) -> list[OutboxRow]:
         rows = await self.pool.fetch(
             "SELECT src_offset, seq, kind, key, value, target_partition FROM outbox"
@@ -247,6 +304,7 @@ class CupStore:
             for r in rows
         ]
 
+    @_cup_faults
     async def load_in_flight(self, partition: int) -> list[InFlight]:
         """Every transfer in flight out of ``partition`` (at most
         IN_FLIGHT_PER_PARTITION_MAX: the ledger opens no more)."""
@@ -272,6 +330,7 @@ class CupStore:
             for r in rows
         ]
 
+    @_cup_faults
     async def in_flight(
         self, partitions: Sequence[int], stuck_after_seconds: float
     ) -> list[InFlightFigures]:
@@ -289,6 +348,7 @@ class CupStore:
             for r in rows
         ]
 
+    @_cup_faults
     async def trim_outbox(self, partition: int, epoch: int, below_offset: int) -> None:
         """Delete published outbox rows, while this worker still owns the partition."""
         await self.pool.execute(
@@ -339,7 +399,7 @@ def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
 
 
 def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
-    """One batch's columns for $6 to $47, in the statement's order."""
+    """One batch's columns for $6 to $49, in the statement's order."""
     outcome = batch.outcome
     partition = batch.partition
     applied = outcome.applied
@@ -348,6 +408,7 @@ def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
     outbox = batch.outbox
     finals = outcome.finals
     opened = outcome.opened
+    forged_ids = [f.leg_id for f in outcome.forged if f.leg_id]
     return (
         [partition] * len(applied),
         [a.command_id for a in applied],
@@ -391,6 +452,8 @@ def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
         [t.forwarded_from for t in opened],
         [partition] * len(outcome.settled),
         outcome.settled,
+        [partition] * len(forged_ids),
+        forged_ids,
     )
 
 
@@ -401,6 +464,7 @@ _ROW_KINDS: Final = (
     *(int, int, int, int, bytes, bytes, int),
     *(int, str, bytes),
     *(int, str, int, int, int, int, int, str, int, bool, int),
+    *(int, str),
     *(int, str),
 )
 """The element type of each column of ``_rows``: ints, booleans and texts go as array

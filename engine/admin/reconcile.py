@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,12 +28,12 @@ from engine.core.messages import (
     Undecodable,
 )
 from engine.core.routing import partition_of
+from engine.core.store import CupStore
 from engine.kafka.topics import end_offsets, read_range
 from shards.audit import Report, reconcile_cups
 from shards.control import connect, load_shard_map
 from shards.cups import close_cups, open_cups
 from shards.moves import open_moves
-from shards.store import CupStore
 
 
 async def reconcile(config: Config, *, topics: bool) -> Report:
@@ -55,7 +56,7 @@ async def reconcile(config: Config, *, topics: bool) -> Report:
     return report
 
 
-async def _positions(stores: dict[int, CupStore], cup_of: dict[int, int]) -> dict[int, int]:
+async def _positions(stores: Mapping[int, CupStore], cup_of: dict[int, int]) -> dict[int, int]:
     """The cups' next_offset of every partition: what has been consumed for good."""
     owned = {cup: store.next_offsets() for cup, store in stores.items()}
     by_cup = dict(zip(owned, await asyncio.gather(*owned.values()), strict=True))

@@ -146,12 +146,18 @@ class Leg(msgspec.Struct, frozen=True, gc=False):
 
 
 class Forged(msgspec.Struct, frozen=True, gc=False):
-    """A leg the ledger refused as not made by a worker: it goes to the DLQ, unrecorded."""
+    """A leg the ledger refused as not made by a worker: it goes to the DLQ, unrecorded.
+
+    Its id is still checked by the fenced commit: a real leg delivered again after its
+    transfer settled (a relay re-send) finds no transfer in flight, and only the cup
+    knows it was applied before; the commit is then refused for duplicates, and the
+    leg decided again with its recorded result (changing nothing, forging nothing)."""
 
     offset: int
     leg: str
     """The leg's type tag (``credit_leg``, ``settle_leg``)."""
     detail: str
+    leg_id: str = ""
 
 
 class Publish(msgspec.Struct, frozen=True, gc=False):

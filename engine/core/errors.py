@@ -4,11 +4,17 @@ Domain rejections are not exceptions: the ledger returns them as data, a Result 
 reason code. What is left is small::
 
     SmallcupsError
-    ├── ConfigError          misuse: bad configuration or arguments; fix and restart
-    ├── StackError           the local development stack could not start or stop
-    ├── InfrastructureError  retriable: a broker or a cup failed or timed out; back off, retry
-    │   └── FencedError      this worker no longer owns the partition; drop its state
-    └── InvariantError       our own bug: a rule that must hold did not; crash loudly
+    ├── ConfigError              misuse: bad configuration or arguments; fix, restart
+    ├── StackError               the local development stack could not start or stop
+    ├── InfrastructureError      retriable: a broker or a database failed or timed out
+    │   └── CupUnavailableError  a cup failed for a passing reason (restart, lost link)
+    └── InvariantError           our own bug: a rule that must hold did not; crash loudly
+
+A partition another worker claimed is not an error: the commit round returns it as a
+verdict (engine.worker.commit_round), like the ledger returns a rejection.
+
+A store (engine.core.store) raises only these: a driver's own exceptions never cross it,
+so the worker reacts the same way to every database behind the protocol.
 
 ``invariant()`` raises InvariantError and, unlike ``assert``, survives ``python -O``.
 """
@@ -32,8 +38,9 @@ class InfrastructureError(SmallcupsError):
     """A broker or a cup failed; the operation may be retried after a back-off."""
 
 
-class FencedError(InfrastructureError):
-    """The partition's epoch or next offset moved: another worker owns it now."""
+class CupUnavailableError(InfrastructureError):
+    """A cup failed for a reason that passes (a restart, a shutdown, a refused or lost
+    connection, a database closed to connections): back off and try again."""
 
 
 class InvariantError(SmallcupsError):

@@ -109,7 +109,8 @@ class PartitionLedger(SagaRules):
         decision = self._apply(command, incoming, outcome, now_us)
         result = self._result(incoming, now_us, decision)
         if decision.reason is Reason.FORGED_LEG:
-            outcome.forged.append(Forged(incoming.offset, type_tag(type(command)), decision.detail))
+            tag = type_tag(type(command))
+            outcome.forged.append(Forged(incoming.offset, tag, decision.detail, command.id))
             return result
         if decision.reason is Reason.NONE:
             for account in decision.touched:

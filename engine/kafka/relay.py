@@ -195,7 +195,14 @@ class Relay:
         return self._crash
 
     def acked_below(self, partition: int) -> int:
-        """Every outbox row of ``partition`` below this offset has been published."""
+        """Every outbox row of ``partition`` below this offset has been published (as of
+        the last ``settle``). A query: it changes nothing."""
+        return self._acked_below.get(partition, 0)
+
+    def settle(self, partition: int) -> int:
+        """Take in the sends of ``partition`` that are done, oldest first: acknowledged
+        ones move its watermark (and the latency histogram); a failed one fails the
+        partition (``failed``). Returns the watermark."""
         pending = self._pending.get(partition)
         while pending:
             head = pending[0]

@@ -15,23 +15,54 @@ command per partition.
 
 Back-pressure: a lane holding more than ``high_water`` records pauses its partition's
 fetching; it resumes once it has taken the queue below half of that.
+
+A lane's state (``LaneState``)::
+
+    IDLE ──records──▶ QUEUED ──a round takes its batch──▶ COMMITTING ──▶ IDLE or QUEUED
+      any state ──stop()──▶ STOPPING ──its task ends──▶ STOPPED
+
+Invariants: a round takes the batch of a QUEUED lane only (never a stopped one), a lane
+has one commit in flight at most, and its batches follow each other without gap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError
 
+from engine.core.errors import invariant
 from engine.worker.partition import PartitionState
 
 RoundHandler = Callable[[list[tuple[PartitionState, list[Any]]]], Awaitable[list[bool]]]
 """Commits and publishes one batch per partition, in one statement; for each, False
 when the partition was lost (its lane ends)."""
+
+
+class LaneState(enum.Enum):
+    IDLE = "idle"
+    """Waiting for records."""
+    QUEUED = "queued"
+    """Holding records, waiting for a round of its cup to take them."""
+    COMMITTING = "committing"
+    """A round took its batch and has not returned."""
+    STOPPING = "stopping"
+    """Told to stop: finishes a commit in flight, takes no new batch."""
+    STOPPED = "stopped"
+
+
+_NEXT: Final = {
+    LaneState.IDLE: {LaneState.QUEUED, LaneState.STOPPING},
+    LaneState.QUEUED: {LaneState.COMMITTING, LaneState.STOPPING},
+    LaneState.COMMITTING: {LaneState.IDLE, LaneState.QUEUED, LaneState.STOPPING},
+    LaneState.STOPPING: {LaneState.STOPPED},
+    LaneState.STOPPED: set(),
+}
 
 
 class Lane:
@@ -55,9 +86,9 @@ class Lane:
         self._hole_seen_at = -1
         """The offset at which a hole was last seen and re-read (see ``offer``)."""
         self._ready = asyncio.Event()
-        self._stopping = False
-        self._committing = False
-        self._paused = False
+        self._lane_state = LaneState.IDLE
+        self._fetch_paused = False
+        """Back-pressure: the partition's fetching is paused (orthogonal to the state)."""
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -65,10 +96,21 @@ class Lane:
         return self.state.partition
 
     @property
+    def lane_state(self) -> LaneState:
+        return self._lane_state
+
+    @property
     def stopping(self) -> bool:
-        return self._stopping
+        return self._lane_state in (LaneState.STOPPING, LaneState.STOPPED)
+
+    def _become(self, new: LaneState) -> None:
+        invariant(
+            new in _NEXT[self._lane_state], f"lane {self.partition}: {self._lane_state} -> {new}"
+        )
+        self._lane_state = new
 
     def start(self) -> None:
+        invariant(self._task is None, "a lane starts once")
         self._fetching(True)  # a lane lost earlier may have left it paused
         self._task = asyncio.create_task(self._run(), name=f"lane-{self.partition}")
 
@@ -81,6 +123,8 @@ class Lane:
         missing offset; only if Kafka still starts past it is the hole real (Kafka's
         offsets may skip, e.g. transaction markers) and accepted.
         """
+        if self.stopping:
+            return
         fresh = [r for r in records if r.offset >= self._next_offset]
         if not fresh:
             return
@@ -91,7 +135,7 @@ class Lane:
         self._records.extend(fresh)
         self._next_offset = fresh[-1].offset + 1
         self._ready.set()
-        if len(self._records) >= self._high_water and not self._paused:
+        if len(self._records) >= self._high_water and not self._fetch_paused:
             self._fetching(False)
 
     def failure(self) -> BaseException | None:
@@ -104,11 +148,15 @@ class Lane:
     async def stop(self) -> None:
         """Finish the batch in flight (never abandon a commit half-way), then end; a lane
         waiting for records or for its turn ends at once."""
-        self._stopping = True
+        committing = self._lane_state is LaneState.COMMITTING
+        if not self.stopping:
+            self._become(LaneState.STOPPING)
         if self._task is not None:
-            if not self._committing:
+            if not committing:
                 self._task.cancel()
             await asyncio.wait([self._task])
+        if self._lane_state is LaneState.STOPPING:
+            self._become(LaneState.STOPPED)
 
     def cancel(self) -> None:
         """Abandon the lane (the worker is failing): a commit in flight is decided by the
@@ -119,29 +167,33 @@ class Lane:
     def take_batch(self, records_max: int) -> list[Any]:
         """The next batch (at most ``records_max`` records), for the round that commits it
         (the lane is then committing)."""
+        invariant(bool(self._records), "a queued lane holds records")
         size = min(self._batch_max, records_max)
         batch = self._records[:size]
         del self._records[:size]
-        if self._paused and len(self._records) < self._high_water // 2:
+        if self._fetch_paused and len(self._records) < self._high_water // 2:
             self._fetching(True)
-        self._committing = True
+        self._become(LaneState.COMMITTING)
         return batch
 
     async def _run(self) -> None:
-        while not self._stopping:
+        while not self.stopping:
             await self._ready.wait()
             self._ready.clear()
-            while not self._stopping and self._records:
-                try:
-                    owned = await self._cup.commit(self)
-                finally:
-                    self._committing = False
-                if not owned:
+            while not self.stopping and self._records:
+                self._become(LaneState.QUEUED)
+                owned = await self._cup.commit(self)
+                if self._lane_state is LaneState.COMMITTING:
+                    self._become(LaneState.IDLE)
+                if not owned:  # lost: the lane ends here
+                    if not self.stopping:
+                        self._become(LaneState.STOPPING)
+                    self._become(LaneState.STOPPED)
                     return
 
     def _fetching(self, on: bool) -> None:
         """Pause or resume the partition's fetching (moot once Kafka took it away)."""
-        self._paused = not on
+        self._fetch_paused = not on
         with contextlib.suppress(IllegalStateError):
             if on:
                 self._consumer.resume(self._tp)

@@ -4,11 +4,18 @@ A worker is one member of the consumer group. For every partition Kafka assigns 
 claims the partition in the partition's cup (bumping the epoch fences every earlier
 owner), seeks to the cup's ``next_offset`` and loads the partition's accounts. From then
 on it is the partition's only writer, until Kafka revokes it or a commit finds it fenced.
+Each assigned partition has a phase (engine.worker.phases): owned, waiting to be
+claimed again, or parked while a move pauses it.
 
 The shard map can change under a running worker (``smallcups shards``): ``follow`` adopts
 each new version at a batch boundary. A paused partition (being moved) is handed over
 like a revoke and parked, still assigned, until the map unpauses it; a partition whose
 cup changed is handed over and claimed again in its new cup.
+
+``_lock`` serializes what changes the phases and the lanes: the fetch loop's recovery,
+the rebalance callbacks and the adoption of a new map. Commit rounds run in the lanes'
+tasks without it; the only phase change they make (a partition lost) goes through
+``_lose``, which is atomic on the event loop.
 """
 
 from __future__ import annotations
@@ -20,58 +27,31 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
-from aiokafka.errors import IllegalStateError, KafkaError
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from engine.core.authority import Authority
 from engine.core.config import Config
-from engine.core.errors import FencedError, InfrastructureError, invariant
-from engine.core.records import CommitBatch, CommitStatus, ShardMap
+from engine.core.errors import CupUnavailableError, InvariantError
+from engine.core.records import ShardMap
+from engine.core.store import CupStore
 from engine.kafka.relay import Relay
+from engine.worker.commit_round import RoundInput, Verdict, commit_round
+from engine.worker.housekeeping import Housekeeper
 from engine.worker.lane import CupCommits, Lane
 from engine.worker.metrics import WorkerMetrics
 from engine.worker.observe import record_batch
-from engine.worker.partition import (
-    RETRIABLE,
-    Decoded,
-    PartitionState,
-    commit_batches,
-    decode_records,
-    now_us,
-)
-from shards.store import CupStore
+from engine.worker.partition import PartitionState, now_us
+from engine.worker.phases import PartitionPhases, Phase
 
 log = logging.getLogger(__name__)
 
-FETCH_LIMITS: Final = {"max_partition_fetch_bytes": 1_048_576, "fetch_max_bytes": 16_777_216}
-"""The worker consumer's fetch sizes (the bench's Kafka-only readers use them too)."""
-HOUSEKEEPING_TICK_SECONDS: Final = 0.1
-"""How often housekeeping looks whether one of its intervals is due."""
-RECORD_BATCH_BYTES_MAX: Final = 524_288
-"""The relay's record batches: a round's results for one partition fit one. aiokafka
-appends a partition's next batch only once the previous one is drained, and drains one
-produce request at a time, so with its 16 KiB default a round waited a produce round trip
-per batch before its next commit: 16-22 ms to publish 2,000 results, against 3 ms now.
-Below the broker's message.max.bytes (1 MiB by default)."""
-
-CLAIM_RETRY_SECONDS = 1.0
-"""Back-off before re-claiming partitions of a cup whose claim just failed."""
-
-
-class _Decided(NamedTuple):
-    """A partition's batch of a commit round, decided and not yet committed."""
-
-    position: int
-    """Its place in the round's work."""
-    state: PartitionState
-    decoded: Decoded
-    batch: CommitBatch
+PUBLISH_RETRY_SECONDS = 1.0
+"""After a failed publish, the broker gets this long before the partition is claimed
+again (the claim re-sends its outbox)."""
 
 
 class Worker:
@@ -88,7 +68,6 @@ class Worker:
         self.metrics = metrics
         self.authority = authority
         self.joined = False
-        self.config = config
         self.limits = config.worker
         self.topic = config.kafka.commands_topic
         self.shard_map = shard_map
@@ -96,41 +75,35 @@ class Worker:
         self.consumer = consumer
         self.relay = relay
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
-        self.owned: dict[int, Lane] = {}
-        self.assigned: set[int] = set()
-        self.lost: set[int] = set()
+        self.phases = PartitionPhases(self.limits.retry_backoff_max_seconds)
+        self.lanes: dict[int, Lane] = {}
+        """The lane of every OWNED partition, and of no other."""
         self._lock = asyncio.Lock()
-        self._offsets_committed_at = 0.0
-        self._cup_retry_at: dict[int, float] = {}
-        """When a failed claim may be tried again, per cup: the loop never sleeps on it."""
-        self._partition_retry_at: dict[int, float] = {}
-        """When a partition given up after a failed publish may be claimed again."""
-        self._trimmed_at = 0.0
         self._cups: dict[int, CupCommits] = {}
-        """Per cup: the rounds that commit this worker's lanes there (see engine.worker.lane)."""
-        self._housekeeper: asyncio.Task[None] | None = None
+        """Per cup: the rounds that commit this worker's lanes there (engine.worker.lane)."""
+        self.housekeeper = Housekeeper(
+            lambda: self.lanes, stores, relay, consumer, self.topic, metrics, self.limits
+        )
+        self._housekeeping: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """The worker loop, until ``stop`` is set. The loop itself only fetches:
 
         1. fetch: up to ``fetch_records_max`` records (aiokafka prefetches the next
            ones meanwhile), grouped by partition, each group queued on its partition's
-           lane (engine.worker.lane). Each lane, concurrently with the loop and the others:
-        2. decode: msgspec, one reused decoder; what cannot be answered becomes a DLQ row,
-           what is invalid becomes a rejected result;
-        3. decide: the pure ledger, against the partition's cached account book;
-        4. commit: one fenced statement per partition batch; while it is in flight the
-           next records queue up and form the next batch (fetch, decide and commit are
-           pipelined; every cup commits concurrently);
-        5. publish: the committed results and dead letters go to the relay;
-        6. acknowledge: the cup's ``next_offset`` is the truth; Kafka's committed offsets
-           follow every few seconds, for lag dashboards only.
+           lane (engine.worker.lane);
+        2. each lane, concurrently with the loop and the others, waits for a commit
+           round of its cup (engine.worker.commit_round: decode, decide, one fenced
+           statement for every lane of the cup that has records) and the worker
+           publishes what committed (``_round``): while a round is in flight, the next
+           records queue up and form the next batch;
+        3. acknowledge: the cup's ``next_offset`` is the truth; Kafka's committed offsets
+           follow every few seconds, for lag dashboards only (housekeeping).
 
-        Housekeeping (outbox trims of idle partitions, gauges, Kafka's offsets) runs
-        beside the loop, not in it: its queries wait on each cup, and a cup that hangs
-        must not hold back the records of the others.
+        Between two fetches the loop claims again the partitions due (lost ones whose
+        back-off passed), and lets go of those whose publish failed.
         """
-        self._housekeeper = asyncio.create_task(self._housekeep(stop))
+        self._housekeeping = asyncio.create_task(self.housekeeper.run(stop))
         try:
             while not stop.is_set():
                 fetched = await self.consumer.getmany(
@@ -141,138 +114,73 @@ class Worker:
                     self._raise_failure()
                     await self._recover()
                     for tp, records in fetched.items():
-                        lane = self.owned.get(tp.partition)
+                        lane = self.lanes.get(tp.partition)
                         if lane is not None:
                             lane.offer(records)
         finally:
-            self._housekeeper.cancel()
-            await asyncio.gather(self._housekeeper, return_exceptions=True)
-
-    async def _housekeep(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await asyncio.sleep(HOUSEKEEPING_TICK_SECONDS)
-            await self._housekeeping()
+            self._housekeeping.cancel()
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
 
     def _raise_failure(self) -> None:
-        errors = [lane.failure() for lane in self.owned.values()] + [self.relay.failure()]
-        housekeeper = self._housekeeper
-        if housekeeper is not None and housekeeper.done() and not housekeeper.cancelled():
-            errors.append(housekeeper.exception())
+        """A bug in a lane, the relay or housekeeping stops the worker."""
+        errors = [lane.failure() for lane in self.lanes.values()] + [self.relay.failure()]
+        task = self._housekeeping
+        if task is not None and task.done() and not task.cancelled():
+            errors.append(task.exception())
         for error in errors:
             if error is not None:
                 raise error
 
-    async def _commit_round(self, work: list[tuple[PartitionState, list[Any]]]) -> list[bool]:
-        """One round of a cup (engine.worker.lane.CupCommits): decide each partition's batch,
-        commit them all in one statement, publish what committed. For each partition,
-        False when it was lost (fenced, a fault, or a failed publish)."""
+    async def _round(self, work: list[tuple[PartitionState, list[Any]]]) -> list[bool]:
+        """One commit round of a cup (engine.lane.CupCommits), then its reactions: publish
+        what committed, let go of what did not. For each partition, whether it is still
+        owned."""
         owned = [False] * len(work)
-        decided: list[_Decided] = []
-        now = now_us()
-        for index, (state, records) in enumerate(work):
-            partition = state.partition
-            if self.relay.failed(partition):
-                self._lose_to_publish(partition)
-                continue
-            decoded = decode_records(
-                records, self.limits.message_bytes_max, self.authority, self.shard_map.partitions
-            )
-            try:
-                batch = await state.decide(decoded, now, self.relay.acked_below(partition))
-            except RETRIABLE as error:
-                log.warning("partition %d: %s; will re-claim", partition, error)
-                self._lose(partition)
-                continue
-            decided.append(_Decided(index, state, decoded, batch))
-        if not decided:
-            return owned
-        store = decided[0].state.store
-        invariant(all(d.state.store is store for d in decided), "a round commits in one cup")
-        try:
-            statuses = await commit_batches(
-                store, [d.batch for d in decided], self.limits, self.metrics
-            )
-        except InfrastructureError as error:
-            log.warning("%s; will re-claim", error)
-            for d in decided:
-                self._lose(d.state.partition)
-            return owned
-        for index, state, decoded, batch in decided:
-            status = statuses[state.partition]
-            committed = await self._committed(state, decoded, batch, status, now)
-            if committed is None:
-                continue
-            owned[index] = True
-            state.trimmed_below = committed.trim_below_offset
-            record_batch(self.metrics, decoded, committed, time.time_ns() // 1_000_000)
-            published = [p.result.published_at_ms for p in committed.outcome.published]
-            await self.relay.publish(state.partition, committed.outbox, published)
+        inputs = []
+        for state, records in work:
+            if self.relay.failed(state.partition):
+                self._lose(state.partition, PUBLISH_RETRY_SECONDS)
+            else:
+                inputs.append(RoundInput(state, records, self.relay.settle(state.partition)))
+        results = await commit_round(inputs, self.limits, self.metrics, now_us())
+        positions = {state.partition: index for index, (state, _) in enumerate(work)}
+        for result in results:
+            partition = result.state.partition
+            match result.verdict:
+                case Verdict.COMMITTED:
+                    batch = result.batch
+                    if batch is None:
+                        raise InvariantError(f"partition {partition} committed no batch")
+                    owned[positions[partition]] = True
+                    record_batch(self.metrics, result.decoded, batch, time.time_ns() // 1_000_000)
+                    published = [p.result.published_at_ms for p in batch.outcome.published]
+                    await self.relay.publish(partition, batch.outbox, published)
+                case Verdict.FENCED:
+                    log.warning("fenced: partition %d was claimed by another worker", partition)
+                    self.metrics.fenced_commits.inc()
+                    self._lose(partition)
+                case Verdict.LOST:
+                    self._lose(partition)
         return owned
 
-    async def _committed(
-        self,
-        state: PartitionState,
-        decoded: Decoded,
-        batch: CommitBatch,
-        status: CommitStatus,
-        now: int,
-    ) -> CommitBatch | None:
-        """What a partition committed of its batch in a round; None when it was lost."""
-        match status:
-            case CommitStatus.COMMITTED:
-                state.position = batch.next_offset
-                return batch
-            case CommitStatus.FENCED:
-                self._fenced(state.partition)
-                return None
-        return await self._commit_alone(state, decoded, now, batch.trim_below_offset)
-
-    async def _commit_alone(
-        self, state: PartitionState, decoded: Decoded, now: int, trim_below: int
-    ) -> CommitBatch | None:
-        """A batch refused for duplicates: decided again with the results found and
-        committed alone. None when the partition was lost meanwhile."""
-        try:
-            known = await state.reload(decoded)
-            return await state.process(decoded, now, trim_below, known)
-        except FencedError:
-            self._fenced(state.partition)
-        except (InfrastructureError, *RETRIABLE) as error:
-            log.warning("partition %d: %s; will re-claim", state.partition, error)
-            self._lose(state.partition)
-        return None
-
-    def _fenced(self, partition: int) -> None:
-        log.warning("fenced: partition %d was claimed by another worker; re-claiming", partition)
-        self.metrics.fenced_commits.inc()
-        self._lose(partition)
-
-    def _lose_to_publish(self, partition: int) -> None:
-        """A send failed: claim the partition again (which re-sends its outbox) once the
-        broker had a moment; the same back-off as a failed claim."""
-        backoff = min(CLAIM_RETRY_SECONDS, self.limits.retry_backoff_max_seconds)
-        self._partition_retry_at[partition] = time.monotonic() + backoff
-        self._lose(partition)
-
-    def _lose(self, partition: int) -> None:
-        self.owned.pop(partition, None)
+    def _lose(self, partition: int, retry_after_seconds: float = 0.0) -> None:
+        """The partition is no longer this worker's: its lane ends (a round returns False
+        for it), its sends are forgotten, and it waits to be claimed again."""
+        self.lanes.pop(partition, None)
         self.relay.forget(partition)
-        if partition in self.assigned:
-            self.lost.add(partition)
+        if self.phases.phase(partition) is Phase.OWNED:
+            self.phases.wait(partition, time.monotonic() + retry_after_seconds)
 
     async def _recover(self) -> None:
-        """Give up partitions whose publish failed; re-claim those lost to a fence or a
-        fault (the claim re-sends the unsent outbox)."""
+        """Give up partitions whose publish failed; claim again those due."""
         for partition in self.relay.failed_partitions:
-            lane = self.owned.get(partition)
+            lane = self.lanes.get(partition)
             if lane is not None:
                 await lane.stop()
-                self._lose_to_publish(partition)
-        now = time.monotonic()
-        for partition in sorted(self.lost & self.assigned - self.shard_map.paused):
-            cup_at = self._cup_retry_at.get(self.shard_map.cup_of[partition], 0.0)
-            if now >= max(cup_at, self._partition_retry_at.get(partition, 0.0)):
-                await self._claim(partition)
+                self._lose(partition, PUBLISH_RETRY_SECONDS)
+        due = self.phases.due(time.monotonic(), self.shard_map.cup_of, self.shard_map.paused)
+        for partition in due:
+            await self._claim(partition)
 
     async def _claim(self, partition: int) -> None:
         """Claim in the partition's cup and seek there; a paused partition stays parked."""
@@ -283,33 +191,23 @@ class Worker:
         try:
             claim = await store.claim(partition, self.owner)
             state = PartitionState(
-                partition,
-                self.shard_map.partitions,
-                store,
-                claim,
-                self.limits,
-                self.metrics,
-                self.authority,
+                partition, self.shard_map.partitions, store, claim, self.limits, self.authority
             )
             await state.load()
             unsent = await store.unsent(partition)
-        except RETRIABLE as error:
+        except CupUnavailableError as error:
             log.warning("partition %d: claim failed (%s); will retry", partition, error)
             await store.renew_connections()
-            self.lost.add(partition)
-            backoff = min(CLAIM_RETRY_SECONDS, self.limits.retry_backoff_max_seconds)
-            self._cup_retry_at[store.cup_id] = time.monotonic() + backoff
+            self.phases.claim_failed_in(store.cup_id, time.monotonic())
+            self.phases.wait(partition)
             return
-        self.lost.discard(partition)
+        self.phases.claimed_in(store.cup_id)
+        self.phases.set(partition, Phase.OWNED)
         self.consumer.seek(TopicPartition(self.topic, partition), claim.next_offset)
         lane = Lane(
-            state,
-            self.consumer,
-            self.topic,
-            self.limits.batch_records_max,
-            self._cup_commits(store.cup_id),
+            state, self.consumer, self.topic, self.limits.batch_records_max, self._cup(store)
         )
-        self.owned[partition] = lane
+        self.lanes[partition] = lane
         await self.relay.publish(partition, unsent)
         lane.start()
         log.info(
@@ -320,12 +218,12 @@ class Worker:
             claim.epoch,
         )
 
-    def _cup_commits(self, cup_id: int) -> CupCommits:
-        commits = self._cups.get(cup_id)
+    def _cup(self, store: CupStore) -> CupCommits:
+        commits = self._cups.get(store.cup_id)
         if commits is None:
             limits = self.limits
-            commits = self._cups[cup_id] = CupCommits(
-                limits.commits_per_cup_max, limits.batch_records_max, self._commit_round
+            commits = self._cups[store.cup_id] = CupCommits(
+                limits.commits_per_cup_max, limits.batch_records_max, self._round
             )
         return commits
 
@@ -333,9 +231,8 @@ class Worker:
         async with self._lock:
             self.joined = True
             self.metrics.rebalances.inc()
-            self.assigned |= set(partitions)
             await asyncio.gather(*(self._claim(p) for p in partitions))
-            self.metrics.partitions_owned.set(len(self.owned))
+            self.metrics.partitions_owned.set(len(self.lanes))
             # The books just loaded live as long as the partitions: keep them out of the
             # cyclic collector's scans (reference counting still frees them on revoke).
             gc.freeze()
@@ -344,16 +241,18 @@ class Worker:
         """Hand partitions over cleanly: publish what is committed, trim, forget."""
         async with self._lock:
             await self._hand_over(partitions)
-            self.assigned -= set(partitions)
+            self.phases.revoke(partitions)
 
     async def _hand_over(self, partitions: Sequence[int]) -> None:
-        await self._stop_lanes(partitions)
+        """Stop the lanes (a commit in flight finishes), publish what they committed,
+        trim, and forget them; their phase is the caller's to set."""
+        lanes = [self.lanes[p] for p in partitions if p in self.lanes]
+        await asyncio.gather(*(lane.stop() for lane in lanes))
         await self.relay.flush(self.limits.handover_flush_seconds, partitions)
-        await self.trim_outboxes(partitions)
+        await self.housekeeper.trim_outboxes(partitions)
         for partition in partitions:
-            self._forget_series(partition)
-            self.lost.discard(partition)
-            self.owned.pop(partition, None)
+            self.housekeeper.forget(partition)
+            self.lanes.pop(partition, None)
             self.relay.forget(partition)
 
     async def follow(self, shard_map: ShardMap) -> None:
@@ -361,7 +260,7 @@ class Worker:
 
         For each assigned partition: paused -> hand it over and park it; owned in another
         cup than the map says -> hand it over and claim it in the new cup; parked and no
-        longer paused -> claim it (a lost one waits for its back-off). The stores of new
+        longer paused -> claim it (a waiting one keeps its back-off). The stores of new
         cups must be open before.
         """
         async with self._lock:
@@ -369,23 +268,24 @@ class Worker:
                 return
             self.shard_map = shard_map
             claims = []
-            for partition in sorted(self.assigned):
-                lane = self.owned.get(partition)
+            for partition in sorted(self.phases.assigned()):
+                lane = self.lanes.get(partition)
                 if partition in shard_map.paused:
                     if lane is not None:
                         await self._hand_over([partition])
                     self._park(partition)
-                elif lane is None or lane.state.store.cup_id != shard_map.cup_of[partition]:
-                    if lane is not None:
-                        await self._hand_over([partition])
-                    if partition not in self.lost:
-                        claims.append(partition)
+                elif lane is not None and lane.state.store.cup_id != shard_map.cup_of[partition]:
+                    await self._hand_over([partition])
+                    self.phases.wait(partition)
+                    claims.append(partition)
+                elif self.phases.phase(partition) is Phase.PARKED:
+                    claims.append(partition)
             await asyncio.gather(*(self._claim(p) for p in claims))
-            self.metrics.partitions_owned.set(len(self.owned))
+            self.metrics.partitions_owned.set(len(self.lanes))
 
     def _park(self, partition: int) -> None:
-        """Leave a paused partition alone: no claim, no fetching, until a claim resumes it."""
-        self.lost.discard(partition)
+        """Leave a paused partition alone: no claim, no fetching, until the map resumes it."""
+        self.phases.set(partition, Phase.PARKED)
         with contextlib.suppress(IllegalStateError):  # revoked meanwhile
             self.consumer.pause(TopicPartition(self.topic, partition))
 
@@ -394,147 +294,22 @@ class Worker:
         and every cup answered its last statement."""
         if not self.joined:
             return False, "not joined to the consumer group yet"
-        if self.lost:
-            return False, f"partitions {sorted(self.lost)} wait to be re-claimed"
+        waiting = self.phases.in_phase(Phase.WAITING)
+        if waiting:
+            return False, f"partitions {waiting} wait to be claimed again"
         if self.metrics.cups_down:
             return False, f"cups {sorted(self.metrics.cups_down)} unreachable"
-        return True, f"owns {len(self.owned)} partitions"
-
-    async def _housekeeping(self) -> None:
-        now = time.monotonic()
-        if now - self._trimmed_at >= self.limits.outbox_trim_interval_seconds:
-            self._trimmed_at = now
-            await self.trim_outboxes(idle_only=True)
-            self._export_positions()
-            await self._export_in_flight()
-        if now - self._offsets_committed_at >= self.limits.kafka_offsets_commit_interval_seconds:
-            self._offsets_committed_at = now
-            await self._commit_kafka_offsets()
-
-    def _export_positions(self) -> None:
-        metrics = self.metrics
-        metrics.partitions_owned.set(len(self.owned))
-        assigned = self.consumer.assignment()
-        for partition, lane in self.owned.items():
-            state = lane.state
-            label = str(partition)
-            metrics.committed_offset.labels(label).set(state.position)
-            tp = TopicPartition(self.topic, partition)
-            highwater = self.consumer.highwater(tp) if tp in assigned else None
-            if highwater is not None:
-                metrics.lag.labels(label).set(max(0, highwater - state.position))
-
-    async def _export_in_flight(self) -> None:
-        """Transfers debited by this worker's partitions and not settled (and those stuck),
-        per cup."""
-        by_cup: dict[int, list[int]] = {}
-        for partition, lane in self.owned.items():
-            by_cup.setdefault(lane.state.store.cup_id, []).append(partition)
-        for cup_id, partitions in by_cup.items():
-            store = self.stores[cup_id]
-            try:
-                rows = await store.in_flight(partitions, self.limits.transfer_stuck_seconds)
-            except RETRIABLE:
-                self.metrics.set_cup_up(cup_id, False)
-                continue
-            label = str(cup_id)
-            self.metrics.set_cup_up(cup_id, True)
-            self.metrics.legs_in_flight.labels(label).set(sum(r.transfers for r in rows))
-            self.metrics.transfers_stuck.labels(label).set(sum(r.stuck for r in rows))
-            for row in rows:
-                self.metrics.money_in_flight.labels(label, row.currency).set(row.money)
-
-    def _forget_series(self, partition: int) -> None:
-        for gauge in (self.metrics.lag, self.metrics.committed_offset):
-            with contextlib.suppress(KeyError):
-                gauge.remove(str(partition))
-
-    async def trim_outboxes(
-        self, partitions: Iterable[int] | None = None, *, idle_only: bool = False
-    ) -> None:
-        """Delete outbox rows the relay has published. ``idle_only`` (housekeeping): only
-        partitions that committed nothing since the last such pass, as a busy one's next
-        commit trims its outbox in the same statement."""
-        chosen = self.owned.keys() if partitions is None else partitions
-        for state in [self.owned[p].state for p in chosen if p in self.owned]:
-            if idle_only:
-                busy = state.position != state.position_at_last_pass
-                state.position_at_last_pass = state.position
-                if busy:
-                    continue
-            acked = self.relay.acked_below(state.partition)
-            if acked > state.trimmed_below:
-                try:
-                    await state.store.trim_outbox(state.partition, state.epoch, acked)
-                    state.trimmed_below = acked
-                except RETRIABLE as error:
-                    log.warning("partition %d: outbox trim failed: %s", state.partition, error)
+        return True, f"owns {len(self.lanes)} partitions"
 
     def abandon(self) -> None:
         """The worker is failing: cancel every lane (each cup keeps what it committed)."""
-        for lane in self.owned.values():
+        for lane in self.lanes.values():
             lane.cancel()
-
-    async def _stop_lanes(self, partitions: Iterable[int]) -> None:
-        """Let each lane finish the batch it has in flight; queued records are dropped
-        (the next owner fetches them again from the cup's ``next_offset``)."""
-        lanes = [self.owned[p] for p in partitions if p in self.owned]
-        await asyncio.gather(*(lane.stop() for lane in lanes))
-
-    async def _commit_kafka_offsets(self) -> None:
-        offsets = {
-            TopicPartition(self.topic, p): OffsetAndMetadata(lane.state.position, "")
-            for p, lane in self.owned.items()
-            if lane.state.position > 0
-        }
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except KafkaError as error:
-            log.debug("kafka offset commit skipped: %s", error)
 
     async def drain(self) -> None:
         """After the loop: publish what is committed, trim, hand Kafka the offsets."""
         async with self._lock:
-            await self._stop_lanes(list(self.owned))
+            await asyncio.gather(*(lane.stop() for lane in self.lanes.values()))
             await self.relay.flush(self.limits.handover_flush_seconds)
-            await self.trim_outboxes()
-            await self._commit_kafka_offsets()
-
-
-class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: Worker):
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        await self.worker.on_revoked([tp.partition for tp in revoked])
-
-    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        await self.worker.on_assigned([tp.partition for tp in assigned])
-
-
-def make_producer(config: Config) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=config.kafka.bootstrap_servers,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=RECORD_BATCH_BYTES_MAX,
-        request_timeout_ms=config.kafka.request_timeout_ms,
-    )
-
-
-def make_consumer(config: Config, assignor: AbstractPartitionAssignor) -> AIOKafkaConsumer:
-    """The group member; when it leads the group, ``assignor`` assigns (cup affinity)."""
-    return AIOKafkaConsumer(
-        partition_assignment_strategy=(assignor,),
-        bootstrap_servers=config.kafka.bootstrap_servers,
-        group_id=config.kafka.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **FETCH_LIMITS,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=1_000,
-        request_timeout_ms=config.kafka.request_timeout_ms,
-    )
+            await self.housekeeper.trim_outboxes()
+            await self.housekeeper.commit_kafka_offsets()

@@ -1,95 +1,73 @@
-"""Following the shard map: LISTEN for new versions, poll as a fallback, reconnect.
+"""Following the shard map: each new version is adopted by the worker, between batches.
 
-Movers NOTIFY ``smallcups_shard_map`` in the transaction that changes the map, so a
-worker usually learns of a pause or a flip within milliseconds. Notifications are lost
-while the connection is down, hence the poll of the version every
-``worker.shard_map_poll_seconds`` and a fresh read after every reconnect.
+The follower reads the map's version, waits for a change (a notification, or the poll
+interval ``worker.shard_map_poll_seconds``: notifications are lost while disconnected),
+opens the stores of new cups, then hands the new map on. A lost connection to the
+control database backs off and reconnects, and reads the version again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Final
 
-import asyncpg
-
-from engine.core.config import Config
+from engine.core.backoff import Backoff
 from engine.core.errors import InfrastructureError
 from engine.core.records import ShardMap
-from engine.worker.partition import RETRIABLE
-from shards.control import MAP_CHANNEL, connect, load_shard_map
-from shards.cups import open_cups
-from shards.store import CupStore
+from engine.core.store import ShardMapWatch
 
 log = logging.getLogger(__name__)
 
-RECONNECT_BACKOFF_MAX_SECONDS = 5.0
+RECONNECT_BACKOFF_FIRST_SECONDS: Final = 0.1
+RECONNECT_BACKOFF_MAX_SECONDS: Final = 5.0
 
 
 class MapFollower:
-    """Reads each new map version, opens pools for new cups, hands the map on."""
-
     def __init__(
         self,
-        config: Config,
+        watch: Callable[[], Awaitable[ShardMapWatch]],
         shard_map: ShardMap,
-        stores: dict[int, CupStore],
+        open_cups: Callable[[ShardMap], Awaitable[None]],
         adopt: Callable[[ShardMap], Awaitable[None]],
+        poll_seconds: float,
     ):
-        self.config = config
+        self._watch = watch
         self.version = shard_map.version
-        self.stores = stores
-        """The worker's stores: pools of new cups are added here, closed by the service."""
-        self.adopt = adopt
-        self._wake = asyncio.Event()
+        self._open_cups = open_cups
+        """Opens the stores of the map's cups that are not open yet."""
+        self._adopt = adopt
+        self._poll_seconds = poll_seconds
 
     async def run(self) -> None:
-        """Follow until cancelled; connection faults back off and reconnect."""
-        backoff = 0.1
+        """Follow until cancelled."""
+        backoff = Backoff(RECONNECT_BACKOFF_FIRST_SECONDS, RECONNECT_BACKOFF_MAX_SECONDS)
         while True:
             try:
-                control = await connect(
-                    self.config.control_dsn, self.config.shards.connect_timeout_seconds
-                )
+                watch = await self._watch()
             except InfrastructureError as error:
                 log.warning("shard map follower: %s; retrying", error)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_SECONDS)
+                await asyncio.sleep(backoff.next())
                 continue
             try:
-                await control.add_listener(MAP_CHANNEL, self._notified)
-                backoff = 0.1
-                await self._follow(control)
-            except (*RETRIABLE, InfrastructureError) as error:
+                backoff.reset()
+                await self._follow(watch)
+            except InfrastructureError as error:
                 log.warning("shard map follower lost the control database: %s", error)
             finally:
-                with contextlib.suppress(*RETRIABLE):
-                    await control.close()
+                await watch.close()
 
-    async def _follow(self, control: asyncpg.Connection) -> None:
-        poll_seconds = self.config.worker.shard_map_poll_seconds
+    async def _follow(self, watch: ShardMapWatch) -> None:
         while True:
-            self._wake.clear()
-            version = await control.fetchval("SELECT version FROM shard_map_version")
-            if version != self.version:
-                await self._refresh(control)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll_seconds)
-
-    async def _refresh(self, control: asyncpg.Connection) -> None:
-        shard_map = await load_shard_map(control)
-        new_cups = {c: d for c, d in shard_map.cups.items() if c not in self.stores}
-        if new_cups:
-            subset = ShardMap(shard_map.version, shard_map.partitions, "", new_cups, {})
-            self.stores.update(await open_cups(subset, self.config.shards))
-            log.info("opened new cups %s", sorted(new_cups))
-        await self.adopt(shard_map)
-        self.version = shard_map.version
-        log.info(
-            "shard map version %d: %d paused partitions", shard_map.version, len(shard_map.paused)
-        )
-
-    def _notified(self, connection: object, pid: int, channel: str, payload: object) -> None:
-        self._wake.set()
+            if await watch.version() != self.version:
+                shard_map = await watch.load()
+                await self._open_cups(shard_map)
+                await self._adopt(shard_map)
+                self.version = shard_map.version
+                log.info(
+                    "shard map version %d: %d paused partitions",
+                    shard_map.version,
+                    len(shard_map.paused),
+                )
+            await watch.changed(self._poll_seconds)

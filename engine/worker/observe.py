@@ -6,10 +6,10 @@ from collections import Counter
 
 import msgspec
 
+from engine.core.batch import Decoded
 from engine.core.messages import Invalid, Reason, Status
 from engine.core.records import CommitBatch
 from engine.worker.metrics import WorkerMetrics
-from engine.worker.partition import Decoded
 
 
 def record_batch(metrics: WorkerMetrics, decoded: Decoded, batch: CommitBatch, now_ms: int) -> None:

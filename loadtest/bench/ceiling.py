@@ -23,7 +23,7 @@ from loadtest.bench.decided import Simulation, commit_chains
 from loadtest.bench.options import BenchOptions, Checks, Load, ModeResult, fresh_system, rate_of
 from loadtest.system import System, drop_system
 from shards.cups import close_cups, open_cups
-from shards.store import CupStore
+from shards.store import PostgresCupStore
 
 CLAIM_OWNER = "bench"
 
@@ -37,7 +37,7 @@ class Seeded:
 
 
 async def seed(
-    system: System, stores: dict[int, CupStore], load: Load, batch_records: int
+    system: System, stores: dict[int, PostgresCupStore], load: Load, batch_records: int
 ) -> Seeded:
     """Steps 1 and 2: claim the partitions, then commit the decided set-up."""
     by_partition = partitions_to_stores(system, stores)
@@ -52,7 +52,9 @@ async def seed(
     return Seeded(simulation, decided.journal_rows)
 
 
-def partitions_to_stores(system: System, stores: dict[int, CupStore]) -> dict[int, CupStore]:
+def partitions_to_stores(
+    system: System, stores: dict[int, PostgresCupStore]
+) -> dict[int, PostgresCupStore]:
     return {p: stores[cup] for p, cup in system.shard_map.cup_of.items()}
 
 

@@ -16,14 +16,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from engine.core.authority import fresh_authority
+from engine.core.batch import Decoded, Fence, build_commit
 from engine.core.book import Incoming
 from engine.core.errors import invariant
 from engine.core.ledger import PartitionLedger
 from engine.core.messages import Command, fingerprint
 from engine.core.records import CommitBatch, CommitStatus
 from engine.core.routing import partition_of
-from engine.worker.partition import Decoded, Fence, build_commit
-from shards.store import CupStore
+from shards.store import PostgresCupStore
 
 Chains = dict[int, list[CommitBatch]]
 
@@ -95,7 +95,7 @@ class Simulation:
 
 
 async def commit_chains(
-    stores: Mapping[int, CupStore], chains: Chains, rounds_per_cup: int = 1
+    stores: Mapping[int, PostgresCupStore], chains: Chains, rounds_per_cup: int = 1
 ) -> list[str]:
     """Commit every partition's chain in order, as a worker's rounds do: each cup's
     partitions are dealt into ``rounds_per_cup`` groups, and each group commits the next

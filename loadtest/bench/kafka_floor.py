@@ -27,6 +27,7 @@ from typing import Any, Final
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.core.authority import Authority, fresh_authority
+from engine.core.batch import authenticate
 from engine.core.config import Config
 from engine.core.decoding import decode_command
 from engine.core.messages import (
@@ -44,10 +45,9 @@ from engine.core.records import OutboxKind, OutboxRow
 from engine.core.routing import customer_key, partition_of
 from engine.core.saga import credit_leg, settle_leg
 from engine.kafka.client import Client
+from engine.kafka.clients import FETCH_LIMITS, make_producer
 from engine.kafka.relay import Relay
-from engine.worker.loop import FETCH_LIMITS, make_producer
 from engine.worker.metrics import WorkerMetrics
-from engine.worker.partition import authenticate
 from loadtest.bench.child import Child, Figures, serve
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.engine_mode import WINDOW_COMMANDS, open_loop
@@ -118,7 +118,7 @@ async def _echo(
         enable_auto_commit=False,
         **FETCH_LIMITS,
     )
-    producer = make_producer(config)
+    producer = make_producer(config.kafka)
     await consumer.start()
     await producer.start()
     relay = Relay(producer, kafka, 1, WorkerMetrics())
@@ -138,7 +138,7 @@ async def _echo(
                     _answer(kafka.partitions, tp.partition, r, figures, authority) for r in records
                 ]
                 await relay.publish(tp.partition, rows)
-                relay.acked_below(tp.partition)
+                relay.settle(tp.partition)
                 if relay.failed(tp.partition):
                     raise RuntimeError(f"publishing partition {tp.partition} failed")
         conn.recv()

@@ -43,7 +43,7 @@ from loadtest.bench.options import (
 from loadtest.bench.raw_pipe import publish_all
 from loadtest.system import System, drop_system
 from shards.cups import close_cups, open_cups
-from shards.store import CupStore
+from shards.store import PostgresCupStore
 
 READY_TIMEOUT_SECONDS: Final = 60.0
 FETCH_RECORDS_MAX: Final = 500
@@ -104,7 +104,7 @@ async def run_naive(base: Config, options: BenchOptions, load: Load, log_dir: Pa
 
 
 async def _prepare(
-    system: System, stores: dict[int, CupStore], load: Load, options: BenchOptions
+    system: System, stores: dict[int, PostgresCupStore], load: Load, options: BenchOptions
 ) -> int:
     """Steps 1 and 2; the number of record batches the broker refused."""
     await seed(system, stores, load, options.ceiling_batch_records)

@@ -23,7 +23,7 @@ from engine.core.config import Config
 from engine.core.decoding import decode_command
 from engine.core.messages import Command, Deposit, Invalid, Transfer, Undecodable, Withdraw
 from engine.kafka.client import Client
-from engine.worker.loop import FETCH_LIMITS
+from engine.kafka.clients import FETCH_LIMITS
 from loadtest.bench.child import Child, Figures, serve
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.options import (

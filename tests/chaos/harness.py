@@ -373,7 +373,10 @@ async def _positions(chaos: ChaosSystem) -> dict[int, int]:
     return {p: o for part in offsets for p, o in part.items()}
 
 
-def assert_clean(figures: Verdict, chaos: ChaosSystem) -> None:
+def assert_clean(figures: Verdict, chaos: ChaosSystem, forged: int = 0) -> None:
+    """Nothing lost, nothing applied twice, reconcile clean, and exactly ``forged`` legs
+    refused as forged (a real leg, re-sent after a crash, is never taken for one)."""
+    assert figures.forged == forged, (figures.line(), chaos.logs()[-4000:])
     assert figures.duplicates == 0, (figures.findings, chaos.logs()[-4000:])
     assert figures.lost == 0, (figures.findings, chaos.logs()[-4000:])
     assert not figures.findings, figures.findings

@@ -26,7 +26,7 @@ from tests.integration.system import read_topic
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 SESSION_TIMEOUT_SECONDS = 10.0
-"""The consumer group session timeout of a worker (engine.worker.loop.make_consumer)."""
+"""The consumer group session timeout of a worker (engine.kafka.clients.make_consumer)."""
 ZOMBIE_REQUEST_TIMEOUT_MS = 60_000
 """Longer than the zombie sleeps: the result batches it queued before the SIGSTOP do not
 expire when it wakes. An expired send would fail the relay's partitions and have them

@@ -10,15 +10,15 @@ from typing import Any
 
 from engine.admin.setup import read_shard_map
 from engine.core.authority import Authority
+from engine.core.batch import decode_records
 from engine.core.book import Known
 from engine.core.config import KafkaConfig, WorkerConfig
 from engine.core.ledger import PartitionLedger
 from engine.core.messages import Status, result_decoder
 from engine.kafka.topics import end_offsets, read_range
-from engine.worker.partition import decode_records
 from loadtest.system import System
 from shards.cups import close_cups, open_cups
-from shards.store import CupStore
+from shards.store import PostgresCupStore
 
 
 async def read_topic(kafka: KafkaConfig, topic: str) -> list[Any]:
@@ -70,7 +70,7 @@ async def cup_balances(system: System) -> dict[tuple[int, int, int], int]:
     return {key: balance for part in rows for key, balance in part.items()}
 
 
-async def _balances(store: CupStore) -> dict[tuple[int, int, int], int]:
+async def _balances(store: PostgresCupStore) -> dict[tuple[int, int, int], int]:
     rows = await store.pool.fetch(
         "SELECT partition, customer_id, account_no, balance FROM accounts"
     )

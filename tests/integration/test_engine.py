@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from engine.core.batch import Decoded, Fence, build_commit
 from engine.core.book import Incoming, Outcome
 from engine.core.config import Config
 from engine.core.keyfiles import load_authority
@@ -29,7 +30,6 @@ from engine.core.messages import (
 from engine.core.records import Claim, CommitBatch, CommitStatus
 from engine.core.routing import customer_key, partition_of
 from engine.kafka.client import Client
-from engine.worker.partition import Decoded, Fence, build_commit
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape

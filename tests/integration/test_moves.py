@@ -22,6 +22,7 @@ import pytest
 from engine.admin.reconcile import reconcile
 from engine.admin.setup import read_shard_map
 from engine.core.config import Config, to_environ
+from engine.core.errors import CupUnavailableError
 from engine.core.keyfiles import load_authority
 from engine.kafka.client import Client
 from loadtest.driver import Driver
@@ -30,7 +31,7 @@ from loadtest.workload import Workload, WorkloadShape
 from shards import cluster
 from shards.control import connect
 from shards.moves import Step, open_moves
-from shards.store import CupStore
+from shards.store import PostgresCupStore
 from tests.integration.system import cup_balances, final_results, read_topic, replay
 
 pytestmark = pytest.mark.integration
@@ -263,8 +264,8 @@ async def assert_a_stale_claim_is_refused(system: System, partition: int, source
     shard_map = await read_shard_map(system.config)
     pool = await asyncpg.create_pool(shard_map.cups[source], min_size=1, max_size=1)
     try:
-        with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError):
-            await CupStore(source, pool).claim(partition, "a worker on an old map")
+        with pytest.raises(CupUnavailableError, match="ObjectNotInPrerequisiteState"):
+            await PostgresCupStore(source, pool).claim(partition, "a worker on an old map")
     finally:
         await pool.close()
 

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import msgspec
 
 from engine.core.authority import fresh_authority
+from engine.core.batch import Decoded, Fence, build_commit, decode_records
 from engine.core.book import Incoming
 from engine.core.config import ResultsEncoding
 from engine.core.ledger import PartitionLedger
@@ -32,7 +33,6 @@ from engine.core.records import OutboxKind
 from engine.core.routing import partition_of
 from engine.core.saga import credit_leg
 from engine.kafka.relay import _record
-from engine.worker.partition import Decoded, Fence, build_commit, decode_records
 
 PARTITIONS = 8
 AUTHORITY, _ = fresh_authority("fw.commands")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from engine.core.batch import Decoded
 from engine.core.book import Incoming, Outcome
 from engine.core.messages import Deposit, Invalid, Reason, Result, Status, Transfer
 from engine.core.records import CommitBatch
 from engine.worker.metrics import WorkerMetrics
 from engine.worker.observe import record_batch
-from engine.worker.partition import Decoded
 
 
 def _incoming(offset: int, command: Deposit | Transfer | Invalid) -> Incoming:

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from engine.core import saga
-from engine.core.book import SYSTEM_CUSTOMER, Incoming, SystemAccount, system_account_number
+from engine.core.book import SYSTEM_CUSTOMER, Incoming, Known, SystemAccount, system_account_number
 from engine.core.ledger import PartitionLedger
 from engine.core.messages import (
     CloseAccount,
@@ -171,3 +171,21 @@ def test_two_payers_of_two_partitions_may_use_one_transfer_id() -> None:
     _, forged = payee.run([first, second])
     assert not forged
     assert payee.balance((PAYEE, 1)) == 30
+
+
+def test_a_settle_leg_delivered_again_is_checked_against_the_cup_not_forged() -> None:
+    """A relay re-send of a settle leg that already settled finds no transfer in flight;
+    the ledger refuses it with its id, which the fenced commit probes: the cup knows the id,
+    so the batch is decided again with the recorded result, and nothing is forged."""
+    book, transfer = payer_book()
+    settle = settle_leg(credit_leg(transfer, 2, 7), Reason.NONE, "", 400)
+    first = book.ledger.decide_batch([Incoming(10, 7, settle, fingerprint(settle))], {}, 1)
+    (applied,) = first.applied
+    again = book.ledger.decide_batch([Incoming(11, 7, settle, fingerprint(settle))], {}, 1)
+    assert [f.leg_id for f in again.forged] == [settle.id], "the id goes to the commit's probe"
+    known = {settle.id: Known(applied.fingerprint, applied.result)}
+    decided_again = book.ledger.decide_batch(
+        [Incoming(11, 7, settle, fingerprint(settle))], known, 1
+    )
+    assert decided_again.forged == [] and decided_again.journal == []
+    assert book.balance((PAYER, 1)) == 600

@@ -1,13 +1,14 @@
-"""Deterministic simulation of the worker protocol: the real PartitionState over a model cup.
+"""Deterministic simulation of the worker protocol: the real commit round over a model cup.
 
 A hypothesis RuleBasedStateMachine plays one partition: commands are appended to its
-log, workers claim it (each claim bumps the epoch), process batches from their own
+log, workers claim it (each claim bumps the epoch), commit batches from their own
 position, crash (their memory is gone), go stale (a later claim fenced them), have a
 commit's reply lost after it was applied, and publish their outbox late, twice or never
-(the next owner re-sends what is unsent). The code under test is engine.worker.partition's
-PartitionState (decode, decide with the pure ledger, fenced commit, read-back of an
-unclear outcome); the cup is SimulatedCup, a model of shards.store's one-statement
-fenced commit (compare-and-set on epoch and next_offset, refused on a recorded id).
+(the next owner re-sends what is unsent). The code under test is the worker's one commit
+path, engine.worker.commit_round (decode, decide with the pure ledger, the fenced
+commit, the read-back of an unclear outcome, a batch refused for duplicates decided
+again); the cup is SimulatedCup, a model of the store protocol's fenced commit
+(compare-and-set on epoch and next_offset, refused on a recorded id).
 
 After every step:
 
@@ -24,9 +25,8 @@ import asyncio
 import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
-import asyncpg
 import msgspec
 from hypothesis import event, settings
 from hypothesis import strategies as st
@@ -36,7 +36,7 @@ from engine.admin.reconcile import answer_of
 from engine.core.authority import fresh_authority
 from engine.core.book import SYSTEM_CUSTOMER, Account, AccountKey, InFlight, Known
 from engine.core.config import WorkerConfig
-from engine.core.errors import FencedError
+from engine.core.errors import CupUnavailableError
 from engine.core.messages import (
     Command,
     Deposit,
@@ -48,10 +48,17 @@ from engine.core.messages import (
     encode,
     result_decoder,
 )
-from engine.core.records import Claim, CommitBatch, CommitStatus, OutboxKind, OutboxRow
+from engine.core.records import (
+    Claim,
+    CommitBatch,
+    CommitStatus,
+    InFlightFigures,
+    OutboxKind,
+    OutboxRow,
+)
+from engine.worker.commit_round import RoundInput, Verdict, commit_round
 from engine.worker.metrics import WorkerMetrics
-from engine.worker.partition import PartitionState, decode_records
-from shards.store import CupStore
+from engine.worker.partition import PartitionState
 from tests.integration.system import replay
 
 PARTITION = 0
@@ -74,11 +81,13 @@ class Record(NamedTuple):
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-class SimulatedCup(CupStore):
-    """The state of one cup for one partition, with the store's commit semantics."""
+class SimulatedCup:
+    """The state of one cup for one partition, with the store's commit semantics
+    (engine.core.store.CupStore)."""
+
+    cup_id = 0
 
     def __init__(self) -> None:
-        super().__init__(0, cast(asyncpg.Pool, None))
         self.claim_state = Claim(0, 0)
         self.accounts: dict[AccountKey, Account] = {}
         self.journal: list[tuple[AccountKey, int]] = []
@@ -96,6 +105,17 @@ class SimulatedCup(CupStore):
 
     async def renew_connections(self) -> None:
         """A simulated cup has no pooled connections to replace."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def next_offsets(self) -> dict[int, int]:
+        return {PARTITION: self.claim_state.next_offset}
+
+    async def in_flight(
+        self, partitions: Sequence[int], stuck_after_seconds: float
+    ) -> list[InFlightFigures]:
+        return []
 
     async def load_partition(self, partition: int, limit: int) -> list[Account]:
         return [dataclasses.replace(a) for a in list(self.accounts.values())[:limit]]
@@ -117,7 +137,9 @@ class SimulatedCup(CupStore):
         expected = Claim(batch.epoch, batch.expected_offset)
         if self.claim_state != expected:
             return CommitStatus.FENCED
-        if any(a.command_id in self.known for a in batch.outcome.applied):
+        probed = [a.command_id for a in batch.outcome.applied]
+        probed += [f.leg_id for f in batch.outcome.forged]
+        if any(command_id in self.known for command_id in probed):
             return CommitStatus.DUPLICATES
         self.claim_state = Claim(batch.epoch, batch.next_offset)
         for account in batch.outcome.changed.values():
@@ -134,7 +156,7 @@ class SimulatedCup(CupStore):
         self.outbox = {k: r for k, r in self.outbox.items() if k[0] >= batch.trim_below_offset}
         if self.lose_next_reply:
             self.lose_next_reply = False
-            raise ConnectionResetError("the commit was applied, its reply lost")
+            raise CupUnavailableError("the commit was applied, its reply lost")
         return CommitStatus.COMMITTED
 
     async def unsent(self, partition: int) -> list[OutboxRow]:
@@ -204,9 +226,7 @@ class WorkerProtocol(RuleBasedStateMachine):
     def claim(self) -> int:
         """A worker is assigned the partition: bump the epoch, load, re-send the outbox."""
         claim = self._run(self.cup.claim(PARTITION, "sim"))
-        state = PartitionState(
-            PARTITION, PARTITIONS, self.cup, claim, LIMITS, self.metrics, AUTHORITY
-        )
+        state = PartitionState(PARTITION, PARTITIONS, self.cup, claim, LIMITS, AUTHORITY)
         self._run(state.load())
         self._publish(self._run(self.cup.unsent(PARTITION)))
         self.states[claim.epoch] = state
@@ -230,17 +250,17 @@ class WorkerProtocol(RuleBasedStateMachine):
         stale = epoch != self.cup.claim_state.epoch
         before = (self.cup.claim_state, dict(self.cup.known), len(self.cup.journal))
         self.cup.lose_next_reply = lose and not stale
-        try:
-            batch = self._run(
-                state.process(decode_records(records, 65_536, AUTHORITY, PARTITIONS), 1, 0)
-            )
-        except FencedError:
+        round_input = RoundInput(state, records, 0)
+        (result,) = self._run(commit_round([round_input], LIMITS, self.metrics, 1))
+        if result.verdict is Verdict.FENCED:
             assert stale, "only a stale owner is fenced"
             assert before == (self.cup.claim_state, dict(self.cup.known), len(self.cup.journal))
             event("a stale owner was fenced")
             del self.states[epoch]
             return
         assert not stale, "a stale owner never commits"
+        assert result.verdict is Verdict.COMMITTED and result.batch is not None
+        batch = result.batch
         if lose:
             event("a commit's reply was lost")
         if publish:

@@ -1,0 +1,67 @@
+"""The worker's Kafka clients: the group member that consumes commands, the idempotent
+producer of the relay, and the listener that hands rebalances to the worker."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+
+from engine.core.config import KafkaConfig
+
+FETCH_LIMITS: Final = {"max_partition_fetch_bytes": 1_048_576, "fetch_max_bytes": 16_777_216}
+"""The worker consumer's fetch sizes (the bench's Kafka-only readers use them too)."""
+RECORD_BATCH_BYTES_MAX: Final = 524_288
+"""The relay's record batches: large enough that a round's results for one partition fit
+one. aiokafka appends a partition's next batch only once the previous one is drained, so
+a small batch size makes a round wait a produce round trip per batch
+(docs/performance.md). Below the broker's message.max.bytes (1 MiB by default)."""
+SESSION_TIMEOUT_MS: Final = 10_000
+HEARTBEAT_INTERVAL_MS: Final = 1_000
+LINGER_MS: Final = 5
+
+
+def make_producer(kafka: KafkaConfig) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=LINGER_MS,
+        max_batch_size=RECORD_BATCH_BYTES_MAX,
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+
+
+def make_consumer(kafka: KafkaConfig, assignor: AbstractPartitionAssignor) -> AIOKafkaConsumer:
+    """The group member; when it leads the group, ``assignor`` assigns (cup affinity)."""
+    return AIOKafkaConsumer(
+        partition_assignment_strategy=(assignor,),
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=kafka.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **FETCH_LIMITS,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+
+
+Rebalanced = Callable[[Sequence[int]], Awaitable[None]]
+
+
+class GroupListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Hands the partitions of each rebalance to the worker, revoked first."""
+
+    def __init__(self, assigned: Rebalanced, revoked: Rebalanced):
+        self._assigned = assigned
+        self._revoked = revoked
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self._revoked([tp.partition for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self._assigned([tp.partition for tp in assigned])

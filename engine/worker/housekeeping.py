@@ -1,0 +1,146 @@
+"""What a worker does beside its loop, every so often: trim the outboxes of idle
+partitions, export the gauges, and hand Kafka its committed offsets (for lag dashboards
+only: the cups' next_offset is the truth).
+
+It runs beside the fetch loop, not in it: its queries wait on each cup, and a cup that
+hangs must not hold back the records of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from engine.core.config import WorkerConfig
+from engine.core.errors import CupUnavailableError
+from engine.core.store import CupStore
+from engine.kafka.relay import Relay
+from engine.worker.lane import Lane
+from engine.worker.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS: Final = 0.1
+"""How often housekeeping looks whether one of its intervals is due."""
+
+
+class Housekeeper:
+    def __init__(
+        self,
+        lanes: Callable[[], Mapping[int, Lane]],
+        stores: Mapping[int, CupStore],
+        relay: Relay,
+        consumer: AIOKafkaConsumer,
+        topic: str,
+        metrics: WorkerMetrics,
+        limits: WorkerConfig,
+    ):
+        self._lanes = lanes
+        """The worker's lanes of the partitions it owns, read at each pass."""
+        self._stores = stores
+        self._relay = relay
+        self._consumer = consumer
+        self._topic = topic
+        self._metrics = metrics
+        self._limits = limits
+        self._trimmed_at = 0.0
+        self._offsets_committed_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(TICK_SECONDS)
+            await self.pass_once()
+
+    async def pass_once(self) -> None:
+        now = time.monotonic()
+        if now - self._trimmed_at >= self._limits.outbox_trim_interval_seconds:
+            self._trimmed_at = now
+            await self.trim_outboxes(idle_only=True)
+            self._export_positions()
+            await self._export_in_flight()
+        if now - self._offsets_committed_at >= self._limits.kafka_offsets_commit_interval_seconds:
+            self._offsets_committed_at = now
+            await self.commit_kafka_offsets()
+
+    async def trim_outboxes(
+        self, partitions: Iterable[int] | None = None, *, idle_only: bool = False
+    ) -> None:
+        """Delete outbox rows the relay has published. ``idle_only`` (the periodic pass):
+        only partitions that committed nothing since the last such pass, as a busy one's
+        next commit trims its outbox in the same statement."""
+        lanes = self._lanes()
+        chosen = lanes.keys() if partitions is None else partitions
+        for state in [lanes[p].state for p in chosen if p in lanes]:
+            if idle_only:
+                busy = state.position != state.position_at_last_pass
+                state.position_at_last_pass = state.position
+                if busy:
+                    continue
+            acked = self._relay.settle(state.partition)
+            if acked > state.trimmed_below:
+                try:
+                    await state.store.trim_outbox(state.partition, state.epoch, acked)
+                    state.trimmed_below = acked
+                except CupUnavailableError as error:
+                    log.warning("partition %d: outbox trim failed: %s", state.partition, error)
+
+    def forget(self, partition: int) -> None:
+        """The partition's gauges go with it."""
+        for gauge in (self._metrics.lag, self._metrics.committed_offset):
+            with contextlib.suppress(KeyError):
+                gauge.remove(str(partition))
+
+    async def commit_kafka_offsets(self) -> None:
+        offsets = {
+            TopicPartition(self._topic, p): OffsetAndMetadata(lane.state.position, "")
+            for p, lane in self._lanes().items()
+            if lane.state.position > 0
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as error:
+            log.debug("kafka offset commit skipped: %s", error)
+
+    def _export_positions(self) -> None:
+        metrics = self._metrics
+        lanes = self._lanes()
+        metrics.partitions_owned.set(len(lanes))
+        assigned = self._consumer.assignment()
+        for partition, lane in lanes.items():
+            label = str(partition)
+            metrics.committed_offset.labels(label).set(lane.state.position)
+            tp = TopicPartition(self._topic, partition)
+            highwater = self._consumer.highwater(tp) if tp in assigned else None
+            if highwater is not None:
+                metrics.lag.labels(label).set(max(0, highwater - lane.state.position))
+
+    async def _export_in_flight(self) -> None:
+        """Transfers debited by this worker's partitions and not settled (and those stuck),
+        per cup."""
+        by_cup: dict[int, list[int]] = {}
+        for partition, lane in self._lanes().items():
+            by_cup.setdefault(lane.state.store.cup_id, []).append(partition)
+        for cup_id, partitions in by_cup.items():
+            try:
+                rows = await self._stores[cup_id].in_flight(
+                    partitions, self._limits.transfer_stuck_seconds
+                )
+            except CupUnavailableError:
+                self._metrics.set_cup_up(cup_id, False)
+                continue
+            label = str(cup_id)
+            self._metrics.set_cup_up(cup_id, True)
+            self._metrics.legs_in_flight.labels(label).set(sum(r.transfers for r in rows))
+            self._metrics.transfers_stuck.labels(label).set(sum(r.stuck for r in rows))
+            for row in rows:
+                self._metrics.money_in_flight.labels(label, row.currency).set(row.money)
