@@ -45,11 +45,13 @@ lint: venv
 prometheus-tools:
 	bash scripts/install_prometheus_tools.sh
 
-# Regenerate the metrics table of docs/observability.md from engine/worker/metrics.py and the
-# JSON Schemas of docs/schema/ from engine/core/messages.py (make test fails when they are stale).
+# Regenerate what docs/ derives from the code (make test fails when any of it is stale):
+# the metrics table (engine/worker/metrics.py), the JSON Schemas (engine/core/messages.py)
+# and the configuration reference (engine/core/config.py).
 docs: venv
 	$(BIN)/python -m scripts.metrics_table --write docs/observability.md
 	$(BIN)/python -m scripts.schema --write docs/schema
+	$(BIN)/python -m scripts.config_table --write docs/configuration.md
 
 test: venv prometheus-tools up lint
 	$(BIN)/pytest -m 'not slow'

@@ -45,7 +45,7 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
     opened = await open_cups(shard_map, config.shards)
     stores: dict[int, CupStore] = dict(opened)
     metrics = _metrics()
-    producer = make_producer(config.kafka)
+    producer = make_producer(config.require_kafka())
     assignor = CupAffinityAssignor(shard_map)
     consumer = make_consumer(config.kafka, assignor)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TypeAlias
 
+from deploy.local.config import local_config
 from engine.core.config import Config
 from loadtest.bench.options import BenchOptions, parse_modes
 
@@ -32,7 +33,7 @@ def _demo(args: argparse.Namespace, config: Config) -> int:
     options = DemoOptions(
         args.seconds, args.workers, args.customers, args.rate, args.cross, args.window, args.cups
     )
-    return run_demo(config, options)
+    return run_demo(local_config(config.stack, config), options)
 
 
 def register_bench(commands: Subcommands) -> None:
@@ -102,4 +103,4 @@ def _bench(args: argparse.Namespace, config: Config) -> int:
         runs=args.runs,
         misrouted_percent=args.misrouted,
     )
-    return run_bench(config, options, args.json)
+    return run_bench(local_config(config.stack, config), options, args.json)

@@ -59,7 +59,7 @@ class Shared:
         if self._connected is None:
             self._connected = AsyncResult()
             try:
-                bridge = Bridge(load_config().kafka)
+                bridge = Bridge(load_config().require_kafka())
                 self.directory = Directory(bridge.start())
                 self.bridge = bridge
                 self._connected.set(True)

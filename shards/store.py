@@ -1,6 +1,6 @@
 """The store of one cup: claiming partitions, loading accounts, the fenced batch commit.
 
-The fenced batch commit (DESIGN.md §3) is ONE SQL statement, so one round trip and one
+The fenced batch commit (docs/design.md §3) is ONE SQL statement, so one round trip and one
 implicit transaction, for the batches of any number of partitions of the cup (a worker
 commits what all its lanes of a cup hold at once; see engine.worker.lane). Each row of every
 table names its partition, and each partition's fence holds or fails on its own:
@@ -21,8 +21,8 @@ table names its partition, and each partition's fence holds or fails on its own:
 Lookups by command id are ``LATERAL ... LIMIT 1``: one primary-key probe per id. On a
 young cup the statistics lag the table's growth, and a plain ``= ANY`` or join was
 planned as a scan of the partition's whole history, so each commit got slower as the
-partition grew (1.9 ms of a 2.5 ms statement at 3,000 rows). A probe's cost does not
-depend on the statistics. The pools also pin generic plans (``plan_cache_mode``), so
+partition grew (docs/performance.md). A probe's cost does not depend on the
+statistics. The pools also pin generic plans (``plan_cache_mode``), so
 Postgres does not plan this statement again at every execution.
 """
 
@@ -475,10 +475,10 @@ def ints_literal(values: list[int]) -> str:
     """An integer array as Postgres's text literal (``{1,-2}``).
 
     asyncpg encodes a list parameter element by element, with two ``isinstance`` checks
-    against collections.abc per element: py-spy put that at 22% of a worker's CPU for
-    the commit's ~30 values per command. msgspec writes the digits in C (14 ns per value
-    against 180 ns for ``",".join(map(str, ...))``), and Postgres parses the literal in
-    C. Bytes columns stay lists (no escaping to do in Python).
+    against collections.abc per element, for the commit's ~30 values per command;
+    msgspec writes the digits in C, and Postgres parses the literal in C
+    (docs/performance.md has the costs). Bytes columns stay lists (no escaping to do in
+    Python).
     """
     return "{" + _ints_json.encode(values)[1:-1].decode() + "}"
 

@@ -26,6 +26,7 @@ from deploy.local import (
     postgres_databases,
     prometheus_server,
 )
+from deploy.local.config import LOCAL_CONFIG_FILE, write_local_config
 from deploy.local.processes import exclusive_lock
 from engine.core.config import StackConfig
 from engine.core.errors import ConfigError, StackError
@@ -91,6 +92,7 @@ def stack_up(config: StackConfig) -> StackStatus:
     stack_ports(config)
     with exclusive_lock(config.state_path / LOCK_FILE):
         ensure_local_keys(config.secrets_path)
+        write_local_config(config)
         kafka_pid = kafka_broker.start_broker(config)
         postgres_cluster.start_postgres(config)
         postgres_databases.ensure_databases(config)
@@ -157,6 +159,9 @@ def format_status(config: StackConfig, status: StackStatus) -> str:
         targets = prometheus_server.PrometheusPaths.of(config).targets
         lines.append(f"{'targets':<10} {targets}/*.json")
     lines.append(f"{'secrets':<10} {config.secrets_path}")
+    lines.append(
+        f"{'settings':<10} export SMALLCUPS_CONFIG={config.state_path / LOCAL_CONFIG_FILE}"
+    )
     lines.append(f"{'state':<10} {config.state_path}")
     lines.append(f"{'health':<10} {'healthy' if status.healthy else 'UNHEALTHY'}")
     return "\n".join(lines)

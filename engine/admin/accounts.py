@@ -22,7 +22,7 @@ def publish(config: Config, text: str, *, wait: bool, timeout_seconds: float) ->
         raise ConfigError(f"not a valid command: {command.reason}: {command.detail}")
 
     async def send() -> bytes:
-        async with Client(config.kafka) as client:
+        async with Client(config.require_kafka()) as client:
             if not wait:
                 await (await client.publish(command))
                 return msgspec.json.encode({"published": command.id})

@@ -50,7 +50,8 @@ async def reconcile(config: Config, *, topics: bool) -> Report:
         if topics:
             positions = await _positions(stores, shard_map.cup_of)
             bytes_max = config.worker.message_bytes_max
-            await _check_results(config.kafka, positions, bytes_max, shard_map.partitions, report)
+            kafka = config.require_kafka()
+            await _check_results(kafka, positions, bytes_max, shard_map.partitions, report)
     finally:
         await close_cups(stores)
     return report

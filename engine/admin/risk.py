@@ -69,7 +69,7 @@ def run_risk(
     command = signer.sign(privileged_command(action, address, amount, command_id))
 
     async def send() -> bytes:
-        async with Client(config.kafka) as client:
+        async with Client(config.require_kafka()) as client:
             return msgspec.json.encode(await client.submit(command, timeout_seconds))
 
     try:

@@ -26,7 +26,7 @@ class InitReport:
 async def initialize(config: Config) -> InitReport:
     """Topics, control schema and shard map, cup schemas: all idempotent."""
     partitions = config.kafka.partitions
-    topics = await ensure_topics(config.kafka, partitions)
+    topics = await ensure_topics(config.require_kafka(), partitions)
     control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
     try:
         shard_map = await initialize_control(

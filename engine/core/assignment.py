@@ -124,10 +124,3 @@ def _by_partition(
         )
         taken[member].append(partition)
     return {m: sorted(ps) for m, ps in taken.items()}
-
-
-def cups_per_member(
-    assignment: Mapping[str, Sequence[int]], cup_of: Mapping[int, int]
-) -> dict[str, set[int]]:
-    """Which cups each member talks to under ``assignment``."""
-    return {m: {cup_of[p] for p in ps} for m, ps in assignment.items()}

@@ -44,7 +44,6 @@ from engine.core.messages import (
 
 LEG_SECRET_BYTES: Final = 32
 MAC_BYTES: Final = 16
-ED25519_SIGNATURE_BYTES: Final = 64
 KEY_ID: Final = re.compile(rf"[A-Za-z0-9_.\-]{{1,{KEY_ID_LENGTH_MAX}}}")
 _LEG_PERSON: Final = b"smallcups-leg-1"
 _RISK_DOMAIN: Final = b"smallcups/risk/1\x00"

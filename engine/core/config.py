@@ -7,60 +7,157 @@ Environment variables are ``SMALLCUPS_<SECTION>_<FIELD>`` in upper case, for exa
 ``SMALLCUPS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092`` or ``SMALLCUPS_STACK_CUPS=8``.
 List fields take comma-separated values. The TOML file is named by ``--config`` or
 ``SMALLCUPS_CONFIG`` and has one table per section (``[kafka]``, ``[stack]``, ...).
+
+Every field says what it is and its limits (``Annotated[..., Meta(...)]``): a section
+checks them when it is built, however it is built, and docs/configuration.md is
+generated from them (scripts/config_table.py). Nothing falls back to the local dev
+stack: ``smallcups dev up`` writes the local stack's settings to a file of their own.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import operator
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Final
 
 import msgspec
+from msgspec import Meta
 
 from engine.core.errors import ConfigError
 
 ENV_PREFIX = "SMALLCUPS_"
 
 
-class StackConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The local development stack started by ``smallcups dev up``."""
+class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A section of the configuration: its fields' limits are checked when it is built."""
 
-    state_dir: str = ".smallcups"
-    cache_dir: str = "~/.cache/smallcups"
-    kafka_port: int = 19092
-    kafka_controller_port: int = 19093
-    kafka_heap_mb: int = 1024
-    postgres_port: int = 15432
-    postgres_bin_dir: str = ""
-    postgres_user: str = "smallcups"
-    cups: int = 4
-    start_timeout_seconds: float = 90.0
-    prometheus: bool = False
-    """Also run a Prometheus server (Debian's ``prometheus``) that scrapes the workers."""
-    prometheus_port: int = 19090
-    kafka_proxied_port: int = 0
-    """A second broker listener (0: none) whose address is advertised as
-    ``kafka_proxied_advertised_port``: clients that bootstrap through a TCP proxy on that
-    port keep talking through it (the chaos suite's network faults)."""
-    kafka_proxied_advertised_port: int = 0
+    NAME: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        for name in ("kafka_port", "kafka_controller_port", "postgres_port", "prometheus_port"):
-            port = getattr(self, name)
-            if not 1024 <= port <= 65535:
-                raise ConfigError(f"stack.{name} must be in 1024..65535, got {port}")
+        for field, check in _limits(type(self)):
+            problem = check(getattr(self, field))
+            if problem:
+                raise ConfigError(f"{self.NAME}.{field} must be {problem}")
+        self.check()
+
+    def check(self) -> None:
+        """Checks across fields (a section with none has nothing to add)."""
+
+
+@functools.cache
+def _limits(kind: type[Section]) -> list[tuple[str, Any]]:
+    """(field, check) for each field of ``kind`` with limits; a check returns "" or what
+    the value must be."""
+    checks = []
+    info = msgspec.inspect.type_info(kind)
+    if not isinstance(info, msgspec.inspect.StructType):
+        raise ConfigError(f"{kind.__name__} is not a configuration section")
+    for field in info.fields:
+        bounds = _bounds(field.type)
+        if bounds:
+            checks.append((field.name, functools.partial(_check_bounds, bounds)))
+    return checks
+
+
+def _bounds(info: Any) -> dict[str, Any]:
+    inner = getattr(info, "type", info)
+    names = ("ge", "gt", "le", "lt", "min_length", "max_length")
+    return {n: getattr(inner, n) for n in names if getattr(inner, n, None) is not None}
+
+
+_COMPARISONS: Final[dict[str, tuple[Callable[[Any, Any], bool], str]]] = {
+    "ge": (operator.ge, ">="),
+    "gt": (operator.gt, ">"),
+    "le": (operator.le, "<="),
+    "lt": (operator.lt, "<"),
+    "min_length": (operator.ge, "of length >="),
+    "max_length": (operator.le, "of length <="),
+}
+
+
+def _check_bounds(bounds: dict[str, Any], value: Any) -> str:
+    failed = []
+    for name, bound in bounds.items():
+        holds, words = _COMPARISONS[name]
+        measured = len(value) if name.endswith("_length") else value
+        if not holds(measured, bound):
+            failed.append(f"{words} {bound}")
+    return f"{' and '.join(failed)}, got {value!r}" if failed else ""
+
+
+class StackConfig(Section, frozen=True):
+    """The local development stack started by ``smallcups dev up`` (a tool's settings: no
+    product setting is taken from here)."""
+
+    NAME: ClassVar[str] = "stack"
+
+    state_dir: Annotated[
+        str, Meta(min_length=1, description="the local stack's data, logs, pid files and secrets")
+    ] = ".smallcups"
+    cache_dir: Annotated[str, Meta(min_length=1, description="Maven repository and Kafka jars")] = (
+        "~/.cache/smallcups"
+    )
+    kafka_port: Annotated[
+        int, Meta(ge=1024, le=65535, description="the broker's client listener on 127.0.0.1")
+    ] = 19092
+    kafka_controller_port: Annotated[
+        int, Meta(ge=1024, le=65535, description="the KRaft controller's listener")
+    ] = 19093
+    kafka_heap_mb: Annotated[int, Meta(ge=256, le=65536, description="the broker's JVM heap")] = (
+        1024
+    )
+    postgres_port: Annotated[
+        int, Meta(ge=1024, le=65535, description="the Postgres cluster on 127.0.0.1")
+    ] = 15432
+    postgres_bin_dir: Annotated[
+        str, Meta(description="Postgres's binaries (empty: Debian's newest)")
+    ] = ""
+    postgres_user: Annotated[str, Meta(min_length=1, description="the cluster's superuser")] = (
+        "smallcups"
+    )
+    cups: Annotated[int, Meta(ge=1, le=64, description="cup databases of the local stack")] = 4
+    start_timeout_seconds: Annotated[
+        float, Meta(gt=0, le=3600, description="longest wait for a server to answer")
+    ] = 90.0
+    prometheus: Annotated[
+        bool,
+        Meta(
+            description=(
+                "also run a Prometheus server (Debian's prometheus) that scrapes the workers"
+            )
+        ),
+    ] = False
+    prometheus_port: Annotated[int, Meta(ge=1024, le=65535, description="the local Prometheus")] = (
+        19090
+    )
+    kafka_proxied_port: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=65535,
+            description=(
+                "a second broker listener (0: none) advertised as kafka_proxied_advertised_port: "
+                "clients that bootstrap through a TCP proxy there keep talking through it (the "
+                "chaos suite's network faults)"
+            ),
+        ),
+    ] = 0
+    kafka_proxied_advertised_port: Annotated[
+        int, Meta(ge=0, le=65535, description="the port the second listener advertises")
+    ] = 0
+
+    def check(self) -> None:
         proxied = (self.kafka_proxied_port, self.kafka_proxied_advertised_port)
         if any(proxied) and not all(1024 <= port <= 65535 for port in proxied):
             raise ConfigError(
                 "stack.kafka_proxied_port and kafka_proxied_advertised_port are set together, "
                 f"each in 1024..65535, got {proxied}"
             )
-        if not 1 <= self.cups <= 64:
-            raise ConfigError(f"stack.cups must be in 1..64, got {self.cups}")
-        if self.kafka_heap_mb < 256:
-            raise ConfigError(f"stack.kafka_heap_mb must be >= 256, got {self.kafka_heap_mb}")
 
     @property
     def state_path(self) -> Path:
@@ -90,19 +187,36 @@ class StackConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return [self.database_dsn(self.cup_database(i)) for i in range(self.cups)]
 
 
-class KafkaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where the broker is and how the topics are named (empty servers: the local stack's)."""
+class KafkaConfig(Section, frozen=True):
+    """Where the broker is and how the topics are named."""
 
-    bootstrap_servers: str = ""
-    topic_prefix: str = "smallcups"
-    partitions: int = 64
-    group_id: str = "smallcups-workers"
-    request_timeout_ms: int = 30_000
+    NAME: ClassVar[str] = "kafka"
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.partitions <= 4096:
-            raise ConfigError(f"kafka.partitions must be in 1..4096, got {self.partitions}")
-        if not self.topic_prefix or any(c not in _TOPIC_CHARS for c in self.topic_prefix):
+    bootstrap_servers: Annotated[
+        str,
+        Meta(description="brokers, host:port,...; required by every command that talks to Kafka"),
+    ] = ""
+    topic_prefix: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=200,
+            description="the topics are <prefix>.commands, .results, .dlq",
+        ),
+    ] = "smallcups"
+    partitions: Annotated[
+        int,
+        Meta(ge=1, le=4096, description="partitions of the topics, set by init; fixed for good"),
+    ] = 64
+    group_id: Annotated[str, Meta(min_length=1, description="the workers' consumer group")] = (
+        "smallcups-workers"
+    )
+    request_timeout_ms: Annotated[
+        int, Meta(ge=1000, le=600_000, description="Kafka clients' request timeout")
+    ] = 30_000
+
+    def check(self) -> None:
+        if any(c not in _TOPIC_CHARS for c in self.topic_prefix):
             raise ConfigError(f"kafka.topic_prefix {self.topic_prefix!r} is not a valid topic name")
 
     @property
@@ -121,17 +235,34 @@ class KafkaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
-class ShardsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The control database and the cups. Empty values mean: the local stack's."""
+class ShardsConfig(Section, frozen=True):
+    """The control database and the cups."""
 
-    control_dsn: str = ""
-    cup_dsns: list[str] = msgspec.field(default_factory=list)
-    pool_size_max: int = 4
-    connect_timeout_seconds: float = 10.0
+    NAME: ClassVar[str] = "shards"
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.pool_size_max <= 64:
-            raise ConfigError(f"shards.pool_size_max must be in 1..64, got {self.pool_size_max}")
+    control_dsn: Annotated[
+        str,
+        Meta(
+            description=(
+                "the control database (shard map, cups, moves); required by every command that "
+                "reads the shard map"
+            )
+        ),
+    ] = ""
+    cup_dsns: Annotated[
+        list[str],
+        Meta(
+            description=(
+                "the cups' databases, used by init (afterwards the control database knows them)"
+            )
+        ),
+    ] = msgspec.field(default_factory=list)
+    pool_size_max: Annotated[
+        int, Meta(ge=1, le=64, description="connections per cup and worker")
+    ] = 4
+    connect_timeout_seconds: Annotated[
+        float, Meta(gt=0, le=600, description="longest wait for a database connection")
+    ] = 10.0
 
 
 class ResultsEncoding(enum.StrEnum):
@@ -147,70 +278,156 @@ class ResultsEncoding(enum.StrEnum):
         return self is ResultsEncoding.JSON
 
 
-class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Limits of one worker process (see the README's configuration table)."""
+class WorkerConfig(Section, frozen=True):
+    """Limits of one worker process."""
 
-    fetch_records_max: int = 5000
-    fetch_timeout_ms: int = 100
-    batch_records_max: int = 2000
-    """Most records of one partition in one commit, and of all partitions in one commit
-    round (a lane pauses fetching at 4x this)."""
-    commits_per_cup_max: int = 2
-    """Most commit rounds one worker has in flight in one cup; a round is one statement
-    carrying the next batch of every lane of the cup that waits (engine.worker.lane). Lanes
-    waiting for a round take in more records, so their batches are larger: fewer, bigger
-    commits when many partitions trickle in, instead of one tiny transaction each."""
-    accounts_cached_max: int = 1_000_000
-    message_bytes_max: int = 65_536
-    commit_retry_max: int = 20
-    retry_backoff_max_seconds: float = 5.0
-    kafka_offsets_commit_interval_seconds: float = 5.0
-    outbox_trim_interval_seconds: float = 1.0
-    handover_flush_seconds: float = 10.0
-    metrics_port: int = 0
-    """Port of /metrics, /healthz, /readyz on 127.0.0.1 (0: any free port, logged)."""
-    metrics_targets_dir: str = ""
-    """If set, the worker writes a Prometheus file_sd target there (the local stack's)."""
-    shard_map_poll_seconds: float = 2.0
-    """How often a worker checks the shard map's version when no NOTIFY arrives."""
-    results_encoding: ResultsEncoding = ResultsEncoding.COMMAND
-    """Results in the command's encoding (``command``), or all in ``msgpack`` or ``json``."""
-    transfer_stuck_seconds: float = 300.0
-    """A transfer in flight longer than this is stuck: counted in
-    ``smallcups_transfers_stuck`` (alert SmallcupsTransferStuck) and reported by
-    ``smallcups reconcile``."""
+    NAME: ClassVar[str] = "worker"
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.fetch_records_max <= 100_000:
-            raise ConfigError("worker.fetch_records_max must be in 1..100000")
-        if not 1 <= self.batch_records_max <= 100_000:
-            raise ConfigError("worker.batch_records_max must be in 1..100000")
-        if not 1 <= self.commits_per_cup_max <= 1_000:
-            raise ConfigError("worker.commits_per_cup_max must be in 1..1000")
-        if self.accounts_cached_max < 1_000:
-            raise ConfigError("worker.accounts_cached_max must be >= 1000")
-        if not 256 <= self.message_bytes_max <= 1_048_576:
-            raise ConfigError("worker.message_bytes_max must be in 256..1048576")
-        if self.commit_retry_max < 1:
-            raise ConfigError("worker.commit_retry_max must be >= 1")
-        if not 0.05 <= self.shard_map_poll_seconds <= 60:
-            raise ConfigError("worker.shard_map_poll_seconds must be in 0.05..60")
-        if not 1 <= self.transfer_stuck_seconds <= 86_400:
-            raise ConfigError("worker.transfer_stuck_seconds must be in 1..86400")
+    fetch_records_max: Annotated[int, Meta(ge=1, le=100_000, description="records per fetch")] = (
+        5000
+    )
+    fetch_timeout_ms: Annotated[
+        int, Meta(ge=1, le=60_000, description="longest wait of a fetch for records")
+    ] = 100
+    batch_records_max: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=100_000,
+            description=(
+                "records of one partition in one commit, and of all partitions in one commit "
+                "round; a partition holding 4x this waiting pauses its fetching"
+            ),
+        ),
+    ] = 2000
+    commits_per_cup_max: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=1000,
+            description=(
+                "commit rounds one worker has in flight in one cup; a round is one statement "
+                "carrying the next batch of every lane of the cup that has records, and lanes "
+                "waiting for a round gather more records into their batch"
+            ),
+        ),
+    ] = 2
+    accounts_cached_max: Annotated[
+        int,
+        Meta(
+            ge=1000,
+            le=100_000_000,
+            description=(
+                "accounts cached per worker, split over its partitions (a partition whose accounts"
+                " all fit is loaded whole)"
+            ),
+        ),
+    ] = 1_000_000
+    message_bytes_max: Annotated[
+        int, Meta(ge=256, le=1_048_576, description="larger records go to the DLQ undecoded")
+    ] = 65_536
+    commit_retry_max: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=1000,
+            description="attempts of a commit before its partitions are let go and claimed again",
+        ),
+    ] = 20
+    retry_backoff_max_seconds: Annotated[
+        float,
+        Meta(ge=0.05, le=600, description="the longest back-off between tries (commits, claims)"),
+    ] = 5.0
+    kafka_offsets_commit_interval_seconds: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=3600,
+            description="how often Kafka is told the cups' positions (for lag dashboards only)",
+        ),
+    ] = 5.0
+    outbox_trim_interval_seconds: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=3600,
+            description="how often idle partitions' published outbox rows are deleted",
+        ),
+    ] = 1.0
+    handover_flush_seconds: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=600,
+            description=(
+                "on revoke or stop: the longest wait for committed results to be acknowledged"
+            ),
+        ),
+    ] = 10.0
+    metrics_port: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=65535,
+            description=(
+                "port of /metrics, /healthz, /readyz on 127.0.0.1 (0: any free port, logged)"
+            ),
+        ),
+    ] = 0
+    metrics_targets_dir: Annotated[
+        str, Meta(description="if set, the worker writes a Prometheus file_sd target there")
+    ] = ""
+    shard_map_poll_seconds: Annotated[
+        float,
+        Meta(
+            ge=0.05,
+            le=60,
+            description="how often a worker checks the shard map's version when no NOTIFY arrives",
+        ),
+    ] = 2.0
+    results_encoding: Annotated[
+        ResultsEncoding,
+        Meta(description="results in the command's encoding (command), or all in msgpack or json"),
+    ] = ResultsEncoding.COMMAND
+    transfer_stuck_seconds: Annotated[
+        float,
+        Meta(
+            ge=1,
+            le=86_400,
+            description=(
+                "a transfer in flight longer is stuck: smallcups_transfers_stuck, alert "
+                "SmallcupsTransferStuck, reconcile's no_stuck_transfers"
+            ),
+        ),
+    ] = 300.0
 
 
-class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where the keys are (files, never the keys themselves; empty: the local stack's).
+class SecurityConfig(Section, frozen=True):
+    """Where the keys are: files, never the keys themselves (docs/security.md: formats,
+    who holds which key, how to rotate)."""
 
-    See docs/security.md for the file formats, who holds which key and how to rotate."""
+    NAME: ClassVar[str] = "security"
 
-    leg_keys_file: str = ""
-    """Workers: the shared secrets that MAC saga legs, one ``<key id> <hex>`` per line;
-    the first signs, all verify."""
-    risk_public_keys_file: str = ""
-    """Workers: the risk authority's Ed25519 public keys, ``<key id> <hex>`` per line."""
-    risk_private_key_file: str = ""
-    """The risk authority only (``smallcups risk``): its Ed25519 private key."""
+    leg_keys_file: Annotated[
+        str,
+        Meta(
+            description=(
+                "workers: the shared secrets that MAC saga legs, one '<key id> <hex>' per line; "
+                "the first signs, all verify"
+            )
+        ),
+    ] = ""
+    risk_public_keys_file: Annotated[
+        str,
+        Meta(
+            description=(
+                "workers: the risk authority's Ed25519 public keys, one '<key id> <hex>' per line"
+            )
+        ),
+    ] = ""
+    risk_private_key_file: Annotated[
+        str, Meta(description="the risk authority only (smallcups risk): its Ed25519 private key")
+    ] = ""
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -222,25 +439,43 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     @property
     def control_dsn(self) -> str:
-        return self.shards.control_dsn or self.stack.control_dsn
+        return _required(self.shards.control_dsn, "shards.control_dsn")
 
     @property
     def cup_dsns(self) -> list[str]:
-        return list(self.shards.cup_dsns) or self.stack.cup_dsns
+        _required(",".join(self.shards.cup_dsns), "shards.cup_dsns")
+        return list(self.shards.cup_dsns)
 
     @property
     def leg_keys_path(self) -> Path:
-        return _path_or(self.security.leg_keys_file, self.stack.secrets_path / LEG_KEYS_FILE)
+        return Path(_required(self.security.leg_keys_file, "security.leg_keys_file")).expanduser()
 
     @property
     def risk_public_keys_path(self) -> Path:
-        default = self.stack.secrets_path / RISK_PUBLIC_KEYS_FILE
-        return _path_or(self.security.risk_public_keys_file, default)
+        path = _required(self.security.risk_public_keys_file, "security.risk_public_keys_file")
+        return Path(path).expanduser()
 
     @property
     def risk_private_key_path(self) -> Path:
-        default = self.stack.secrets_path / RISK_PRIVATE_KEY_FILE
-        return _path_or(self.security.risk_private_key_file, default)
+        path = _required(self.security.risk_private_key_file, "security.risk_private_key_file")
+        return Path(path).expanduser()
+
+    def require_kafka(self) -> KafkaConfig:
+        """The Kafka section, for a command that talks to Kafka."""
+        _required(self.kafka.bootstrap_servers, "kafka.bootstrap_servers")
+        return self.kafka
+
+
+LOCAL_HINT = (
+    "for the local stack, use the settings `smallcups dev up` wrote: "
+    "export SMALLCUPS_CONFIG=.smallcups/local.toml"
+)
+
+
+def _required(value: str, name: str) -> str:
+    if not value:
+        raise ConfigError(f"{name} is not set ({LOCAL_HINT})")
+    return value
 
 
 LEG_KEYS_FILE = "leg-keys"
@@ -249,11 +484,7 @@ RISK_PRIVATE_KEY_FILE = "risk-private-key"
 """The key files the local stack writes in ``<state_dir>/secrets`` (``smallcups dev up``)."""
 
 
-def _path_or(configured: str, default: Path) -> Path:
-    return Path(configured).expanduser() if configured else default
-
-
-_SECTIONS: dict[str, type[msgspec.Struct]] = {
+SECTIONS: dict[str, type[Section]] = {
     "stack": StackConfig,
     "kafka": KafkaConfig,
     "shards": ShardsConfig,
@@ -265,7 +496,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
 def load_config(path: str | None = None, environ: dict[str, str] | None = None) -> Config:
     """Read the TOML file (if any), overlay the environment, validate, freeze."""
     env = dict(os.environ if environ is None else environ)
-    raw: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    raw: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     path = path or env.get(ENV_PREFIX + "CONFIG")
     if path:
         try:
@@ -274,23 +505,18 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise ConfigError(f"cannot read config file {path}: {error}") from error
         for section, values in document.items():
-            if section not in _SECTIONS or not isinstance(values, dict):
+            if section not in SECTIONS or not isinstance(values, dict):
                 raise ConfigError(f"config file {path}: unknown section [{section}]")
             raw[section].update(values)
-    for section, struct in _SECTIONS.items():
+    for section, struct in SECTIONS.items():
         for field in struct.__struct_fields__:
             value = env.get(f"{ENV_PREFIX}{section}_{field}".upper())
             if value is not None:
                 raw[section][field] = _env_value(value, struct, field)
     try:
-        config = msgspec.convert(raw, Config, strict=False)
+        return msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as error:
         raise ConfigError(f"invalid configuration: {error}") from error
-    if not config.kafka.bootstrap_servers:
-        local = f"127.0.0.1:{config.stack.kafka_port}"
-        kafka = msgspec.structs.replace(config.kafka, bootstrap_servers=local)
-        config = msgspec.structs.replace(config, kafka=kafka)
-    return config
 
 
 def _env_value(value: str, struct: type[msgspec.Struct], field: str) -> Any:
@@ -303,7 +529,7 @@ def _env_value(value: str, struct: type[msgspec.Struct], field: str) -> Any:
 def to_environ(config: Config) -> dict[str, str]:
     """The environment that makes a child process load this same configuration."""
     env: dict[str, str] = {}
-    for section in _SECTIONS:
+    for section in SECTIONS:
         part = getattr(config, section)
         for field in part.__struct_fields__:
             value = getattr(part, field)

@@ -6,7 +6,7 @@ decides every command in order, mutates the account book in place (the book is t
 worker's cache of its partition; if the commit fails, the caller drops it) and returns
 what must be committed.
 
-Rules (DESIGN.md §4):
+Rules (docs/design.md §4):
 
 - Double entry: every accepted money movement writes journal rows that sum to zero per
   currency. Deposits and withdrawals move money against the partition's CASH system
@@ -33,6 +33,8 @@ from typing import Final
 from engine.core.book import (
     MOVABLE,
     Account,
+    AccountBook,
+    AccountKey,
     AccountStatus,
     Applied,
     Decision,
@@ -66,14 +68,19 @@ from engine.core.messages import (
     type_tag,
 )
 from engine.core.routing import partition_of
-from engine.core.saga import SagaRules
+from engine.core.saga import credit_in, settle_in, transfer_out
 
 MOVEMENT_TYPES: Final = (Deposit, Withdraw, Transfer)
 """Commands that move money: their result always shows the payer's balance."""
 
 
-class PartitionLedger(SagaRules):
+class PartitionLedger:
     """Decides the commands of one partition against its account book."""
+
+    def __init__(self, partition: int, partitions: int, accounts: dict[AccountKey, Account]):
+        self.book = AccountBook(partition, partitions, accounts)
+        self.partition = partition
+        self.partitions = partitions
 
     def decide_batch(
         self, batch: Sequence[Incoming], known: Mapping[str, Known], now_us: int
@@ -185,7 +192,7 @@ class PartitionLedger(SagaRules):
         does (one shape whatever refused it), when the payer's account exists."""
         if not isinstance(command, MOVEMENT_TYPES):
             return ()
-        account = self.accounts.get((command.customer, command.account))
+        account = self.book.accounts.get((command.customer, command.account))
         if account is None:
             return ()
         return (Balance(account.customer, account.number, account.balance),)
@@ -208,9 +215,9 @@ class PartitionLedger(SagaRules):
             case Transfer():
                 return self._transfer(command, incoming, outcome)
             case CreditLeg():
-                return self.credit_in(command, incoming, outcome)
+                return credit_in(self.book, command, incoming, outcome)
             case SettleLeg():
-                return self.settle_in(command, incoming, outcome, now_us)
+                return settle_in(self.book, command, incoming, outcome, now_us)
             case FreezeAccount():
                 return self._set_status(command.customer, command.account, AccountStatus.FROZEN)
             case CloseAccount():
@@ -222,39 +229,41 @@ class PartitionLedger(SagaRules):
 
     def _open(self, command: OpenAccount) -> Decision:
         key = (command.customer, command.account)
-        if key in self.accounts:
+        if key in self.book.accounts:
             return Decision(Reason.ACCOUNT_EXISTS, f"account {key} already exists")
         account = Account(command.customer, command.account, command.currency)
-        self.accounts[key] = account
+        self.book.accounts[key] = account
         return Decision(Reason.NONE, "", (account,))
 
     def _deposit(self, command: Deposit, offset: int, outcome: Outcome) -> Decision:
-        account, refusal = self.movable(command.customer, command.account, command.currency)
+        account, refusal = self.book.movable(command.customer, command.account, command.currency)
         if account is None:
             return refusal
-        cash = self.system_account(SystemAccount.CASH, command.currency)
-        return self.move(command.id, offset, cash, account, command.amount, outcome)
+        cash = self.book.system_account(SystemAccount.CASH, command.currency)
+        return self.book.move(command.id, offset, cash, account, command.amount, outcome)
 
     def _withdraw(self, command: Withdraw, offset: int, outcome: Outcome) -> Decision:
-        account, refusal = self.movable(command.customer, command.account, command.currency)
+        account, refusal = self.book.movable(command.customer, command.account, command.currency)
         if account is None:
             return refusal
-        cash = self.system_account(SystemAccount.CASH, command.currency)
-        return self.move(command.id, offset, account, cash, command.amount, outcome)
+        cash = self.book.system_account(SystemAccount.CASH, command.currency)
+        return self.book.move(command.id, offset, account, cash, command.amount, outcome)
 
     def _transfer(self, command: Transfer, incoming: Incoming, outcome: Outcome) -> Decision:
         if (command.customer, command.account) == (command.to_customer, command.to_account):
             return Decision(Reason.SAME_ACCOUNT, "a transfer needs two different accounts")
         if partition_of(command.to_customer, self.partitions) != self.partition:
-            return self.transfer_out(command, incoming, outcome)
+            return transfer_out(self.book, command, incoming, outcome)
         offset = incoming.offset
-        payer, refusal = self.movable(command.customer, command.account, command.currency)
+        payer, refusal = self.book.movable(command.customer, command.account, command.currency)
         if payer is None:
             return refusal
-        payee, refusal = self.movable(command.to_customer, command.to_account, command.currency)
+        payee, refusal = self.book.movable(
+            command.to_customer, command.to_account, command.currency
+        )
         if payee is None:
             return refusal
-        return self.move(command.id, offset, payer, payee, command.amount, outcome)
+        return self.book.move(command.id, offset, payer, payee, command.amount, outcome)
 
     def _close(self, command: CloseAccount) -> Decision:
         """Close an account that holds nothing, owes nothing and has no transfer in flight
@@ -264,7 +273,7 @@ class PartitionLedger(SagaRules):
             return refusal
         if account.balance != 0:
             return Decision(Reason.BALANCE_NOT_ZERO, f"account {account.key} holds money")
-        flights = self.out_in_flight.get(account.key, 0)
+        flights = self.book.out_in_flight.get(account.key, 0)
         if flights:
             detail = f"account {account.key} has {flights} transfers in flight; retry later"
             return Decision(Reason.TRANSFERS_IN_FLIGHT, detail)
@@ -297,7 +306,7 @@ class PartitionLedger(SagaRules):
         self, customer: int, number: int
     ) -> tuple[Account, Decision] | tuple[None, Decision]:
         """An account that exists and is not closed, or the refusal saying why not."""
-        account = self.accounts.get((customer, number))
+        account = self.book.accounts.get((customer, number))
         if account is None:
             return None, Decision(
                 Reason.ACCOUNT_NOT_FOUND, f"account {(customer, number)} not found"

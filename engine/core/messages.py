@@ -388,7 +388,6 @@ no msgpack map starts with it)."""
 
 _encoder = msgspec.msgpack.Encoder()
 _json_encoder = msgspec.json.Encoder()
-command_encoder: Final = _encoder
 result_decoder: Final = msgspec.msgpack.Decoder(Result)
 """For results this engine wrote itself (a cup's rows); a results topic anyone could write
 is read with engine.core.decoding.decode_result."""
@@ -406,12 +405,6 @@ def fingerprint(command: Command) -> int:
     """A signed 64-bit digest of a command's content, to tell a replay from a conflict."""
     digest = hashlib.blake2b(_encoder.encode(command), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def customers_of(command: Command) -> tuple[int, ...]:
-    if isinstance(command, Transfer):
-        return (command.customer, command.to_customer)
-    return (command.customer,)
 
 
 def type_tag(kind: type[msgspec.Struct]) -> str:

@@ -25,7 +25,9 @@ def customer_key(customer: int) -> bytes:
 
 
 def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (as in its Java client's Utils.murmur2), as an unsigned 32-bit int."""
+    """Kafka's murmur2 (as in its Java client's Utils.murmur2), as an unsigned 32-bit int.
+
+    Not aiokafka's own: the core imports no Kafka library (unit-tested against it)."""
     length = len(data)
     h = (_SEED ^ length) & _MASK
     tail = length - length % 4

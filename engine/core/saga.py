@@ -1,4 +1,4 @@
-"""Cross-partition transfers as a saga of legs, each applied exactly once (DESIGN.md §4).
+"""Cross-partition transfers as a saga of legs, each applied exactly once (docs/design.md §4).
 
 1. the payer's partition debits the payer into its CLEARING account, records the
    transfer as in flight (its result PENDING, never published) and emits a CreditLeg to
@@ -80,109 +80,112 @@ def settle_leg(leg: CreditLeg, reason: Reason, detail: str, payee_balance: int) 
     )
 
 
-class SagaRules(AccountBook):
-    def transfer_out(self, command: Transfer, incoming: Incoming, outcome: Outcome) -> Decision:
-        """Step 1: debit the payer into clearing, send the credit leg."""
-        payer, refusal = self.movable(command.customer, command.account, command.currency)
-        if payer is None:
-            return refusal
-        if len(self.in_flight) >= IN_FLIGHT_PER_PARTITION_MAX:
-            detail = f"{len(self.in_flight)} transfers of this partition are in flight; retry"
-            return Decision(Reason.TOO_MANY_IN_FLIGHT, detail)
-        clearing = self.system_account(SystemAccount.CLEARING, command.currency)
-        decision = self.move(command.id, incoming.offset, payer, clearing, command.amount, outcome)
-        if decision.reason is not Reason.NONE:
-            return decision
-        leg = credit_leg(command, incoming.offset, incoming.published_at_ms)
-        target = partition_of(command.to_customer, self.partitions)
-        outcome.legs.append(Leg(incoming.offset, target, leg))
-        flight = InFlight(
-            command.id,
-            command.customer,
-            command.account,
-            command.to_customer,
-            command.to_account,
-            command.amount,
-            command.currency,
-            incoming.offset,
-            incoming.json,
-            incoming.forwarded_from,
-        )
-        self.track(flight)
-        outcome.opened.append(flight)
-        return decision.as_pending()
-
-    def credit_in(self, leg: CreditLeg, incoming: Incoming, outcome: Outcome) -> Decision:
-        """Step 2: credit the payee out of clearing, or refuse; answer with a settle leg.
-
-        A leg for a customer of another partition is forged: a worker addresses every leg
-        to its customer's partition (and its MAC covers that partition)."""
-        if partition_of(leg.customer, self.partitions) != self.partition:
-            return _forged(f"credit leg for customer {leg.customer} of another partition")
-        payee, decision = self.movable(leg.customer, leg.account, leg.currency)
-        balance = 0
-        if payee is not None:
-            clearing = self.system_account(SystemAccount.CLEARING, leg.currency)
-            decision = self.move(leg.id, incoming.offset, clearing, payee, leg.amount, outcome)
-            balance = payee.balance
-        settle = settle_leg(leg, decision.reason, decision.detail, balance)
-        origin = partition_of(leg.from_customer, self.partitions)
-        outcome.legs.append(Leg(incoming.offset, origin, settle))
-        return decision.as_internal()
-
-    def settle_in(
-        self, leg: SettleLeg, incoming: Incoming, outcome: Outcome, now_us: int
-    ) -> Decision:
-        """Step 3: refund a refused transfer; publish the transfer's final result.
-
-        The leg must match the transfer in flight it settles (payer, payee, amount,
-        currency, offset), else it is forged and changes nothing."""
-        flight = self.in_flight.get(leg.transfer_id)
-        if flight is None:
-            return _forged(f"no transfer {leg.transfer_id!r} is in flight here")
-        claimed = (leg.customer, leg.account, leg.to_customer, leg.to_account)
-        if claimed != (flight.customer, flight.account, flight.to_customer, flight.to_account) or (
-            leg.amount,
-            leg.currency,
-            leg.origin_offset,
-        ) != (flight.amount, flight.currency, flight.offset):
-            return _forged(f"settle leg does not match transfer {leg.transfer_id!r} in flight")
-        payer = self.accounts.get((leg.customer, leg.account))
-        if payer is None:
-            raise InvariantError(f"transfer {leg.transfer_id} in flight from a missing payer")
-        touched: tuple[Balance, ...]
-        if leg.reason:
-            clearing = self.system_account(SystemAccount.CLEARING, leg.currency)
-            refund = self.move(leg.id, incoming.offset, clearing, payer, leg.amount, outcome)
-            if refund.reason is not Reason.NONE:
-                return refund.as_internal()
-            decision = refund.as_internal()
-            status = Status.REJECTED
-            touched = (Balance(payer.customer, payer.number, payer.balance),)
-        else:
-            decision = Decision(Reason.NONE, "", internal=True)
-            status = Status.ACCEPTED
-            touched = (
-                Balance(payer.customer, payer.number, payer.balance),
-                Balance(leg.to_customer, leg.to_account, leg.payee_balance),
-            )
-        final = Result(
-            command_id=leg.transfer_id,
-            status=status,
-            reason=Reason(leg.reason),
-            detail=leg.detail,
-            balances=touched,
-            committed_at_us=now_us,
-            published_at_ms=leg.published_at_ms,
-            partition=self.partition,
-            offset=leg.origin_offset,
-            forwarded_from=flight.forwarded_from,
-        )
-        self.untrack(leg.transfer_id)
-        outcome.published.append(Publish(incoming.offset, leg.customer, final, flight.json))
-        outcome.finals.append(Applied(leg.transfer_id, 0, final))
-        outcome.settled.append(leg.transfer_id)
+def transfer_out(
+    book: AccountBook, command: Transfer, incoming: Incoming, outcome: Outcome
+) -> Decision:
+    """Step 1: debit the payer into clearing, send the credit leg."""
+    payer, refusal = book.movable(command.customer, command.account, command.currency)
+    if payer is None:
+        return refusal
+    if len(book.in_flight) >= IN_FLIGHT_PER_PARTITION_MAX:
+        detail = f"{len(book.in_flight)} transfers of this partition are in flight; retry"
+        return Decision(Reason.TOO_MANY_IN_FLIGHT, detail)
+    clearing = book.system_account(SystemAccount.CLEARING, command.currency)
+    decision = book.move(command.id, incoming.offset, payer, clearing, command.amount, outcome)
+    if decision.reason is not Reason.NONE:
         return decision
+    leg = credit_leg(command, incoming.offset, incoming.published_at_ms)
+    target = partition_of(command.to_customer, book.partitions)
+    outcome.legs.append(Leg(incoming.offset, target, leg))
+    flight = InFlight(
+        command.id,
+        command.customer,
+        command.account,
+        command.to_customer,
+        command.to_account,
+        command.amount,
+        command.currency,
+        incoming.offset,
+        incoming.json,
+        incoming.forwarded_from,
+    )
+    book.track(flight)
+    outcome.opened.append(flight)
+    return decision.as_pending()
+
+
+def credit_in(book: AccountBook, leg: CreditLeg, incoming: Incoming, outcome: Outcome) -> Decision:
+    """Step 2: credit the payee out of clearing, or refuse; answer with a settle leg.
+
+    A leg for a customer of another partition is forged: a worker addresses every leg
+    to its customer's partition (and its MAC covers that partition)."""
+    if partition_of(leg.customer, book.partitions) != book.partition:
+        return _forged(f"credit leg for customer {leg.customer} of another partition")
+    payee, decision = book.movable(leg.customer, leg.account, leg.currency)
+    balance = 0
+    if payee is not None:
+        clearing = book.system_account(SystemAccount.CLEARING, leg.currency)
+        decision = book.move(leg.id, incoming.offset, clearing, payee, leg.amount, outcome)
+        balance = payee.balance
+    settle = settle_leg(leg, decision.reason, decision.detail, balance)
+    origin = partition_of(leg.from_customer, book.partitions)
+    outcome.legs.append(Leg(incoming.offset, origin, settle))
+    return decision.as_internal()
+
+
+def settle_in(
+    book: AccountBook, leg: SettleLeg, incoming: Incoming, outcome: Outcome, now_us: int
+) -> Decision:
+    """Step 3: refund a refused transfer; publish the transfer's final result.
+
+    The leg must match the transfer in flight it settles (payer, payee, amount,
+    currency, offset), else it is forged and changes nothing."""
+    flight = book.in_flight.get(leg.transfer_id)
+    if flight is None:
+        return _forged(f"no transfer {leg.transfer_id!r} is in flight here")
+    claimed = (leg.customer, leg.account, leg.to_customer, leg.to_account)
+    if claimed != (flight.customer, flight.account, flight.to_customer, flight.to_account) or (
+        leg.amount,
+        leg.currency,
+        leg.origin_offset,
+    ) != (flight.amount, flight.currency, flight.offset):
+        return _forged(f"settle leg does not match transfer {leg.transfer_id!r} in flight")
+    payer = book.accounts.get((leg.customer, leg.account))
+    if payer is None:
+        raise InvariantError(f"transfer {leg.transfer_id} in flight from a missing payer")
+    touched: tuple[Balance, ...]
+    if leg.reason:
+        clearing = book.system_account(SystemAccount.CLEARING, leg.currency)
+        refund = book.move(leg.id, incoming.offset, clearing, payer, leg.amount, outcome)
+        if refund.reason is not Reason.NONE:
+            return refund.as_internal()
+        decision = refund.as_internal()
+        status = Status.REJECTED
+        touched = (Balance(payer.customer, payer.number, payer.balance),)
+    else:
+        decision = Decision(Reason.NONE, "", internal=True)
+        status = Status.ACCEPTED
+        touched = (
+            Balance(payer.customer, payer.number, payer.balance),
+            Balance(leg.to_customer, leg.to_account, leg.payee_balance),
+        )
+    final = Result(
+        command_id=leg.transfer_id,
+        status=status,
+        reason=Reason(leg.reason),
+        detail=leg.detail,
+        balances=touched,
+        committed_at_us=now_us,
+        published_at_ms=leg.published_at_ms,
+        partition=book.partition,
+        offset=leg.origin_offset,
+        forwarded_from=flight.forwarded_from,
+    )
+    book.untrack(leg.transfer_id)
+    outcome.published.append(Publish(incoming.offset, leg.customer, final, flight.json))
+    outcome.finals.append(Applied(leg.transfer_id, 0, final))
+    outcome.settled.append(leg.transfer_id)
+    return decision
 
 
 def _forged(detail: str) -> Decision:

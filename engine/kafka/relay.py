@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 from aiokafka import AIOKafkaProducer
@@ -51,7 +51,6 @@ from engine.core.messages import (
     Forwarded,
 )
 from engine.core.records import OutboxKind, OutboxRow
-from engine.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,19 @@ STOP_TIMEOUT_SECONDS: Final = 5.0
 QUEUED_BATCHES_MAX: Final = 1_024
 """Record batches waiting in the relay's queues (not yet with the producer) before
 publish() waits for room."""
+
+
+class RelayMetrics(Protocol):
+    """What the relay reports (engine.worker.metrics.WorkerMetrics implements it)."""
+
+    def outbox_changed(self, rows: int) -> None:
+        """Rows committed and not yet acknowledged grew (or, negative, shrank) by ``rows``."""
+        ...
+
+    def results_acked(self, delays_seconds: Sequence[float]) -> None:
+        """Results the broker acknowledged, each with its delay since the command's
+        publish."""
+        ...
 
 
 class _Pending(NamedTuple):
@@ -85,7 +97,7 @@ class Relay:
         producer: AIOKafkaProducer,
         kafka: KafkaConfig,
         dlq_partitions: int,
-        metrics: WorkerMetrics,
+        metrics: RelayMetrics,
         new_producer: Callable[[], AIOKafkaProducer] | None = None,
     ):
         self._producer = producer
@@ -138,7 +150,7 @@ class Relay:
             futures.extend(self._enqueue(partition, (self._topics[kind], target), chosen))
         pending = _Pending(rows[-1].src_offset, futures, published_ms, len(rows))
         self._pending.setdefault(partition, deque()).append(pending)
-        self._metrics.outbox_backlog.inc(len(rows))
+        self._metrics.outbox_changed(len(rows))
         while self._queued > QUEUED_BATCHES_MAX:
             self._room.clear()
             await self._room.wait()
@@ -193,11 +205,6 @@ class Relay:
     def failure(self) -> BaseException | None:
         """The error that stopped a queue's hand-over (a bug); the worker must stop."""
         return self._crash
-
-    def acked_below(self, partition: int) -> int:
-        """Every outbox row of ``partition`` below this offset has been published (as of
-        the last ``settle``). A query: it changes nothing."""
-        return self._acked_below.get(partition, 0)
 
     def settle(self, partition: int) -> int:
         """Take in the sends of ``partition`` that are done, oldest first: acknowledged
@@ -272,16 +279,16 @@ class Relay:
                 log.warning("stopping a replaced producer failed: %s", error)
 
     def _acked(self, head: _Pending) -> None:
-        self._metrics.outbox_backlog.dec(head.rows)
+        self._metrics.outbox_changed(-head.rows)
         now_ms = time.time_ns() // 1_000_000
-        self._metrics.publish_to_result.observe_many(
+        self._metrics.results_acked(
             [max(0, now_ms - published) / 1000 for published in head.published_ms]
         )
 
     def _drop(self, partition: int) -> None:
         """Stop tracking ``partition``'s sends; its batches still queued are not sent."""
         for head in self._pending.pop(partition, ()):
-            self._metrics.outbox_backlog.dec(head.rows)
+            self._metrics.outbox_changed(-head.rows)
             for delivery in head.futures:
                 delivery.cancel()
 

@@ -1,6 +1,6 @@
 """The commit round: the next batch of each of a cup's lanes, committed in one statement.
 
-This is the one path from fetched records to committed effects (DESIGN §3, §5). A round,
+This is the one path from fetched records to committed effects (docs/design.md §3, §5). A round,
 for the partitions of one cup whose lanes have records waiting (engine.worker.lane):
 
 1. decode each partition's records (engine.core.batch): commands, rejections to answer,

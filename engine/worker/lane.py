@@ -4,7 +4,7 @@ The worker's fetch loop only hands records to lanes. Each lane commits its parti
 batch after batch, one commit in flight at a time (its order is the partition's order);
 whatever arrives while a commit is in flight becomes the next batch. So batches are small
 and latency low when the load is light, and batches grow with the load instead of the
-queue: the batch size follows the commit's latency (DESIGN.md §5, pipelining).
+queue: the batch size follows the commit's latency (docs/design.md §5, pipelining).
 
 The lanes of one cup commit together (``CupCommits``): a lane with records waits for
 a round, and a round takes the next batch of every lane waiting at that moment and
@@ -94,10 +94,6 @@ class Lane:
     @property
     def partition(self) -> int:
         return self.state.partition
-
-    @property
-    def lane_state(self) -> LaneState:
-        return self._lane_state
 
     @property
     def stopping(self) -> bool:

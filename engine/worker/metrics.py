@@ -153,6 +153,12 @@ class WorkerMetrics:
         self.cups_down: set[str] = set()
         """Cups whose last statement failed (readiness reads it; the gauge mirrors it)."""
 
+    def outbox_changed(self, rows: int) -> None:
+        self.outbox_backlog.inc(rows)
+
+    def results_acked(self, delays_seconds: Sequence[float]) -> None:
+        self.publish_to_result.observe_many(delays_seconds)
+
     def set_cup_up(self, cup: int, up: bool) -> None:
         label = str(cup)
         self.cup_up.labels(label).set(1 if up else 0)
@@ -184,8 +190,8 @@ class BatchHistogram(Collector):
     """A histogram without labels, observed a batch of values at a time.
 
     prometheus_client's ``Histogram.observe`` takes a lock and walks the buckets in
-    Python: 2.3 us per value on the 2-core bench machine, and the two latency
-    histograms see every command. Here a batch costs one bisect per value and one
+    Python for every value, and the two latency histograms see every command
+    (docs/performance.md has its cost). Here a batch costs one bisect per value and one
     addition to the sum. Scrapes read the counts from the metrics thread while the
     event loop adds to them, so a scrape may see a batch's counts before its sum."""
 

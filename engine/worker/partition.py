@@ -57,14 +57,14 @@ class PartitionState:
         all its transfers in flight."""
         accounts = await self.store.load_partition(self.partition, self.accounts_max)
         flights = await self.store.load_in_flight(self.partition)
-        self.ledger.accounts = {a.key: a for a in accounts}
-        self.ledger.load_in_flight(flights)
+        self.ledger.book.accounts = {a.key: a for a in accounts}
+        self.ledger.book.load_in_flight(flights)
         self.complete = len(accounts) < self.accounts_max
 
     async def _ensure_accounts(self, incoming: Sequence[Incoming]) -> None:
         if self.complete:
             return
-        book = self.ledger.accounts
+        book = self.ledger.book.accounts
         if len(book) > self.accounts_max:
             await self.load()
         missing = {key for i in incoming for key in _keys(i) if key not in book}

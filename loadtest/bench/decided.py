@@ -70,7 +70,7 @@ class Simulation:
         return sum(
             account.balance
             for ledger in self.ledgers.values()
-            for account in ledger.accounts.values()
+            for account in ledger.book.accounts.values()
             if not account.is_system
         )
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from deploy.local.config import local_config
 from deploy.local.stack import stack_down, stack_up
 from engine.core.config import Config, StackConfig, load_config
 from loadtest.system import drop_system, make_system
@@ -72,17 +73,7 @@ def chaos_stack() -> Iterator[ChaosStack]:
         stack_down(stack)
         status = stack_up(stack)
         assert status.healthy, status
-        config = msgspec.structs.replace(
-            shared,
-            stack=stack,
-            kafka=msgspec.structs.replace(
-                shared.kafka, bootstrap_servers=f"127.0.0.1:{stack.kafka_port}"
-            ),
-            shards=msgspec.structs.replace(
-                shared.shards, control_dsn=stack.control_dsn, cup_dsns=stack.cup_dsns
-            ),
-        )
-        yield ChaosStack(config, kafka_proxy, postgres_proxy)
+        yield ChaosStack(local_config(stack), kafka_proxy, postgres_proxy)
     finally:
         kafka_proxy.stop()
         postgres_proxy.stop()

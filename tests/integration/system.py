@@ -56,7 +56,7 @@ def replay(
     return {
         (partition, *key): account.balance
         for partition, ledger in ledgers.items()
-        for key, account in ledger.accounts.items()
+        for key, account in ledger.book.accounts.items()
     }
 
 

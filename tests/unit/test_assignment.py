@@ -4,14 +4,22 @@ sticky across members joining and leaving; and the rebalance plan of the cups.""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.core.assignment import assign, cups_per_member
+from engine.core.assignment import assign
 from engine.core.placement import cup_quotas, plan_rebalance
 from engine.core.records import ShardMap
 from engine.kafka.assignor import CupAffinityAssignor
+
+
+def cups_per_member(
+    assignment: Mapping[str, Sequence[int]], cup_of: Mapping[int, int]
+) -> dict[str, set[int]]:
+    """Which cups each member talks to under ``assignment``."""
+    return {m: {cup_of[p] for p in ps} for m, ps in assignment.items()}
 
 
 def round_robin(partitions: int, cups: int) -> dict[int, int]:

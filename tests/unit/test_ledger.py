@@ -49,10 +49,10 @@ def ledger() -> PartitionLedger:
 
 
 def run(
-    book: PartitionLedger, commands: Sequence[Command], known: dict[str, Known] | None = None
+    subject: PartitionLedger, commands: Sequence[Command], known: dict[str, Known] | None = None
 ) -> list[Result]:
     batch = [Incoming(i, 0, c, fingerprint(c)) for i, c in enumerate(commands)]
-    return book.decide_batch(batch, known or {}, now_us=1).results
+    return subject.decide_batch(batch, known or {}, now_us=1).results
 
 
 def reasons(results: Sequence[Result]) -> list[Reason]:
@@ -60,9 +60,9 @@ def reasons(results: Sequence[Result]) -> list[Reason]:
 
 
 def test_open_deposit_withdraw_transfer() -> None:
-    book = ledger()
+    subject = ledger()
     results = run(
-        book,
+        subject,
         [
             OpenAccount("o1", A, 1, "EUR"),
             OpenAccount("o2", B, 1, "EUR"),
@@ -72,17 +72,19 @@ def test_open_deposit_withdraw_transfer() -> None:
         ],
     )
     assert all(r.accepted for r in results)
-    assert book.accounts[(A, 1)].balance == 500
-    assert book.accounts[(B, 1)].balance == 200
-    cash = book.accounts[(SYSTEM_CUSTOMER, system_account_number(SystemAccount.CASH, "EUR"))]
+    assert subject.book.accounts[(A, 1)].balance == 500
+    assert subject.book.accounts[(B, 1)].balance == 200
+    cash = subject.book.accounts[
+        (SYSTEM_CUSTOMER, system_account_number(SystemAccount.CASH, "EUR"))
+    ]
     assert cash.balance == -700
     assert results[-1].balances[0].balance == 500
 
 
 def test_no_overdraft_unless_credit_limit() -> None:
-    book = ledger()
+    subject = ledger()
     results = run(
-        book,
+        subject,
         [
             OpenAccount("o1", A, 1, "EUR"),
             OpenAccount("o2", B, 1, "EUR"),
@@ -100,13 +102,13 @@ def test_no_overdraft_unless_credit_limit() -> None:
         Reason.NONE,
         Reason.INSUFFICIENT_FUNDS,
     ]
-    assert book.accounts[(B, 1)].balance == -100
+    assert subject.book.accounts[(B, 1)].balance == -100
 
 
 def test_a_credit_limit_never_drops_below_what_is_owed() -> None:
-    book = ledger()
+    subject = ledger()
     results = run(
-        book,
+        subject,
         [
             OpenAccount("o1", A, 1, "EUR"),
             SetCreditLimit("l1", A, 1, 500),
@@ -126,13 +128,16 @@ def test_a_credit_limit_never_drops_below_what_is_owed() -> None:
         Reason.INSUFFICIENT_FUNDS,
         Reason.ACCOUNT_NOT_FOUND,
     ]
-    assert (book.accounts[(A, 1)].balance, book.accounts[(A, 1)].credit_limit) == (-300, 300)
+    assert (subject.book.accounts[(A, 1)].balance, subject.book.accounts[(A, 1)].credit_limit) == (
+        -300,
+        300,
+    )
 
 
 def test_unfreeze_opens_a_frozen_account_again() -> None:
-    book = ledger()
+    subject = ledger()
     results = run(
-        book,
+        subject,
         [
             OpenAccount("o1", A, 1, "EUR"),
             Deposit("d1", A, 1, 50, "EUR"),
@@ -157,9 +162,9 @@ def test_unfreeze_opens_a_frozen_account_again() -> None:
 
 
 def test_frozen_closed_currency_and_missing_accounts_refuse() -> None:
-    book = ledger()
+    subject = ledger()
     results = run(
-        book,
+        subject,
         [
             OpenAccount("o1", A, 1, "EUR"),
             OpenAccount("o2", B, 1, "USD"),
@@ -195,22 +200,22 @@ def test_frozen_closed_currency_and_missing_accounts_refuse() -> None:
         Reason.ACCOUNT_EXISTS,
         Reason.WRONG_PARTITION,
     ]
-    assert book.accounts[(C, 1)].status is AccountStatus.CLOSED
+    assert subject.book.accounts[(C, 1)].status is AccountStatus.CLOSED
     assert results[12].status is Status.PENDING, "a cross-partition transfer waits for its leg"
 
 
 def test_overflow_is_refused_not_wrapped() -> None:
-    book = ledger()
-    book.accounts[(A, 1)] = Account(A, 1, "EUR", BALANCE_MAX - 10)
-    results = run(book, [Deposit("d1", A, 1, 11, "EUR"), Deposit("d2", A, 1, 10, "EUR")])
+    subject = ledger()
+    subject.book.accounts[(A, 1)] = Account(A, 1, "EUR", BALANCE_MAX - 10)
+    results = run(subject, [Deposit("d1", A, 1, 11, "EUR"), Deposit("d2", A, 1, 10, "EUR")])
     assert reasons(results) == [Reason.OVERFLOW, Reason.NONE]
-    assert book.accounts[(A, 1)].balance == BALANCE_MAX
+    assert subject.book.accounts[(A, 1)].balance == BALANCE_MAX
 
 
 def test_replay_returns_the_original_result_and_conflict_is_rejected() -> None:
-    book = ledger()
+    subject = ledger()
     first = run(
-        book,
+        subject,
         [
             OpenAccount("o1", A, 1, "EUR"),
             Deposit("d1", A, 1, 10, "EUR"),
@@ -220,11 +225,11 @@ def test_replay_returns_the_original_result_and_conflict_is_rejected() -> None:
     )
     assert first[2] == first[1]
     assert first[3].reason is Reason.DUPLICATE_CONFLICT
-    assert book.accounts[(A, 1)].balance == 10
+    assert subject.book.accounts[(A, 1)].balance == 10
     known = {"d1": Known(fingerprint(Deposit("d1", A, 1, 10, "EUR")), first[1])}
-    again = run(book, [Deposit("d1", A, 1, 10, "EUR")], known)
+    again = run(subject, [Deposit("d1", A, 1, 10, "EUR")], known)
     assert again == [first[1]]
-    assert book.accounts[(A, 1)].balance == 10
+    assert subject.book.accounts[(A, 1)].balance == 10
 
 
 # --- properties -----------------------------------------------------------------------
@@ -244,25 +249,25 @@ commands = st.one_of(
 )
 
 
-def snapshot(book: PartitionLedger) -> dict[AccountKey, tuple[int, AccountStatus]]:
-    return {k: (a.balance, a.status) for k, a in book.accounts.items()}
+def snapshot(subject: PartitionLedger) -> dict[AccountKey, tuple[int, AccountStatus]]:
+    return {k: (a.balance, a.status) for k, a in subject.book.accounts.items()}
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(commands, max_size=60), st.integers(min_value=1, max_value=10))
 def test_money_is_conserved_and_limits_hold(sequence: list[Command], batch_size: int) -> None:
-    book = ledger()
+    subject = ledger()
     journal_total = 0
     for start in range(0, len(sequence), batch_size):
         batch = [
             Incoming(start + i, 0, c, fingerprint(c))
             for i, c in enumerate(sequence[start : start + batch_size])
         ]
-        outcome = book.decide_batch(batch, {}, now_us=1)
+        outcome = subject.decide_batch(batch, {}, now_us=1)
         journal_total += sum(row.amount for row in outcome.journal)
     assert journal_total == 0
-    assert sum(a.balance for a in book.accounts.values()) == 0
-    for account in book.accounts.values():
+    assert sum(a.balance for a in subject.book.accounts.values()) == 0
+    for account in subject.book.accounts.values():
         if not account.is_system:
             assert account.balance >= -account.credit_limit
 
@@ -270,13 +275,13 @@ def test_money_is_conserved_and_limits_hold(sequence: list[Command], batch_size:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(commands, max_size=60))
 def test_replaying_the_sequence_changes_nothing(sequence: list[Command]) -> None:
-    book = ledger()
+    subject = ledger()
     batch = [Incoming(i, 0, c, fingerprint(c)) for i, c in enumerate(sequence)]
-    outcome = book.decide_batch(batch, {}, now_us=1)
+    outcome = subject.decide_batch(batch, {}, now_us=1)
     known = {a.command_id: Known(a.fingerprint, a.result) for a in outcome.applied}
-    before = snapshot(book)
-    replay = book.decide_batch(batch, known, now_us=2)
-    assert snapshot(book) == before
+    before = snapshot(subject)
+    replay = subject.decide_batch(batch, known, now_us=2)
+    assert snapshot(subject) == before
     assert replay.journal == []
     assert replay.applied == []
     for original, again in zip(outcome.results, replay.results, strict=True):

@@ -190,16 +190,3 @@ async def test_a_batch_the_producer_cancels_fails_its_partition() -> None:
     await settle()
     assert relay.settle(0) == 0
     assert relay.failed(0)
-
-
-async def test_the_watermark_query_changes_nothing() -> None:
-    producer = Producer()
-    relay = relay_of(producer)
-    await relay.publish(0, rows(0, 0, 1))
-    await settle()
-    producer.drain(0)
-    producer.ack_all()
-    await settle()
-    assert relay.acked_below(0) == 0, "a query: nothing settled until settle() is called"
-    assert relay.settle(0) == 2
-    assert relay.acked_below(0) == 2

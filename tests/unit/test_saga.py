@@ -61,7 +61,7 @@ class Partition:
     def cache(self) -> PartitionLedger:
         if self.ledger is None:
             self.ledger = PartitionLedger(self.number, PARTITIONS, copy.deepcopy(self.accounts))
-            self.ledger.load_in_flight(self.in_flight.values())
+            self.ledger.book.load_in_flight(self.in_flight.values())
         return self.ledger
 
 
@@ -84,7 +84,7 @@ class World:
         if crash_before:
             part.ledger = None
             return
-        part.accounts = copy.deepcopy(ledger.accounts)
+        part.accounts = copy.deepcopy(ledger.book.accounts)
         for applied in outcome.applied:
             part.known[applied.command_id] = Known(applied.fingerprint, applied.result)
         for final in outcome.finals:

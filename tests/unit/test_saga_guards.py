@@ -52,7 +52,7 @@ class Book:
         return outcome.results, [f.detail for f in outcome.forged]
 
     def balance(self, key: tuple[int, int]) -> int:
-        return self.ledger.accounts[key].balance
+        return self.ledger.book.accounts[key].balance
 
 
 def payer_book(funds: int = 1_000) -> tuple[Book, Transfer]:
@@ -145,7 +145,7 @@ def test_transfers_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
         Reason.TOO_MANY_IN_FLIGHT,
         Reason.TOO_MANY_IN_FLIGHT,
     ]
-    assert len(book.ledger.in_flight) == 2
+    assert len(book.ledger.book.in_flight) == 2
 
 
 def test_the_payee_side_answers_a_real_credit_leg() -> None:
