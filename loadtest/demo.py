@@ -24,7 +24,7 @@ import uvloop
 from deploy.local.postgres_databases import ensure_databases
 from engine.admin.reconcile import reconcile
 from engine.admin.setup import initialize, read_shard_map
-from engine.core.config import Config
+from engine.core.config import Config, to_environ
 from engine.kafka.client import Client
 from loadtest.driver import CHUNK_COMMANDS, Driver, Score
 from loadtest.workers import WorkerProcess
@@ -115,7 +115,9 @@ def run_demo(config: Config, options: DemoOptions) -> int:
         asyncio.run(_grow_cups(config, options.cups))
     before = customer_total(asyncio.run(reconcile(config, topics=False)))
     workers = [
-        WorkerProcess(f"worker-{i}", state / "logs" / f"demo-worker-{i}.log")
+        WorkerProcess(
+            f"worker-{i}", state / "logs" / f"demo-worker-{i}.log", env=to_environ(config)
+        )
         for i in range(options.workers)
     ]
     for worker in workers:
