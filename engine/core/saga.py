@@ -29,7 +29,7 @@ from engine.core.book import (
     Publish,
     SystemAccount,
 )
-from engine.core.errors import InvariantError
+from engine.core.errors import InvariantError, invariant
 from engine.core.messages import (
     Balance,
     CreditLeg,
@@ -87,6 +87,9 @@ def transfer_out(
     payer, refusal = book.movable(command.customer, command.account, command.currency)
     if payer is None:
         return refusal
+    invariant(
+        partition_of(command.to_customer, book.partitions) != book.partition, "a saga crosses"
+    )
     if len(book.in_flight) >= IN_FLIGHT_PER_PARTITION_MAX:
         detail = f"{len(book.in_flight)} transfers of this partition are in flight; retry"
         return Decision(Reason.TOO_MANY_IN_FLIGHT, detail)

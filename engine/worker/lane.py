@@ -256,6 +256,8 @@ class CupCommits:
             self._start_round()
             if not taken:
                 return
+            invariant(all(batch for _, batch in work), "a round takes no empty batch")
+            invariant(room >= 0, "a round holds at most records_max records")
             try:
                 owned = await self._on_round(work)
             except asyncio.CancelledError:
