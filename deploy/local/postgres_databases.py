@@ -1,4 +1,4 @@
-"""The databases of the local cluster: the control database and one per cup.
+"""The databases of the local cluster: the control database and one per Postgres cup.
 
 Creating is idempotent: a later ``dev up`` with more cups creates only the missing ones.
 Nothing here drops a database.
@@ -20,8 +20,8 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 
 
 def wanted_databases(config: StackConfig) -> list[str]:
-    """The control database first, then every cup's database."""
-    return [CONTROL_DATABASE] + [config.cup_database(i) for i in range(config.cups)]
+    """The control database first, then every Postgres cup's database."""
+    return [CONTROL_DATABASE, *config.postgres_cup_databases]
 
 
 def ensure_databases(config: StackConfig) -> list[str]:

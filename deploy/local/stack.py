@@ -1,18 +1,23 @@
-"""``smallcups dev up | down | status``: the local stack, a Kafka broker and a Postgres cluster,
-plus a Prometheus server when ``stack.prometheus`` is true (env SMALLCUPS_STACK_PROMETHEUS).
+"""``smallcups dev up | down | status``: the local stack, a Kafka broker, a Postgres cluster
+and, when ``stack.mysql_cups`` > 0 (env SMALLCUPS_STACK_MYSQL_CUPS), a MariaDB server, plus
+a Prometheus server when ``stack.prometheus`` is true (env SMALLCUPS_STACK_PROMETHEUS).
+
+The cups are the Postgres cluster's ``stack.postgres_cups`` databases, then the MariaDB
+server's ``stack.mysql_cups`` ones (``StackConfig.cup_dsns``, named apart per kind).
 
 ``up`` is idempotent: what runs already (pid file, live process, answering port) is
-reused, what is missing is started, missing databases are created, and missing keys
+reused, what is missing is started (Debian's mariadb-server installed first when root
+and it is missing), missing accounts and databases are created, and missing keys
 (the workers' leg key, the risk authority's key pair: engine.core.keyfiles) are made in
-``<state_dir>/secrets``. The broker is spawned
-first and warms up while Postgres starts. ``down`` stops every server of the state folder
-(Prometheus too, whatever the flag says now) and waits until their ports are closed.
+``<state_dir>/secrets``. The broker is spawned first and warms up while Postgres and
+MariaDB start. ``down`` stops every server of the state folder (MariaDB and Prometheus
+too, whatever their settings say now) and waits until their ports are closed.
 ``status`` prints the endpoints and each server's health. A lock file in the state folder
 makes two ``up`` or ``down`` at once (two shells, a shell and a test session) take turns
 instead of racing.
 
 The functions are synchronous (they run their own short event loops for the Kafka and
-Postgres probes): call them from plain code or sync fixtures, not inside a running loop.
+database probes): call them from plain code or sync fixtures, not inside a running loop.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from dataclasses import dataclass
 
 from deploy.local import (
     kafka_broker,
+    mariadb_databases,
+    mariadb_server,
     ports,
     postgres_cluster,
     postgres_databases,
@@ -60,11 +67,13 @@ class StackStatus:
     postgres: ServiceStatus
     prometheus: ServiceStatus | None = None
     """None when Prometheus is neither configured nor running."""
+    mariadb: ServiceStatus | None = None
+    """None when MariaDB is neither configured (stack.mysql_cups = 0) nor running."""
 
     @property
     def services(self) -> list[ServiceStatus]:
-        optional = [self.prometheus] if self.prometheus is not None else []
-        return [self.kafka, self.postgres, *optional]
+        optional = [self.mariadb, self.prometheus]
+        return [self.kafka, self.postgres, *(s for s in optional if s is not None)]
 
     @property
     def healthy(self) -> bool:
@@ -78,6 +87,8 @@ def stack_ports(config: StackConfig) -> dict[str, int]:
         "stack.kafka_controller_port": config.kafka_controller_port,
         "stack.postgres_port": config.postgres_port,
     }
+    if config.mysql_cups > 0:
+        by_knob["stack.mariadb_port"] = config.mariadb_port
     if config.prometheus:
         by_knob["stack.prometheus_port"] = config.prometheus_port
     if config.kafka_proxied_port:
@@ -91,11 +102,16 @@ def stack_up(config: StackConfig) -> StackStatus:
     """Start whatever is not running, create missing databases, wait until all answer."""
     stack_ports(config)
     with exclusive_lock(config.state_path / LOCK_FILE):
+        if config.mysql_cups > 0:
+            mariadb_server.ensure_installed()
         ensure_local_keys(config.secrets_path)
         write_local_config(config)
         kafka_pid = kafka_broker.start_broker(config)
         postgres_cluster.start_postgres(config)
         postgres_databases.ensure_databases(config)
+        if config.mysql_cups > 0:
+            mariadb_server.start_mariadb(config)
+            mariadb_databases.ensure_mysql_databases(config)
         if config.prometheus:
             prometheus_pid = prometheus_server.start_prometheus(config)
             prometheus_server.wait_prometheus_ready(config, prometheus_pid)
@@ -107,24 +123,28 @@ def stack_up(config: StackConfig) -> StackStatus:
 
 
 def stack_down(config: StackConfig) -> None:
-    """Stop the broker, the cluster and Prometheus; raise StackError if a port stays taken."""
+    """Stop every server of the state folder; raise StackError if a port stays taken."""
     if not config.state_path.is_dir():
         return  # never started here: nothing of ours can run
     knobs = stack_ports(config)
-    knobs.pop("stack.prometheus_port", None)  # waited for only when ours was running
+    for optional in ("stack.prometheus_port", "stack.mariadb_port"):
+        knobs.pop(optional, None)  # waited for only when ours was running
     with exclusive_lock(config.state_path / LOCK_FILE):
         if prometheus_server.running_prometheus_pid(config) is not None:
             knobs["stack.prometheus_port"] = config.prometheus_port
+        if mariadb_server.running_mariadb_pid(config) is not None:
+            knobs["stack.mariadb_port"] = config.mariadb_port
         prometheus_server.stop_prometheus(config)
         kafka_broker.stop_broker(config)
         postgres_cluster.stop_postgres(config)
+        mariadb_server.stop_mariadb(config)
     for knob, port in knobs.items():
         if not ports.wait_port_closed(port, PORTS_CLOSE_TIMEOUT_SECONDS):
             raise StackError(f"port {port} ({knob}) is still taken after `dev down`")
 
 
 def stack_status(config: StackConfig) -> StackStatus:
-    """Probe both servers without starting or stopping anything."""
+    """Probe every server without starting or stopping anything."""
     kafka_pid = kafka_broker.running_broker_pid(config)
     kafka_answering = kafka_pid is not None and kafka_broker.broker_answers(config)
     kafka = ServiceStatus("kafka", kafka_pid, kafka_answering)
@@ -132,7 +152,17 @@ def stack_status(config: StackConfig) -> StackStatus:
     missing = postgres_databases.missing_databases(config) if postgres_pid else None
     detail = f"missing databases: {', '.join(missing)}" if missing else ""
     postgres = ServiceStatus("postgres", postgres_pid, missing == [], detail)
-    return StackStatus(kafka, postgres, _prometheus_status(config))
+    return StackStatus(kafka, postgres, _prometheus_status(config), _mariadb_status(config))
+
+
+def _mariadb_status(config: StackConfig) -> ServiceStatus | None:
+    """Answering means every MariaDB cup database exists and the account gets in."""
+    pid = mariadb_server.running_mariadb_pid(config)
+    if pid is None and config.mysql_cups == 0:
+        return None
+    missing = mariadb_databases.missing_mysql_databases(config) if pid else None
+    detail = f"missing databases: {', '.join(missing)}" if missing else ""
+    return ServiceStatus("mariadb", pid, missing == [], detail)
 
 
 def _prometheus_status(config: StackConfig) -> ServiceStatus | None:
@@ -144,7 +174,8 @@ def _prometheus_status(config: StackConfig) -> ServiceStatus | None:
 
 
 def format_status(config: StackConfig, status: StackStatus) -> str:
-    """Endpoints and health as aligned text; DSNs carry no password (trust on 127.0.0.1)."""
+    """Endpoints and health as aligned text; DSNs carry no password (the stack's accounts
+    have none: it listens on 127.0.0.1 only)."""
     lines = []
     for service in status.services:
         state = f"running (pid {service.pid})" if service.running else "stopped"
@@ -153,7 +184,9 @@ def format_status(config: StackConfig, status: StackStatus) -> str:
         lines.append(f"{service.name:<10} {state}, {answer}{extra}")
     lines.append(f"{'bootstrap':<10} {kafka_broker.bootstrap_servers(config)}")
     lines.append(f"{'control':<10} {config.control_dsn}")
-    lines += [f"{f'cup {i}':<10} {dsn}" for i, dsn in enumerate(config.cup_dsns)]
+    for index, dsn in enumerate(config.cup_dsns):
+        kind = "postgres" if index < config.postgres_cups else "mariadb"
+        lines.append(f"cup {index} ({kind}) {dsn}")
     if status.prometheus is not None:
         lines.append(f"{'prom url':<10} {prometheus_server.prometheus_url(config)}")
         targets = prometheus_server.PrometheusPaths.of(config).targets

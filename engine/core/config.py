@@ -4,7 +4,7 @@ Loaded once at start-up from an optional TOML file and the environment (the
 environment wins), then passed down: each component receives only its own part.
 
 Environment variables are ``SMALLCUPS_<SECTION>_<FIELD>`` in upper case, for example
-``SMALLCUPS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092`` or ``SMALLCUPS_STACK_CUPS=8``.
+``SMALLCUPS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092`` or ``SMALLCUPS_STACK_POSTGRES_CUPS=8``.
 List fields take comma-separated values. The TOML file is named by ``--config`` or
 ``SMALLCUPS_CONFIG`` and has one table per section (``[kafka]``, ``[stack]``, ...).
 
@@ -120,7 +120,23 @@ class StackConfig(Section, frozen=True):
     postgres_user: Annotated[str, Meta(min_length=1, description="the cluster's superuser")] = (
         "smallcups"
     )
-    cups: Annotated[int, Meta(ge=1, le=64, description="cup databases of the local stack")] = 4
+    postgres_cups: Annotated[
+        int, Meta(ge=1, le=64, description="Postgres cup databases of the local stack")
+    ] = 4
+    mysql_cups: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=64,
+            description=("MariaDB cup databases of the local stack (0: no MariaDB server)"),
+        ),
+    ] = 2
+    mariadb_port: Annotated[
+        int, Meta(ge=1024, le=65535, description="the MariaDB server on 127.0.0.1")
+    ] = 13306
+    mariadb_user: Annotated[
+        str, Meta(min_length=1, description="the MariaDB account the cups are reached as")
+    ] = "smallcups"
     start_timeout_seconds: Annotated[
         float, Meta(gt=0, le=3600, description="longest wait for a server to answer")
     ] = 90.0
@@ -182,9 +198,24 @@ class StackConfig(Section, frozen=True):
     def database_dsn(self, database: str) -> str:
         return f"postgresql://{self.postgres_user}@127.0.0.1:{self.postgres_port}/{database}"
 
+    def mysql_dsn(self, database: str) -> str:
+        return f"mysql://{self.mariadb_user}@127.0.0.1:{self.mariadb_port}/{database}"
+
+    @property
+    def postgres_cup_databases(self) -> list[str]:
+        return [self.cup_database(i) for i in range(self.postgres_cups)]
+
+    @property
+    def mysql_cup_databases(self) -> list[str]:
+        """Named apart from the Postgres ones: growing one kind never renames the other."""
+        return [f"smallcups_mysql_cup_{i}" for i in range(self.mysql_cups)]
+
     @property
     def cup_dsns(self) -> list[str]:
-        return [self.database_dsn(self.cup_database(i)) for i in range(self.cups)]
+        """The Postgres cups, then the MariaDB ones."""
+        return [self.database_dsn(name) for name in self.postgres_cup_databases] + [
+            self.mysql_dsn(name) for name in self.mysql_cup_databases
+        ]
 
 
 class KafkaConfig(Section, frozen=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import shutil
 import socket
 import tempfile
@@ -11,7 +12,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import asyncmy
 import asyncpg
 import msgspec
 import pytest
@@ -19,6 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy.local.kafka_broker import bootstrap_servers
+from deploy.local.mariadb_databases import create_mysql_databases, drop_mysql_databases
+from deploy.local.mariadb_server import SYSTEM_USER, running_mariadb_pid
 from deploy.local.ports import port_is_free
 from deploy.local.stack import run_dev, stack_down, stack_status, stack_up
 from engine.core.config import Config, StackConfig
@@ -93,8 +98,11 @@ async def test_producer_and_consumer_group_exchange_messages(stack: Config) -> N
 
 async def test_every_cup_and_the_control_database_accept_writes(stack: Config) -> None:
     dsns = [stack.stack.control_dsn, *stack.stack.cup_dsns]
-    assert len(dsns) == stack.stack.cups + 1
+    assert len(dsns) == stack.stack.postgres_cups + stack.stack.mysql_cups + 1
     for dsn in dsns:
+        if dsn.startswith("mysql://"):
+            await _write_to_mysql_cup(stack.stack, dsn.rsplit("/", 1)[1])
+            continue
         connection = await asyncpg.connect(dsn)
         try:
             assert await connection.fetchval("SELECT current_database()") == dsn.rsplit("/", 1)[1]
@@ -107,6 +115,107 @@ async def test_every_cup_and_the_control_database_accept_writes(stack: Config) -
             await connection.close()
 
 
+async def _mariadb_rows(stack: StackConfig, sql: str, database: str | None = None) -> list[Any]:
+    """The rows of ``sql`` run as the stack's account over 127.0.0.1."""
+    connection = await asyncmy.connect(
+        host="127.0.0.1",
+        port=stack.mariadb_port,
+        user=stack.mariadb_user,
+        database=database,
+        autocommit=True,
+    )
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute(sql)
+            return list(await cursor.fetchall())
+    finally:
+        await connection.ensure_closed()
+
+
+async def _write_to_mysql_cup(stack: StackConfig, database: str) -> None:
+    """A temporary table of the cup's database takes a transaction's rows."""
+    connection = await asyncmy.connect(
+        host="127.0.0.1",
+        port=stack.mariadb_port,
+        user=stack.mariadb_user,
+        database=database,
+        autocommit=False,
+    )
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("SELECT DATABASE(), @@collation_database")
+            assert await cursor.fetchone() == (database, "utf8mb4_bin")
+            await cursor.execute("CREATE TEMPORARY TABLE probe (id BIGINT, amount BIGINT)")
+            await cursor.execute("INSERT INTO probe VALUES (1, 100), (2, -40)")
+            await connection.commit()
+            await cursor.execute("SELECT SUM(amount) FROM probe")
+            assert await cursor.fetchone() == (60,)
+    finally:
+        await connection.ensure_closed()
+
+
+async def _table_with_a_trigger(stack: StackConfig, database: str) -> list[Any]:
+    """Rows inserted into a table whose trigger rewrites them (the store's migrations make
+    triggers: with the binary log on, that needs the account's privileges)."""
+    await _mariadb_rows(
+        stack, "CREATE TABLE probe (id BIGINT PRIMARY KEY, amount BIGINT)", database
+    )
+    await _mariadb_rows(
+        stack,
+        "CREATE TRIGGER probe_positive_id BEFORE INSERT ON probe FOR EACH ROW "
+        "SET NEW.id = ABS(NEW.id)",
+        database,
+    )
+    await _mariadb_rows(stack, "INSERT INTO probe VALUES (-1, 100), (2, -40)", database)
+    return await _mariadb_rows(stack, "SELECT id, amount FROM probe ORDER BY id", database)
+
+
+def test_a_fresh_mysql_database_takes_a_table_with_a_trigger(stack: Config) -> None:
+    if stack.stack.mysql_cups == 0:
+        pytest.skip("the stack runs no MariaDB server (stack.mysql_cups = 0)")
+    database = f"stack_test_{uuid.uuid4().hex[:12]}"
+    create_mysql_databases(stack.stack, [database])
+    try:
+        rows = asyncio.run(_table_with_a_trigger(stack.stack, database))
+    finally:
+        drop_mysql_databases(stack.stack, [database])
+
+    assert rows == [(1, 100), (2, -40)]
+    databases = asyncio.run(_mariadb_rows(stack.stack, "SHOW DATABASES"))
+    assert (database,) not in databases
+
+
+async def test_mariadb_answers_as_the_stack_account_with_durable_settings(stack: Config) -> None:
+    if stack.stack.mysql_cups == 0:
+        pytest.skip("the stack runs no MariaDB server (stack.mysql_cups = 0)")
+    rows = await _mariadb_rows(
+        stack.stack,
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('innodb_flush_log_at_trx_commit', "
+        "'sync_binlog', 'log_bin', 'binlog_format', 'bind_address', 'port')",
+    )
+    assert dict(rows) == {
+        "innodb_flush_log_at_trx_commit": "1",
+        "sync_binlog": "1",
+        "log_bin": "ON",
+        "binlog_format": "ROW",
+        "bind_address": "127.0.0.1",
+        "port": str(stack.stack.mariadb_port),
+    }
+    assert await _mariadb_rows(stack.stack, "SELECT CURRENT_USER()") == [
+        (f"{stack.stack.mariadb_user}@127.0.0.1",)
+    ]
+
+
+def test_mariadb_runs_as_the_mysql_user_under_root(stack: Config) -> None:
+    if stack.stack.mysql_cups == 0 or os.geteuid() != 0:
+        pytest.skip("no MariaDB server, or the tests do not run as root")
+    pid = running_mariadb_pid(stack.stack)
+    assert pid is not None
+    status = Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines()
+    uids = next(line.split()[1:] for line in status if line.startswith("Uid:"))
+    assert set(uids) == {str(pwd.getpwnam(SYSTEM_USER).pw_uid)}
+
+
 def test_second_up_reuses_the_running_servers(stack: Config) -> None:
     before = stack_status(stack.stack)
     started = time.monotonic()
@@ -116,6 +225,7 @@ def test_second_up_reuses_the_running_servers(stack: Config) -> None:
     assert before.healthy and after.healthy
     assert after.kafka.pid == before.kafka.pid
     assert after.postgres.pid == before.postgres.pid
+    assert after.mariadb == before.mariadb
     assert elapsed_seconds < SECOND_UP_SECONDS_MAX
 
 
@@ -127,6 +237,12 @@ def test_status_prints_endpoints_and_succeeds(
     assert bootstrap_servers(stack.stack) in printed
     assert stack.stack.control_dsn in printed
     assert all(dsn in printed for dsn in stack.stack.cup_dsns)
+    first_mysql_cup = stack.stack.postgres_cups
+    for offset, database in enumerate(stack.stack.mysql_cup_databases):
+        line = f"cup {first_mysql_cup + offset} (mariadb) {stack.stack.mysql_dsn(database)}"
+        assert line in printed.splitlines()
+    if stack.stack.mysql_cups:
+        assert "mariadb    running" in printed
 
 
 def _free_ports(count: int) -> list[int]:
@@ -150,28 +266,35 @@ def side_state_dir() -> Iterator[Path]:
 
 
 def test_down_closes_every_port_of_a_second_stack(stack: Config, side_state_dir: Path) -> None:
-    """A second stack (other ports, own state, shared jar cache) grows by a cup, then stops."""
-    kafka_port, controller_port, postgres_port = _free_ports(3)
+    """A second stack (other ports, own state, shared jar cache) grows by a cup of each
+    kind, then stops."""
+    kafka_port, controller_port, postgres_port, mariadb_port = _free_ports(4)
     side = StackConfig(
         state_dir=str(side_state_dir),
         cache_dir=stack.stack.cache_dir,
         kafka_port=kafka_port,
         kafka_controller_port=controller_port,
         postgres_port=postgres_port,
+        mariadb_port=mariadb_port,
         kafka_heap_mb=256,
-        cups=1,
+        postgres_cups=1,
+        mysql_cups=1,
     )
-    grown = msgspec.structs.replace(side, cups=2)
+    grown = msgspec.structs.replace(side, postgres_cups=2, mysql_cups=2)
+    every_port = (kafka_port, controller_port, postgres_port, mariadb_port)
     try:
         assert stack_up(side).healthy
-        assert stack_up(grown).healthy
+        grown_status = stack_up(grown)
+        assert grown_status.healthy and grown_status.mariadb is not None
         stack_down(grown)
 
-        assert all(port_is_free(port) for port in (kafka_port, controller_port, postgres_port))
+        assert all(port_is_free(port) for port in every_port)
         assert not (side_state_dir / "kafka" / "kafka.pid").exists()
         assert not (side_state_dir / "postgres" / "data" / "postmaster.pid").exists()
+        assert not (side_state_dir / "mariadb" / "run" / "mariadb.pid").exists()
         status = stack_status(grown)
         assert not status.kafka.running and not status.postgres.running
+        assert status.mariadb is not None and not status.mariadb.running
         assert run_dev("status", grown) == 1
     finally:
         stack_down(side)

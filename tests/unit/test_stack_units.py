@@ -5,19 +5,29 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import subprocess
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from deploy.local import kafka_jars, ports, processes
+from deploy.local import kafka_jars, mariadb_server, ports, processes
 from deploy.local.kafka_broker import new_cluster_id, render_server_properties
+from deploy.local.mariadb_databases import create_mysql_databases
 from deploy.local.postgres_cluster import find_bin_dir, render_settings
 from deploy.local.postgres_databases import CONTROL_DATABASE, wanted_databases
 from deploy.local.stack import ServiceStatus, StackStatus, format_status, stack_ports
 from engine.core.config import StackConfig
 from engine.core.errors import ConfigError, StackError
 
-CONFIG = StackConfig(kafka_port=29092, kafka_controller_port=29093, postgres_port=25432, cups=3)
+CONFIG = StackConfig(
+    kafka_port=29092,
+    kafka_controller_port=29093,
+    postgres_port=25432,
+    mariadb_port=23306,
+    postgres_cups=3,
+    mysql_cups=2,
+)
 
 
 def _properties(text: str) -> dict[str, str]:
@@ -58,6 +68,83 @@ def test_postgres_settings_keep_durability_and_loopback() -> None:
     assert "unix_socket_directories = '/state/it''s/sockets'" in text
 
 
+def _mysqld_group(text: str) -> dict[str, str]:
+    """The ``[mysqld]`` options of a my.cnf, a bare flag mapped to ""."""
+    lines = [line for line in text.splitlines() if line and line[0] != "#"]
+    assert lines[0] == "[mysqld]"
+    assert not any(line.startswith("[") for line in lines[1:])
+    return {key: value for key, _, value in (line.partition("=") for line in lines[1:])}
+
+
+def test_mariadb_settings_keep_durability_and_loopback() -> None:
+    paths = mariadb_server.ServerPaths(Path("/state/mariadb"))
+    settings = _mysqld_group(mariadb_server.render_settings(CONFIG, paths, as_root=False))
+
+    assert settings["bind-address"] == "127.0.0.1"
+    assert settings["port"] == "23306"
+    assert settings["innodb_flush_log_at_trx_commit"] == "1"
+    assert settings["sync_binlog"] == "1"
+    assert settings["log_bin"] == "/state/mariadb/binlog/mariadb-bin"
+    assert settings["binlog_format"] == "ROW"
+    assert settings["server_id"] == "1"
+    assert settings["max_allowed_packet"] == str(64 * 1024 * 1024)
+    assert settings["collation-server"] == "utf8mb4_bin"
+    assert "skip-name-resolve" in settings
+    assert settings["socket"] == "/state/mariadb/run/mysqld.sock"
+    assert settings["datadir"] == "/state/mariadb/data"
+    assert settings["log-error"] == "/state/mariadb/mariadb.log"
+    assert "user" not in settings
+    assert "0.0.0.0" not in "".join(settings.values())
+
+
+def test_mariadb_runs_as_the_mysql_user_under_root() -> None:
+    paths = mariadb_server.ServerPaths(Path("/state/mariadb"))
+    settings = _mysqld_group(mariadb_server.render_settings(CONFIG, paths, as_root=True))
+
+    assert settings["user"] == "mysql"
+
+
+def test_mariadb_settings_follow_the_config() -> None:
+    paths = mariadb_server.ServerPaths(Path("/state/mariadb"))
+    other = msgspec.structs.replace(CONFIG, mariadb_port=24306)
+
+    before = mariadb_server.render_settings(CONFIG, paths, as_root=False)
+    after = mariadb_server.render_settings(other, paths, as_root=False)
+    assert before != after and "port=24306" in after.splitlines()
+
+
+def test_mariadb_layout_under_the_state_folder() -> None:
+    paths = mariadb_server.ServerPaths.of(StackConfig(state_dir="/state"))
+
+    assert paths.config == Path("/state/mariadb/my.cnf")
+    assert paths.pid_file.parent == paths.socket.parent == Path("/state/mariadb/run")
+    assert paths.installed.parent == paths.data
+
+
+def test_package_install_refuses_service_starts_and_leaves_policy_as_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = tmp_path / "policy-rc.d"
+    monkeypatch.setattr(mariadb_server, "POLICY_RC_D", policy)
+
+    with mariadb_server._service_starts_refused():
+        refused = subprocess.run([str(policy), "mariadb", "start"], check=False)
+        assert refused.returncode == 101
+    assert not policy.exists()
+
+    policy.write_text("#!/bin/sh\nexit 0\n")
+    with mariadb_server._service_starts_refused():
+        assert policy.read_text() == "#!/bin/sh\nexit 0\n"
+    assert policy.read_text() == "#!/bin/sh\nexit 0\n"
+
+
+def test_mysql_database_names_are_checked_before_any_connection() -> None:
+    with pytest.raises(StackError, match="database name"):
+        create_mysql_databases(CONFIG, ["cup`; DROP DATABASE mysql; --"])
+    with pytest.raises(StackError, match="database name"):
+        create_mysql_databases(CONFIG, ["x" * 65])
+
+
 def test_kafka_version_comes_from_the_pom() -> None:
     assert kafka_jars.pom_property("kafka.version") == kafka_jars.KAFKA_VERSION
     assert kafka_jars.KAFKA_VERSION.startswith("4.")
@@ -87,9 +174,14 @@ def test_stack_ports_must_differ() -> None:
         "stack.kafka_port": 29092,
         "stack.kafka_controller_port": 29093,
         "stack.postgres_port": 25432,
+        "stack.mariadb_port": 23306,
     }
+    without_mariadb = msgspec.structs.replace(CONFIG, mysql_cups=0)
+    assert "stack.mariadb_port" not in stack_ports(without_mariadb)
     with pytest.raises(ConfigError, match="must all differ"):
         stack_ports(StackConfig(kafka_port=25432, postgres_port=25432))
+    with pytest.raises(ConfigError, match="must all differ"):
+        stack_ports(StackConfig(mariadb_port=25432, postgres_port=25432))
 
 
 def test_pid_files_and_process_identity(tmp_path: Path) -> None:
@@ -140,6 +232,21 @@ def test_status_text_has_endpoints_and_health_but_no_password() -> None:
     text = format_status(CONFIG, stopped)
 
     assert "127.0.0.1:29092" in text
-    assert "postgresql://smallcups@127.0.0.1:25432/smallcups_cup_2" in text
+    assert "cup 2 (postgres) postgresql://smallcups@127.0.0.1:25432/smallcups_cup_2" in text
+    mysql_dsn = CONFIG.mysql_dsn(CONFIG.mysql_cup_databases[1])
+    assert mysql_dsn.startswith("mysql://smallcups@127.0.0.1:23306/")
+    assert f"cup 4 (mariadb) {mysql_dsn}" in text
     assert "missing databases: smallcups_cup_2" in text
     assert "UNHEALTHY" in text and ":@" not in text and "password" not in text
+
+
+def test_status_lists_mariadb_only_when_configured_or_running() -> None:
+    kafka, postgres = ServiceStatus("kafka", 1, True), ServiceStatus("postgres", 2, True)
+    mariadb = ServiceStatus("mariadb", 3, False, "missing databases: smallcups_mysql_cup_1")
+    without = StackStatus(kafka, postgres)
+    with_mariadb = StackStatus(kafka, postgres, mariadb=mariadb)
+
+    assert without.healthy and [s.name for s in without.services] == ["kafka", "postgres"]
+    assert not with_mariadb.healthy
+    assert [s.name for s in with_mariadb.services] == ["kafka", "postgres", "mariadb"]
+    assert "mariadb    running (pid 3), not answering" in format_status(CONFIG, with_mariadb)
