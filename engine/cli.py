@@ -17,6 +17,7 @@ from typing import Final, TypeAlias
 
 import asyncpg
 from aiokafka.errors import KafkaError
+from asyncmy.errors import MySQLError
 
 from engine.core.config import Config, load_config
 from engine.core.errors import SmallcupsError
@@ -130,7 +131,11 @@ def _shards_command(commands: Subcommands) -> None:
     actions = shards.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="cups, partitions, rows, in flight; unfinished moves")
     add = actions.add_parser("add", help="create the cup schema in DSN and register the cup")
-    add.add_argument("dsn", metavar="DSN", help="postgresql://user[:password]@host:port/db")
+    add.add_argument(
+        "dsn",
+        metavar="DSN",
+        help="postgresql://user[:password]@host:port/db or mysql://user[:password]@host:port/db",
+    )
     add.add_argument("--rebalance", action="store_true", help="then move its share to it")
     move = actions.add_parser("move", help="move one partition to another cup, online")
     move.add_argument("partition", type=int, metavar="PARTITION")
@@ -199,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SmallcupsError as error:
         print(f"smallcups: {error}", file=sys.stderr)
         return 2
-    except (OSError, asyncpg.PostgresError, KafkaError) as error:
+    except (OSError, asyncpg.PostgresError, MySQLError, KafkaError) as error:
         print(f"smallcups: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

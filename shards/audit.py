@@ -32,13 +32,12 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from engine.core.book import SystemAccount, system_account_number
 from engine.core.messages import Status, credit_leg_id, result_decoder
 from engine.core.records import ShardMap
 from engine.core.routing import partition_of
-from shards.store import PostgresCupStore
+from shards.cup_admin import CupAdmin, FlightRow
 
 FINDINGS_MAX = 50
 """Most discrepancies listed per check (the count is always complete)."""
@@ -87,70 +86,13 @@ class Report:
         self.counts[f"{check}_{kind}"] = self.counts.get(f"{check}_{kind}", 0) + 1
 
 
-_TOTALS = """
-SELECT currency,
-       coalesce(sum(balance) FILTER (WHERE customer_id <> 0), 0) AS customers,
-       coalesce(sum(balance) FILTER (WHERE customer_id = 0 AND account_no = ANY($1)), 0)
-           AS clearing,
-       coalesce(sum(balance) FILTER (WHERE customer_id = 0 AND account_no = ANY($2)), 0)
-           AS cash,
-       count(*) AS accounts
-FROM accounts WHERE partition = ANY($3::integer[]) GROUP BY currency
-"""
-
-_OFF_JOURNAL = """
-WITH sums AS (SELECT partition, customer_id, account_no, sum(amount) AS total
-              FROM journal WHERE partition = ANY($1::integer[])
-              GROUP BY partition, customer_id, account_no)
-SELECT a.partition, a.customer_id, a.account_no, a.balance, coalesce(s.total, 0) AS total
-FROM accounts a LEFT JOIN sums s USING (partition, customer_id, account_no)
-WHERE a.partition = ANY($1::integer[]) AND a.balance <> coalesce(s.total, 0)
-UNION ALL
-SELECT s.partition, s.customer_id, s.account_no, NULL, s.total
-FROM sums s LEFT JOIN accounts a USING (partition, customer_id, account_no)
-WHERE a.partition IS NULL
-LIMIT 1000
-"""
-
-_UNBALANCED = (
-    "SELECT currency, sum(amount) AS total FROM journal WHERE partition = ANY($1::integer[])"
-    " GROUP BY currency HAVING sum(amount) <> 0"
-)
-
-_TWICE = """
-SELECT partition, command_id FROM journal WHERE partition = ANY($1::integer[])
-GROUP BY partition, command_id HAVING count(DISTINCT src_offset) > 1 LIMIT 1000
-"""
-
-
 def _system_numbers(kind: SystemAccount, currencies: Iterable[str]) -> list[int]:
     return [system_account_number(kind, c) for c in currencies]
 
 
-_CLOSED_WITH_MONEY = """
-SELECT partition, customer_id, account_no, balance FROM accounts
-WHERE partition = ANY($1::integer[]) AND status = 2 AND balance <> 0 LIMIT 1000
-"""
-
-_STUCK = """
-SELECT partition, transfer_id, amount, currency,
-       extract(epoch FROM now() - opened_at)::bigint AS age_seconds
-FROM transfers_in_flight
-WHERE partition = ANY($1::integer[]) AND opened_at < now() - make_interval(secs => $2)
-ORDER BY opened_at LIMIT 1000
-"""
-
-_STRAY = """
-SELECT DISTINCT partition FROM (
-    SELECT partition FROM partition_state WHERE NOT frozen
-    UNION ALL SELECT partition FROM accounts
-    UNION ALL SELECT partition FROM command_results) AS held
-WHERE partition <> ALL($1::integer[])
-"""
-
-
 async def audit_cup(
-    store: PostgresCupStore,
+    cup_id: int,
+    cup: CupAdmin,
     partitions: list[int],
     currencies: Iterable[str],
     report: Report,
@@ -158,126 +100,95 @@ async def audit_cup(
     stuck_after_seconds: float = 300.0,
 ) -> CupFigures:
     """Checks 1, 2, 5, 7, 8 and 9 on one cup (its ``partitions`` by the map); its totals."""
-    figures = CupFigures(store.cup_id)
+    figures = CupFigures(cup_id)
     clearing = _system_numbers(SystemAccount.CLEARING, currencies)
     cash = _system_numbers(SystemAccount.CASH, currencies)
-    for row in await store.pool.fetch(_STRAY, partitions):
-        if row["partition"] not in moving:
+    for partition in await cup.stray_partitions(partitions):
+        if partition not in moving:
             report.add(
                 "one_cup",
-                f"cup {store.cup_id} holds rows of partition {row['partition']}, "
+                f"cup {cup_id} holds rows of partition {partition}, "
                 "which the shard map puts elsewhere and no move is copying",
             )
-    for row in await store.pool.fetch(_TOTALS, clearing, cash, partitions):
-        currency = row["currency"]
-        figures.customer_total[currency] = int(row["customers"])
-        figures.clearing_total[currency] = int(row["clearing"])
-        figures.cash_total[currency] = int(row["cash"])
-        figures.accounts += row["accounts"]
-    figures.journal_rows = await store.pool.fetchval(
-        "SELECT count(*) FROM journal WHERE partition = ANY($1::integer[])", partitions
-    )
-    for row in await store.pool.fetch(_OFF_JOURNAL, partitions):
-        account = f"{row['customer_id']}/{row['account_no']} (partition {row['partition']})"
+    for totals in await cup.currency_totals(partitions, clearing, cash):
+        figures.customer_total[totals.currency] = totals.customers
+        figures.clearing_total[totals.currency] = totals.clearing
+        figures.cash_total[totals.currency] = totals.cash
+        figures.accounts += totals.accounts
+    figures.journal_rows = await cup.journal_rows(partitions)
+    for off in await cup.off_journal(partitions):
+        account = f"{off.customer}/{off.account} (partition {off.partition})"
         report.add(
             "balance_equals_journal",
-            f"cup {store.cup_id} account {account}: balance {row['balance']} "
-            f"but journal sums to {row['total']}",
+            f"cup {cup_id} account {account}: balance {off.balance} "
+            f"but journal sums to {off.journal_total}",
         )
-    for row in await store.pool.fetch(_UNBALANCED, partitions):
-        report.add(
-            "journal_balanced",
-            f"cup {store.cup_id}: {row['currency']} journal sums to {row['total']}",
-        )
-    for row in await store.pool.fetch(_TWICE, partitions):
+    for currency, total in await cup.unbalanced_journal(partitions):
+        report.add("journal_balanced", f"cup {cup_id}: {currency} journal sums to {total}")
+    for partition, command_id in await cup.applied_twice(partitions):
         report.add(
             "applied_once",
-            f"cup {store.cup_id}: command {row['command_id']} applied by two records "
-            f"of partition {row['partition']}",
+            f"cup {cup_id}: command {command_id} applied by two records of partition {partition}",
         )
-    await _audit_saga_edges(store, partitions, report, stuck_after_seconds)
+    await _audit_saga_edges(cup_id, cup, partitions, report, stuck_after_seconds)
     return figures
 
 
 async def _audit_saga_edges(
-    store: PostgresCupStore, partitions: list[int], report: Report, stuck_after_seconds: float
+    cup_id: int, cup: CupAdmin, partitions: list[int], report: Report, stuck_after_seconds: float
 ) -> None:
     """Checks 8 and 9: money in closed accounts, transfers stuck in flight."""
-    for row in await store.pool.fetch(_CLOSED_WITH_MONEY, partitions):
+    for closed in await cup.closed_with_money(partitions):
         report.add(
             "no_money_in_closed_accounts",
-            f"cup {store.cup_id} account {row['customer_id']}/{row['account_no']} "
-            f"(partition {row['partition']}) is closed and holds {row['balance']}",
+            f"cup {cup_id} account {closed.customer}/{closed.account} "
+            f"(partition {closed.partition}) is closed and holds {closed.balance}",
         )
-    for row in await store.pool.fetch(_STUCK, partitions, stuck_after_seconds):
+    for stuck in await cup.stuck_transfers(partitions, stuck_after_seconds):
         report.add(
             "no_stuck_transfers",
-            f"cup {store.cup_id} partition {row['partition']}: transfer "
-            f"{row['transfer_id']} ({row['currency']} {row['amount']}) in flight for "
-            f"{row['age_seconds']} s",
+            f"cup {cup_id} partition {stuck.partition}: transfer "
+            f"{stuck.transfer_id} ({stuck.currency} {stuck.amount}) in flight for "
+            f"{stuck.age_seconds} s",
         )
 
 
 async def transfers_in_flight(
-    stores: Mapping[int, PostgresCupStore], shard_map: ShardMap
+    cups: Mapping[int, CupAdmin], shard_map: ShardMap
 ) -> tuple[set[tuple[int, str]], list[tuple[int, str, int, str]]]:
     """(payer partition, id) of unsettled transfers, and (payer cup, id, amount, currency)
     of those whose money is in flight: from the debit until the payee's side applied the
     credit; when the credit was refused, until the payer's side applied the refund.
     """
-    flights: list[Flight] = []
-    for cup_id, store in stores.items():
-        rows = await store.pool.fetch(
-            "SELECT partition, transfer_id, from_customer, to_customer, amount, currency"
-            " FROM transfers_in_flight WHERE partition = ANY($1::integer[])",
-            shard_map.partitions_of(cup_id),
-        )
-        flights.extend(Flight(cup_id, *r.values()) for r in rows)
+    flights: list[tuple[int, FlightRow]] = []
+    for cup_id, cup in cups.items():
+        flights.extend((cup_id, row) for row in await cup.flights(shard_map.partitions_of(cup_id)))
+    legs = {(cup_id, f): _credit_leg(f, shard_map.partitions) for cup_id, f in flights}
     by_cup: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for flight in flights:
-        payee_partition = partition_of(flight.payee, shard_map.partitions)
-        leg = credit_leg_id(flight.transfer_id, flight.payer)
-        by_cup[shard_map.cup_of[payee_partition]].append((payee_partition, leg))
+    for leg in legs.values():
+        by_cup[shard_map.cup_of[leg[0]]].append(leg)
     credited: set[tuple[int, str]] = set()
-    for cup_id, legs in by_cup.items():
-        rows = await stores[cup_id].pool.fetch(
-            "SELECT partition, command_id, result FROM command_results"
-            " WHERE (partition, command_id) IN"
-            " (SELECT * FROM unnest($1::integer[], $2::text[]))",
-            [partition for partition, _ in legs],
-            [leg for _, leg in legs],
-        )
+    for cup_id, wanted in by_cup.items():
         credited.update(
-            (r["partition"], r["command_id"])
-            for r in rows
-            if result_decoder.decode(r["result"]).status is Status.ACCEPTED
+            (partition, command_id)
+            for partition, command_id, result in await cups[cup_id].results_of(wanted)
+            if result_decoder.decode(result).status is Status.ACCEPTED
         )
     moving = [
-        (f.cup, f.transfer_id, f.amount, f.currency)
-        for f in flights
-        if (
-            partition_of(f.payee, shard_map.partitions),
-            credit_leg_id(f.transfer_id, f.payer),
-        )
-        not in credited
+        (cup_id, f.transfer_id, f.amount, f.currency)
+        for cup_id, f in flights
+        if legs[(cup_id, f)] not in credited
     ]
-    return {(f.partition, f.transfer_id) for f in flights}, moving
+    return {(f.partition, f.transfer_id) for _, f in flights}, moving
 
 
-class Flight(NamedTuple):
-    """A transfer in flight as reconcile reads it: where it was debited, who pays whom."""
-
-    cup: int
-    partition: int
-    transfer_id: str
-    payer: int
-    payee: int
-    amount: int
-    currency: str
+def _credit_leg(flight: FlightRow, partitions: int) -> tuple[int, str]:
+    """(payee partition, id) of a transfer's credit leg."""
+    return partition_of(flight.payee, partitions), credit_leg_id(flight.transfer_id, flight.payer)
 
 
 async def reconcile_cups(
-    stores: Mapping[int, PostgresCupStore],
+    cups: Mapping[int, CupAdmin],
     shard_map: ShardMap,
     currencies: Iterable[str],
     moving: frozenset[int] = frozenset(),
@@ -288,12 +199,18 @@ async def reconcile_cups(
     currencies = sorted(currencies)
     audits = (
         audit_cup(
-            store, shard_map.partitions_of(cup), currencies, report, moving, stuck_after_seconds
+            cup_id,
+            cup,
+            shard_map.partitions_of(cup_id),
+            currencies,
+            report,
+            moving,
+            stuck_after_seconds,
         )
-        for cup, store in stores.items()
+        for cup_id, cup in cups.items()
     )
     report.cups = list(await asyncio.gather(*audits))
-    report.pending_ids, flights = await transfers_in_flight(stores, shard_map)
+    report.pending_ids, flights = await transfers_in_flight(cups, shard_map)
     report.transfers_in_flight = len(flights)
     by_cup = {figures.cup: figures for figures in report.cups}
     for cup, _, amount, currency in flights:

@@ -14,14 +14,16 @@ import asyncpg
 
 from engine.core.placement import plan_rebalance
 from engine.core.records import ShardMap
-from shards.control import connect, load_shard_map, redact, register_cup
-from shards.migrate import migrate
+from shards.backends import connect_cup
+from shards.control import load_shard_map, redact, register_cup
+from shards.cup_admin import CupKind
 from shards.moves import RESUME_WAIT_SECONDS, Move, Mover, Step, open_moves, plan_move
 
 
 @dataclass(frozen=True, slots=True)
 class CupInventory:
     cup_id: int
+    kind: CupKind
     dsn: str
     """Redacted: fit for printing."""
     partitions: list[int]
@@ -33,9 +35,9 @@ class CupInventory:
 
 async def add_cup(control: asyncpg.Connection, dsn: str, timeout_seconds: float) -> int:
     """Create the cup schema in ``dsn`` (migrations) and register the cup; idempotent."""
-    cup = await connect(dsn, timeout_seconds)
+    cup = await connect_cup(dsn, timeout_seconds)
     try:
-        await migrate(cup, "postgres")
+        await cup.migrate()
     finally:
         await cup.close()
     return await register_cup(control, dsn)
@@ -103,22 +105,18 @@ async def inventory(control: asyncpg.Connection, timeout_seconds: float) -> list
 
 async def _cup_inventory(shard_map: ShardMap, cup_id: int, timeout_seconds: float) -> CupInventory:
     owned = shard_map.partitions_of(cup_id)
-    cup = await connect(shard_map.cups[cup_id], timeout_seconds)
+    cup = await connect_cup(shard_map.cups[cup_id], timeout_seconds)
     try:
-        row = await cup.fetchrow(
-            "SELECT (SELECT count(*) FROM accounts WHERE partition = ANY($1)) AS accounts,"
-            " (SELECT count(*) FROM journal WHERE partition = ANY($1)) AS journal,"
-            " (SELECT count(*) FROM transfers_in_flight WHERE partition = ANY($1)) AS flight",
-            owned,
-        )
+        held = await cup.holdings(owned)
     finally:
         await cup.close()
     return CupInventory(
         cup_id,
+        cup.kind,
         redact(shard_map.cups[cup_id]),
         owned,
-        row["accounts"],
-        row["journal"],
-        row["flight"],
+        held.accounts,
+        held.journal_rows,
+        held.transfers_in_flight,
         sorted(set(owned) & shard_map.paused),
     )

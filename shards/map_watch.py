@@ -17,7 +17,7 @@ import asyncpg
 from engine.core.errors import InfrastructureError
 from engine.core.records import ShardMap
 from shards.control import MAP_CHANNEL, connect, load_shard_map
-from shards.store import RETRIABLE
+from shards.postgres.store import RETRIABLE
 
 
 class PostgresMapWatch:

@@ -45,16 +45,12 @@ from typing import Final
 
 import asyncpg
 
-from engine.core.errors import ConfigError, InfrastructureError, invariant
+from engine.core.errors import ConfigError, InfrastructureError, InvariantError, invariant
 from engine.core.records import ShardMap
-from shards.control import connect, load_shard_map, publish_version
-from shards.partition_copy import (
-    PARTITION_TABLES,
-    analyze,
-    copy_table,
-    delete_partition,
-    table_columns,
-)
+from shards.backends import connect_cup
+from shards.control import load_shard_map, publish_version
+from shards.cup_admin import CupAdmin
+from shards.partition_copy import copy_partition
 
 log = logging.getLogger(__name__)
 
@@ -180,15 +176,15 @@ class Mover:
         self.control = control
         self.connect_timeout_seconds = connect_timeout_seconds
         self.resume_wait_seconds = resume_wait_seconds
-        self._cups: dict[int, asyncpg.Connection] = {}
+        self._cups: dict[int, CupAdmin] = {}
         """One connection per cup while a move is driven: connecting costs more than a step."""
 
-    async def _cup(self, shard_map: ShardMap, cup_id: int) -> asyncpg.Connection:
-        connection = self._cups.get(cup_id)
-        if connection is None or connection.is_closed():
-            connection = await connect(shard_map.cups[cup_id], self.connect_timeout_seconds)
-            self._cups[cup_id] = connection
-        return connection
+    async def _cup(self, shard_map: ShardMap, cup_id: int) -> CupAdmin:
+        cup = self._cups.get(cup_id)
+        if cup is None:
+            cup = await connect_cup(shard_map.cups[cup_id], self.connect_timeout_seconds)
+            self._cups[cup_id] = cup
+        return cup
 
     async def _locked(self, move_id: int) -> None:
         taken = await self.control.fetchval(
@@ -238,17 +234,10 @@ class Mover:
             shard_map = await load_shard_map(self.control)
             invariant(shard_map.cup_of[move.partition] == move.source_cup, "abort before flip")
             target = await self._cup(shard_map, move.target_cup)
-            await delete_partition(target, move.partition, keep_tombstone=True)
-            await target.execute(
-                "UPDATE partition_state SET frozen = true WHERE partition = $1 AND NOT frozen",
-                move.partition,
-            )
+            await target.delete_partition(move.partition, keep_tombstone=True)
+            await target.freeze(move.partition)
             source = await self._cup(shard_map, move.source_cup)
-            await source.execute(
-                "UPDATE partition_state SET frozen = false, owner = '' WHERE partition = $1"
-                " AND frozen",
-                move.partition,
-            )
+            await source.thaw(move.partition, forget_owner=True)
             async with self.control.transaction():
                 await self._set_paused(move.partition, paused=False)
                 await self._advance(move, Step.ABORTED, "finished_at")
@@ -276,8 +265,8 @@ class Mover:
                 await self._await_resume(shard_map, move)
             case Step.FLIPPED:
                 source = await self._cup(shard_map, move.source_cup)
-                await delete_partition(source, move.partition, keep_tombstone=True)
-                await analyze(await self._cup(shard_map, move.target_cup))
+                await source.delete_partition(move.partition, keep_tombstone=True)
+                await (await self._cup(shard_map, move.target_cup)).analyze()
                 await self._advance(move, Step.DONE, "finished_at")
         return await read_move(self.control, move.move_id)
 
@@ -319,17 +308,7 @@ class Mover:
     async def _fence(self, shard_map: ShardMap, move: Move) -> int:
         """Step 3: a new epoch, frozen, in the source; a rerun finds it frozen already."""
         source = await self._cup(shard_map, move.source_cup)
-        epoch: int | None = await source.fetchval(
-            "UPDATE partition_state SET epoch = epoch + 1, owner = $2, frozen = true,"
-            " updated_at = now() WHERE partition = $1 AND NOT frozen RETURNING epoch",
-            move.partition,
-            f"move {move.move_id} to cup {move.target_cup}",
-        )
-        if epoch is None:
-            epoch = await source.fetchval(
-                "SELECT epoch FROM partition_state WHERE partition = $1 AND frozen",
-                move.partition,
-            )
+        epoch = await source.fence(move.partition, f"move {move.move_id} to cup {move.target_cup}")
         if epoch is None:
             raise InfrastructureError(
                 f"partition {move.partition} has no state row in cup {move.source_cup}"
@@ -340,38 +319,25 @@ class Mover:
         """Step 4: p's rows from one source snapshot into the target, in one transaction."""
         source = await self._cup(shard_map, move.source_cup)
         target = await self._cup(shard_map, move.target_cup)
-        columns = await table_columns(source)
+        target_columns = await target.table_columns()
         async with (
-            source.transaction(isolation="repeatable_read", readonly=True),
-            target.transaction(),
+            source.snapshot(move.partition) as snapshot,
+            target.receive(move.partition) as sink,
         ):
-            state = await source.fetchrow(
-                "SELECT epoch, next_offset, frozen FROM partition_state WHERE partition = $1",
-                move.partition,
+            state = snapshot.state
+            if state is None or not state.frozen:
+                raise InvariantError(f"partition {move.partition} is not fenced in its source")
+            invariant(state.epoch == move.fence_epoch, "no claim after the fence")
+            rows = await copy_partition(snapshot, sink, target_columns)
+            await sink.write_state(
+                state.epoch, state.next_offset, f"move {move.move_id} from cup {move.source_cup}"
             )
-            invariant(state is not None and state["frozen"], "the source is fenced")
-            invariant(state["epoch"] == move.fence_epoch, "no claim after the fence")
-            await delete_partition(target, move.partition)
-            rows = 0
-            for table in PARTITION_TABLES:
-                rows += await copy_table(source, target, table, columns[table], move.partition)
-            await target.execute(
-                "INSERT INTO partition_state (partition, epoch, next_offset, owner, frozen)"
-                " VALUES ($1, $2, $3, $4, true)",
-                move.partition,
-                state["epoch"],
-                state["next_offset"],
-                f"move {move.move_id} from cup {move.source_cup}",
-            )
-        return state["next_offset"], rows
+        return state.next_offset, rows
 
     async def _flip(self, shard_map: ShardMap, move: Move) -> None:
         """Step 5: thaw the target's copy, then route p there (one control transaction)."""
         target = await self._cup(shard_map, move.target_cup)
-        offset = await target.fetchval(
-            "UPDATE partition_state SET frozen = false WHERE partition = $1 RETURNING next_offset",
-            move.partition,
-        )
+        offset = await target.thaw(move.partition, forget_owner=False)
         invariant(offset == move.copied_offset, "the target holds the copied offset")
         async with self.control.transaction():
             version = await publish_version(self.control)
@@ -389,10 +355,9 @@ class Mover:
         target = await self._cup(shard_map, move.target_cup)
         deadline = time.monotonic() + self.resume_wait_seconds
         while time.monotonic() < deadline:
-            epoch = await target.fetchval(
-                "SELECT epoch FROM partition_state WHERE partition = $1", move.partition
-            )
-            if epoch is not None and move.fence_epoch is not None and epoch > move.fence_epoch:
+            state = await target.state_row(move.partition)
+            fenced = move.fence_epoch
+            if state is not None and fenced is not None and state.epoch > fenced:
                 await self.control.execute(
                     "UPDATE moves SET resumed_at = clock_timestamp() WHERE move_id = $1",
                     move.move_id,

@@ -32,7 +32,7 @@ from engine.core.store import CupStore
 from engine.kafka.topics import end_offsets, read_range
 from shards.audit import Report, reconcile_cups
 from shards.control import connect, load_shard_map
-from shards.cups import close_cups, open_cups
+from shards.cups import close_cups, connect_cups, open_cups
 from shards.moves import open_moves
 
 
@@ -43,17 +43,21 @@ async def reconcile(config: Config, *, topics: bool) -> Report:
         moving = frozenset(move.partition for move in await open_moves(control))
     finally:
         await control.close()
-    stores = await open_cups(shard_map, config.shards)
+    cups = await connect_cups(shard_map, config.shards.connect_timeout_seconds)
     try:
         stuck = config.worker.transfer_stuck_seconds
-        report = await reconcile_cups(stores, shard_map, CURRENCIES, moving, stuck)
-        if topics:
-            positions = await _positions(stores, shard_map.cup_of)
-            bytes_max = config.worker.message_bytes_max
-            kafka = config.require_kafka()
-            await _check_results(kafka, positions, bytes_max, shard_map.partitions, report)
+        report = await reconcile_cups(cups, shard_map, CURRENCIES, moving, stuck)
     finally:
-        await close_cups(stores)
+        await close_cups(cups)
+    if topics:
+        stores = await open_cups(shard_map, config.shards)
+        try:
+            positions = await _positions(stores, shard_map.cup_of)
+        finally:
+            await close_cups(stores)
+        kafka = config.require_kafka()
+        bytes_max = config.worker.message_bytes_max
+        await _check_results(kafka, positions, bytes_max, shard_map.partitions, report)
     return report
 
 

@@ -37,11 +37,14 @@ def list_cups(config: Config) -> int:
         return await cluster.inventory(control, timeout), await open_moves(control)
 
     cups, moves = _with_control(config, read)
-    print(f"{'cup':>4} {'partitions':>10} {'accounts':>10} {'journal':>10} {'in flight':>9}  dsn")
+    print(
+        f"{'cup':>4} {'kind':<8} {'partitions':>10} {'accounts':>10} {'journal':>10} "
+        f"{'in flight':>9}  dsn"
+    )
     for cup in cups:
         paused = f"  paused: {cup.paused}" if cup.paused else ""
         print(
-            f"{cup.cup_id:>4} {len(cup.partitions):>10} {cup.accounts:>10,} "
+            f"{cup.cup_id:>4} {cup.kind:<8} {len(cup.partitions):>10} {cup.accounts:>10,} "
             f"{cup.journal_rows:>10,} {cup.transfers_in_flight:>9,}  {cup.dsn}{paused}"
         )
     for move in moves:

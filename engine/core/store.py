@@ -2,8 +2,8 @@
 records.
 
 A cup is one database holding some partitions' accounts, journal, idempotency records,
-outbox and claims. shards.store implements this for Postgres; a second database
-implements the same protocol. Every method is one round trip (or few), and raises only
+outbox and claims. shards.postgres.store implements this for Postgres, shards.mysql.store
+for MariaDB/MySQL. Every method is one round trip (or few), and raises only
 the project's errors (engine.core.errors): ``CupUnavailableError`` for a fault that passes,
 ``InvariantError`` for what must not happen. A driver's exception never crosses it.
 """

@@ -28,16 +28,15 @@ Postgres does not plan this statement again at every execution.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from itertools import chain
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar, cast
+from typing import Final, cast
 
 import asyncpg
 import msgspec
 
 from engine.core.book import Account, AccountKey, AccountStatus, InFlight, Known
-from engine.core.errors import CupUnavailableError, invariant
+from engine.core.errors import invariant
 from engine.core.messages import result_decoder
 from engine.core.records import (
     Claim,
@@ -47,6 +46,7 @@ from engine.core.records import (
     OutboxKind,
     OutboxRow,
 )
+from shards.faults import cup_faults
 
 _COMMIT: Final = """
 WITH batch AS (
@@ -153,30 +153,19 @@ RETRIABLE: Final = (
 )
 """Faults of a cup that pass (restarts, shutdowns, refused or lost connections, a database
 closed to connections, a partition frozen by a move): raised as CupUnavailableError. Any other
-database error is a bug, and crashes the worker.
+database error is a bug: InvariantError, which crashes the worker.
 
 InternalClientError ("cannot switch to state 12; another operation (2) is in progress")
 is a pooled connection that a dying server left in the middle of its error handling
 (the chaos suite met it during an immediate shutdown): ``renew_connections`` replaces
 such connections."""
 
-P = ParamSpec("P")
-T = TypeVar("T")
+
+def _passing(error: BaseException) -> bool:
+    return isinstance(error, RETRIABLE)
 
 
-def _cup_faults(
-    method: Callable[Concatenate[PostgresCupStore, P], Coroutine[Any, Any, T]],
-) -> Callable[Concatenate[PostgresCupStore, P], Coroutine[Any, Any, T]]:
-    """Raise a passing fault of the cup as CupUnavailableError (never asyncpg's exception)."""
-
-    @functools.wraps(method)
-    async def translated(store: PostgresCupStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(store, *args, **kwargs)
-        except RETRIABLE as error:
-            raise CupUnavailableError(f"cup {store.cup_id}: {type(error).__name__}") from error
-
-    return translated
+_cup_faults = cup_faults(_passing, (asyncpg.PostgresError,))
 
 
 class PostgresCupStore:

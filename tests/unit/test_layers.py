@@ -3,7 +3,7 @@ import cycle exists. Read from the source (ast), so a new import that breaks a r
 fails here, not in review.
 
     engine.core      the pure core: no I/O library, nothing else of the project
-    shards           the Postgres adapter: engine.core only
+    shards           the SQL adapters (Postgres, MariaDB): engine.core only
     engine.kafka     Kafka adapters: engine.core only
     engine.worker    the worker: engine.core and engine.kafka (cups through the protocol)
     engine.admin, engine.service, engine.cli   wiring: the product, never its tools
@@ -31,7 +31,15 @@ LAYERS: Final = (
     ("loadtest", PACKAGES),
 )
 """(module prefix, the project prefixes it may import), the first matching prefix wins."""
-IO_LIBRARIES: Final = ("asyncio", "aiokafka", "asyncpg", "uvloop", "prometheus_client", "socket")
+IO_LIBRARIES: Final = (
+    "asyncio",
+    "aiokafka",
+    "asyncpg",
+    "asyncmy",
+    "uvloop",
+    "prometheus_client",
+    "socket",
+)
 """What the core may not import: it decides, the layers above do the I/O."""
 
 

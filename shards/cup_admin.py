@@ -1,0 +1,209 @@
+"""What the tools need of one cup, whatever its database: the schema, the steps of a
+move, the copy of a partition, the reads of reconcile and of the inventory.
+
+The worker's hot path goes through engine.core.store.CupStore; this is the other
+side: one administrative connection to a cup (``shards.backends.connect_cup``), used by
+``smallcups init``, ``shards``, ``reconcile`` and the tests. shards.postgres.admin and
+shards.mysql.admin implement it; shards.moves, shards.partition_copy, shards.audit and
+shards.cluster are written against it only, so a cluster may mix both kinds and move
+partitions between them.
+
+Rows cross between the two kinds in one canonical shape (``Row``): integers, ``str``,
+``bytes``, ``bool``, None, and timestamps as timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import NamedTuple, Protocol
+
+Value = int | str | bytes | bool | datetime | None
+Row = tuple[Value, ...]
+
+COPY_ROWS_PER_CHUNK = 2_000
+"""Rows read and written at a time when a partition is copied (bounded memory)."""
+
+
+class CupKind(enum.StrEnum):
+    POSTGRES = "postgres"
+    MYSQL = "mysql"
+
+
+class StateRow(NamedTuple):
+    epoch: int
+    next_offset: int
+    frozen: bool
+
+
+class Holdings(NamedTuple):
+    """The rows a cup holds for some partitions: what ``shards list`` prints."""
+
+    accounts: int
+    journal_rows: int
+    transfers_in_flight: int
+
+
+class CurrencyTotals(NamedTuple):
+    currency: str
+    customers: int
+    clearing: int
+    cash: int
+    accounts: int
+
+
+class OffJournal(NamedTuple):
+    """An account whose balance is not the sum of its journal rows (balance None: the
+    journal has rows of an account that does not exist)."""
+
+    partition: int
+    customer: int
+    account: int
+    balance: int | None
+    journal_total: int
+
+
+class ClosedWithMoney(NamedTuple):
+    partition: int
+    customer: int
+    account: int
+    balance: int
+
+
+class StuckTransfer(NamedTuple):
+    partition: int
+    transfer_id: str
+    amount: int
+    currency: str
+    age_seconds: int
+
+
+class FlightRow(NamedTuple):
+    """A transfer in flight as a cup holds it: where it was debited, who pays whom."""
+
+    partition: int
+    transfer_id: str
+    payer: int
+    payee: int
+    amount: int
+    currency: str
+
+
+class PartitionSnapshot(Protocol):
+    """One partition of a source cup, read from one consistent snapshot."""
+
+    state: StateRow | None
+    columns: dict[str, list[str]]
+    """The columns, in order, of every table a move copies (partition_copy.TABLES)."""
+
+    def rows(self, table: str, columns: Sequence[str]) -> AsyncIterator[list[Row]]:
+        """The partition's rows of ``table``, in chunks of at most COPY_ROWS_PER_CHUNK."""
+        ...
+
+
+class PartitionSink(Protocol):
+    """The target side of a copy: one open transaction, committed on a clean exit."""
+
+    async def write(self, table: str, columns: Sequence[str], rows: list[Row]) -> None: ...
+
+    async def write_state(self, epoch: int, next_offset: int, owner: str) -> None:
+        """The partition's state row, frozen (the flip thaws it)."""
+        ...
+
+
+class CupAdmin(Protocol):
+    """One administrative connection to a cup. Errors are the driver's: a tool reports
+    them and stops (the worker's store is the side that retries)."""
+
+    kind: CupKind
+
+    async def close(self) -> None: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply the missing migrations; the names applied now."""
+        ...
+
+    async def missing_migrations(self) -> list[str]: ...
+
+    async def add_partitions(self, partitions: Sequence[int]) -> None:
+        """A state row for each partition that has none."""
+        ...
+
+    async def holdings(self, partitions: Sequence[int]) -> Holdings: ...
+
+    async def table_columns(self) -> dict[str, list[str]]:
+        """The columns of every table a move copies; refuses a cup with a table keyed by
+        partition that moves would not copy."""
+        ...
+
+    async def state_row(self, partition: int) -> StateRow | None: ...
+
+    async def fence(self, partition: int, owner: str) -> int | None:
+        """Freeze the partition with a new epoch; its epoch, also when it was frozen
+        already (a rerun); None when it has no state row here."""
+        ...
+
+    async def freeze(self, partition: int) -> None:
+        """Freeze the partition's state row if it is not (an aborted move's target)."""
+        ...
+
+    async def thaw(self, partition: int, *, forget_owner: bool) -> int | None:
+        """Thaw the partition's state row; its next offset (None: no row here)."""
+        ...
+
+    def snapshot(self, partition: int) -> AbstractAsyncContextManager[PartitionSnapshot]:
+        """A read-only transaction on one consistent snapshot of the cup."""
+        ...
+
+    def receive(self, partition: int) -> AbstractAsyncContextManager[PartitionSink]:
+        """A transaction that first deletes every row of the partition here (a copy
+        that a crash cut short), then takes the new rows."""
+        ...
+
+    async def delete_partition(self, partition: int, *, keep_tombstone: bool) -> None:
+        """Every row of the partition, in one transaction; with ``keep_tombstone``, all but
+        its frozen state row."""
+        ...
+
+    async def analyze(self) -> None:
+        """Fresh planner statistics after rows arrived in bulk."""
+        ...
+
+    async def stray_partitions(self, owned: Sequence[int]) -> list[int]:
+        """Partitions other than ``owned`` that have rows here (a frozen state row is a
+        tombstone, not rows)."""
+        ...
+
+    async def currency_totals(
+        self, partitions: Sequence[int], clearing: Sequence[int], cash: Sequence[int]
+    ) -> list[CurrencyTotals]: ...
+
+    async def journal_rows(self, partitions: Sequence[int]) -> int: ...
+
+    async def off_journal(self, partitions: Sequence[int]) -> list[OffJournal]: ...
+
+    async def unbalanced_journal(self, partitions: Sequence[int]) -> list[tuple[str, int]]:
+        """(currency, sum) of each currency whose journal rows do not sum to zero."""
+        ...
+
+    async def applied_twice(self, partitions: Sequence[int]) -> list[tuple[int, str]]:
+        """(partition, command id) of ids journaled from two different offsets."""
+        ...
+
+    async def closed_with_money(self, partitions: Sequence[int]) -> list[ClosedWithMoney]: ...
+
+    async def stuck_transfers(
+        self, partitions: Sequence[int], stuck_after_seconds: float
+    ) -> list[StuckTransfer]: ...
+
+    async def flights(self, partitions: Sequence[int]) -> list[FlightRow]: ...
+
+    async def results_of(self, ids: Sequence[tuple[int, str]]) -> list[tuple[int, str, bytes]]:
+        """(partition, command id, result) of those (partition, command id) recorded."""
+        ...
+
+    async def balances(self) -> dict[tuple[int, int, int], int]:
+        """Every account's balance by (partition, customer, account)."""
+        ...
