@@ -22,7 +22,10 @@ def register_demo(commands: Subcommands) -> None:
     demo.add_argument("--cross", type=int, default=20, help="%% of transfers to another partition")
     demo.add_argument("--window", type=int, default=2_000, help="commands awaiting results at once")
     demo.add_argument(
-        "--cups", type=int, default=0, help="add cups (and rebalance) up to this many (0: as is)"
+        "--cups",
+        type=int,
+        default=0,
+        help="add Postgres cups (and rebalance) up to this many (0: as configured)",
     )
     demo.set_defaults(run=_demo)
 

@@ -1,7 +1,9 @@
 """``smallcups demo``: the main job on the local stack, end to end.
 
-1. initialize topics, cup schemas and the shard map (idempotent); with ``--cups N``,
-   create and add cups of the local stack up to N and rebalance the partitions;
+1. initialize topics, cup schemas and the shard map (idempotent); register every cup
+   of the local stack (Postgres and MariaDB: a mixed cluster), with ``--cups N`` after
+   creating Postgres cups up to N, and rebalance so each cup holds its share; print the
+   cups, their kind and their partitions;
 2. start the worker processes;
 3. open and fund one account per customer, and wait for every result;
 4. publish transfers (plus some deposits and withdrawals) for a bounded time;
@@ -24,13 +26,13 @@ import uvloop
 from deploy.local.postgres_databases import ensure_databases
 from engine.admin.reconcile import reconcile
 from engine.admin.setup import initialize, read_shard_map
-from engine.core.config import Config, to_environ
+from engine.core.config import Config, StackConfig, to_environ
 from engine.kafka.client import Client
 from loadtest.driver import CHUNK_COMMANDS, Driver, Score
 from loadtest.workers import WorkerProcess
 from loadtest.workload import Workload, WorkloadShape
 from shards.audit import Report
-from shards.cluster import add_cup, rebalance
+from shards.cluster import add_cup, inventory, rebalance
 from shards.control import connect
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class DemoOptions:
     window: int = 2_000
     """Most commands awaiting their result at once (closed loop: latency ~ window / rate)."""
     cups: int = 0
-    """Grow the local stack to this many cups before the load (0: keep the cups as they are)."""
+    """Grow the local stack to this many Postgres cups before the load (0: as configured)."""
 
 
 def customer_total(report: Report) -> int:
@@ -89,11 +91,10 @@ async def _load(config: Config, options: DemoOptions, run: str) -> tuple[Score, 
         return driver.score, (len(driver.score.results) - before) / elapsed
 
 
-async def _grow_cups(config: Config, cups: int) -> None:
-    """Add the local stack's cup databases up to ``cups``, then move their share to them."""
+async def _spread_over_cups(config: Config, stack: StackConfig) -> None:
+    """Add the stack's cups the map lacks, move their share to them, print every cup."""
     shard_map = await read_shard_map(config)
     known = set(shard_map.cups.values())
-    stack = msgspec.structs.replace(config.stack, cups=cups)
     timeout = config.shards.connect_timeout_seconds
     control = await connect(config.control_dsn, timeout)
     try:
@@ -102,6 +103,11 @@ async def _grow_cups(config: Config, cups: int) -> None:
                 print(f"cup {await add_cup(control, dsn, timeout)} added")
         # the workers start after this: no claim to wait for after each flip
         await rebalance(control, timeout, lambda move: print(move.summary()), 0.0)
+        for cup in await inventory(control, timeout):
+            print(
+                f"cup {cup.cup_id} ({cup.kind}): {len(cup.partitions)} partitions, "
+                f"{cup.accounts:,} accounts  {cup.dsn}"
+            )
     finally:
         await control.close()
 
@@ -110,9 +116,11 @@ def run_demo(config: Config, options: DemoOptions) -> int:
     state = config.stack.state_path
     run = f"demo{int(time.time())}"
     asyncio.run(initialize(config))
+    stack = config.stack
     if options.cups:
-        ensure_databases(msgspec.structs.replace(config.stack, cups=options.cups))
-        asyncio.run(_grow_cups(config, options.cups))
+        stack = msgspec.structs.replace(stack, postgres_cups=options.cups)
+        ensure_databases(stack)
+    asyncio.run(_spread_over_cups(config, stack))
     before = customer_total(asyncio.run(reconcile(config, topics=False)))
     workers = [
         WorkerProcess(

@@ -7,6 +7,7 @@ stops the workers and drops the databases and the topics again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ import msgspec
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from deploy.local.mariadb_databases import create_mysql_databases, drop_mysql_databases
 from engine.admin.setup import initialize
 from engine.core.config import Config, to_environ
 from engine.core.records import ShardMap
 from loadtest.workers import WorkerProcess
+from shards.cup_admin import CupKind
 
 
 @dataclass
@@ -29,6 +32,8 @@ class System:
     shard_map: ShardMap
     log_dir: Path
     databases: list[str]
+    """The Postgres databases: the control database first, then the Postgres cups."""
+    mysql_databases: list[str] = field(default_factory=list)
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def start_worker(self, env: dict[str, str] | None = None) -> WorkerProcess:
@@ -49,28 +54,37 @@ class System:
 
 
 async def make_system(
-    base: Config, log_dir: Path, *, partitions: int, cups: int, run: str = ""
+    base: Config, log_dir: Path, *, partitions: int, cups: int, mysql_cups: int = 0, run: str = ""
 ) -> System:
-    """Create the databases, the topics and the shard map of a new system named ``run``."""
+    """Create the databases, the topics and the shard map of a new system named ``run``:
+    ``cups`` Postgres cups, then ``mysql_cups`` MariaDB cups (the local stack's)."""
     run = run or f"t{uuid.uuid4().hex[:10]}"
     names = [f"{run}_control"] + [f"{run}_cup_{i}" for i in range(cups)]
+    mysql_names = [f"{run}_cup_{cups + i}" for i in range(mysql_cups)]
     await create_databases(base, names)
+    await asyncio.to_thread(create_mysql_databases, base.stack, mysql_names)
     dsns = [base.stack.database_dsn(name) for name in names]
+    dsns += [base.stack.mysql_dsn(name) for name in mysql_names]
     kafka = msgspec.structs.replace(
         base.kafka, topic_prefix=run, group_id=f"{run}-workers", partitions=partitions
     )
     shards = msgspec.structs.replace(base.shards, control_dsn=dsns[0], cup_dsns=dsns[1:])
     config = msgspec.structs.replace(base, kafka=kafka, shards=shards)
     report = await initialize(config)
-    return System(config, report.shard_map, log_dir, names)
+    return System(config, report.shard_map, log_dir, names, mysql_names)
 
 
-async def add_cup_database(base: Config, system: System) -> str:
+async def add_cup_database(base: Config, system: System, kind: CupKind = CupKind.POSTGRES) -> str:
     """A new, empty database for one more cup of ``system`` (dropped with it); its DSN.
 
     Registering it (``shards.cluster.add_cup``) is the caller's step, as for any cup.
     """
-    name = f"{system.databases[0].removesuffix('_control')}_cup_{len(system.databases) - 1}"
+    run = system.databases[0].removesuffix("_control")
+    name = f"{run}_cup_{len(system.databases) - 1 + len(system.mysql_databases)}"
+    if kind is CupKind.MYSQL:
+        await asyncio.to_thread(create_mysql_databases, base.stack, [name])
+        system.mysql_databases.append(name)
+        return base.stack.mysql_dsn(name)
     await create_databases(base, [name])
     system.databases.append(name)
     return base.stack.database_dsn(name)
@@ -80,6 +94,7 @@ async def drop_system(base: Config, system: System) -> None:
     """Stop the workers, drop the system's databases and delete its topics."""
     system.stop_all()
     await drop_databases(base, system.databases)
+    await asyncio.to_thread(drop_mysql_databases, base.stack, system.mysql_databases)
     kafka = system.config.kafka
     await delete_topics(base, [kafka.commands_topic, kafka.results_topic, kafka.dlq_topic])
 

@@ -1,4 +1,5 @@
-"""``db_ceiling``: the database-side ceiling, no Kafka.
+"""``db_ceiling`` (Postgres cups) and ``db_ceiling_mariadb`` (MariaDB cups): the
+database-side ceiling, no Kafka.
 
 1. claim every partition in its cup (as a worker would);
 2. decide the set-up (open and fund the accounts) with the pure ledger and commit it;
@@ -13,17 +14,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.admin.reconcile import reconcile
 from engine.core.config import Config
+from engine.core.store import CupStore
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.decided import Simulation, commit_chains
 from loadtest.bench.options import BenchOptions, Checks, Load, ModeResult, fresh_system, rate_of
 from loadtest.system import System, drop_system
 from shards.cups import close_cups, open_cups
-from shards.store import PostgresCupStore
 
 CLAIM_OWNER = "bench"
 
@@ -37,7 +39,7 @@ class Seeded:
 
 
 async def seed(
-    system: System, stores: dict[int, PostgresCupStore], load: Load, batch_records: int
+    system: System, stores: Mapping[int, CupStore], load: Load, batch_records: int
 ) -> Seeded:
     """Steps 1 and 2: claim the partitions, then commit the decided set-up."""
     by_partition = partitions_to_stores(system, stores)
@@ -52,16 +54,14 @@ async def seed(
     return Seeded(simulation, decided.journal_rows)
 
 
-def partitions_to_stores(
-    system: System, stores: dict[int, PostgresCupStore]
-) -> dict[int, PostgresCupStore]:
+def partitions_to_stores(system: System, stores: Mapping[int, CupStore]) -> dict[int, CupStore]:
     return {p: stores[cup] for p, cup in system.shard_map.cup_of.items()}
 
 
 async def run_db_ceiling(
-    base: Config, options: BenchOptions, load: Load, log_dir: Path
+    base: Config, options: BenchOptions, load: Load, log_dir: Path, mode: str
 ) -> ModeResult:
-    system = await fresh_system(base, options, "db_ceiling", log_dir)
+    system = await fresh_system(base, options, mode, log_dir)
     checks = Checks()
     try:
         stores = await open_cups(system.shard_map, system.config.shards)
@@ -95,7 +95,7 @@ async def run_db_ceiling(
     commands = len(load.commands)
     batches = sum(len(chain) for chain in decided.chains.values())
     result = ModeResult(
-        mode="db_ceiling",
+        mode=mode,
         commands=commands,
         seconds=round(seconds, 3),
         rate_per_second=round(rate_of(commands, seconds), 1),

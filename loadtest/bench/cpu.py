@@ -8,10 +8,12 @@ Kinds:
   processes, the raw pipe's reader, the naive consumer), sampled while they run;
 - ``broker``: the Kafka broker's JVM;
 - ``postgres``: the postmaster and every backend it forked; backends that exited are
-  counted through the postmaster's reaped-children time.
+  counted through the postmaster's reaped-children time;
+- ``mariadb``: the MariaDB server (one process, a thread per connection); absent when
+  the stack runs none.
 
-The broker and Postgres serve every client on the machine, so their share includes any
-other load that runs at the same time.
+The broker and the databases serve every client on the machine, so their share includes
+any other load that runs at the same time.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from pathlib import Path
 from typing import Final
 
 from deploy.local.kafka_broker import running_broker_pid
+from deploy.local.mariadb_server import running_mariadb_pid
 from deploy.local.postgres_cluster import running_postgres_pid
 from engine.core.config import StackConfig
 from engine.core.errors import StackError
 
 CLOCK_TICKS_PER_SECOND: Final = os.sysconf("SC_CLK_TCK")
-KINDS: Final = ("driver", "workers", "broker", "postgres")
+KINDS: Final = ("driver", "workers", "broker", "postgres", "mariadb")
 _PROC: Final = Path("/proc")
 
 
@@ -90,12 +93,16 @@ class CpuMeter:
         workers = [read_times(pid) for pid in self.worker_pids]
         if any(times is None for times in workers):
             raise StackError("a worker process exited inside the measured window")
-        return {
+        sampled = {
             "driver": me.own_seconds + me.reaped_seconds,
             "workers": sum(t.own_seconds for t in workers if t is not None),
             "broker": tree_seconds(broker),
             "postgres": tree_seconds(postmaster),
         }
+        mariadb = running_mariadb_pid(self.stack)
+        if mariadb is not None:
+            sampled["mariadb"] = tree_seconds(mariadb)
+        return sampled
 
     def start(self) -> None:
         self.started = self.sample()
@@ -109,4 +116,5 @@ class CpuMeter:
         return {
             kind: round((self.stopped[kind] - self.started[kind]) * 1000 / commands, 4)
             for kind in KINDS
+            if kind in self.started and kind in self.stopped
         }

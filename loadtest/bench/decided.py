@@ -23,7 +23,7 @@ from engine.core.ledger import PartitionLedger
 from engine.core.messages import Command, fingerprint
 from engine.core.records import CommitBatch, CommitStatus
 from engine.core.routing import partition_of
-from shards.store import PostgresCupStore
+from engine.core.store import CupStore
 
 Chains = dict[int, list[CommitBatch]]
 
@@ -95,7 +95,7 @@ class Simulation:
 
 
 async def commit_chains(
-    stores: Mapping[int, PostgresCupStore], chains: Chains, rounds_per_cup: int = 1
+    stores: Mapping[int, CupStore], chains: Chains, rounds_per_cup: int = 1
 ) -> list[str]:
     """Commit every partition's chain in order, as a worker's rounds do: each cup's
     partitions are dealt into ``rounds_per_cup`` groups, and each group commits the next

@@ -1,4 +1,5 @@
-"""``engine_1w`` / ``engine_2w``: the real pipeline with 1 or 2 worker processes.
+"""``engine_1w`` / ``engine_2w``: the real pipeline with 1 or 2 worker processes (on
+Postgres cups; the ``_mariadb`` modes on MariaDB cups).
 
 1. a fresh system; the workers start and own every partition between them;
 2. set-up (not measured): open and fund the accounts through the engine;
@@ -58,9 +59,8 @@ class Latency:
 
 
 async def run_engine(
-    base: Config, options: BenchOptions, load: Load, log_dir: Path, workers: int
+    base: Config, options: BenchOptions, load: Load, log_dir: Path, mode: str, workers: int
 ) -> ModeResult:
-    mode = f"engine_{workers}w"
     system = await fresh_system(base, options, mode, log_dir / mode)
     try:
         ports = [free_port() for _ in range(workers)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing.connection
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -26,7 +26,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from engine.admin.reconcile import reconcile
 from engine.core.config import Config
 from engine.core.decoding import decode_command
+from engine.core.errors import invariant
 from engine.core.messages import COMMAND_TYPES
+from engine.core.store import CupStore
 from engine.kafka.client import Client
 from loadtest.bench.ceiling import seed
 from loadtest.bench.child import Child, Figures, serve
@@ -43,7 +45,7 @@ from loadtest.bench.options import (
 from loadtest.bench.raw_pipe import publish_all
 from loadtest.system import System, drop_system
 from shards.cups import close_cups, open_cups
-from shards.store import PostgresCupStore
+from shards.postgres.store import PostgresCupStore
 
 READY_TIMEOUT_SECONDS: Final = 60.0
 FETCH_RECORDS_MAX: Final = 500
@@ -54,7 +56,7 @@ DONE_GRACE_SECONDS: Final = 60.0
 
 async def run_naive(base: Config, options: BenchOptions, load: Load, log_dir: Path) -> ModeResult:
     system = await fresh_system(base, options, "naive", log_dir)
-    stores = await open_cups(system.shard_map, system.config.shards)
+    stores = _postgres_only(await open_cups(system.shard_map, system.config.shards))
     try:
         errors = await _prepare(system, stores, load, options)
         kafka = system.config.kafka
@@ -101,6 +103,13 @@ async def run_naive(base: Config, options: BenchOptions, load: Load, log_dir: Pa
         notes={"accepted": figures["accepted"]},
     )
     return checks.apply(result)
+
+
+def _postgres_only(stores: Mapping[int, CupStore]) -> dict[int, PostgresCupStore]:
+    """The naive baseline is Postgres's (it writes Postgres's SQL): its cups are."""
+    narrowed = {cup: s for cup, s in stores.items() if isinstance(s, PostgresCupStore)}
+    invariant(len(narrowed) == len(stores), "the naive baseline runs on Postgres cups")
+    return narrowed
 
 
 async def _prepare(

@@ -15,18 +15,45 @@ from engine.core.errors import ConfigError
 from engine.core.messages import Command, Deposit, Transfer, Withdraw
 from loadtest.system import System, make_system
 from loadtest.workload import Workload, WorkloadShape
+from shards.cup_admin import CupKind
 
+MARIADB_SUFFIX: Final = "_mariadb"
+"""A mode of this suffix runs on MariaDB cups; every other mode on Postgres cups."""
 MODES: Final = (
     "raw_pipe",
     "db_ceiling",
+    "db_ceiling_mariadb",
     "engine_1w",
     "engine_2w",
+    "engine_1w_mariadb",
+    "engine_2w_mariadb",
     "kafka_floor",
     "naive",
     "pgbench",
 )
-MODE_ALIASES: Final = {"engine": ("engine_1w", "engine_2w"), "all": MODES}
-ENGINE_WORKERS: Final = {"engine_1w": 1, "engine_2w": 2}
+MODE_ALIASES: Final = {
+    "engine": ("engine_1w", "engine_2w"),
+    "mariadb": ("db_ceiling_mariadb", "engine_1w_mariadb", "engine_2w_mariadb"),
+    "all": MODES,
+}
+ENGINE_WORKERS: Final = {
+    "engine_1w": 1,
+    "engine_2w": 2,
+    "engine_1w_mariadb": 1,
+    "engine_2w_mariadb": 2,
+}
+BACKEND_PAIRS: Final = (
+    ("db_ceiling", "db_ceiling_mariadb"),
+    ("engine_1w", "engine_1w_mariadb"),
+    ("engine_2w", "engine_2w_mariadb"),
+)
+"""Modes measured on each kind of cup in one run: the report sets them side by side."""
+
+
+def backend_of(mode: str) -> CupKind:
+    return CupKind.MYSQL if mode.endswith(MARIADB_SUFFIX) else CupKind.POSTGRES
+
+
 COMMANDS_MAX: Final = 5_000_000
 """Most load commands one run publishes (memory: every command is held in the driver)."""
 RUN_PREFIX: Final = "b"
@@ -166,10 +193,17 @@ class Checks:
 
 
 async def fresh_system(base: Config, options: BenchOptions, mode: str, log_dir: Path) -> System:
-    """New databases and topics for one mode, named ``b<mode><milliseconds>``."""
+    """New databases and topics for one mode, named ``b<mode><milliseconds>``, its cups
+    of the mode's kind."""
     run = f"b{mode.replace('_', '')}{time.time_ns() // 1_000_000 % 10**10}"
+    mysql = backend_of(mode) is CupKind.MYSQL
     return await make_system(
-        base, log_dir, partitions=options.partitions, cups=options.cups, run=run
+        base,
+        log_dir,
+        partitions=options.partitions,
+        cups=0 if mysql else options.cups,
+        mysql_cups=options.cups if mysql else 0,
+        run=run,
     )
 
 

@@ -11,7 +11,14 @@ from typing import Any
 import msgspec
 
 from loadtest.bench.cpu import KINDS
-from loadtest.bench.options import ENGINE_WORKERS, BenchOptions, ModeResult
+from loadtest.bench.options import (
+    BACKEND_PAIRS,
+    ENGINE_WORKERS,
+    BenchOptions,
+    ModeResult,
+    backend_of,
+)
+from shards.cup_admin import CupKind
 
 
 class BenchReport(msgspec.Struct, kw_only=True):
@@ -20,6 +27,8 @@ class BenchReport(msgspec.Struct, kw_only=True):
     engine_mode: str
     """The engine mode the ratios use: the fastest one."""
     ratios: dict[str, float]
+    backend_ratios: dict[str, float] = msgspec.field(default_factory=dict)
+    """Per mode measured on both kinds of cup: its MariaDB rate / its Postgres rate."""
     ok: bool
     runs: list[BenchReport] = msgspec.field(default_factory=list)
     """With ``--runs N`` > 1: every run's report; the fields above are their medians."""
@@ -27,7 +36,7 @@ class BenchReport(msgspec.Struct, kw_only=True):
 
 def build_report(options: BenchOptions, results: Sequence[ModeResult]) -> BenchReport:
     rates = {r.mode: r.rate_per_second for r in results if r.rate_per_second > 0}
-    engines = [mode for mode in ENGINE_WORKERS if mode in rates]
+    engines = [m for m in ENGINE_WORKERS if m in rates and backend_of(m) is CupKind.POSTGRES]
     engine_mode = max(engines, key=lambda mode: rates[mode]) if engines else ""
     ratios: dict[str, float] = {}
     if engine_mode:
@@ -38,11 +47,17 @@ def build_report(options: BenchOptions, results: Sequence[ModeResult]) -> BenchR
         if "raw_pipe" in rates and "db_ceiling" in rates:
             ceiling = min(rates["raw_pipe"], rates["db_ceiling"])
             ratios["engine/min(raw_pipe,db_ceiling)"] = round(engine / ceiling, 3)
+    backend_ratios = {
+        postgres: round(rates[mariadb] / rates[postgres], 3)
+        for postgres, mariadb in BACKEND_PAIRS
+        if postgres in rates and mariadb in rates
+    }
     return BenchReport(
         options={**dataclasses.asdict(options), "modes": list(options.modes)},
         modes=list(results),
         engine_mode=engine_mode,
         ratios=ratios,
+        backend_ratios=backend_ratios,
         ok=bool(results) and all(r.verified for r in results),
     )
 
@@ -73,6 +88,7 @@ def median_report(runs: Sequence[BenchReport]) -> BenchReport:
         modes=modes,
         engine_mode=statistics.mode(run.engine_mode for run in runs),
         ratios=_medians([run.ratios for run in runs], 3),
+        backend_ratios=_medians([run.backend_ratios for run in runs], 3),
         ok=all(run.ok for run in runs),
         runs=list(runs),
     )
@@ -116,12 +132,42 @@ def format_report(report: BenchReport) -> str:
             lines.append(f"{result.mode}: {notes}")
     for name, value in report.ratios.items():
         lines.append(f"{name.replace('engine', report.engine_mode, 1)} = {value:,}")
+    lines += format_backends(report)
     for result in report.modes:
         failed = [check for check in result.checks if check.startswith("FAILED")]
         for check in failed or ([] if result.verified else ["no check passed"]):
             lines.append(f"{result.mode}: {check}")
     lines.append("bench: OK" if report.ok else "bench: FAILED")
     return "\n".join(lines)
+
+
+def format_backends(report: BenchReport) -> list[str]:
+    """The modes measured on both kinds of cup, side by side: commands/s and the database
+    server's CPU seconds per 1,000 commands (its own kind: postgres or mariadb)."""
+    by_mode = {result.mode: result for result in report.modes}
+    pairs = [(p, m) for p, m in BACKEND_PAIRS if p in by_mode and m in by_mode]
+    if not pairs:
+        return []
+    header = ["per backend", "postgres cmds/s", "db cpu", "mariadb cmds/s", "db cpu", "ratio"]
+    rows = [header]
+    for postgres, mariadb in pairs:
+        left, right = by_mode[postgres], by_mode[mariadb]
+        rows.append(
+            [
+                postgres,
+                f"{left.rate_per_second:,.0f}",
+                _number(left.cpu_seconds_per_1k.get("postgres")),
+                f"{right.rate_per_second:,.0f}",
+                _number(right.cpu_seconds_per_1k.get("mariadb")),
+                _number(report.backend_ratios.get(postgres), 2),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.append(
+        "db cpu: the database server's CPU seconds per 1,000 commands; ratio: mariadb/postgres"
+    )
+    return lines
 
 
 def _number(value: float | None, digits: int = 3) -> str:

@@ -39,13 +39,13 @@ async def run_mode(
             return await run_kafka_floor(base, options, load, log_dir, _floor_rate(earlier))
         case "raw_pipe":
             return await run_raw_pipe(base, options, load, log_dir)
-        case "db_ceiling":
-            return await run_db_ceiling(base, options, load, log_dir)
+        case "db_ceiling" | "db_ceiling_mariadb":
+            return await run_db_ceiling(base, options, load, log_dir, mode)
         case "naive":
             return await run_naive(base, options, load, log_dir)
         case "pgbench":
             return await run_pgbench(base, options, log_dir)
-    return await run_engine(base, options, load, log_dir, ENGINE_WORKERS[mode])
+    return await run_engine(base, options, load, log_dir, mode, ENGINE_WORKERS[mode])
 
 
 def _floor_rate(earlier: Sequence[ModeResult]) -> float:
