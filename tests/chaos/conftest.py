@@ -1,11 +1,13 @@
-"""The chaos suite's own stack: a Kafka broker and a Postgres cluster it may break.
+"""The chaos suite's own stack: a Kafka broker, a Postgres cluster and a MariaDB server it
+may break.
 
-Scenarios restart the broker and the cluster, so they never touch the shared stack of
-the integration tests: a dedicated stack runs in ``<state_dir>/chaos`` on the shared
-stack's ports + 10, started once per session and stopped at its end. Workers reach it
-only through two fault proxies (``tests.chaos.proxy``): the broker's proxied listener
-and the Postgres cluster. The tests' own clients, reconcile and the checks talk to the
-broker directly and to Postgres through the proxy while it passes everything.
+Scenarios restart the servers, so they never touch the shared stack of the integration
+tests: a dedicated stack runs in ``<state_dir>/chaos`` on the shared stack's ports + 10,
+started once per session and stopped at its end. Each system has one Postgres cup and
+one MariaDB cup. Workers reach the stack only through three fault proxies
+(``tests.chaos.proxy``): the broker's proxied listener, the Postgres cluster and the
+MariaDB server. The tests' own clients, reconcile and the checks talk to the broker
+directly and to the databases through the proxies while they pass everything.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from tests.chaos.proxy import FaultProxy
 PORT_SHIFT = 10
 """The chaos stack listens on the shared stack's ports plus this."""
 PARTITIONS = 8
-CUPS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class ChaosStack:
     """Direct addresses of the chaos stack (the tests' clients)."""
     kafka_proxy: FaultProxy
     postgres_proxy: FaultProxy
+    mariadb_proxy: FaultProxy
 
     @property
     def proxied_bootstrap(self) -> str:
@@ -50,10 +52,12 @@ def chaos_stack_config(shared: StackConfig) -> StackConfig:
         kafka_port=kafka_port,
         kafka_controller_port=shared.kafka_controller_port + PORT_SHIFT,
         postgres_port=shared.postgres_port + PORT_SHIFT,
+        mariadb_port=shared.mariadb_port + PORT_SHIFT,
         kafka_proxied_port=kafka_port + 3,
         kafka_proxied_advertised_port=kafka_port + 4,
         kafka_heap_mb=512,
-        cups=CUPS,
+        postgres_cups=1,
+        mysql_cups=1,
         prometheus=False,
     )
 
@@ -67,36 +71,44 @@ def chaos_stack() -> Iterator[ChaosStack]:
         "kafka", stack.kafka_proxied_advertised_port, stack.kafka_proxied_port, kafka=True
     )
     postgres_proxy = FaultProxy("postgres", stack.postgres_port + 1, stack.postgres_port)
-    kafka_proxy.start()
-    postgres_proxy.start()
+    mariadb_proxy = FaultProxy("mariadb", stack.mariadb_port + 1, stack.mariadb_port)
+    proxies = (kafka_proxy, postgres_proxy, mariadb_proxy)
+    for proxy in proxies:
+        proxy.start()
     try:
         stack_down(stack)
         status = stack_up(stack)
         assert status.healthy, status
-        yield ChaosStack(local_config(stack), kafka_proxy, postgres_proxy)
+        yield ChaosStack(local_config(stack), kafka_proxy, postgres_proxy, mariadb_proxy)
     finally:
-        kafka_proxy.stop()
-        postgres_proxy.stop()
+        for proxy in proxies:
+            proxy.stop()
         stack_down(stack)
 
 
 @pytest.fixture
 async def chaos(chaos_stack: ChaosStack, tmp_path: Path) -> AsyncIterator[ChaosSystem]:
-    """A fresh system (databases, topics, group) whose cups are reached through the proxy."""
+    """A fresh system (databases, topics, group) whose two cups, one Postgres and one
+    MariaDB, are reached through the proxies."""
     stack = chaos_stack.config.stack
-    through_proxy = msgspec.structs.replace(
-        chaos_stack.config,
-        stack=msgspec.structs.replace(stack, postgres_port=chaos_stack.postgres_proxy.listen_port),
+    through_proxies = msgspec.structs.replace(
+        stack,
+        postgres_port=chaos_stack.postgres_proxy.listen_port,
+        mariadb_port=chaos_stack.mariadb_proxy.listen_port,
     )
-    system = await make_system(through_proxy, tmp_path, partitions=PARTITIONS, cups=CUPS)
+    through_proxy = msgspec.structs.replace(chaos_stack.config, stack=through_proxies)
+    system = await make_system(through_proxy, tmp_path, partitions=PARTITIONS, cups=1, mysql_cups=1)
     made = ChaosSystem(
-        system, chaos_stack.config, chaos_stack.kafka_proxy, chaos_stack.postgres_proxy
+        system,
+        chaos_stack.config,
+        chaos_stack.kafka_proxy,
+        chaos_stack.postgres_proxy,
+        chaos_stack.mariadb_proxy,
     )
     try:
         yield made
     finally:
-        chaos_stack.kafka_proxy.clear()
-        chaos_stack.postgres_proxy.clear()
+        made.clear_faults()
         system.stop_all()
         await drop_system(through_proxy, system)
 

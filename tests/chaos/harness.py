@@ -39,6 +39,7 @@ from engine.kafka.client import Client
 from loadtest.system import System
 from loadtest.workers import WorkerProcess
 from loadtest.workload import Workload, WorkloadShape
+from shards.cup_admin import CupKind
 from shards.cups import close_cups, open_cups
 from tests.chaos.proxy import FaultProxy
 from tests.integration.system import cup_balances, read_topic, replay
@@ -147,6 +148,7 @@ class ChaosSystem:
     direct: Config
     kafka_proxy: FaultProxy
     postgres_proxy: FaultProxy
+    mariadb_proxy: FaultProxy
     faults: int = 0
     workers: list[Worker] = field(default_factory=list)
 
@@ -165,6 +167,14 @@ class ChaosSystem:
         worker = Worker(self.system.start_worker(env), port)
         self.workers.append(worker)
         return worker
+
+    def cup_proxy(self, kind: CupKind) -> FaultProxy:
+        return self.mariadb_proxy if kind is CupKind.MYSQL else self.postgres_proxy
+
+    def clear_faults(self) -> None:
+        """Every proxy passes everything again."""
+        for proxy in (self.kafka_proxy, self.postgres_proxy, self.mariadb_proxy):
+            proxy.clear()
 
     def fault(self, count: int = 1) -> None:
         self.faults += count

@@ -1,4 +1,5 @@
-"""The links between workers and the broker or the cups delay, reset and go silent."""
+"""The links between workers and the broker or the cups (Postgres and MariaDB) delay,
+reset and go silent."""
 
 from __future__ import annotations
 
@@ -19,19 +20,21 @@ HEAL_SECONDS = 2.0
 Step = tuple[str, FaultProxy, Callable[[FaultProxy], None], float]
 
 
-def _reset_both(kafka: FaultProxy, postgres: FaultProxy) -> None:
-    kafka.drop_connections()
-    postgres.drop_connections()
-
-
 def _faults(chaos: ChaosSystem) -> list[Step]:
     """(name, proxy, how to start the fault, seconds it lasts) in the order played."""
-    kafka, postgres = chaos.kafka_proxy, chaos.postgres_proxy
+    kafka, postgres, mariadb = chaos.kafka_proxy, chaos.postgres_proxy, chaos.mariadb_proxy
+
+    def reset_all(proxy: FaultProxy) -> None:
+        for each in (proxy, postgres, mariadb):
+            each.drop_connections()
+
     return [
         ("kafka delay 150 ms", kafka, lambda p: p.set_fault(Fault.DELAY, 150), 4.0),
         ("kafka connections reset", kafka, FaultProxy.drop_connections, 1.0),
         ("postgres delay 50 ms", postgres, lambda p: p.set_fault(Fault.DELAY, 50), 4.0),
         ("postgres connections reset", postgres, FaultProxy.drop_connections, 1.0),
+        ("mariadb delay 50 ms", mariadb, lambda p: p.set_fault(Fault.DELAY, 50), 4.0),
+        ("mariadb connections reset", mariadb, FaultProxy.drop_connections, 1.0),
         ("kafka blackhole", kafka, lambda p: p.set_fault(Fault.BLACKHOLE), 6.0),
         (
             "kafka blackhole past the session timeout",
@@ -40,7 +43,8 @@ def _faults(chaos: ChaosSystem) -> list[Step]:
             SESSION_TIMEOUT_SECONDS + 4,
         ),
         ("postgres blackhole", postgres, lambda p: p.set_fault(Fault.BLACKHOLE), 8.0),
-        ("both reset", kafka, lambda p: _reset_both(p, postgres), 1.0),
+        ("mariadb blackhole", mariadb, lambda p: p.set_fault(Fault.BLACKHOLE), 8.0),
+        ("all reset", kafka, reset_all, 1.0),
     ]
 
 
@@ -63,7 +67,6 @@ async def test_network_faults_between_workers_and_servers(chaos: ChaosSystem) ->
             inject(proxy)
             chaos.fault()
             await asyncio.sleep(seconds)
-            chaos.kafka_proxy.clear()
-            chaos.postgres_proxy.clear()
+            chaos.clear_faults()
         await load.wait()
     assert_clean(await verdict(chaos, "network", load.acked), chaos)

@@ -7,10 +7,11 @@ import os
 import random
 import signal
 
-import asyncpg
 import pytest
 
 from engine.core.messages import Result, result_decoder
+from shards.backends import cup_kind
+from shards.cup_admin import CupKind
 from tests.chaos.harness import (
     ChaosSystem,
     Load,
@@ -21,7 +22,7 @@ from tests.chaos.harness import (
     verdict,
 )
 from tests.chaos.proxy import Fault, FaultProxy
-from tests.integration.system import read_topic
+from tests.integration.system import RawCup, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -42,6 +43,8 @@ HELD_COMMIT_BYTES = 16_384
 and the fetch loop sends one at a time."""
 POLL_SECONDS = 0.5
 BUSY_POLL_SECONDS = 0.05
+PARTITIONS_OF_A_CUP = 4
+"""The chaos system's 8 partitions over its 2 cups."""
 
 
 async def test_workers_sigkilled_at_random_moments(chaos: ChaosSystem) -> None:
@@ -92,23 +95,28 @@ async def _hold_commit(proxy: FaultProxy, worker: Worker, at_least: int, seconds
     raise AssertionError(f"the proxy held {proxy.held_bytes} bytes, not {at_least}, in {seconds} s")
 
 
-async def test_zombie_worker_is_fenced(chaos: ChaosSystem) -> None:
+@pytest.mark.parametrize("held", [CupKind.POSTGRES, CupKind.MYSQL], ids=["postgres", "mariadb"])
+async def test_zombie_worker_is_fenced(chaos: ChaosSystem, held: CupKind) -> None:
     """A worker's commit reaches its cup after another worker took the partition: refused.
 
-    The zombie works on a burst; then what it sends to the cups is held at the proxy (its
-    replies still pass), so its lanes' next commits wait there, unread by Postgres. It is
-    SIGSTOPped past the session timeout; the group hands its partitions to the other
-    worker, which bumps their epochs. Then the held commits go on: the cup refuses them,
-    and the zombie, woken up, counts them (smallcups_fenced_commits_total) and rejoins.
-    Nothing is lost or applied twice.
+    The zombie works on a burst; then what it sends to one cup is held at the proxy (its
+    replies still pass), so its lanes' next commits wait there, unread by the database.
+    It is SIGSTOPped past the session timeout; the group hands its partitions to the
+    other worker, which bumps their epochs. Then the held commits go on: the cup refuses
+    them, and the zombie, woken up, counts them (smallcups_fenced_commits_total) and
+    rejoins. Nothing is lost or applied twice.
+
+    On MariaDB the held request may be the second round trip of a commit, whose first
+    took the partitions' row locks: the partner's claims wait until the server ends the
+    zombie's idle transaction (shards.mysql.driver.IDLE_TRANSACTION_SECONDS).
     """
     run = scale()
-    proxy = chaos.postgres_proxy
-    zombie = chaos.start_worker(ZOMBIE_REQUEST_TIMEOUT_MS)
-    partner = chaos.start_worker(ZOMBIE_REQUEST_TIMEOUT_MS)
+    proxy = chaos.cup_proxy(held)
+    workers = [chaos.start_worker(ZOMBIE_REQUEST_TIMEOUT_MS) for _ in range(2)]
     async with Load(chaos, run) as load:
         load.start(SESSION_TIMEOUT_SECONDS + 15)
-        await _wait_owning(zombie, 60)
+        zombie = await _owner_of_cup(chaos, held, workers, 60)
+        (partner,) = [w for w in workers if w is not zombie]
         await load.publish([load.workload.next_command() for _ in range(BURST_COMMANDS)])
         busy = await zombie.metric("smallcups_commands_total") + BURST_STARTED_COMMANDS
         await _wait_metric(zombie, "smallcups_commands_total", busy, 30, BUSY_POLL_SECONDS)
@@ -122,19 +130,45 @@ async def test_zombie_worker_is_fenced(chaos: ChaosSystem) -> None:
         await _wait_metric(zombie, "smallcups_fenced_commits_total", 1, 10)
         await load.wait()
     assert zombie.process.alive(), "the zombie survives its fencing and rejoins"
-    assert_clean(await verdict(chaos, "sigstop-zombie", load.acked), chaos)
+    server = "mariadb" if held is CupKind.MYSQL else "postgres"
+    assert_clean(await verdict(chaos, f"sigstop-zombie-{server}", load.acked), chaos)
+
+
+async def _owner_of_cup(
+    chaos: ChaosSystem, kind: CupKind, workers: list[Worker], seconds: float
+) -> Worker:
+    """The worker that owns every partition of the cup of ``kind``, once each worker owns
+    one whole cup (the assignor hands out whole cups while there are no more workers
+    than cups; bounded)."""
+    (dsn,) = [d for d in chaos.system.shard_map.cups.values() if cup_kind(d) is kind]
+    by_pid = {w.process.pid: w for w in workers}
+    for _ in range(int(seconds / POLL_SECONDS)):
+        cup = await RawCup.open(dsn)
+        try:
+            owners = {o.rsplit(":", 1)[-1] for o in await cup.values(
+                "SELECT owner FROM partition_state"
+            )}  # fmt: skip
+        finally:
+            await cup.close()
+        pids = {int(o) for o in owners if o.isdigit()}
+        owned = [await w.metric("smallcups_partitions_owned") for w in workers]
+        settled = owned == [PARTITIONS_OF_A_CUP] * len(workers)
+        if settled and len(owners) == 1 and len(pids) == 1 and pids <= by_pid.keys():
+            return by_pid[pids.pop()]
+        await asyncio.sleep(POLL_SECONDS)
+    raise AssertionError(f"no one worker came to own the {kind} cup in {seconds} s")
 
 
 async def _unsent_results(chaos: ChaosSystem) -> set[str]:
     """Command ids whose result waits in a cup's outbox."""
     ids: set[str] = set()
     for dsn in chaos.system.shard_map.cups.values():
-        connection = await asyncpg.connect(dsn)
+        cup = await RawCup.open(dsn)
         try:
-            rows = await connection.fetch("SELECT value FROM outbox WHERE kind = 1")
+            values = await cup.values("SELECT value FROM outbox WHERE kind = 1")
         finally:
-            await connection.close()
-        ids |= {result_decoder.decode(r["value"]).command_id for r in rows}
+            await cup.close()
+        ids |= {result_decoder.decode(value).command_id for value in values}
     return ids
 
 

@@ -1,4 +1,4 @@
-"""The broker and the cups' Postgres go down under load and come back."""
+"""The broker and the cups' servers (Postgres, MariaDB) go down under load and come back."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from deploy.local import kafka_broker, postgres_cluster
+from deploy.local import kafka_broker, mariadb_server, postgres_cluster
 from engine.core.config import StackConfig
+from shards.cup_admin import CupKind
 from tests.chaos.harness import (
     WORKER_REQUEST_TIMEOUT_MS,
     ChaosSystem,
@@ -100,12 +101,27 @@ async def _all_ready(workers: list[Worker]) -> bool:
     return False
 
 
-async def test_cups_postgres_restarted_under_load(chaos: ChaosSystem) -> None:
-    """The cups' Postgres is stopped (fast, then immediate: crash recovery) and started.
+def _stop_cup_server(kind: CupKind, stack: StackConfig, mode: str) -> None:
+    if kind is CupKind.MYSQL:
+        mariadb_server.stop_mariadb(stack, mode)
+    else:
+        postgres_cluster.stop_postgres(stack, mode)
 
-    Workers' commits fail, they back off and retry; /readyz answers 503 (cups
-    unreachable, partitions waiting to be re-claimed) while the cups are down and 200
-    again after; then the load ends and nothing is lost or applied twice.
+
+def _start_cup_server(kind: CupKind, stack: StackConfig) -> None:
+    if kind is CupKind.MYSQL:
+        mariadb_server.start_mariadb(stack)
+    else:
+        postgres_cluster.start_postgres(stack)
+
+
+@pytest.mark.parametrize("kind", [CupKind.POSTGRES, CupKind.MYSQL], ids=["postgres", "mariadb"])
+async def test_a_cup_server_restarted_under_load(chaos: ChaosSystem, kind: CupKind) -> None:
+    """A cup's server is stopped (fast, then immediate: crash recovery) and started.
+
+    Workers' commits to its cup fail, they back off and retry; /readyz answers 503 (a cup
+    unreachable, partitions waiting to be re-claimed) while it is down and 200 again
+    after; then the load ends and nothing is lost or applied twice.
     """
     run = scale()
     stack = chaos.direct.stack
@@ -119,16 +135,17 @@ async def test_cups_postgres_restarted_under_load(chaos: ChaosSystem) -> None:
         try:
             for mode in ("fast", "immediate"):
                 await asyncio.sleep(run.load_seconds / 3)
-                await asyncio.to_thread(postgres_cluster.stop_postgres, stack, mode)
+                await asyncio.to_thread(_stop_cup_server, kind, stack, mode)
                 chaos.fault()
                 await asyncio.sleep(DOWN_SECONDS)
-                await asyncio.to_thread(postgres_cluster.start_postgres, stack)
+                await asyncio.to_thread(_start_cup_server, kind, stack)
                 assert await _all_ready(workers), chaos.logs()
         finally:
-            await asyncio.to_thread(postgres_cluster.start_postgres, stack)
+            await asyncio.to_thread(_start_cup_server, kind, stack)
         await load.wait()
         stop.set()
         await watcher
     assert 503 in seen, f"readiness never reflected the outage: {seen}"
     assert all(w.process.alive() for w in workers), chaos.logs()
-    assert_clean(await verdict(chaos, "postgres-restart", load.acked), chaos)
+    server = "mariadb" if kind is CupKind.MYSQL else "postgres"
+    assert_clean(await verdict(chaos, f"{server}-restart", load.acked), chaos)

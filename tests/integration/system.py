@@ -5,8 +5,14 @@ a topic from its start, a pure-ledger replay of the command topic, the cups' bal
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
+
+import asyncmy
+import asyncpg
+import pytest
+from asyncmy.errors import MySQLError
 
 from engine.admin.setup import read_shard_map
 from engine.core.authority import Authority
@@ -17,8 +23,10 @@ from engine.core.ledger import PartitionLedger
 from engine.core.messages import Status, result_decoder
 from engine.kafka.topics import end_offsets, read_range
 from loadtest.system import System
-from shards.cups import close_cups, open_cups
-from shards.store import PostgresCupStore
+from shards.backends import cup_kind
+from shards.cup_admin import CupKind
+from shards.cups import close_cups, connect_cups
+from shards.mysql.driver import MysqlAddress, run
 
 
 async def read_topic(kafka: KafkaConfig, topic: str) -> list[Any]:
@@ -62,16 +70,77 @@ def replay(
 
 async def cup_balances(system: System) -> dict[tuple[int, int, int], int]:
     """Every account balance in the cups of the current shard map (cups may have moved)."""
-    stores = await open_cups(await read_shard_map(system.config), system.config.shards)
+    shard_map = await read_shard_map(system.config)
+    cups = await connect_cups(shard_map, system.config.shards.connect_timeout_seconds)
     try:
-        rows = await asyncio.gather(*(_balances(store) for store in stores.values()))
+        parts = await asyncio.gather(*(cup.balances() for cup in cups.values()))
     finally:
-        await close_cups(stores)
-    return {key: balance for part in rows for key, balance in part.items()}
+        await close_cups(cups)
+    return {key: balance for part in parts for key, balance in part.items()}
 
 
-async def _balances(store: PostgresCupStore) -> dict[tuple[int, int, int], int]:
-    rows = await store.pool.fetch(
-        "SELECT partition, customer_id, account_no, balance FROM accounts"
-    )
-    return {(r["partition"], r["customer_id"], r["account_no"]): r["balance"] for r in rows}
+class RawCup:
+    """A hand on the cup's database, below the store: plain SQL in the cup's dialect
+    (``{p}`` is the partition column, quoted as the dialect needs)."""
+
+    def __init__(self, kind: CupKind, connection: Any):
+        self.kind = kind
+        self.connection = connection
+
+    @classmethod
+    async def open(cls, dsn: str) -> RawCup:
+        if cup_kind(dsn) is CupKind.MYSQL:
+            connection = await asyncmy.connect(**MysqlAddress.parse(dsn).arguments(5))
+            return cls(CupKind.MYSQL, connection)
+        return cls(CupKind.POSTGRES, await asyncpg.connect(dsn))
+
+    async def close(self) -> None:
+        if self.kind is CupKind.MYSQL:
+            await self.connection.ensure_closed()
+        else:
+            await self.connection.close()
+
+    def _sql(self, sql: str) -> str:
+        return sql.format(p="`partition`" if self.kind is CupKind.MYSQL else "partition")
+
+    async def execute(self, sql: str) -> None:
+        if self.kind is CupKind.MYSQL:
+            await run(self.connection, self._sql(sql))
+        else:
+            await self.connection.execute(self._sql(sql))
+
+    async def values(self, sql: str) -> list[Any]:
+        """The first column of every row."""
+        if self.kind is CupKind.MYSQL:
+            return [row[0] for row in (await run(self.connection, self._sql(sql)))[0]]
+        return [row[0] for row in await self.connection.fetch(self._sql(sql))]
+
+    async def value(self, sql: str) -> Any:
+        if self.kind is CupKind.MYSQL:
+            return (await run(self.connection, self._sql(sql)))[0][0][0]
+        return await self.connection.fetchval(self._sql(sql))
+
+    @contextlib.asynccontextmanager
+    async def tables_locked(self, *tables: str) -> AsyncIterator[None]:
+        """Hold exclusive locks on ``tables``: every other session's statement on them
+        waits until the block ends."""
+        if self.kind is CupKind.MYSQL:
+            await self.execute("LOCK TABLES " + ", ".join(f"{t} WRITE" for t in tables))
+            try:
+                yield
+            finally:
+                await self.execute("UNLOCK TABLES")
+        else:
+            async with self.connection.transaction():
+                await self.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+                yield
+
+    async def refuses(self, sql: str, postgres: type[Exception], mysql_errno: int) -> None:
+        """The statement fails with the guard's error (and changes nothing)."""
+        if self.kind is CupKind.MYSQL:
+            with pytest.raises(MySQLError) as raised:
+                await self.execute(sql)
+            assert raised.value.args[0] == mysql_errno, raised.value
+        else:
+            with pytest.raises(postgres):
+                await self.execute(sql)

@@ -70,7 +70,7 @@ A, B, C, D = _customers(4)
 
 @pytest.fixture
 async def system(stack: Config, tmp_path: Path) -> AsyncIterator[System]:
-    made = await make_system(stack, tmp_path, partitions=PARTITIONS, cups=2)
+    made = await make_system(stack, tmp_path, partitions=PARTITIONS, cups=1, mysql_cups=1)
     yield made
     await drop_system(stack, made)
 

@@ -12,11 +12,8 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from engine.core.batch import Decoded, Fence, build_commit
-from engine.core.book import Incoming, Outcome
 from engine.core.config import Config
 from engine.core.keyfiles import load_authority
-from engine.core.ledger import PartitionLedger
 from engine.core.messages import (
     Command,
     DeadLetter,
@@ -24,17 +21,14 @@ from engine.core.messages import (
     OpenAccount,
     Reason,
     Result,
-    fingerprint,
     result_decoder,
 )
-from engine.core.records import Claim, CommitBatch, CommitStatus
 from engine.core.routing import customer_key, partition_of
 from engine.kafka.client import Client
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
-from shards.cups import close_cups, open_cups
-from tests.integration.system import cup_balances, read_topic, replay
+from tests.integration.system import RawCup, cup_balances, read_topic, replay
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +40,7 @@ HANG_ANSWER_SECONDS = 10.0
 
 @pytest.fixture
 async def system(stack: Config, tmp_path: Path) -> AsyncIterator[System]:
-    made = await make_system(stack, tmp_path, partitions=8, cups=2)
+    made = await make_system(stack, tmp_path, partitions=8, cups=1, mysql_cups=1)
     yield made
     await drop_system(stack, made)
 
@@ -133,73 +127,6 @@ async def test_worker_killed_mid_load_loses_nothing_applies_nothing_twice(system
     await _check_exactly_once(system, commands, resent_ok=True)
 
 
-async def test_stale_worker_cannot_commit(system: System) -> None:
-    stores = await open_cups(system.shard_map, system.config.shards)
-    try:
-        store = stores[system.shard_map.cup_of[3]]
-        stale = await store.claim(3, "stale")
-        fresh = await store.claim(3, "fresh")
-        assert fresh.epoch == stale.epoch + 1
-        batch = CommitBatch(
-            3, stale.epoch, stale.next_offset, stale.next_offset + 1, Outcome(), [], [], [], 0
-        )
-        assert await store.commit(batch) is CommitStatus.FENCED
-        assert await store.state(3) == fresh
-        current = CommitBatch(
-            3, fresh.epoch, fresh.next_offset, fresh.next_offset + 1, Outcome(), [], [], [], 0
-        )
-        assert await store.commit(current) is CommitStatus.COMMITTED
-        assert await store.commit(current) is CommitStatus.FENCED
-    finally:
-        await close_cups(stores)
-
-
-def _decided(system: System, partition: int, claim: Claim, offset: int, id: str) -> CommitBatch:
-    """A one-command batch (an account opened) of ``partition`` at ``offset``."""
-    partitions = system.shard_map.partitions
-    customer = next(c for c in range(1, 10_000) if partition_of(c, partitions) == partition)
-    command = OpenAccount(id, customer, 1, "EUR")
-    incoming = [Incoming(offset, 0, command, fingerprint(command))]
-    outcome = PartitionLedger(partition, partitions, {}).decide_batch(incoming, {}, 1)
-    fence = Fence(partition, claim.epoch, offset, offset + 1)
-    return build_commit(fence, outcome, Decoded(), 0, load_authority(system.config))
-
-
-async def test_one_statement_fences_each_partition_on_its_own(system: System) -> None:
-    """A round's statement commits one partition, refuses a stale epoch on another and a
-    command id recorded before on a third; only the first partition's rows are written."""
-    stores = await open_cups(system.shard_map, system.config.shards)
-    try:
-        cup = system.shard_map.cup_of[0]
-        store = stores[cup]
-        fresh, stale, repeated = [p for p, c in system.shard_map.cup_of.items() if c == cup][:3]
-        claims = {p: await store.claim(p, "test") for p in (fresh, stale, repeated)}
-        newer = await store.claim(stale, "newer")
-        first = _decided(system, repeated, claims[repeated], 0, "seen-before")
-        assert await store.commit(first) is CommitStatus.COMMITTED
-        batches = [
-            _decided(system, fresh, claims[fresh], 0, "fresh-1"),
-            _decided(system, stale, claims[stale], 0, "stale-1"),
-            _decided(system, repeated, claims[repeated], 1, "seen-before"),
-        ]
-        statuses = await store.commit_many(batches)
-        assert statuses == {
-            fresh: CommitStatus.COMMITTED,
-            stale: CommitStatus.FENCED,
-            repeated: CommitStatus.DUPLICATES,
-        }
-        assert await store.state(fresh) == Claim(claims[fresh].epoch, 1)
-        assert await store.state(stale) == newer
-        assert await store.state(repeated) == Claim(claims[repeated].epoch, 1)
-        assert set(await store.load_known(fresh, ["fresh-1"])) == {"fresh-1"}
-        assert await store.load_known(stale, ["stale-1"]) == {}
-        assert len(await store.unsent(fresh)) == 1
-        assert await store.unsent(stale) == []
-        assert len(await store.unsent(repeated)) == 1  # the first batch's result only
-    finally:
-        await close_cups(stores)
-
-
 async def test_malformed_bytes_go_to_the_dlq_and_the_partition_flows(system: System) -> None:
     system.start_worker()
     kafka = system.config.kafka
@@ -225,25 +152,25 @@ async def test_malformed_bytes_go_to_the_dlq_and_the_partition_flows(system: Sys
     assert letters[0].offset == result.offset - 1
 
 
-async def test_a_cup_that_hangs_holds_back_only_its_own_partitions(system: System) -> None:
-    """Cup 1's tables are locked: its commits and the worker's housekeeping queries on it
-    wait. The worker's fetch loop must go on feeding cup 0's partitions meanwhile."""
+@pytest.mark.parametrize("hanging", [0, 1], ids=["postgres-hangs", "mariadb-hangs"])
+async def test_a_cup_that_hangs_holds_back_only_its_own_partitions(
+    system: System, hanging: int
+) -> None:
+    """One cup's tables are locked: its commits and the worker's housekeeping queries on
+    it wait. The worker's fetch loop must go on feeding the other cup's partitions."""
     system.start_worker()
     partitions = system.config.kafka.partitions
     by_cup: dict[int, int] = {}
     for customer in range(1, 1_000):
         by_cup.setdefault(system.shard_map.cup_of[partition_of(customer, partitions)], customer)
-    free, stuck = by_cup[0], by_cup[1]
-    stores = await open_cups(system.shard_map, system.config.shards)
+    stuck, free = by_cup[hanging], by_cup[1 - hanging]
+    cup = await RawCup.open(system.shard_map.cups[hanging])
     try:
         async with Client(system.config.kafka) as client:
             for customer in (free, stuck):
                 opened = OpenAccount(f"hang-open-{customer}", customer, 1, "EUR")
                 assert (await client.submit(opened, RESULTS_TIMEOUT_SECONDS)).accepted
-            async with stores[1].pool.acquire() as connection, connection.transaction():
-                await connection.execute(
-                    "LOCK TABLE outbox, transfers_in_flight IN ACCESS EXCLUSIVE MODE"
-                )
+            async with cup.tables_locked("outbox", "transfers_in_flight"):
                 waiting = asyncio.create_task(
                     client.submit(Deposit("hang-dep-stuck", stuck, 1, 100, "EUR"), 120)
                 )
@@ -254,5 +181,5 @@ async def test_a_cup_that_hangs_holds_back_only_its_own_partitions(system: Syste
                 assert not waiting.done()
             assert (await waiting).accepted
     finally:
-        await close_cups(stores)
+        await cup.close()
     assert system.stop_all() == [0], system.worker_logs()

@@ -1,7 +1,8 @@
 """Adding a cup online: moves under load, moves interrupted at every step, the assignor.
 
-Everything real: worker processes in one consumer group, Kafka, Postgres databases as
-cups; a steady closed-loop load of transfers (a fifth crossing partitions) runs while
+Everything real: worker processes in one consumer group, Kafka, a mixed cluster of
+Postgres and MariaDB databases as cups (moves go between the kinds both ways); a steady
+closed-loop load of transfers (a fifth crossing partitions) runs while
 partitions move. Each test ends with reconcile (every check, the topics included),
 one final result per command, and balances equal to a pure replay of the command topic.
 """
@@ -29,10 +30,11 @@ from loadtest.driver import Driver
 from loadtest.system import System, add_cup_database, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
 from shards import cluster
+from shards.backends import cup_kind, open_store
 from shards.control import connect
+from shards.cup_admin import CupKind
 from shards.moves import Step, open_moves
-from shards.store import PostgresCupStore
-from tests.integration.system import cup_balances, final_results, read_topic, replay
+from tests.integration.system import RawCup, cup_balances, final_results, read_topic, replay
 
 pytestmark = pytest.mark.integration
 
@@ -117,9 +119,35 @@ async def assert_books(system: System) -> None:
 
 @pytest.fixture
 async def three_cups(stack: Config, tmp_path: Path) -> AsyncIterator[System]:
-    made = await make_system(stack, tmp_path, partitions=12, cups=3)
+    """Cups 0 and 1 on Postgres, cup 2 on MariaDB."""
+    made = await make_system(stack, tmp_path, partitions=12, cups=2, mysql_cups=1)
     yield made
     await drop_system(stack, made)
+
+
+async def test_a_partition_moves_postgres_to_mariadb_and_back_under_load(
+    three_cups: System,
+) -> None:
+    system = three_cups
+    system.start_worker()
+    system.start_worker()
+    shard_map = await read_shard_map(system.config)
+    (mariadb,) = [c for c, dsn in shard_map.cups.items() if cup_kind(dsn) is CupKind.MYSQL]
+    partition = shard_map.partitions_of(0)[0]
+    workload = Workload(WorkloadShape(customers=600, partitions=12, seed=3, run="kinds"))
+    async with steady_load(system, workload) as load, control_database(system) as control:
+        await asyncio.sleep(2)
+        there = await cluster.move_partition(control, partition, mariadb, 10)
+        await asyncio.sleep(3)
+        back = await cluster.move_partition(control, partition, 0, 10)
+        await asyncio.sleep(2)
+    assert [there.step, back.step] == [Step.DONE, Step.DONE]
+    assert all(m.pause_seconds is not None for m in (there, back)), "claimed after each flip"
+    await assert_books(system)
+    print(
+        f"\npartition {partition} under load: Postgres -> MariaDB {there.summary()}; "
+        f"MariaDB -> Postgres {back.summary()}; {load.results():,} commands, reconcile clean"
+    )
 
 
 async def test_add_a_cup_under_load_and_rebalance(stack: Config, three_cups: System) -> None:
@@ -130,7 +158,7 @@ async def test_add_a_cup_under_load_and_rebalance(stack: Config, three_cups: Sys
     async with steady_load(system, workload) as load:
         await asyncio.sleep(2)
         before = await load.rate(8)
-        dsn = await add_cup_database(stack, system)
+        dsn = await add_cup_database(stack, system, CupKind.MYSQL)
         async with control_database(system) as control:
             new_cup = await cluster.add_cup(control, dsn, 10)
             started = time.monotonic()
@@ -156,11 +184,9 @@ async def test_add_a_cup_under_load_and_rebalance(stack: Config, three_cups: Sys
 async def owner_of(system: System, partition: int) -> int | None:
     """The pid of the worker that last claimed ``partition`` in its current cup."""
     shard_map = await read_shard_map(system.config)
-    cup = await asyncpg.connect(shard_map.cups[shard_map.cup_of[partition]])
+    cup = await RawCup.open(shard_map.cups[shard_map.cup_of[partition]])
     try:
-        owner = await cup.fetchval(
-            "SELECT owner FROM partition_state WHERE partition = $1", partition
-        )
+        owner = await cup.value(f"SELECT owner FROM partition_state WHERE {{p}} = {int(partition)}")
     finally:
         await cup.close()
     with contextlib.suppress(ValueError, AttributeError, IndexError):
@@ -262,21 +288,21 @@ async def cut_the_workers_from_the_control_database(control: asyncpg.Connection)
 async def assert_a_stale_claim_is_refused(system: System, partition: int, source: int) -> None:
     """A worker on the map of before the move claims in the old cup: the tombstone refuses."""
     shard_map = await read_shard_map(system.config)
-    pool = await asyncpg.create_pool(shard_map.cups[source], min_size=1, max_size=1)
+    store = await open_store(source, shard_map.cups[source], system.config.shards)
     try:
-        with pytest.raises(CupUnavailableError, match="ObjectNotInPrerequisiteState"):
-            await PostgresCupStore(source, pool).claim(partition, "a worker on an old map")
+        with pytest.raises(CupUnavailableError):
+            await store.claim(partition, "a worker on an old map")
     finally:
-        await pool.close()
+        await store.close()
 
 
 async def assert_stray_rows_are_reported(system: System, partition: int) -> None:
     """Rows of a partition left in a cup the map does not name fail the one_cup check."""
     shard_map = await read_shard_map(system.config)
     elsewhere = next(c for c in shard_map.cups if c != shard_map.cup_of[partition])
-    cup = await asyncpg.connect(shard_map.cups[elsewhere])
+    cup = await RawCup.open(shard_map.cups[elsewhere])
     try:
-        await cup.execute("INSERT INTO partition_state (partition) VALUES ($1)", partition)
+        await cup.execute(f"INSERT INTO partition_state ({{p}}) VALUES ({int(partition)})")
     finally:
         await cup.close()
     report = await reconcile(system.config, topics=False)
@@ -309,13 +335,13 @@ async def claimed_cups(system: System) -> dict[int, dict[int, int]]:
     shard_map = await read_shard_map(system.config)
     owners: dict[int, dict[int, int]] = {}
     for cup_id, dsn in shard_map.cups.items():
-        cup = await asyncpg.connect(dsn)
+        cup = await RawCup.open(dsn)
         try:
-            rows = await cup.fetch("SELECT owner FROM partition_state WHERE epoch > 0")
+            owners_here = await cup.values("SELECT owner FROM partition_state WHERE epoch > 0")
         finally:
             await cup.close()
-        for row in rows:
-            pid = int(row["owner"].rsplit(":", 1)[1])
+        for owner in owners_here:
+            pid = int(owner.rsplit(":", 1)[1])
             owners.setdefault(pid, {}).setdefault(cup_id, 0)
             owners[pid][cup_id] += 1
     return owners
@@ -335,7 +361,7 @@ async def settle(system: System, done: Claims) -> dict[int, dict[int, int]]:
 
 
 async def test_the_group_assigns_whole_cups_then_spreads(stack: Config, tmp_path: Path) -> None:
-    system = await make_system(stack, tmp_path, partitions=16, cups=4)
+    system = await make_system(stack, tmp_path, partitions=16, cups=2, mysql_cups=2)
     try:
         system.start_worker()
         system.start_worker()

@@ -40,7 +40,7 @@ RESULTS_TIMEOUT_SECONDS = 180.0
 
 @pytest.fixture
 async def system(stack: Config, tmp_path: Path) -> AsyncIterator[System]:
-    made = await make_system(stack, tmp_path, partitions=PARTITIONS, cups=2)
+    made = await make_system(stack, tmp_path, partitions=PARTITIONS, cups=1, mysql_cups=1)
     yield made
     await drop_system(stack, made)
 

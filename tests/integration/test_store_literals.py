@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.core.config import Config
-from shards.store import ints_literal, texts_literal
+from shards.postgres.store import ints_literal, texts_literal
 
 pytestmark = pytest.mark.integration
 
