@@ -8,7 +8,7 @@ from typing import TypeAlias
 
 from deploy.local.config import local_config
 from engine.core.config import Config
-from loadtest.bench.options import BenchOptions, parse_modes
+from loadtest.bench.options import MODES, BenchOptions, parse_modes
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -62,8 +62,8 @@ def register_bench(commands: Subcommands) -> None:
     add(
         "--modes",
         default="all",
-        help="comma-separated: raw_pipe, db_ceiling, engine_1w, engine_2w (or engine), "
-        "kafka_floor, naive, pgbench, all",
+        help=f"comma-separated: {', '.join(MODES)}; engine (both Postgres engines), "
+        "mariadb (the three MariaDB modes), all",
     )
     add("--seconds-naive", type=float, default=defaults.naive_seconds, help="naive's bound")
     add("--seconds-pgbench", type=float, default=defaults.pgbench_seconds, help="pgbench's")
