@@ -166,6 +166,15 @@ class StackConfig(Section, frozen=True):
     kafka_proxied_advertised_port: Annotated[
         int, Meta(ge=0, le=65535, description="the port the second listener advertises")
     ] = 0
+    security: Annotated[
+        bool,
+        Meta(
+            description=(
+                "TLS and passwords on every server of the stack, Kafka ACLs per role (false: "
+                "plaintext and no passwords, for anyone who needs them)"
+            )
+        ),
+    ] = True
 
     def check(self) -> None:
         proxied = (self.kafka_proxied_port, self.kafka_proxied_advertised_port)
@@ -218,8 +227,33 @@ class StackConfig(Section, frozen=True):
         ]
 
 
+class KafkaSecurityProtocol(enum.StrEnum):
+    """How a client talks to the brokers (Kafka's security.protocol)."""
+
+    SASL_SSL = "SASL_SSL"
+    """TLS, and a SASL user and password: the default."""
+    SSL = "SSL"
+    """TLS; the client is known by its certificate (ssl_cert_file), if the broker asks."""
+    PLAINTEXT = "PLAINTEXT"
+    """Neither: for brokers on a trusted network only."""
+
+    @property
+    def tls(self) -> bool:
+        return self is not KafkaSecurityProtocol.PLAINTEXT
+
+    @property
+    def sasl(self) -> bool:
+        return self is KafkaSecurityProtocol.SASL_SSL
+
+
+class SaslMechanism(enum.StrEnum):
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    PLAIN = "PLAIN"
+
+
 class KafkaConfig(Section, frozen=True):
-    """Where the broker is and how the topics are named."""
+    """Where the broker is, who this process is to it, and how the topics are named."""
 
     NAME: ClassVar[str] = "kafka"
 
@@ -245,10 +279,56 @@ class KafkaConfig(Section, frozen=True):
     request_timeout_ms: Annotated[
         int, Meta(ge=1000, le=600_000, description="Kafka clients' request timeout")
     ] = 30_000
+    security_protocol: Annotated[
+        KafkaSecurityProtocol,
+        Meta(description="SASL_SSL (TLS and a SASL user), SSL (TLS only) or PLAINTEXT"),
+    ] = KafkaSecurityProtocol.SASL_SSL
+    sasl_mechanism: Annotated[
+        SaslMechanism, Meta(description="SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN")
+    ] = SaslMechanism.SCRAM_SHA_512
+    sasl_username: Annotated[
+        str, Meta(max_length=255, description="the SASL user this process is (its role)")
+    ] = ""
+    sasl_password_file: Annotated[
+        str, Meta(description="a file holding the SASL user's password (never on argv)")
+    ] = ""
+    sasl_password_env: Annotated[
+        str,
+        Meta(
+            max_length=255,
+            description="else: the environment variable holding it (its name, not the password)",
+        ),
+    ] = ""
+    ssl_ca_file: Annotated[
+        str, Meta(description="CA certificates (PEM) the brokers' must chain to (empty: system's)")
+    ] = ""
+    ssl_cert_file: Annotated[
+        str, Meta(description="a client certificate (PEM) for brokers that ask for one")
+    ] = ""
+    ssl_key_file: Annotated[str, Meta(description="the client certificate's key (PEM)")] = ""
+    acl_worker_users: Annotated[
+        list[str],
+        Meta(description="init grants these SASL users the workers' rights (docs/security.md)"),
+    ] = msgspec.field(default_factory=lambda: ["worker"])
+    acl_upstream_users: Annotated[
+        list[str], Meta(description="init grants these SASL users the upstream apps' rights")
+    ] = msgspec.field(default_factory=lambda: ["upstream"])
+    acl_risk_users: Annotated[
+        list[str], Meta(description="init grants these SASL users the risk authority's rights")
+    ] = msgspec.field(default_factory=lambda: ["risk"])
 
     def check(self) -> None:
         if any(c not in _TOPIC_CHARS for c in self.topic_prefix):
             raise ConfigError(f"kafka.topic_prefix {self.topic_prefix!r} is not a valid topic name")
+        if bool(self.ssl_cert_file) != bool(self.ssl_key_file):
+            raise ConfigError("kafka.ssl_cert_file and kafka.ssl_key_file are set together")
+        if self.ssl_cert_file and not self.security_protocol.tls:
+            raise ConfigError("kafka.ssl_cert_file needs kafka.security_protocol SSL or SASL_SSL")
+
+    @property
+    def upstream_group_prefix(self) -> str:
+        """Consumer groups of upstream apps start with this (their ACL is on the prefix)."""
+        return f"{self.topic_prefix}.upstream"
 
     @property
     def commands_topic(self) -> str:
@@ -294,6 +374,15 @@ class ShardsConfig(Section, frozen=True):
     connect_timeout_seconds: Annotated[
         float, Meta(gt=0, le=600, description="longest wait for a database connection")
     ] = 10.0
+    credentials_dir: Annotated[
+        str,
+        Meta(
+            description=(
+                "a folder of password files, one per credentials name a DSN names "
+                "(credentials=NAME); $SMALLCUPS_CREDENTIALS_<NAME> wins"
+            )
+        ),
+    ] = ""
 
 
 class ResultsEncoding(enum.StrEnum):

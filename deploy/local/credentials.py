@@ -1,0 +1,49 @@
+"""The local stack's passwords: one random password per account, one file per name in
+``<state_dir>/secrets/credentials`` (mode 0600 in a 0700 folder), made where missing and
+never shown. The folder is the local stack's ``shards.credentials_dir``: a DSN that names
+``credentials=postgres`` finds its password in the file ``postgres`` (engine.core.secrets).
+
+Kafka's accounts are the roles of docs/security.md (``kafka-admin``, ``kafka-worker``,
+``kafka-upstream``, ``kafka-risk``); the databases have one account each for the cups
+(``postgres``, ``mariadb``) and MariaDB one more for creating databases (``mariadb-admin``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Final
+
+from engine.core.keyfiles import write_secret
+
+PASSWORD_BYTES: Final = 24
+"""Random bytes of a password (32 URL-safe characters: no quoting anywhere)."""
+
+
+def credentials_folder(secrets_folder: Path) -> Path:
+    return secrets_folder / "credentials"
+
+
+def ensure_password(secrets_folder: Path, name: str) -> Path:
+    """The file holding the password ``name``, made with a fresh password if missing."""
+    folder = credentials_folder(secrets_folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    path = folder / name
+    if not path.exists():
+        write_secret(path, secrets.token_urlsafe(PASSWORD_BYTES) + "\n")
+    return path
+
+
+def read_password(secrets_folder: Path, name: str) -> str:
+    """The password ``name`` (made if missing)."""
+    return ensure_password(secrets_folder, name).read_text(encoding="utf-8").strip()
+
+
+def stack_passwords(secrets_folder: Path) -> list[str]:
+    """Every password the stack made (the leak scan looks for each of them)."""
+    folder = credentials_folder(secrets_folder)
+    if not folder.is_dir():
+        return []
+    return [path.read_text(encoding="utf-8").strip() for path in sorted(folder.iterdir())]
