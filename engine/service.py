@@ -9,8 +9,10 @@ import gc
 import logging
 import os
 import signal
+import socket
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import uvloop
@@ -33,6 +35,8 @@ from shards.map_watch import PostgresMapWatch
 
 log = logging.getLogger(__name__)
 
+CLIENT_CLOSE_SECONDS: Final = 5.0
+
 
 async def serve_worker(config: Config, stop: asyncio.Event) -> None:
     """Run one worker until ``stop`` is set: finish the batch, publish, leave the group."""
@@ -54,9 +58,14 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
         renew = functools.partial(make_producer, config.kafka)
         relay = Relay(producer, config.kafka, dlq_partitions, metrics, renew)
         worker = Worker(config, shard_map, stores, consumer, relay, metrics, authority)
-        health = HealthServer(metrics.registry, worker.readiness, port=config.worker.metrics_port)
+        health = HealthServer(
+            metrics.registry,
+            worker.readiness,
+            host=config.worker.metrics_host,
+            port=config.worker.metrics_port,
+        )
         port = await health.start()
-        target = _announce(config.worker.metrics_targets_dir, port)
+        target = _announce(config.worker.metrics_targets_dir, config.worker.metrics_host, port)
         listener = GroupListener(worker.on_assigned, worker.on_revoked)
         consumer.subscribe([config.kafka.commands_topic], listener=listener)
         await consumer.start()
@@ -76,15 +85,25 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
             worker.abandon()
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
-            await consumer.stop()
+            await _bounded(consumer.stop(), "the consumer")
             await relay.close()
             await health.stop()
             if target is not None:
                 target.unlink(missing_ok=True)
     finally:
-        await producer.stop()
+        await _bounded(producer.stop(), "the producer")
         await close_cups(stores)
     log.info("worker %s stopped cleanly", worker.owner)
+
+
+async def _bounded(closing: Coroutine[Any, Any, None], what: str) -> None:
+    """Close a Kafka client, giving up after CLIENT_CLOSE_SECONDS: the group was left and
+    the records acknowledged before, and closing a TLS connection can wait up to 30 s for
+    the broker's close_notify (the event loop's TLS shutdown timeout)."""
+    try:
+        await asyncio.wait_for(closing, CLIENT_CLOSE_SECONDS)
+    except TimeoutError:
+        log.warning("closing %s took longer than %.0f s; leaving it", what, CLIENT_CLOSE_SECONDS)
 
 
 def _metrics() -> WorkerMetrics:
@@ -133,14 +152,16 @@ def _stop_on_crash(task: asyncio.Task[None], stop: asyncio.Event) -> None:
         stop.set()
 
 
-def _announce(targets_dir: str, port: int) -> Path | None:
-    """Write a Prometheus file-discovery target for this worker, if a folder is configured."""
+def _announce(targets_dir: str, host: str, port: int) -> Path | None:
+    """Write a Prometheus file-discovery target for this worker, if a folder is configured
+    (a worker listening on every interface is announced by its host name)."""
     if not targets_dir:
         return None
     folder = Path(targets_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"worker-{os.getpid()}.json"
-    document = [{"targets": [f"127.0.0.1:{port}"], "labels": {}}]
+    address = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    document = [{"targets": [f"{address}:{port}"], "labels": {}}]
     temporary = path.with_suffix(".tmp")
     temporary.write_bytes(msgspec.json.encode(document))
     temporary.replace(path)

@@ -24,6 +24,7 @@ import msgspec
 import uvloop
 
 from deploy.local.postgres_databases import ensure_databases
+from deploy.local.roles import Role, as_role
 from engine.admin.reconcile import reconcile
 from engine.admin.setup import initialize, read_shard_map
 from engine.core.config import Config, StackConfig, to_environ
@@ -67,7 +68,7 @@ async def _load(config: Config, options: DemoOptions, run: str) -> tuple[Score, 
         run=run,
     )
     workload = Workload(shape)
-    async with Client(config.kafka) as client:
+    async with Client(as_role(config, Role.UPSTREAM).kafka) as client:
         driver = Driver(client, window=options.window)
         await driver.send_all(workload.opening())
         if not await driver.wait_all(120):
@@ -124,7 +125,9 @@ def run_demo(config: Config, options: DemoOptions) -> int:
     before = customer_total(asyncio.run(reconcile(config, topics=False)))
     workers = [
         WorkerProcess(
-            f"worker-{i}", state / "logs" / f"demo-worker-{i}.log", env=to_environ(config)
+            f"worker-{i}",
+            state / "logs" / f"demo-worker-{i}.log",
+            env=to_environ(as_role(config, Role.WORKER)),
         )
         for i in range(options.workers)
     ]

@@ -19,9 +19,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from deploy.local.mariadb_databases import create_mysql_databases, drop_mysql_databases
+from deploy.local.roles import Role, as_role
 from engine.admin.setup import initialize
 from engine.core.config import Config, to_environ
 from engine.core.records import ShardMap
+from engine.kafka.acls import deployment_grants, revoke
+from engine.kafka.connection import connection
 from loadtest.workers import WorkerProcess
 from shards.cup_admin import CupKind
 
@@ -40,7 +43,7 @@ class System:
         worker = WorkerProcess(
             f"w{len(self.workers)}",
             self.log_dir / f"worker-{len(self.workers)}.log",
-            env={**to_environ(self.config), **(env or {})},
+            env={**to_environ(as_role(self.config, Role.WORKER)), **(env or {})},
         )
         worker.start()
         self.workers.append(worker)
@@ -97,6 +100,8 @@ async def drop_system(base: Config, system: System) -> None:
     await asyncio.to_thread(drop_mysql_databases, base.stack, system.mysql_databases)
     kafka = system.config.kafka
     await delete_topics(base, [kafka.commands_topic, kafka.results_topic, kafka.dlq_topic])
+    if kafka.security_protocol.sasl:
+        await revoke(kafka, deployment_grants(kafka))
 
 
 async def create_databases(base: Config, names: list[str]) -> None:
@@ -120,7 +125,7 @@ async def _for_each_database(base: Config, statement: str, names: list[str]) -> 
 async def delete_topics(base: Config, topics: list[str]) -> None:
     """Delete ``topics``; one that is already gone is not an error."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=base.kafka.bootstrap_servers,
+        **connection(base.kafka),
         request_timeout_ms=base.kafka.request_timeout_ms,
     )
     await admin.start()

@@ -15,6 +15,7 @@ from typing import Final
 
 import msgspec
 
+from deploy.local.roles import Role, stack_kafka
 from engine.core.config import (
     LEG_KEYS_FILE,
     RISK_PRIVATE_KEY_FILE,
@@ -26,13 +27,14 @@ from engine.core.config import (
 LOCAL_CONFIG_FILE: Final = "local.toml"
 
 
-def local_config(stack: StackConfig, base: Config | None = None) -> Config:
+def local_config(stack: StackConfig, base: Config | None = None, role: Role = Role.ADMIN) -> Config:
     """``base`` (default: all defaults) with the local stack ``stack`` and, where ``base``
-    leaves them empty, the local stack's brokers, databases and key files."""
+    leaves them empty, the local stack's brokers, databases and key files; it talks to
+    Kafka as the stack's user ``role`` (the operator's ``admin`` unless told)."""
     base = base or Config()
     kafka = base.kafka
-    if not kafka.bootstrap_servers:
-        kafka = msgspec.structs.replace(kafka, bootstrap_servers=f"127.0.0.1:{stack.kafka_port}")
+    if not kafka.bootstrap_servers or not kafka.sasl_username:
+        kafka = stack_kafka(stack, role, kafka)
     shards = base.shards
     if not shards.control_dsn:
         shards = msgspec.structs.replace(shards, control_dsn=stack.control_dsn)
@@ -52,11 +54,31 @@ def local_config(stack: StackConfig, base: Config | None = None) -> Config:
 
 
 def write_local_config(stack: StackConfig) -> Path:
-    """``<state_dir>/local.toml``: the connection settings of the local stack."""
-    config = local_config(stack)
+    """``<state_dir>/local.toml``: the connection settings of the local stack, as the
+    operator (``admin``); ``local-<role>.toml`` beside it for each other role (a worker
+    run by hand: ``SMALLCUPS_CONFIG=.smallcups/local-worker.toml smallcups worker``)."""
+    for role in Role:
+        path = stack.state_path / local_config_file(role)
+        path.write_text(_local_toml(stack, role), encoding="utf-8")
+    return stack.state_path / LOCAL_CONFIG_FILE
+
+
+def local_config_file(role: Role) -> str:
+    return LOCAL_CONFIG_FILE if role is Role.ADMIN else f"local-{role.value}.toml"
+
+
+def _local_toml(stack: StackConfig, role: Role) -> str:
+    config = local_config(stack, role=role)
+    kafka = config.kafka
     document: dict[str, dict[str, str | list[str]]] = {
         "stack": {"state_dir": str(stack.state_path)},
-        "kafka": {"bootstrap_servers": config.kafka.bootstrap_servers},
+        "kafka": {
+            "bootstrap_servers": kafka.bootstrap_servers,
+            "security_protocol": kafka.security_protocol.value,
+            "sasl_username": kafka.sasl_username,
+            "sasl_password_file": kafka.sasl_password_file,
+            "ssl_ca_file": kafka.ssl_ca_file,
+        },
         "shards": {"control_dsn": config.shards.control_dsn, "cup_dsns": config.shards.cup_dsns},
         "security": {
             "leg_keys_file": config.security.leg_keys_file,
@@ -65,15 +87,14 @@ def write_local_config(stack: StackConfig) -> Path:
         },
     }
     lines = [
-        "# The local stack's settings, written by `smallcups dev up`:",
-        "#   export SMALLCUPS_CONFIG=" + str(stack.state_path / LOCAL_CONFIG_FILE),
+        f"# The local stack's settings as its Kafka user {role.value!r}, written by "
+        "`smallcups dev up`:",
+        "#   export SMALLCUPS_CONFIG=" + str(stack.state_path / local_config_file(role)),
     ]
     for section, values in document.items():
         lines.append(f"\n[{section}]")
         lines += [f"{name} = {_toml_value(value)}" for name, value in values.items()]
-    path = stack.state_path / LOCAL_CONFIG_FILE
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return "\n".join(lines) + "\n"
 
 
 def _toml_value(value: str | list[str]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from engine.core.keyfiles import write_secret
+from engine.core.secrets import read_secret_file
 
 PASSWORD_BYTES: Final = 24
 """Random bytes of a password (32 URL-safe characters: no quoting anywhere)."""
@@ -30,15 +31,20 @@ def ensure_password(secrets_folder: Path, name: str) -> Path:
     folder = credentials_folder(secrets_folder)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
-    path = folder / name
+    path = password_file(secrets_folder, name)
     if not path.exists():
         write_secret(path, secrets.token_urlsafe(PASSWORD_BYTES) + "\n")
     return path
 
 
+def password_file(secrets_folder: Path, name: str) -> Path:
+    """Where the password ``name`` is (``ensure_password`` makes it)."""
+    return credentials_folder(secrets_folder) / name
+
+
 def read_password(secrets_folder: Path, name: str) -> str:
-    """The password ``name`` (made if missing)."""
-    return ensure_password(secrets_folder, name).read_text(encoding="utf-8").strip()
+    """The password ``name``, made earlier by ``ensure_password``."""
+    return read_secret_file(password_file(secrets_folder, name), f"the password {name!r}")
 
 
 def stack_passwords(secrets_folder: Path) -> list[str]:

@@ -1,7 +1,17 @@
 """One Apache Kafka broker in KRaft mode (broker and controller in one JVM) on 127.0.0.1.
 
-Layout under ``<state_dir>/kafka``: ``server.properties``, ``data/`` (formatted once),
-``logs/server.log`` (log4j2), ``kafka.out`` (the JVM's stdout and stderr), ``kafka.pid``.
+Layout under ``<state_dir>/kafka``: ``server.properties`` (mode 0600: it holds the
+broker's own passwords), ``data/`` (formatted once), ``logs/server.log`` (log4j2),
+``kafka.out`` (the JVM's stdout and stderr), ``kafka.pid``.
+
+Secure by default (``stack.security``): every listener speaks SASL_SSL with the stack's
+certificate (deploy.local.tls). Clients and the broker itself (inter-broker) authenticate
+with SCRAM-SHA-512; the users of deploy.local.roles are made when the storage is
+formatted. The controller listener takes SASL/PLAIN with one user, ``admin``, set in its
+JAAS entry (SCRAM credentials live in the metadata the controller serves, so they cannot
+authenticate the controller's own listener). KRaft's StandardAuthorizer refuses whatever
+no ACL allows; ``admin`` is the only super user (engine.kafka.acls grants the rest).
+With ``stack.security`` false the listeners are PLAINTEXT with no authorizer.
 
 The broker is spawned in its own session so it outlives the ``smallcups`` process that
 started it; it is ours while its command line names our ``server.properties``.
@@ -22,6 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from deploy.local import ports
+from deploy.local.credentials import read_password
 from deploy.local.kafka_jars import LOG4J2_PATH, ensure_kafka_jars
 from deploy.local.processes import (
     ensure_same_settings,
@@ -33,13 +44,24 @@ from deploy.local.processes import (
     wait_exec_settled,
     write_pid_file,
 )
-from engine.core.config import StackConfig
+from deploy.local.roles import Role, stack_kafka
+from deploy.local.tls import tls_files
+from engine.core.config import KafkaConfig, StackConfig
 from engine.core.errors import StackError
+from engine.core.keyfiles import write_secret
+from engine.kafka.connection import connection
 
 STOP_GRACE_SECONDS = 30.0
 PROBE_TIMEOUT_SECONDS = 5.0
 READY_POLL_SECONDS = 0.5
 NODE_ID = 1
+SCRAM = "SCRAM-SHA-512"
+SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
+SCRAM_ITERATIONS = 8192
+FORMAT_MARK = "formatted-with"
+"""A file beside ``data/`` saying which users the storage was formatted with: a state
+folder formatted another way (before security, or without it) is formatted again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +104,16 @@ def bootstrap_servers(config: StackConfig) -> str:
 def render_server_properties(config: StackConfig, data_dir: Path) -> str:
     """The broker's configuration: a single node, replication factor 1, 127.0.0.1 only."""
     host, port, controller = ports.HOST, config.kafka_port, config.kafka_controller_port
-    listeners = [f"PLAINTEXT://{host}:{port}", f"CONTROLLER://{host}:{controller}"]
-    advertised = [f"PLAINTEXT://{host}:{port}"]
-    protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+    listeners = [f"BROKER://{host}:{port}", f"CONTROLLER://{host}:{controller}"]
+    advertised = [f"BROKER://{host}:{port}"]
+    names = ["BROKER", "CONTROLLER"]
     if config.kafka_proxied_port:
         # Clients connect to the advertised address of the listener they bootstrapped
         # through: this one advertises the proxy, so proxied clients never bypass it.
         listeners.append(f"PROXIED://{host}:{config.kafka_proxied_port}")
         advertised.append(f"PROXIED://{host}:{config.kafka_proxied_advertised_port}")
-        protocols.append("PROXIED:PLAINTEXT")
+        names.append("PROXIED")
+    protocol = "SASL_SSL" if config.security else "PLAINTEXT"
     settings = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
@@ -98,8 +121,9 @@ def render_server_properties(config: StackConfig, data_dir: Path) -> str:
         "listeners": ",".join(listeners),
         "advertised.listeners": ",".join(advertised),
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": ",".join(protocols),
-        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": ",".join(f"{n}:{protocol}" for n in names),
+        "inter.broker.listener.name": "BROKER",
+        **(_security_settings(config, names) if config.security else {}),
         "log.dirs": str(data_dir),
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
@@ -113,6 +137,37 @@ def render_server_properties(config: StackConfig, data_dir: Path) -> str:
     lines = ["# Written by `smallcups dev up`; rewritten on every start."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+def _security_settings(config: StackConfig, names: list[str]) -> dict[str, str]:
+    """TLS on every listener, SCRAM-SHA-512 for clients and the broker, PLAIN (one user,
+    admin) on the controller's listener, the StandardAuthorizer with admin its only super
+    user."""
+    secrets = config.secrets_path
+    files = tls_files(secrets)
+    admin = read_password(secrets, Role.ADMIN.password_name)
+    scram = f'{SCRAM_MODULE} required username="admin" password="{admin}";'
+    plain = f'{PLAIN_MODULE} required username="admin" password="{admin}" user_admin="{admin}";'
+    settings = {
+        "sasl.enabled.mechanisms": SCRAM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM,
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": plain,
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": str(files.keystore),
+        "ssl.keystore.password": files.keystore_password.read_text(encoding="utf-8"),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(files.ca),
+        "ssl.endpoint.identification.algorithm": "https",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{Role.ADMIN.username}",
+        "allow.everyone.if.no.acl.found": "false",
+    }
+    for name in names:
+        if name != "CONTROLLER":
+            settings[f"listener.name.{name.lower()}.scram-sha-512.sasl.jaas.config"] = scram
+    return settings
 
 
 def new_cluster_id() -> str:
@@ -148,15 +203,35 @@ def _java_command(config: StackConfig, libs: Path, main_class: str) -> list[str]
     ]
 
 
+def _format_mark(config: StackConfig) -> str:
+    users = ",".join(role.username for role in Role) if config.security else "none"
+    return f"scram-users={users}\n"
+
+
 def _format_storage(config: StackConfig, libs: Path) -> None:
-    """Format the data folder once, as a standalone KRaft controller quorum."""
+    """Format the data folder once, as a standalone KRaft controller quorum with the
+    stack's SCRAM users; a folder formatted with other users is wiped and formatted again.
+
+    The arguments go in an argument file (java's ``@file``, mode 0600, removed after), so
+    the users' passwords never appear on a command line.
+    """
     paths = BrokerPaths.of(config)
+    mark = paths.root / FORMAT_MARK
     if (paths.data / "meta.properties").is_file():
-        return
-    command = [
-        *_java_command(config, libs, "kafka.tools.StorageTool"),
-        *("format", "-t", new_cluster_id(), "-c", str(paths.properties), "--standalone"),
-    ]
+        if mark.is_file() and mark.read_text(encoding="utf-8") == _format_mark(config):
+            return
+        shutil.rmtree(paths.data)
+        paths.data.mkdir(parents=True)
+    arguments = ["kafka.tools.StorageTool", "format", "-t", new_cluster_id()]
+    arguments += ["-c", str(paths.properties), "--standalone"]
+    if config.security:
+        for role in Role:
+            password = read_password(config.secrets_path, role.password_name)
+            credential = f"name={role.username},iterations={SCRAM_ITERATIONS},password={password}"
+            arguments += ["--add-scram", f"{SCRAM}=[{credential}]"]
+    argument_file = paths.root / "format.args"
+    write_secret(argument_file, "\n".join(_java_quoted(a) for a in arguments) + "\n", replace=True)
+    command = [*_java_command(config, libs, f"@{argument_file}")]
     try:
         done = subprocess.run(
             command,
@@ -167,8 +242,16 @@ def _format_storage(config: StackConfig, libs: Path) -> None:
         )
     except subprocess.TimeoutExpired as error:
         raise failure("formatting Kafka's storage timed out", paths.server_log) from error
+    finally:
+        argument_file.unlink(missing_ok=True)
     if done.returncode != 0:
         raise StackError(f"formatting Kafka's storage failed:\n{done.stdout}{done.stderr}")
+    mark.write_text(_format_mark(config), encoding="utf-8")
+
+
+def _java_quoted(argument: str) -> str:
+    """One argument of a java @file: in double quotes, backslashes and quotes escaped."""
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def start_broker(config: StackConfig) -> int:
@@ -185,7 +268,7 @@ def start_broker(config: StackConfig) -> int:
     libs = ensure_kafka_jars(config.cache_path)
     for folder in (paths.data, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
-    paths.properties.write_text(settings, encoding="utf-8")
+    write_secret(paths.properties, settings, replace=True)
     _format_storage(config, libs)
     command = [*_java_command(config, libs, "kafka.Kafka"), str(paths.properties)]
     output_flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -229,13 +312,12 @@ def broker_answers(config: StackConfig) -> bool:
     """True when the port accepts connections and metadata lists at least one broker."""
     if not ports.port_answers(config.kafka_port):
         return False
-    return asyncio.run(_broker_listed(bootstrap_servers(config), PROBE_TIMEOUT_SECONDS))
+    kafka = stack_kafka(config, Role.ADMIN)
+    return asyncio.run(_broker_listed(kafka, PROBE_TIMEOUT_SECONDS))
 
 
-async def _broker_listed(bootstrap: str, timeout_seconds: float) -> bool:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_seconds * 1000)
-    )
+async def _broker_listed(kafka: KafkaConfig, timeout_seconds: float) -> bool:
+    admin = AIOKafkaAdminClient(**connection(kafka), request_timeout_ms=int(timeout_seconds * 1000))
     try:
         async with asyncio.timeout(timeout_seconds):
             await admin.start()

@@ -12,6 +12,7 @@ from engine.core.book import Account
 from engine.core.config import Config
 from engine.core.records import ShardMap
 from engine.core.routing import partition_of
+from engine.kafka.acls import deployment_grants, grant
 from engine.kafka.topics import ensure_topics
 from shards.control import connect, initialize_control, load_shard_map
 from shards.cups import close_cups, initialize_cups, open_cups
@@ -21,12 +22,17 @@ from shards.cups import close_cups, initialize_cups, open_cups
 class InitReport:
     topics: dict[str, int]
     shard_map: ShardMap
+    acls: int
+    """ACL bindings granted to the roles (0 when Kafka has no SASL users to grant to)."""
 
 
 async def initialize(config: Config) -> InitReport:
     """Topics, control schema and shard map, cup schemas: all idempotent."""
     partitions = config.kafka.partitions
-    topics = await ensure_topics(config.require_kafka(), partitions)
+    kafka = config.require_kafka()
+    topics = await ensure_topics(kafka, partitions)
+    grants = deployment_grants(kafka) if kafka.security_protocol.sasl else []
+    await grant(kafka, grants)
     control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
     try:
         shard_map = await initialize_control(
@@ -35,7 +41,7 @@ async def initialize(config: Config) -> InitReport:
     finally:
         await control.close()
     await initialize_cups(shard_map, config.shards)
-    return InitReport(topics, shard_map)
+    return InitReport(topics, shard_map, len(grants))
 
 
 async def read_shard_map(config: Config) -> ShardMap:
@@ -67,6 +73,8 @@ def init(config: Config, partitions: int | None) -> int:
     report = asyncio.run(initialize(config))
     for topic, count in sorted(report.topics.items()):
         print(f"topic {topic}: {count} partitions")
+    if report.acls:
+        print(f"ACLs: {report.acls} bindings for the roles (docs/security.md)")
     shard_map = report.shard_map
     for cup_id in sorted(shard_map.cups):
         owned = shard_map.partitions_of(cup_id)

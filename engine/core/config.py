@@ -484,14 +484,23 @@ class WorkerConfig(Section, frozen=True):
             ),
         ),
     ] = 10.0
+    metrics_host: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=255,
+            description=(
+                "address /metrics, /healthz, /readyz listen on (0.0.0.0: every interface, as "
+                "in a container)"
+            ),
+        ),
+    ] = "127.0.0.1"
     metrics_port: Annotated[
         int,
         Meta(
             ge=0,
             le=65535,
-            description=(
-                "port of /metrics, /healthz, /readyz on 127.0.0.1 (0: any free port, logged)"
-            ),
+            description="port of /metrics, /healthz, /readyz (0: any free port, logged)",
         ),
     ] = 0
     metrics_targets_dir: Annotated[

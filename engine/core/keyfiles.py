@@ -135,6 +135,7 @@ def write_secret(path: Path, text: str, *, replace: bool = False) -> None:
         descriptor = os.open(path, flags, 0o600)
     except FileExistsError:
         raise ConfigError(f"{path} exists already: not overwriting a key file") from None
+    os.fchmod(descriptor, 0o600)  # a file replaced keeps its mode otherwise
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         file.write(text)
 

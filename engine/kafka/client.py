@@ -34,6 +34,7 @@ from engine.core.decoding import decode_result
 from engine.core.errors import ConfigError, InfrastructureError
 from engine.core.messages import LEG_TYPES, Command, Result, Undecodable, encode
 from engine.core.routing import customer_key, partition_of
+from engine.kafka.connection import connection
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Client:
         """Called with every result read (load generators keep their own books)."""
         self._partitions = 0
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=kafka.bootstrap_servers,
+            **connection(kafka),
             enable_idempotence=True,
             acks="all",
             linger_ms=linger_ms,
@@ -99,7 +100,7 @@ class Client:
 
     async def _start_reader(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.kafka.bootstrap_servers,
+            **connection(self.kafka),
             enable_auto_commit=False,
             request_timeout_ms=self.kafka.request_timeout_ms,
         )

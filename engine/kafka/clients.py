@@ -11,6 +11,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 
 from engine.core.config import KafkaConfig
+from engine.kafka.connection import connection
 
 FETCH_LIMITS: Final = {"max_partition_fetch_bytes": 1_048_576, "fetch_max_bytes": 16_777_216}
 """The worker consumer's fetch sizes (the bench's Kafka-only readers use them too)."""
@@ -26,7 +27,7 @@ LINGER_MS: Final = 5
 
 def make_producer(kafka: KafkaConfig) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers,
+        **connection(kafka),
         enable_idempotence=True,
         acks="all",
         linger_ms=LINGER_MS,
@@ -39,7 +40,7 @@ def make_consumer(kafka: KafkaConfig, assignor: AbstractPartitionAssignor) -> AI
     """The group member; when it leads the group, ``assignor`` assigns (cup affinity)."""
     return AIOKafkaConsumer(
         partition_assignment_strategy=(assignor,),
-        bootstrap_servers=kafka.bootstrap_servers,
+        **connection(kafka),
         group_id=kafka.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

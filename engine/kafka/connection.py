@@ -14,11 +14,28 @@ import os
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
 
 from engine.core.config import KafkaConfig
-from engine.core.errors import ConfigError
+from engine.core.errors import AccessDeniedError, ConfigError
 from engine.core.secrets import secret_from
+
+ACCESS_ERRORS: Final = (
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+)
+"""What the broker answers a client whose credentials or rights are wrong or revoked."""
 
 
 def connection(kafka: KafkaConfig, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -69,3 +86,12 @@ def ssl_context(kafka: KafkaConfig) -> ssl.SSLContext:
         ) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def access_denied(kafka: KafkaConfig, error: BaseException) -> AccessDeniedError:
+    """The error that stops a process the broker refused (``error`` in ACCESS_ERRORS)."""
+    who = kafka.sasl_username or "this client"
+    return AccessDeniedError(
+        f"Kafka refused {who!r}: {type(error).__name__}: {error}; its credentials or ACLs "
+        "were revoked or never granted (docs/security.md lists each role's rights)"
+    )

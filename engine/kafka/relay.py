@@ -51,6 +51,7 @@ from engine.core.messages import (
     Forwarded,
 )
 from engine.core.records import OutboxKind, OutboxRow
+from engine.kafka.connection import ACCESS_ERRORS, access_denied
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class Relay:
         new_producer: Callable[[], AIOKafkaProducer] | None = None,
     ):
         self._producer = producer
+        self._kafka = kafka
         self._new_producer = new_producer
         self._renewed: AIOKafkaProducer | None = None
         """The producer this relay started itself (it stops it); None while the original."""
@@ -203,7 +205,8 @@ class Relay:
             del self._feeders[target]
 
     def failure(self) -> BaseException | None:
-        """The error that stopped a queue's hand-over (a bug); the worker must stop."""
+        """The error that stopped a queue's hand-over (a bug), or the broker's refusal of
+        this worker's rights; the worker must stop."""
         return self._crash
 
     def settle(self, partition: int) -> int:
@@ -235,6 +238,8 @@ class Relay:
     def _fail(self, partition: int, error: BaseException | None) -> None:
         """A send of ``partition`` failed, or could not even be queued (the producer waited
         past its request timeout for room, or a new one could not start yet)."""
+        if isinstance(error, ACCESS_ERRORS) and self._crash is None:
+            self._crash = access_denied(self._kafka, error)  # re-sending cannot help
         if error is not None:
             log.warning("publishing partition %d failed (%r); will re-send", partition, error)
             self._renew_needed = self._new_producer is not None

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from engine.core.config import KafkaConfig
 from engine.core.errors import ConfigError, InfrastructureError
+from engine.kafka.connection import connection
 
 _READY_ATTEMPTS = 150
 _FETCH_TIMEOUT_MS = 1_000
@@ -28,9 +29,7 @@ async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
         kafka.results_topic: partitions,
         kafka.dlq_topic: partitions,
     }
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms
-    )
+    admin = AIOKafkaAdminClient(**connection(kafka), request_timeout_ms=kafka.request_timeout_ms)
     await admin.start()
     try:
         existing = await _partition_counts(admin, list(wanted))
@@ -59,7 +58,7 @@ async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
 async def _wait_for_leaders(kafka: KafkaConfig, topics: dict[str, int]) -> None:
     """New partitions answer metadata before their leaders serve offsets: wait for that."""
     tps = [TopicPartition(name, p) for name, count in topics.items() for p in range(count)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    consumer = AIOKafkaConsumer(**connection(kafka))
     await consumer.start()
     try:
         for _ in range(_READY_ATTEMPTS):
@@ -75,9 +74,7 @@ async def _wait_for_leaders(kafka: KafkaConfig, topics: dict[str, int]) -> None:
 
 async def partition_counts(kafka: KafkaConfig, names: list[str]) -> dict[str, int]:
     """Partition counts of the existing, ready topics among ``names``."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms
-    )
+    admin = AIOKafkaAdminClient(**connection(kafka), request_timeout_ms=kafka.request_timeout_ms)
     await admin.start()
     try:
         return await _partition_counts(admin, names)
@@ -99,7 +96,7 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
 async def end_offsets(kafka: KafkaConfig, topic: str) -> dict[int, int]:
     """The current end offset of every partition of ``topic``."""
     count = (await partition_counts(kafka, [topic]))[topic]
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    consumer = AIOKafkaConsumer(**connection(kafka))
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(count)])
@@ -121,7 +118,7 @@ async def read_range(
     if not wanted:
         return []
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
+        **connection(kafka),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )

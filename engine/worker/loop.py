@@ -38,6 +38,7 @@ from engine.core.config import Config
 from engine.core.errors import CupUnavailableError, InvariantError
 from engine.core.records import ShardMap
 from engine.core.store import CupStore
+from engine.kafka.connection import ACCESS_ERRORS, access_denied
 from engine.kafka.relay import Relay
 from engine.worker.commit_round import RoundInput, Verdict, commit_round
 from engine.worker.housekeeping import Housekeeper
@@ -69,6 +70,7 @@ class Worker:
         self.authority = authority
         self.joined = False
         self.limits = config.worker
+        self.kafka = config.kafka
         self.topic = config.kafka.commands_topic
         self.shard_map = shard_map
         self.stores = stores
@@ -106,10 +108,13 @@ class Worker:
         self._housekeeping = asyncio.create_task(self.housekeeper.run(stop))
         try:
             while not stop.is_set():
-                fetched = await self.consumer.getmany(
-                    timeout_ms=self.limits.fetch_timeout_ms,
-                    max_records=self.limits.fetch_records_max,
-                )
+                try:
+                    fetched = await self.consumer.getmany(
+                        timeout_ms=self.limits.fetch_timeout_ms,
+                        max_records=self.limits.fetch_records_max,
+                    )
+                except ACCESS_ERRORS as error:
+                    raise access_denied(self.kafka, error) from None
                 async with self._lock:
                     self._raise_failure()
                     await self._recover()

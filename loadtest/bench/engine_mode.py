@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from deploy.local.prometheus_throwaway import free_port
+from deploy.local.roles import Role, as_role
 from engine.admin.reconcile import reconcile
 from engine.core.config import Config
 from engine.kafka.client import Client
@@ -67,7 +68,7 @@ async def run_engine(
         for port in ports:
             system.start_worker({"SMALLCUPS_WORKER_METRICS_PORT": str(port)})
         await wait_owning(ports, options.partitions, OWNING_TIMEOUT_SECONDS)
-        async with Client(system.config.kafka) as client:
+        async with Client(as_role(system.config, Role.UPSTREAM).kafka) as client:
             driver = Driver(client, WINDOW_COMMANDS, options.misrouted_percent)
             await driver.send_all(load.setup)
             if not await driver.wait_all(options.results_timeout_seconds):

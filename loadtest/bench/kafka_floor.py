@@ -46,6 +46,7 @@ from engine.core.routing import customer_key, partition_of
 from engine.core.saga import credit_leg, settle_leg
 from engine.kafka.client import Client
 from engine.kafka.clients import FETCH_LIMITS, make_producer
+from engine.kafka.connection import connection
 from engine.kafka.relay import Relay
 from engine.worker.metrics import WorkerMetrics
 from loadtest.bench.child import Child, Figures, serve
@@ -114,7 +115,7 @@ async def _echo(
     """Answer every command through the engine's relay until the parent says stop."""
     kafka = config.kafka
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
+        **connection(kafka),
         enable_auto_commit=False,
         **FETCH_LIMITS,
     )

@@ -24,12 +24,13 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.admin.reconcile import reconcile
-from engine.core.config import Config
+from engine.core.config import Config, KafkaConfig
 from engine.core.decoding import decode_command
 from engine.core.errors import invariant
 from engine.core.messages import COMMAND_TYPES
 from engine.core.store import CupStore
 from engine.kafka.client import Client
+from engine.kafka.connection import connection
 from loadtest.bench.ceiling import seed
 from loadtest.bench.child import Child, Figures, serve
 from loadtest.bench.cpu import CpuMeter
@@ -63,7 +64,7 @@ async def run_naive(base: Config, options: BenchOptions, load: Load, log_dir: Pa
         cup_of = [system.shard_map.cup_of[p] for p in range(options.partitions)]
         child = Child(
             _naive_main,
-            kafka.bootstrap_servers,
+            kafka,
             kafka.commands_topic,
             dict(system.shard_map.cups),
             cup_of,
@@ -129,18 +130,18 @@ async def _prepare(
 
 def _naive_main(
     conn: multiprocessing.connection.Connection,
-    bootstrap: str,
+    kafka: KafkaConfig,
     topic: str,
     cup_dsns: dict[int, str],
     cup_of: list[int],
     expected: int,
     seconds: float,
 ) -> None:
-    serve(conn, partial(_consume, bootstrap, topic, cup_dsns, cup_of, expected, seconds))
+    serve(conn, partial(_consume, kafka, topic, cup_dsns, cup_of, expected, seconds))
 
 
 async def _consume(
-    bootstrap: str,
+    kafka: KafkaConfig,
     topic: str,
     cup_dsns: dict[int, str],
     cup_of: list[int],
@@ -151,7 +152,7 @@ async def _consume(
     """Apply records from offset 0 until ``expected`` are applied or ``seconds`` passed."""
     connections = {cup: await asyncpg.connect(dsn) for cup, dsn in cup_dsns.items()}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        **connection(kafka), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     naive = Naive(connections, cup_of)

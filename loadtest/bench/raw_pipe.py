@@ -19,11 +19,12 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.core.config import Config
+from engine.core.config import Config, KafkaConfig
 from engine.core.decoding import decode_command
 from engine.core.messages import Command, Deposit, Invalid, Transfer, Undecodable, Withdraw
 from engine.kafka.client import Client
 from engine.kafka.clients import FETCH_LIMITS
+from engine.kafka.connection import connection
 from loadtest.bench.child import Child, Figures, serve
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.options import (
@@ -51,7 +52,7 @@ async def run_raw_pipe(
     expected = len(load.commands)
     reader = Child(
         _reader_main,
-        kafka.bootstrap_servers,
+        kafka,
         kafka.commands_topic,
         options.partitions,
         expected,
@@ -114,21 +115,19 @@ async def _refused(deliveries: list[asyncio.Future[object]]) -> int:
 
 def _reader_main(
     conn: multiprocessing.connection.Connection,
-    bootstrap: str,
+    kafka: KafkaConfig,
     topic: str,
     partitions: int,
     expected: int,
     fetch_records_max: int,
     timeout_seconds: float,
 ) -> None:
-    work = partial(
-        _read, bootstrap, topic, partitions, expected, fetch_records_max, timeout_seconds
-    )
+    work = partial(_read, kafka, topic, partitions, expected, fetch_records_max, timeout_seconds)
     serve(conn, work)
 
 
 async def _read(
-    bootstrap: str,
+    kafka: KafkaConfig,
     topic: str,
     partitions: int,
     expected: int,
@@ -138,7 +137,7 @@ async def _read(
 ) -> Figures:
     """Consume and decode ``expected`` records (bounded by ``timeout_seconds``)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **connection(kafka),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         **FETCH_LIMITS,

@@ -39,7 +39,7 @@ from engine.core.routing import customer_key, partition_of
 from engine.core.saga import credit_leg, settle_leg
 from tests.chaos.conftest import PARTITIONS
 from tests.chaos.harness import ChaosSystem, Load, assert_clean, scale, verdict
-from tests.integration.system import read_topic
+from tests.integration.system import read_topic, upstream_producer
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -208,9 +208,7 @@ def _forgeries() -> Iterator[tuple[str, bytes | None, Expected]]:
 async def _send_all(chaos: ChaosSystem) -> dict[tuple[int, int], tuple[str, Expected]]:
     """Send each hostile record then a marker deposit; where each landed, what it owes."""
     kafka = chaos.config.kafka
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers, max_request_size=1_048_576
-    )
+    producer = upstream_producer(chaos.config, max_request_size=1_048_576)
     await producer.start()
     owed: dict[tuple[int, int], tuple[str, Expected]] = {}
     key = customer_key(CUSTOMER)

@@ -1,10 +1,13 @@
 // A plain Java producer, as a Java team would write one: the Kafka client's own default
 // partitioner (murmur2 of the key), JSON values. Reads "<key>\t<json>" lines from stdin,
-// publishes each to the topic, waits for every acknowledgement, prints how many.
+// publishes each to the topic, waits for every acknowledgement, prints how many. The
+// connection (bootstrap.servers and the security settings) comes from a standard client
+// properties file.
 //
-//   java -cp <classes>:<kafka libs>/* JsonProducer <bootstrap servers> <topic>
+//   java -cp <classes>:<kafka libs>/* JsonProducer <client.properties> <topic>
 
 import java.io.BufferedReader;
+import java.io.FileInputStream;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
@@ -21,7 +24,9 @@ import org.apache.kafka.common.serialization.StringSerializer;
 public final class JsonProducer {
     public static void main(String[] args) throws Exception {
         Properties properties = new Properties();
-        properties.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, args[0]);
+        try (FileInputStream file = new FileInputStream(args[0])) {
+            properties.load(file);
+        }
         properties.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
         properties.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
         properties.put(ProducerConfig.ACKS_CONFIG, "all");

@@ -7,26 +7,71 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncmy
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 from asyncmy.errors import MySQLError
 
+from deploy.local.roles import Role, as_role
 from engine.admin.setup import read_shard_map
 from engine.core.authority import Authority
 from engine.core.batch import decode_records
 from engine.core.book import Known
-from engine.core.config import KafkaConfig, WorkerConfig
+from engine.core.config import Config, KafkaConfig, WorkerConfig
 from engine.core.ledger import PartitionLedger
 from engine.core.messages import Status, result_decoder
+from engine.kafka.connection import connection
 from engine.kafka.topics import end_offsets, read_range
 from loadtest.system import System
 from shards.backends import cup_kind
 from shards.cup_admin import CupKind
 from shards.cups import close_cups, connect_cups
 from shards.mysql.driver import MysqlAddress, run
+
+
+def upstream_producer(config: Config, **options: Any) -> AIOKafkaProducer:
+    """A bare producer as the stack's ``upstream`` user: what any app that may publish
+    commands can send."""
+    return AIOKafkaProducer(**connection(as_role(config, Role.UPSTREAM).kafka), **options)
+
+
+def librdkafka_settings(config: Config) -> dict[str, str]:
+    """librdkafka's (confluent-kafka's) settings for the stack, as its ``upstream`` user."""
+    kafka = as_role(config, Role.UPSTREAM).kafka
+    settings = {"bootstrap.servers": kafka.bootstrap_servers}
+    if kafka.security_protocol.sasl:
+        settings |= {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": kafka.sasl_mechanism.value,
+            "sasl.username": kafka.sasl_username,
+            "sasl.password": Path(kafka.sasl_password_file).read_text().strip(),
+            "ssl.ca.location": kafka.ssl_ca_file,
+        }
+    return settings
+
+
+def java_properties(config: Config) -> str:
+    """A Java client's properties file for the stack, as its ``upstream`` user."""
+    kafka = as_role(config, Role.UPSTREAM).kafka
+    lines = [f"bootstrap.servers={kafka.bootstrap_servers}"]
+    if kafka.security_protocol.sasl:
+        password = Path(kafka.sasl_password_file).read_text().strip()
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{kafka.sasl_username}" password="{password}";'
+        )
+        lines += [
+            "security.protocol=SASL_SSL",
+            f"sasl.mechanism={kafka.sasl_mechanism.value}",
+            f"sasl.jaas.config={jaas}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={kafka.ssl_ca_file}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 async def read_topic(kafka: KafkaConfig, topic: str) -> list[Any]:

@@ -22,6 +22,7 @@ from deploy.local.kafka_jars import libs_path
 from engine.admin.reconcile import reconcile
 from engine.core.config import Config
 from engine.core.decoding import decode_result
+from engine.core.keyfiles import write_secret
 from engine.core.messages import (
     Command,
     Deposit,
@@ -35,7 +36,12 @@ from engine.core.messages import (
 )
 from engine.core.routing import customer_key, partition_of
 from loadtest.system import System, drop_system, make_system
-from tests.integration.system import cup_balances, read_topic
+from tests.integration.system import (
+    cup_balances,
+    java_properties,
+    librdkafka_settings,
+    read_topic,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -111,9 +117,7 @@ def _librdkafka(
     system: System, encoder: Encode, **settings: str
 ) -> Callable[[Sequence[Command]], None]:
     def publish(commands: Sequence[Command]) -> None:
-        producer = Producer(
-            {"bootstrap.servers": system.config.kafka.bootstrap_servers, **settings}
-        )
+        producer = Producer({**librdkafka_settings(system.config), **settings})
         topic = system.config.kafka.commands_topic
         for command in commands:
             producer.produce(topic, encoder(command), key=customer_key(command.customer))
@@ -156,19 +160,21 @@ def _java(system: System, build: Path) -> Callable[[Sequence[Command]], None]:
         timeout=120,
     )
 
+    properties = build / "client.properties"
+    write_secret(properties, java_properties(system.config), replace=True)
+
     def publish(commands: Sequence[Command]) -> None:
         lines = "".join(
             f"{command.customer}\t{encode_json(command).decode()}\n" for command in commands
         )
-        kafka = system.config.kafka
         done = subprocess.run(
             [
                 "java",
                 "-cp",
                 classpath,
                 "JsonProducer",
-                kafka.bootstrap_servers,
-                kafka.commands_topic,
+                str(properties),
+                system.config.kafka.commands_topic,
             ],
             input=lines,
             text=True,
@@ -197,12 +203,7 @@ async def test_a_command_corrected_after_a_rejection_is_one_command(system: Syst
     publish = _librdkafka(system, encode, partitioner="murmur2_random")
     publish([OpenAccount("fix-o", customer, 1, "EUR")])
     await _results(system, {"fix-o"})
-    producer = Producer(
-        {
-            "bootstrap.servers": system.config.kafka.bootstrap_servers,
-            "partitioner": "murmur2_random",
-        }
-    )
+    producer = Producer({**librdkafka_settings(system.config), "partitioner": "murmur2_random"})
     producer.produce(
         system.config.kafka.commands_topic,
         msgspec.json.encode({**bad, "currency": "EUR"}),

@@ -43,8 +43,9 @@ from engine.core.messages import (
 from engine.core.routing import customer_key, partition_of
 from engine.core.saga import credit_leg, settle_leg
 from engine.kafka.client import Client
+from engine.kafka.connection import connection
 from loadtest.system import System, drop_system, make_system
-from tests.integration.system import cup_balances, read_topic
+from tests.integration.system import cup_balances, read_topic, upstream_producer
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ class Wire:
 
     def __init__(self, system: System):
         self.kafka = system.config.kafka
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.kafka.bootstrap_servers)
+        self.producer = upstream_producer(system.config)
 
     async def __aenter__(self) -> Wire:
         await self.producer.start()
@@ -373,7 +374,7 @@ async def test_poison_records_do_not_stop_a_partition(system: System) -> None:
 
 async def _publish_results(system: System, records: list[tuple[int, bytes | None]]) -> None:
     kafka = system.config.kafka
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
+    producer = AIOKafkaProducer(**connection(kafka))  # the results topic: a worker's right
     await producer.start()
     try:
         for partition, value in records:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from engine.core.config import Config
 from engine.core.keyfiles import load_authority
@@ -28,7 +27,7 @@ from engine.kafka.client import Client
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
-from tests.integration.system import RawCup, cup_balances, read_topic, replay
+from tests.integration.system import RawCup, cup_balances, read_topic, replay, upstream_producer
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +130,7 @@ async def test_malformed_bytes_go_to_the_dlq_and_the_partition_flows(system: Sys
     system.start_worker()
     kafka = system.config.kafka
     customer = 1234
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
+    producer = upstream_producer(system.config)
     await producer.start()
     try:
         await producer.send_and_wait(

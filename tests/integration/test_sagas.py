@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from engine.admin.reconcile import reconcile
 from engine.core.config import Config
@@ -30,7 +29,13 @@ from engine.kafka.client import Client
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
-from tests.integration.system import cup_balances, final_results, read_topic, replay
+from tests.integration.system import (
+    cup_balances,
+    final_results,
+    read_topic,
+    replay,
+    upstream_producer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +163,7 @@ async def test_a_leg_delivered_twice_is_applied_once(system: System) -> None:
             if isinstance(decode_command(r.value), CreditLeg)
         ]
         assert len(legs) == 1
-        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
+        producer = upstream_producer(system.config)
         await producer.start()
         try:
             await producer.send_and_wait(

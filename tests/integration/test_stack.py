@@ -26,7 +26,8 @@ from deploy.local.mariadb_databases import create_mysql_databases, drop_mysql_da
 from deploy.local.mariadb_server import SYSTEM_USER, running_mariadb_pid
 from deploy.local.ports import port_is_free
 from deploy.local.stack import run_dev, stack_down, stack_status, stack_up
-from engine.core.config import Config, StackConfig
+from engine.core.config import Config, KafkaConfig, StackConfig
+from engine.kafka.connection import connection
 from loadtest.system import delete_topics
 
 pytestmark = pytest.mark.integration
@@ -37,8 +38,8 @@ CONSUME_TIMEOUT_SECONDS = 30.0
 SECOND_UP_SECONDS_MAX = 5.0
 
 
-async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _create_topic(kafka: KafkaConfig, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(**connection(kafka))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
@@ -46,9 +47,9 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
-async def _produce(bootstrap: str, topic: str) -> dict[bytes, int]:
+async def _produce(kafka: KafkaConfig, topic: str) -> dict[bytes, int]:
     """Send MESSAGES keyed records; return each value's partition as the broker placed it."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**connection(kafka), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         values = [str(i).encode() for i in range(MESSAGES)]
@@ -59,11 +60,11 @@ async def _produce(bootstrap: str, topic: str) -> dict[bytes, int]:
     return {value: meta.partition for value, meta in zip(values, placed, strict=True)}
 
 
-async def _consume(bootstrap: str, topic: str, count: int) -> dict[bytes, int]:
+async def _consume(kafka: KafkaConfig, topic: str, count: int) -> dict[bytes, int]:
     """Read ``count`` records as a fresh consumer group; return each value's partition."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **connection(kafka),
         group_id=f"{topic}-group",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -83,12 +84,11 @@ async def _consume(bootstrap: str, topic: str, count: int) -> dict[bytes, int]:
 
 
 async def test_producer_and_consumer_group_exchange_messages(stack: Config) -> None:
-    bootstrap = bootstrap_servers(stack.stack)
     topic = f"stack-test-{uuid.uuid4().hex[:12]}"
-    await _create_topic(bootstrap, topic, PARTITIONS)
+    await _create_topic(stack.kafka, topic, PARTITIONS)
     try:
-        sent = await _produce(bootstrap, topic)
-        received = await _consume(bootstrap, topic, len(sent))
+        sent = await _produce(stack.kafka, topic)
+        received = await _consume(stack.kafka, topic, len(sent))
     finally:
         await delete_topics(stack, [topic])
 

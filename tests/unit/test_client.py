@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import pytest
 from aiokafka.errors import KafkaError
 
-from engine.core.config import KafkaConfig
+from engine.core.config import KafkaConfig, KafkaSecurityProtocol
 from engine.core.errors import ConfigError, InfrastructureError
 from engine.core.messages import Deposit, Result, Status, Transfer, credit_leg_id, encode
 from engine.core.routing import partition_of
@@ -40,8 +40,17 @@ class FakeConsumer:
         return {}
 
 
+PLAINTEXT = KafkaConfig(
+    bootstrap_servers="127.0.0.1:1", security_protocol=KafkaSecurityProtocol.PLAINTEXT
+)
+
+
 def _client(consumer: FakeConsumer) -> Client:
-    client = Client(KafkaConfig(bootstrap_servers="127.0.0.1:1"))
+    client = Client(
+        KafkaConfig(
+            bootstrap_servers="127.0.0.1:1", security_protocol=KafkaSecurityProtocol.PLAINTEXT
+        )
+    )
     client._partitions = PARTITIONS
     client._reader = asyncio.create_task(client._read_results(consumer))
     return client
@@ -76,7 +85,11 @@ async def test_hostile_records_are_skipped_and_a_result_resolves_its_own_partiti
 
 
 async def test_a_client_refuses_to_publish_a_leg() -> None:
-    client = Client(KafkaConfig(bootstrap_servers="127.0.0.1:1"))
+    client = Client(
+        KafkaConfig(
+            bootstrap_servers="127.0.0.1:1", security_protocol=KafkaSecurityProtocol.PLAINTEXT
+        )
+    )
     leg = credit_leg(Transfer("t-1", 5, 1, 6, 1, 10, "EUR"), 0, 0)
     assert leg.id == credit_leg_id("t-1", 5)
     with pytest.raises(ConfigError, match="only workers publish legs"):

@@ -36,11 +36,12 @@ def _properties(text: str) -> dict[str, str]:
 
 
 def test_server_properties_make_a_single_node_on_loopback() -> None:
-    settings = _properties(render_server_properties(CONFIG, Path("/state/kafka/data")))
+    plaintext = msgspec.structs.replace(CONFIG, security=False)
+    settings = _properties(render_server_properties(plaintext, Path("/state/kafka/data")))
 
     assert settings["process.roles"] == "broker,controller"
-    assert settings["listeners"] == "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
-    assert settings["advertised.listeners"] == "PLAINTEXT://127.0.0.1:29092"
+    assert settings["listeners"] == "BROKER://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
+    assert settings["advertised.listeners"] == "BROKER://127.0.0.1:29092"
     assert settings["controller.quorum.bootstrap.servers"] == "127.0.0.1:29093"
     assert settings["log.dirs"] == "/state/kafka/data"
     assert settings["auto.create.topics.enable"] == "false"
