@@ -27,7 +27,7 @@ async def initialize(config: Config) -> InitReport:
     """Topics, control schema and shard map, cup schemas: all idempotent."""
     partitions = config.kafka.partitions
     topics = await ensure_topics(config.require_kafka(), partitions)
-    control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+    control = await connect(config.control_dsn, config.shards)
     try:
         shard_map = await initialize_control(
             control, config.cup_dsns, partitions, config.kafka.topic_prefix
@@ -39,7 +39,7 @@ async def initialize(config: Config) -> InitReport:
 
 
 async def read_shard_map(config: Config) -> ShardMap:
-    control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+    control = await connect(config.control_dsn, config.shards)
     try:
         return await load_shard_map(control)
     finally:
