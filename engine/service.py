@@ -41,7 +41,7 @@ CLIENT_CLOSE_SECONDS: Final = 5.0
 async def serve_worker(config: Config, stop: asyncio.Event) -> None:
     """Run one worker until ``stop`` is set: finish the batch, publish, leave the group."""
     authority = load_authority(config)
-    control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+    control = await connect(config.control_dsn, config.shards)
     try:
         shard_map = await load_shard_map(control)
     finally:
@@ -129,7 +129,7 @@ def _follower(
     shards = config.shards
 
     async def watch() -> ShardMapWatch:
-        return await PostgresMapWatch.open(config.control_dsn, shards.connect_timeout_seconds)
+        return await PostgresMapWatch.open(config.control_dsn, shards)
 
     async def open_new(new_map: ShardMap) -> None:
         new_cups = {c: d for c, d in new_map.cups.items() if c not in stores}

@@ -96,15 +96,14 @@ async def _spread_over_cups(config: Config, stack: StackConfig) -> None:
     """Add the stack's cups the map lacks, move their share to them, print every cup."""
     shard_map = await read_shard_map(config)
     known = set(shard_map.cups.values())
-    timeout = config.shards.connect_timeout_seconds
-    control = await connect(config.control_dsn, timeout)
+    control = await connect(config.control_dsn, config.shards)
     try:
         for dsn in stack.cup_dsns:
             if dsn not in known:
-                print(f"cup {await add_cup(control, dsn, timeout)} added")
+                print(f"cup {await add_cup(control, dsn, config.shards)} added")
         # the workers start after this: no claim to wait for after each flip
-        await rebalance(control, timeout, lambda move: print(move.summary()), 0.0)
-        for cup in await inventory(control, timeout):
+        await rebalance(control, config.shards, lambda move: print(move.summary()), 0.0)
+        for cup in await inventory(control, config.shards):
             print(
                 f"cup {cup.cup_id} ({cup.kind}): {len(cup.partitions)} partitions, "
                 f"{cup.accounts:,} accounts  {cup.dsn}"

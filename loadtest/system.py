@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 import msgspec
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -26,6 +25,7 @@ from engine.core.records import ShardMap
 from engine.kafka.acls import deployment_grants, revoke
 from engine.kafka.connection import connection
 from loadtest.workers import WorkerProcess
+from shards.control import connect
 from shards.cup_admin import CupKind
 
 
@@ -114,7 +114,7 @@ async def drop_databases(base: Config, names: list[str]) -> None:
 
 async def _for_each_database(base: Config, statement: str, names: list[str]) -> None:
     """Run ``statement`` (a database name in place of ``{}``) for each name, on the stack."""
-    admin = await asyncpg.connect(base.stack.control_dsn)
+    admin = await connect(base.stack.control_dsn, base.shards)
     try:
         for name in names:
             await admin.execute(statement.format(name))

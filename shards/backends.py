@@ -12,9 +12,10 @@ import asyncpg
 from asyncmy.errors import MySQLError
 
 from engine.core.config import ShardsConfig
+from engine.core.dsn import redact
 from engine.core.errors import ConfigError, InfrastructureError
 from engine.core.store import CupStore
-from shards.control import CONNECT_ERRORS, connect, redact, safe_detail
+from shards.control import CONNECT_ERRORS, connect, login, safe_detail
 from shards.cup_admin import CupAdmin, CupKind
 from shards.mysql import driver
 from shards.mysql.admin import MysqlCupAdmin
@@ -43,26 +44,32 @@ def cup_kind(dsn: str) -> CupKind:
     return kind
 
 
-async def connect_cup(dsn: str, timeout_seconds: float) -> CupAdmin:
+async def connect_cup(dsn: str, config: ShardsConfig) -> CupAdmin:
     """One administrative connection to the cup at ``dsn``; errors never show a password."""
     if cup_kind(dsn) is CupKind.POSTGRES:
-        return PostgresCupAdmin(await connect(dsn, timeout_seconds))
-    address = driver.MysqlAddress.parse(dsn)
+        return PostgresCupAdmin(await connect(dsn, config))
+    credentials = login(dsn, config)
+    address = driver.MysqlAddress.parse(credentials.dsn)
     try:
-        return MysqlCupAdmin(await driver.connect(address, timeout_seconds))
+        connection = await driver.connect(
+            address, credentials.password, config.connect_timeout_seconds
+        )
     except MYSQL_CONNECT_ERRORS as error:
         raise InfrastructureError(
             f"cannot connect to {redact(dsn)}: {type(error).__name__}: {error}"
         ) from None
+    return MysqlCupAdmin(connection)
 
 
 async def open_store(cup_id: int, dsn: str, config: ShardsConfig) -> CupStore:
     """A pool of connections to one cup, as the worker's store; a cup that cannot be
     reached fails by name, without its password."""
+    credentials = login(dsn, config)
     try:
         if cup_kind(dsn) is CupKind.POSTGRES:
             pool = await asyncpg.create_pool(
-                dsn,
+                credentials.dsn,
+                password=credentials.password,
                 min_size=1,
                 max_size=config.pool_size_max,
                 timeout=config.connect_timeout_seconds,
@@ -71,7 +78,8 @@ async def open_store(cup_id: int, dsn: str, config: ShardsConfig) -> CupStore:
                 server_settings={"plan_cache_mode": "force_generic_plan"},
             )
             return PostgresCupStore(cup_id, pool)
-        arguments = driver.MysqlAddress.parse(dsn).arguments(config.connect_timeout_seconds)
+        address = driver.MysqlAddress.parse(credentials.dsn)
+        arguments = address.arguments(config.connect_timeout_seconds, credentials.password)
         mysql_pool = await asyncmy.create_pool(minsize=1, maxsize=config.pool_size_max, **arguments)
         return MysqlCupStore(cup_id, mysql_pool)
     except (*CONNECT_ERRORS, *MYSQL_CONNECT_ERRORS) as error:

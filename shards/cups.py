@@ -16,7 +16,7 @@ from shards.cup_admin import CupAdmin
 async def initialize_cups(shard_map: ShardMap, config: ShardsConfig) -> None:
     """Migrate every cup and give each partition its state row in its cup."""
     for cup_id, dsn in sorted(shard_map.cups.items()):
-        admin = await connect_cup(dsn, config.connect_timeout_seconds)
+        admin = await connect_cup(dsn, config)
         try:
             await admin.migrate()
             await admin.add_partitions(shard_map.partitions_of(cup_id))
@@ -28,7 +28,7 @@ async def open_cups(shard_map: ShardMap, config: ShardsConfig) -> dict[int, CupS
     """One pool per cup. A cup that cannot be reached, or lacks migrations, fails the
     start, by name."""
     for cup_id, dsn in sorted(shard_map.cups.items()):
-        admin = await connect_cup(dsn, config.connect_timeout_seconds)
+        admin = await connect_cup(dsn, config)
         try:
             missing = await admin.missing_migrations()
         finally:
@@ -41,10 +41,10 @@ async def open_cups(shard_map: ShardMap, config: ShardsConfig) -> dict[int, CupS
     return {store.cup_id: store for store in stores}
 
 
-async def connect_cups(shard_map: ShardMap, timeout_seconds: float) -> dict[int, CupAdmin]:
+async def connect_cups(shard_map: ShardMap, config: ShardsConfig) -> dict[int, CupAdmin]:
     """One administrative connection per cup of the map (reconcile, tests)."""
     admins = await asyncio.gather(
-        *(connect_cup(dsn, timeout_seconds) for dsn in shard_map.cups.values()),
+        *(connect_cup(dsn, config) for dsn in shard_map.cups.values()),
         return_exceptions=True,
     )
     opened = [a for a in admins if not isinstance(a, BaseException)]

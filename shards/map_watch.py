@@ -14,6 +14,7 @@ import contextlib
 
 import asyncpg
 
+from engine.core.config import ShardsConfig
 from engine.core.errors import InfrastructureError
 from engine.core.records import ShardMap
 from shards.control import MAP_CHANNEL, connect, load_shard_map
@@ -26,8 +27,8 @@ class PostgresMapWatch:
         self._wake = asyncio.Event()
 
     @classmethod
-    async def open(cls, dsn: str, timeout_seconds: float) -> PostgresMapWatch:
-        connection = await connect(dsn, timeout_seconds)
+    async def open(cls, dsn: str, config: ShardsConfig) -> PostgresMapWatch:
+        connection = await connect(dsn, config)
         watch = cls(connection)
         try:
             await connection.add_listener(MAP_CHANNEL, watch._notified)

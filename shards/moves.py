@@ -45,6 +45,7 @@ from typing import Final
 
 import asyncpg
 
+from engine.core.config import ShardsConfig
 from engine.core.errors import ConfigError, InfrastructureError, InvariantError, invariant
 from engine.core.records import ShardMap
 from shards.backends import connect_cup
@@ -168,13 +169,13 @@ class Mover:
     def __init__(
         self,
         control: asyncpg.Connection,
-        connect_timeout_seconds: float,
+        config: ShardsConfig,
         resume_wait_seconds: float = RESUME_WAIT_SECONDS,
     ):
         if not 0 <= resume_wait_seconds <= 600:
             raise ConfigError(f"resume wait must be in 0..600 s, got {resume_wait_seconds}")
         self.control = control
-        self.connect_timeout_seconds = connect_timeout_seconds
+        self.config = config
         self.resume_wait_seconds = resume_wait_seconds
         self._cups: dict[int, CupAdmin] = {}
         """One connection per cup while a move is driven: connecting costs more than a step."""
@@ -182,7 +183,7 @@ class Mover:
     async def _cup(self, shard_map: ShardMap, cup_id: int) -> CupAdmin:
         cup = self._cups.get(cup_id)
         if cup is None:
-            cup = await connect_cup(shard_map.cups[cup_id], self.connect_timeout_seconds)
+            cup = await connect_cup(shard_map.cups[cup_id], self.config)
             self._cups[cup_id] = cup
         return cup
 

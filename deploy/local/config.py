@@ -2,10 +2,11 @@
 
 Nothing in the product falls back to the local stack: a command that talks to Kafka or a
 database needs its settings. The local stack provides them here: ``local_config`` fills
-a configuration's empty connection settings (brokers, control and cup DSNs, key files)
-with the local stack's, and ``smallcups dev up`` writes them to ``<state_dir>/local.toml``
-for commands run by hand (``export SMALLCUPS_CONFIG=.smallcups/local.toml``). The demo,
-the bench and the tests call ``local_config`` themselves.
+a configuration's empty connection settings (brokers, control and cup DSNs, the folder of
+the databases' passwords, key files) with the local stack's, and ``smallcups dev up``
+writes them to ``<state_dir>/local.toml`` for commands run by hand
+(``export SMALLCUPS_CONFIG=.smallcups/local.toml``). The demo, the bench and the tests
+call ``local_config`` themselves.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Final
 
 import msgspec
 
+from deploy.local.credentials import credentials_folder
 from deploy.local.roles import Role, stack_kafka
 from engine.core.config import (
     LEG_KEYS_FILE,
@@ -29,8 +31,9 @@ LOCAL_CONFIG_FILE: Final = "local.toml"
 
 def local_config(stack: StackConfig, base: Config | None = None, role: Role = Role.ADMIN) -> Config:
     """``base`` (default: all defaults) with the local stack ``stack`` and, where ``base``
-    leaves them empty, the local stack's brokers, databases and key files; it talks to
-    Kafka as the stack's user ``role`` (the operator's ``admin`` unless told)."""
+    leaves them empty, the local stack's brokers, databases (and the folder of their
+    passwords) and key files; it talks to Kafka as the stack's user ``role`` (the
+    operator's ``admin`` unless told)."""
     base = base or Config()
     kafka = base.kafka
     if not kafka.bootstrap_servers or not kafka.sasl_username:
@@ -40,6 +43,9 @@ def local_config(stack: StackConfig, base: Config | None = None, role: Role = Ro
         shards = msgspec.structs.replace(shards, control_dsn=stack.control_dsn)
     if not shards.cup_dsns:
         shards = msgspec.structs.replace(shards, cup_dsns=stack.cup_dsns)
+    if not shards.credentials_dir:
+        credentials = str(credentials_folder(stack.secrets_path))
+        shards = msgspec.structs.replace(shards, credentials_dir=credentials)
     security = base.security
     secrets = stack.secrets_path
     security = msgspec.structs.replace(
@@ -79,7 +85,11 @@ def _local_toml(stack: StackConfig, role: Role) -> str:
             "sasl_password_file": kafka.sasl_password_file,
             "ssl_ca_file": kafka.ssl_ca_file,
         },
-        "shards": {"control_dsn": config.shards.control_dsn, "cup_dsns": config.shards.cup_dsns},
+        "shards": {
+            "control_dsn": config.shards.control_dsn,
+            "cup_dsns": config.shards.cup_dsns,
+            "credentials_dir": config.shards.credentials_dir,
+        },
         "security": {
             "leg_keys_file": config.security.leg_keys_file,
             "risk_public_keys_file": config.security.risk_public_keys_file,

@@ -15,6 +15,8 @@ import secrets
 from pathlib import Path
 from typing import Final
 
+from engine.core.config import StackConfig
+from engine.core.dsn import DatabaseLogin, database_login
 from engine.core.keyfiles import write_secret
 from engine.core.secrets import read_secret_file
 
@@ -53,3 +55,9 @@ def stack_passwords(secrets_folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
     return [path.read_text(encoding="utf-8").strip() for path in sorted(folder.iterdir())]
+
+
+def stack_login(stack: StackConfig, dsn: str) -> DatabaseLogin:
+    """A DSN of the local stack and its password, from the stack's own folder: the one
+    its servers took their passwords from (no environment variable overrides it here)."""
+    return database_login(dsn, str(credentials_folder(stack.secrets_path)), {})

@@ -2,15 +2,16 @@
 
 ``ensure_mysql_databases`` (``dev up``) connects as the server's administrator over the
 Unix socket (``root`` under euid 0, authenticated as the OS user by unix_socket: the
-account mariadb-install-db made) and creates, without passwords (the stack listens on
-loopback only, like the Postgres cluster's trust authentication):
+account mariadb-install-db made) and creates or updates, with their passwords when
+``stack.security`` is on (deploy.local.mariadb_auth; without passwords when it is off):
 
-- the account the cups are reached as, ``'<stack.mariadb_user>'@'127.0.0.1'``: what a
-  cup needs (read and write rows, migrate: create and alter tables, indexes and
-  triggers) and not DROP, which TRUNCATE needs: the journal's triggers cannot refuse a
-  TRUNCATE (MySQL fires none), so the account cannot run one;
-- an administrator account, ``'<stack.mariadb_user>_admin'@'127.0.0.1'``, with every
-  privilege: the tools' and tests' fresh databases are created and dropped through it;
+- the account the cups are reached as, ``'<stack.mariadb_user>'@'127.0.0.1'`` (the
+  credentials ``mariadb``): what a cup needs (read and write rows, migrate: create and
+  alter tables, indexes and triggers) and not DROP, which TRUNCATE needs: the journal's
+  triggers cannot refuse a TRUNCATE (MySQL fires none), so the account cannot run one;
+- an administrator account, ``'<stack.mariadb_user>_admin'@'127.0.0.1'`` (the
+  credentials ``mariadb-admin``), with every privilege: the tools' and tests' fresh
+  databases are created and dropped through it;
 
 then the missing cup databases. Creating is idempotent.
 
@@ -28,8 +29,9 @@ import asyncmy
 from asyncmy.errors import MySQLError
 
 from deploy.local import ports
+from deploy.local.mariadb_auth import client_arguments, identified
 from deploy.local.mariadb_server import admin_user, socket_path
-from engine.core.config import StackConfig
+from engine.core.config import MARIADB_ADMIN_CREDENTIALS, MARIADB_CREDENTIALS, StackConfig
 from engine.core.errors import StackError
 
 CONNECT_TIMEOUT_SECONDS: Final = 5
@@ -109,13 +111,19 @@ def admin_account(config: StackConfig) -> str:
 
 
 def _account_statements(config: StackConfig) -> list[str]:
+    """The accounts made if missing, and given their password (an account of an older
+    stack, made without one, gets it too)."""
     cups = f"{_literal(config.mariadb_user)}@{_literal(ports.HOST)}"
+    cups_identified = identified(config, MARIADB_CREDENTIALS)
     admin = f"{_literal(admin_account(config))}@{_literal(ports.HOST)}"
+    admin_identified = identified(config, MARIADB_ADMIN_CREDENTIALS)
     return [
-        f"CREATE USER IF NOT EXISTS {cups}",
+        f"CREATE USER IF NOT EXISTS {cups} {cups_identified}",
+        f"ALTER USER {cups} {cups_identified}",
         f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {cups}",
         f"GRANT {CUP_PRIVILEGES} ON *.* TO {cups}",
-        f"CREATE USER IF NOT EXISTS {admin}",
+        f"CREATE USER IF NOT EXISTS {admin} {admin_identified}",
+        f"ALTER USER {admin} {admin_identified}",
         f"GRANT ALL PRIVILEGES ON *.* TO {admin}",
     ]
 
@@ -131,11 +139,15 @@ async def _connect_as_admin(config: StackConfig) -> asyncmy.Connection:
     )
 
 
-async def _connect_as_account(config: StackConfig, user: str) -> asyncmy.Connection:
+async def _connect_as_account(
+    config: StackConfig, user: str, credentials: str
+) -> asyncmy.Connection:
+    """As ``user`` over TCP (and TLS, with the password ``credentials``, when secure)."""
     return await asyncmy.connect(
         host=ports.HOST,
         port=config.mariadb_port,
         user=user,
+        **client_arguments(config, credentials),
         charset=CHARSET,
         autocommit=True,
         init_command=QUIET_NOTES,
@@ -173,7 +185,7 @@ async def _ensure(config: StackConfig) -> list[str]:
 
 
 async def _missing(config: StackConfig, wanted: list[str]) -> list[str]:
-    connection = await _connect_as_account(config, config.mariadb_user)
+    connection = await _connect_as_account(config, config.mariadb_user, MARIADB_CREDENTIALS)
     try:
         existing = await _existing(connection, wanted)
     finally:
@@ -182,7 +194,7 @@ async def _missing(config: StackConfig, wanted: list[str]) -> list[str]:
 
 
 async def _execute_as_account(config: StackConfig, statements: list[str]) -> None:
-    connection = await _connect_as_account(config, admin_account(config))
+    connection = await _connect_as_account(config, admin_account(config), MARIADB_ADMIN_CREDENTIALS)
     try:
         async with connection.cursor() as cursor:
             for statement in statements:

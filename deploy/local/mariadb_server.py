@@ -3,7 +3,8 @@
 Layout under ``<state_dir>/mariadb``: ``my.cnf`` (rewritten on every start), ``data/``
 (``mariadb-install-db`` once), ``binlog/`` (the binary log), ``run/`` (the Unix socket
 ``mysqld.sock`` and the pid file the server writes), ``mariadb.log`` (the error log) and
-``mariadb.out`` (what the server prints before its error log is open).
+``mariadb.out`` (what the server prints before its error log is open), ``tls/`` (its
+certificate and key, with ``stack.security``: deploy.local.mariadb_auth).
 
 The server reads ``my.cnf`` and nothing else (``--defaults-file`` first on its command
 line): no /etc/mysql file can change a setting. Durability is the point of the ledger,
@@ -42,7 +43,7 @@ from typing import Final
 import asyncmy
 from asyncmy.errors import MySQLError
 
-from deploy.local import ports
+from deploy.local import mariadb_auth, ports
 from deploy.local.processes import (
     ensure_same_settings,
     failure,
@@ -52,6 +53,7 @@ from deploy.local.processes import (
     stop_process,
     wait_exec_settled,
 )
+from deploy.local.tls import copy_for_server, ensure_certificates
 from engine.core.config import StackConfig
 from engine.core.errors import StackError
 from shards.mysql.driver import PACKET_BYTES_MAX
@@ -118,6 +120,11 @@ class ServerPaths:
     def stdout(self) -> Path:
         return self.root / "mariadb.out"
 
+    @property
+    def tls(self) -> Path:
+        """The server's certificate, key and CA, readable by the server's OS user."""
+        return self.root / "tls"
+
 
 def socket_path(config: StackConfig) -> Path:
     """The server's Unix socket (root reaches the server there, authenticated as itself)."""
@@ -148,6 +155,8 @@ def render_settings(config: StackConfig, paths: ServerPaths, as_root: bool) -> s
         "collation-server": "utf8mb4_bin",
         "log_bin_trust_function_creators": "1",
     }
+    if config.security:
+        settings.update(mariadb_auth.tls_settings(paths.tls))
     if as_root:
         settings["user"] = SYSTEM_USER
     lines = ["# Written by `smallcups dev up`; rewritten on every start.", "[mysqld]"]
@@ -358,6 +367,9 @@ def start_mariadb(config: StackConfig) -> int:
     ports.ensure_port_free(config.mariadb_port, "stack.mariadb_port")
     server = _require_server()
     _prepare_folders(paths)
+    if config.security:
+        owner = SYSTEM_USER if os.geteuid() == 0 else None
+        copy_for_server(ensure_certificates(config.secrets_path), paths.tls, owner)
     paths.config.write_text(settings, encoding="utf-8")
     _install_data(config, paths)
     pid = _spawn(server, paths)

@@ -1,8 +1,10 @@
 """One PostgreSQL cluster on 127.0.0.1 holding the control database and every cup.
 
 Layout under ``<state_dir>/postgres``: ``data/`` (initdb once), ``postgres.log``,
-``sockets/`` (the Unix socket). Settings live in ``data/smallcups.conf``, included from
-``postgresql.conf`` and rewritten on every start. fsync and synchronous_commit stay on:
+``sockets/`` (the Unix socket), ``tls/`` (the server's certificate and key, with
+``stack.security``). Settings live in ``data/smallcups.conf``, included from
+``postgresql.conf``, and ``data/pg_hba.conf`` says who gets in (deploy.local.postgres_auth);
+both are rewritten on every start. fsync and synchronous_commit stay on:
 durability is the point of the ledger, even on a laptop.
 
 initdb, pg_ctl and postgres refuse to run as root: under euid 0 they run as the
@@ -18,8 +20,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.local import ports
+from deploy.local import ports, postgres_auth
 from deploy.local.processes import ensure_same_settings, failure, process_is_ours, read_pid_file
+from deploy.local.tls import copy_for_server, ensure_certificates
 from engine.core.config import StackConfig
 from engine.core.errors import StackError
 
@@ -50,6 +53,11 @@ class ClusterPaths:
     def sockets(self) -> Path:
         return self.root / "sockets"
 
+    @property
+    def tls(self) -> Path:
+        """The server's certificate and key, owned by the cluster's OS user."""
+        return self.root / "tls"
+
 
 def find_bin_dir(configured: str) -> Path:
     """``stack.postgres_bin_dir`` if set, else the newest Debian install, else PATH."""
@@ -73,12 +81,12 @@ def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in name.split(".") if part.isdigit())
 
 
-def render_settings(config: StackConfig, socket_dir: Path) -> str:
+def render_settings(config: StackConfig, paths: ClusterPaths) -> str:
     """The cluster's settings, included at the end of postgresql.conf."""
     settings = {
         "listen_addresses": _quote(ports.HOST),
         "port": str(config.postgres_port),
-        "unix_socket_directories": _quote(str(socket_dir)),
+        "unix_socket_directories": _quote(str(paths.sockets)),
         "max_connections": "300",
         "shared_buffers": "'256MB'",
         "fsync": "on",
@@ -86,6 +94,8 @@ def render_settings(config: StackConfig, socket_dir: Path) -> str:
         "full_page_writes": "on",
         "logging_collector": "off",
     }
+    if config.security:
+        settings.update(postgres_auth.tls_settings(paths.tls))
     lines = ["# Written by `smallcups dev up`; rewritten on every start."]
     lines += [f"{key} = {value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
@@ -148,7 +158,9 @@ def _prepare_folders(paths: ClusterPaths) -> None:
 
 
 def _init_cluster(config: StackConfig, bin_dir: Path, paths: ClusterPaths) -> None:
-    """initdb once (trust auth on 127.0.0.1, UTF8, C locale); then include our settings."""
+    """initdb once (UTF8, C locale); then include our settings. initdb's trust
+    authentication never serves: pg_hba.conf is ours before the first start
+    (deploy.local.postgres_auth)."""
     if (paths.data / "PG_VERSION").is_file():
         return
     shutil.rmtree(paths.data, ignore_errors=True)  # a failed initdb's leftovers
@@ -167,7 +179,7 @@ def start_postgres(config: StackConfig) -> int:
     """Start the cluster unless it runs already (initdb on first use); return its pid."""
     paths = ClusterPaths.of(config)
     settings = paths.data / SETTINGS_FILE
-    settings_text = render_settings(config, paths.sockets)
+    settings_text = render_settings(config, paths)
     pid = running_postgres_pid(config)
     if pid is not None:
         ensure_same_settings(settings, settings_text, "PostgreSQL cluster")
@@ -177,10 +189,15 @@ def start_postgres(config: StackConfig) -> int:
     _prepare_folders(paths)
     _init_cluster(config, bin_dir, paths)
     settings.write_text(settings_text, encoding="utf-8")
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam(SYSTEM_USER)
-        os.chown(settings, owner.pw_uid, owner.pw_gid)
+    owner = SYSTEM_USER if os.geteuid() == 0 else None
+    if owner is not None:
+        account = pwd.getpwnam(owner)
+        os.chown(settings, account.pw_uid, account.pw_gid)
     timeout = config.start_timeout_seconds
+    if config.security:
+        copy_for_server(ensure_certificates(config.secrets_path), paths.tls, owner)
+    server = _as_cluster_owner([str(bin_dir / "postgres")])
+    postgres_auth.write_hba(config, paths.data, server, timeout)
     command = [
         str(bin_dir / "pg_ctl"), "start", "-D", str(paths.data), "-l", str(paths.log),
         "-w", "-t", str(int(timeout)), "-s",

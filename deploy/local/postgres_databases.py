@@ -10,9 +10,9 @@ import asyncio
 
 import asyncpg
 
-from deploy.local import ports
+from deploy.local.credentials import stack_login
 from engine.core.config import StackConfig
-from engine.core.errors import StackError
+from engine.core.errors import ConfigError, StackError
 
 MAINTENANCE_DATABASE = "postgres"
 CONTROL_DATABASE = "smallcups_control"
@@ -36,17 +36,15 @@ def missing_databases(config: StackConfig) -> list[str] | None:
     """The wanted databases that do not exist, or None when the cluster does not answer."""
     try:
         return asyncio.run(_missing(config))
-    except (OSError, asyncpg.PostgresError, TimeoutError):
+    except (OSError, asyncpg.PostgresError, TimeoutError, ConfigError):
         return None
 
 
 async def _connect(config: StackConfig) -> asyncpg.Connection:
+    """As the cluster's superuser over TCP (and TLS, with its password, when secure)."""
+    login = stack_login(config, config.database_dsn(MAINTENANCE_DATABASE))
     return await asyncpg.connect(
-        host=ports.HOST,
-        port=config.postgres_port,
-        user=config.postgres_user,
-        database=MAINTENANCE_DATABASE,
-        timeout=CONNECT_TIMEOUT_SECONDS,
+        login.dsn, password=login.password, timeout=CONNECT_TIMEOUT_SECONDS
     )
 
 

@@ -177,8 +177,8 @@ def _prometheus_status(config: StackConfig) -> ServiceStatus | None:
 
 
 def format_status(config: StackConfig, status: StackStatus) -> str:
-    """Endpoints and health as aligned text; DSNs carry no password (the stack's accounts
-    have none: it listens on 127.0.0.1 only)."""
+    """Endpoints and health as aligned text. DSNs never carry a password: with security
+    they name their credentials (files in ``<state_dir>/secrets/credentials``)."""
     lines = []
     for service in status.services:
         state = f"running (pid {service.pid})" if service.running else "stopped"

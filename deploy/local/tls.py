@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import pwd
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,25 @@ def ensure_certificates(secrets_folder: Path) -> TlsFiles:
     if not _valid(files.server_cert) or not files.keystore.exists():
         _make_server(files)
     return files
+
+
+def copy_for_server(files: TlsFiles, folder: Path, owner: str | None) -> TlsFiles:
+    """The CA, the server certificate and its key, copied into ``folder`` (mode 0700, files
+    0600) for a server that runs as the OS user ``owner`` (None: as we do). Postgres and
+    MariaDB read their key as that user under root, and Postgres refuses a key that
+    others may read. Copied at every start, so a renewed certificate is taken up."""
+    copies = TlsFiles(folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    pairs = [(files.ca, copies.ca), (files.server_cert, copies.server_cert)]
+    pairs.append((files.server_key, copies.server_key))
+    for source, copy in pairs:
+        _write(copy, source.read_bytes())
+    if owner is not None:
+        account = pwd.getpwnam(owner)
+        for path in (folder, *(copy for _, copy in pairs)):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    return copies
 
 
 def _make_server(files: TlsFiles) -> None:

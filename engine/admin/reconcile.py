@@ -37,13 +37,13 @@ from shards.moves import open_moves
 
 
 async def reconcile(config: Config, *, topics: bool) -> Report:
-    control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+    control = await connect(config.control_dsn, config.shards)
     try:
         shard_map = await load_shard_map(control)
         moving = frozenset(move.partition for move in await open_moves(control))
     finally:
         await control.close()
-    cups = await connect_cups(shard_map, config.shards.connect_timeout_seconds)
+    cups = await connect_cups(shard_map, config.shards)
     try:
         stuck = config.worker.transfer_stuck_seconds
         report = await reconcile_cups(cups, shard_map, CURRENCIES, moving, stuck)

@@ -33,7 +33,7 @@ async def initialize(config: Config) -> InitReport:
     topics = await ensure_topics(kafka, partitions)
     grants = deployment_grants(kafka) if kafka.security_protocol.sasl else []
     await grant(kafka, grants)
-    control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+    control = await connect(config.control_dsn, config.shards)
     try:
         shard_map = await initialize_control(
             control, config.cup_dsns, partitions, config.kafka.topic_prefix
@@ -45,7 +45,7 @@ async def initialize(config: Config) -> InitReport:
 
 
 async def read_shard_map(config: Config) -> ShardMap:
-    control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+    control = await connect(config.control_dsn, config.shards)
     try:
         return await load_shard_map(control)
     finally:

@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 def _with_control(config: Config, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     async def run() -> T:
-        control = await connect(config.control_dsn, config.shards.connect_timeout_seconds)
+        control = await connect(config.control_dsn, config.shards)
         try:
             return await action(control)
         finally:
@@ -31,10 +31,10 @@ def _with_control(config: Config, action: Callable[[asyncpg.Connection], Awaitab
 
 
 def list_cups(config: Config) -> int:
-    timeout = config.shards.connect_timeout_seconds
+    shards = config.shards
 
     async def read(control: asyncpg.Connection) -> tuple[list[cluster.CupInventory], list[Move]]:
-        return await cluster.inventory(control, timeout), await open_moves(control)
+        return await cluster.inventory(control, shards), await open_moves(control)
 
     cups, moves = _with_control(config, read)
     print(
@@ -53,18 +53,16 @@ def list_cups(config: Config) -> int:
 
 
 def add(config: Config, dsn: str, then_rebalance: bool, resume_wait_seconds: float) -> int:
-    timeout = config.shards.connect_timeout_seconds
-    cup_id = _with_control(config, lambda c: cluster.add_cup(c, dsn, timeout))
+    cup_id = _with_control(config, lambda c: cluster.add_cup(c, dsn, config.shards))
     print(f"cup {cup_id} added; it holds no partitions until `smallcups shards rebalance`")
     return rebalance(config, resume_wait_seconds) if then_rebalance else 0
 
 
 def move(config: Config, partition: int, target_cup: int, resume_wait_seconds: float) -> int:
-    timeout = config.shards.connect_timeout_seconds
     done = _with_control(
         config,
         lambda c: cluster.move_partition(
-            c, partition, target_cup, timeout, None, resume_wait_seconds
+            c, partition, target_cup, config.shards, None, resume_wait_seconds
         ),
     )
     print(done.summary())
@@ -72,10 +70,11 @@ def move(config: Config, partition: int, target_cup: int, resume_wait_seconds: f
 
 
 def rebalance(config: Config, resume_wait_seconds: float) -> int:
-    timeout = config.shards.connect_timeout_seconds
     moves = _with_control(
         config,
-        lambda c: cluster.rebalance(c, timeout, lambda m: print(m.summary()), resume_wait_seconds),
+        lambda c: cluster.rebalance(
+            c, config.shards, lambda m: print(m.summary()), resume_wait_seconds
+        ),
     )
     pauses = [m.pause_seconds for m in moves if m.pause_seconds is not None]
     if pauses:
@@ -89,10 +88,11 @@ def rebalance(config: Config, resume_wait_seconds: float) -> int:
 
 
 def recover(config: Config, abort: bool, resume_wait_seconds: float) -> int:
-    timeout = config.shards.connect_timeout_seconds
     moves = _with_control(
         config,
-        lambda c: cluster.recover(c, timeout, abort=abort, resume_wait_seconds=resume_wait_seconds),
+        lambda c: cluster.recover(
+            c, config.shards, abort=abort, resume_wait_seconds=resume_wait_seconds
+        ),
     )
     for recovered in moves:
         print(recovered.summary())

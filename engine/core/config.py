@@ -24,10 +24,12 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final
+from urllib.parse import quote
 
 import msgspec
 from msgspec import Meta
 
+from engine.core.dsn import refuse_password
 from engine.core.errors import ConfigError
 
 ENV_PREFIX = "SMALLCUPS_"
@@ -204,11 +206,27 @@ class StackConfig(Section, frozen=True):
     def cup_database(self, index: int) -> str:
         return f"smallcups_cup_{index}"
 
+    @property
+    def tls_ca_path(self) -> Path:
+        """The local stack's CA certificate, which its clients trust (deploy.local.tls)."""
+        return self.secrets_path / "tls" / "ca.pem"
+
     def database_dsn(self, database: str) -> str:
-        return f"postgresql://{self.postgres_user}@127.0.0.1:{self.postgres_port}/{database}"
+        """A Postgres database of the stack; with security, over TLS (the server verified:
+        chain and name) as the role whose password is the credentials ``postgres``."""
+        dsn = f"postgresql://{self.postgres_user}@127.0.0.1:{self.postgres_port}/{database}"
+        if not self.security:
+            return dsn
+        ca = quote(str(self.tls_ca_path))
+        return f"{dsn}?sslmode=verify-full&sslrootcert={ca}&credentials={POSTGRES_CREDENTIALS}"
 
     def mysql_dsn(self, database: str) -> str:
-        return f"mysql://{self.mariadb_user}@127.0.0.1:{self.mariadb_port}/{database}"
+        """A MariaDB database of the stack; with security, over TLS (verified as above) as
+        the account whose password is the credentials ``mariadb``."""
+        dsn = f"mysql://{self.mariadb_user}@127.0.0.1:{self.mariadb_port}/{database}"
+        if not self.security:
+            return dsn
+        return f"{dsn}?ssl_ca={quote(str(self.tls_ca_path))}&credentials={MARIADB_CREDENTIALS}"
 
     @property
     def postgres_cup_databases(self) -> list[str]:
@@ -383,6 +401,11 @@ class ShardsConfig(Section, frozen=True):
             )
         ),
     ] = ""
+
+    def check(self) -> None:
+        refuse_password(self.control_dsn, "shards.control_dsn")
+        for dsn in self.cup_dsns:
+            refuse_password(dsn, "a DSN of shards.cup_dsns")
 
 
 class ResultsEncoding(enum.StrEnum):
@@ -606,6 +629,12 @@ def _required(value: str, name: str) -> str:
         raise ConfigError(f"{name} is not set ({LOCAL_HINT})")
     return value
 
+
+POSTGRES_CREDENTIALS: Final = "postgres"
+MARIADB_CREDENTIALS: Final = "mariadb"
+MARIADB_ADMIN_CREDENTIALS: Final = "mariadb-admin"
+"""The credentials names of the local stack's database accounts (with stack.security): the
+Postgres role, MariaDB's cup account and its administrator (deploy.local.credentials)."""
 
 LEG_KEYS_FILE = "leg-keys"
 RISK_PUBLIC_KEYS_FILE = "risk-public-keys"

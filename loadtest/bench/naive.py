@@ -20,11 +20,10 @@ from functools import partial
 from pathlib import Path
 from typing import Final
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.admin.reconcile import reconcile
-from engine.core.config import Config, KafkaConfig
+from engine.core.config import Config, KafkaConfig, ShardsConfig
 from engine.core.decoding import decode_command
 from engine.core.errors import invariant
 from engine.core.messages import COMMAND_TYPES
@@ -45,6 +44,7 @@ from loadtest.bench.options import (
 )
 from loadtest.bench.raw_pipe import publish_all
 from loadtest.system import System, drop_system
+from shards.control import connect
 from shards.cups import close_cups, open_cups
 from shards.postgres.store import PostgresCupStore
 
@@ -67,6 +67,7 @@ async def run_naive(base: Config, options: BenchOptions, load: Load, log_dir: Pa
             kafka,
             kafka.commands_topic,
             dict(system.shard_map.cups),
+            system.config.shards,
             cup_of,
             len(load.commands),
             options.naive_seconds,
@@ -133,24 +134,26 @@ def _naive_main(
     kafka: KafkaConfig,
     topic: str,
     cup_dsns: dict[int, str],
+    shards: ShardsConfig,
     cup_of: list[int],
     expected: int,
     seconds: float,
 ) -> None:
-    serve(conn, partial(_consume, kafka, topic, cup_dsns, cup_of, expected, seconds))
+    serve(conn, partial(_consume, kafka, topic, cup_dsns, shards, cup_of, expected, seconds))
 
 
 async def _consume(
     kafka: KafkaConfig,
     topic: str,
     cup_dsns: dict[int, str],
+    shards: ShardsConfig,
     cup_of: list[int],
     expected: int,
     seconds: float,
     ready: Callable[[], Awaitable[None]],
 ) -> Figures:
     """Apply records from offset 0 until ``expected`` are applied or ``seconds`` passed."""
-    connections = {cup: await asyncpg.connect(dsn) for cup, dsn in cup_dsns.items()}
+    connections = {cup: await connect(dsn, shards) for cup, dsn in cup_dsns.items()}
     consumer = AIOKafkaConsumer(
         **connection(kafka), enable_auto_commit=False, auto_offset_reset="earliest"
     )

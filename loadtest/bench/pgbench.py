@@ -13,21 +13,23 @@ mode with the reason.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Final
-
-import asyncpg
+from urllib.parse import parse_qsl, urlsplit
 
 from deploy.local.postgres_cluster import find_bin_dir
-from engine.core.config import Config
+from engine.core.config import Config, ShardsConfig
+from engine.core.dsn import DatabaseLogin
 from engine.core.errors import StackError
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.options import BenchOptions, Checks, ModeResult
 from loadtest.system import create_databases, drop_databases
+from shards.control import connect, login
 
 INIT_TIMEOUT_SECONDS: Final = 300.0
 RUN_GRACE_SECONDS: Final = 60.0
@@ -62,11 +64,12 @@ async def run_pgbench(base: Config, options: BenchOptions, log_dir: Path) -> Mod
     database = f"bpgbench{time.time_ns() // 1_000_000 % 10**10}"
     stack = base.stack
     connection = ["-h", "127.0.0.1", "-p", str(stack.postgres_port), "-U", stack.postgres_user]
+    environment = libpq_environment(login(stack.database_dsn(database), base.shards))
     scale = options.pgbench_clients
     await create_databases(base, [database])
     try:
         init = [str(program), "-i", "-q", "-s", str(scale), *connection, database]
-        initialized = await asyncio.to_thread(_run, init, INIT_TIMEOUT_SECONDS)
+        initialized = await asyncio.to_thread(_run, init, environment, INIT_TIMEOUT_SECONDS)
         if initialized.returncode != 0:
             raise StackError(f"pgbench -i failed: {initialized.stderr[-500:]}")
         meter = CpuMeter(stack)
@@ -83,9 +86,10 @@ async def run_pgbench(base: Config, options: BenchOptions, log_dir: Path) -> Mod
             *connection,
             database,
         ]
-        ran = await asyncio.to_thread(_run, command, options.pgbench_seconds + RUN_GRACE_SECONDS)
+        timeout = options.pgbench_seconds + RUN_GRACE_SECONDS
+        ran = await asyncio.to_thread(_run, command, environment, timeout)
         meter.stop()
-        sums = await _sums(base.stack.database_dsn(database))
+        sums = await _sums(base.stack.database_dsn(database), base.shards)
     finally:
         await drop_databases(base, [database])
     (log_dir / "pgbench.out").write_text(ran.stdout + ran.stderr)
@@ -115,17 +119,38 @@ def _result(
     return checks.apply(result)
 
 
-def _run(command: list[str], timeout_seconds: float) -> subprocess.CompletedProcess[str]:
+def libpq_environment(credentials: DatabaseLogin) -> dict[str, str]:
+    """This process's environment and libpq's settings for the DSN's TLS and password:
+    through the environment (PGSSLMODE, PGSSLROOTCERT, PGPASSWORD), never argv, which
+    every user of the machine can read."""
+    query = dict(parse_qsl(urlsplit(credentials.dsn).query))
+    environment = dict(os.environ)
+    for parameter, variable in (("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")):
+        if parameter in query:
+            environment[variable] = query[parameter]
+    if credentials.password is not None:
+        environment["PGPASSWORD"] = credentials.password
+    return environment
+
+
+def _run(
+    command: list[str], environment: dict[str, str], timeout_seconds: float
+) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_seconds, check=False
+            command,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout_seconds,
+            check=False,
         )
     except subprocess.TimeoutExpired as error:
         raise StackError(f"{command[0]} did not finish in {timeout_seconds:.0f} s") from error
 
 
-async def _sums(dsn: str) -> list[int]:
-    connection = await asyncpg.connect(dsn)
+async def _sums(dsn: str, shards: ShardsConfig) -> list[int]:
+    connection = await connect(dsn, shards)
     try:
         row = await connection.fetchrow(_SUMS)
     finally:

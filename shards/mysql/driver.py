@@ -18,6 +18,9 @@ Every connection starts with the same session (``SESSION_SETTINGS``):
 - ``innodb_lock_wait_timeout``: how long a statement waits for a row lock before the
   fault passes to the caller (CupUnavailableError) and the worker tries again.
 
+A DSN with ``ssl_ca=PATH`` is reached over TLS (the protocol's upgrade, before the
+login): the server's certificate must chain to that CA and name the DSN's host.
+
 Statements go as text (COM_QUERY) with several per round trip (asyncmy enables
 CLIENT_MULTI_STATEMENTS): the store writes its literals itself (``ints``, ``text``,
 ``blob``), so no statement depends on a driver's parameter escaping.
@@ -26,6 +29,7 @@ CLIENT_MULTI_STATEMENTS): the store writes its literals itself (``ints``, ``text
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,7 +42,9 @@ from asyncmy.errors import InterfaceError, OperationalError
 from engine.core.errors import ConfigError
 
 SCHEMES: Final = ("mysql", "mariadb")
-"""DSN schemes of a MariaDB/MySQL cup: ``mysql://user:password@host:port/database``."""
+"""DSN schemes of a MariaDB/MySQL cup: ``mysql://user@host:port/database``."""
+OPTIONS: Final = ("unix_socket", "ssl_ca")
+"""The query parameters a MariaDB/MySQL DSN may hold (after its ``credentials=``)."""
 
 DEFAULT_PORT: Final = 3306
 
@@ -89,20 +95,22 @@ def is_passing(error: BaseException) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class MysqlAddress:
-    """A MariaDB/MySQL DSN, parsed. ``password`` never reaches a log (shards.control.redact
-    prints DSNs)."""
+    """A MariaDB/MySQL DSN without its credentials (engine.core.dsn.database_login takes
+    them out), parsed: it holds no secret."""
 
     host: str
     port: int
     user: str
-    password: str
     database: str
     unix_socket: str
+    ssl_ca: str
+    """CA certificates (PEM) the server's certificate must chain to; set, the connection
+    is TLS and the server's name is checked too. Empty: no TLS."""
 
     @classmethod
     def parse(cls, dsn: str) -> MysqlAddress:
-        """``mysql://user[:password]@host[:port]/database[?unix_socket=path]``; errors never
-        quote the DSN."""
+        """``mysql://user@host[:port]/database[?unix_socket=path][&ssl_ca=path]``; errors
+        never quote the DSN."""
         try:
             parts = urlsplit(dsn)
             port = parts.port or DEFAULT_PORT
@@ -110,33 +118,37 @@ class MysqlAddress:
             raise ConfigError("a MySQL cup DSN is malformed (bad port?)") from None
         if parts.scheme not in SCHEMES:
             raise ConfigError(f"a MySQL cup DSN starts with {' or '.join(SCHEMES)}://")
+        if parts.password is not None:
+            raise ConfigError("a MySQL cup DSN names its credentials (credentials=NAME)")
         database = unquote(parts.path.lstrip("/"))
         if not parts.hostname or not parts.username or not database or "/" in database:
             raise ConfigError("a MySQL cup DSN names a user, a host and one database")
         options = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = sorted(set(options) - {"unix_socket"})
+        unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
-            raise ConfigError(f"a MySQL cup DSN takes only unix_socket=, not {unknown}")
+            raise ConfigError(f"a MySQL cup DSN takes only {OPTIONS}, not {unknown}")
         return cls(
             parts.hostname,
             port,
             unquote(parts.username),
-            unquote(parts.password or ""),
             database,
             options.get("unix_socket", ""),
+            options.get("ssl_ca", ""),
         )
 
-    def arguments(self, timeout_seconds: float) -> dict[str, Any]:
+    def arguments(self, timeout_seconds: float, password: str | None) -> dict[str, Any]:
         """Keyword arguments of asyncmy.connect and asyncmy.create_pool."""
         where: dict[str, Any] = (
             {"unix_socket": self.unix_socket}
             if self.unix_socket
             else {"host": self.host, "port": self.port}
         )
+        if self.ssl_ca:
+            where["ssl"] = ssl.create_default_context(cafile=self.ssl_ca)
         return {
             **where,
             "user": self.user,
-            "password": self.password,
+            "password": password or "",
             "database": self.database,
             "charset": "utf8mb4",
             "autocommit": True,
@@ -147,8 +159,10 @@ class MysqlAddress:
         }
 
 
-async def connect(address: MysqlAddress, timeout_seconds: float) -> asyncmy.Connection:
-    return await asyncmy.connect(**address.arguments(timeout_seconds))
+async def connect(
+    address: MysqlAddress, password: str | None, timeout_seconds: float
+) -> asyncmy.Connection:
+    return await asyncmy.connect(**address.arguments(timeout_seconds, password))
 
 
 async def run(connection: asyncmy.Connection, sql: str) -> list[list[tuple[Any, ...]]]:

@@ -143,7 +143,7 @@ async def _owner_of_cup(
     (dsn,) = [d for d in chaos.system.shard_map.cups.values() if cup_kind(d) is kind]
     by_pid = {w.process.pid: w for w in workers}
     for _ in range(int(seconds / POLL_SECONDS)):
-        cup = await RawCup.open(dsn)
+        cup = await RawCup.open(dsn, chaos.system.config.shards)
         try:
             owners = {o.rsplit(":", 1)[-1] for o in await cup.values(
                 "SELECT owner FROM partition_state"
@@ -163,7 +163,7 @@ async def _unsent_results(chaos: ChaosSystem) -> set[str]:
     """Command ids whose result waits in a cup's outbox."""
     ids: set[str] = set()
     for dsn in chaos.system.shard_map.cups.values():
-        cup = await RawCup.open(dsn)
+        cup = await RawCup.open(dsn, chaos.system.config.shards)
         try:
             values = await cup.values("SELECT value FROM outbox WHERE kind = 1")
         finally:

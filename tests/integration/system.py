@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncmy
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 from asyncmy.errors import MySQLError
@@ -21,16 +19,18 @@ from engine.admin.setup import read_shard_map
 from engine.core.authority import Authority
 from engine.core.batch import decode_records
 from engine.core.book import Known
-from engine.core.config import Config, KafkaConfig, WorkerConfig
+from engine.core.config import Config, KafkaConfig, ShardsConfig, WorkerConfig
 from engine.core.ledger import PartitionLedger
 from engine.core.messages import Status, result_decoder
 from engine.kafka.connection import connection
 from engine.kafka.topics import end_offsets, read_range
 from loadtest.system import System
 from shards.backends import cup_kind
+from shards.control import connect, login
 from shards.cup_admin import CupKind
 from shards.cups import close_cups, connect_cups
 from shards.mysql.driver import MysqlAddress, run
+from shards.mysql.driver import connect as mysql_connect
 
 
 def upstream_producer(config: Config, **options: Any) -> AIOKafkaProducer:
@@ -116,7 +116,7 @@ def replay(
 async def cup_balances(system: System) -> dict[tuple[int, int, int], int]:
     """Every account balance in the cups of the current shard map (cups may have moved)."""
     shard_map = await read_shard_map(system.config)
-    cups = await connect_cups(shard_map, system.config.shards.connect_timeout_seconds)
+    cups = await connect_cups(shard_map, system.config.shards)
     try:
         parts = await asyncio.gather(*(cup.balances() for cup in cups.values()))
     finally:
@@ -133,11 +133,13 @@ class RawCup:
         self.connection = connection
 
     @classmethod
-    async def open(cls, dsn: str) -> RawCup:
+    async def open(cls, dsn: str, shards: ShardsConfig) -> RawCup:
         if cup_kind(dsn) is CupKind.MYSQL:
-            connection = await asyncmy.connect(**MysqlAddress.parse(dsn).arguments(5))
+            credentials = login(dsn, shards)
+            address = MysqlAddress.parse(credentials.dsn)
+            connection = await mysql_connect(address, credentials.password, 5)
             return cls(CupKind.MYSQL, connection)
-        return cls(CupKind.POSTGRES, await asyncpg.connect(dsn))
+        return cls(CupKind.POSTGRES, await connect(dsn, shards))
 
     async def close(self) -> None:
         if self.kind is CupKind.MYSQL:

@@ -163,7 +163,7 @@ async def test_a_cup_that_hangs_holds_back_only_its_own_partitions(
     for customer in range(1, 1_000):
         by_cup.setdefault(system.shard_map.cup_of[partition_of(customer, partitions)], customer)
     stuck, free = by_cup[hanging], by_cup[1 - hanging]
-    cup = await RawCup.open(system.shard_map.cups[hanging])
+    cup = await RawCup.open(system.shard_map.cups[hanging], system.config.shards)
     try:
         async with Client(system.config.kafka) as client:
             for customer in (free, stuck):

@@ -51,7 +51,7 @@ async def _book(cup: RawCup) -> None:
 
 
 async def test_a_balance_below_its_credit_limit_is_refused(system: System) -> None:
-    cup = await RawCup.open(system.shard_map.cups[0])
+    cup = await RawCup.open(system.shard_map.cups[0], system.config.shards)
     check = asyncpg.CheckViolationError
     try:
         await _book(cup)
@@ -81,7 +81,7 @@ async def test_journal_rows_are_never_changed_and_deleted_only_when_frozen(
 ) -> None:
     """On MariaDB, TRUNCATE fires no trigger: the cup's account lacks the DROP privilege
     it needs (deploy/local/mariadb_databases.py)."""
-    cup = await RawCup.open(system.shard_map.cups[0])
+    cup = await RawCup.open(system.shard_map.cups[0], system.config.shards)
     guard = asyncpg.IntegrityConstraintViolationError
     try:
         await _book(cup)
@@ -103,7 +103,7 @@ async def test_journal_rows_are_never_changed_and_deleted_only_when_frozen(
 async def test_reconcile_names_money_in_a_closed_account_and_a_stuck_transfer(
     system: System,
 ) -> None:
-    cup = await RawCup.open(system.shard_map.cups[0])
+    cup = await RawCup.open(system.shard_map.cups[0], system.config.shards)
     hour_ago = (
         "now() - INTERVAL 1 HOUR" if cup.kind is CupKind.MYSQL else "now() - interval '1 hour'"
     )

@@ -94,7 +94,7 @@ async def steady_load(system: System, workload: Workload) -> AsyncIterator[Stead
 
 @contextlib.asynccontextmanager
 async def control_database(system: System) -> AsyncIterator[asyncpg.Connection]:
-    control = await connect(system.config.control_dsn, 10)
+    control = await connect(system.config.control_dsn, system.config.shards)
     try:
         yield control
     finally:
@@ -137,9 +137,9 @@ async def test_a_partition_moves_postgres_to_mariadb_and_back_under_load(
     workload = Workload(WorkloadShape(customers=600, partitions=12, seed=3, run="kinds"))
     async with steady_load(system, workload) as load, control_database(system) as control:
         await asyncio.sleep(2)
-        there = await cluster.move_partition(control, partition, mariadb, 10)
+        there = await cluster.move_partition(control, partition, mariadb, system.config.shards)
         await asyncio.sleep(3)
-        back = await cluster.move_partition(control, partition, 0, 10)
+        back = await cluster.move_partition(control, partition, 0, system.config.shards)
         await asyncio.sleep(2)
     assert [there.step, back.step] == [Step.DONE, Step.DONE]
     assert all(m.pause_seconds is not None for m in (there, back)), "claimed after each flip"
@@ -160,9 +160,9 @@ async def test_add_a_cup_under_load_and_rebalance(stack: Config, three_cups: Sys
         before = await load.rate(8)
         dsn = await add_cup_database(stack, system, CupKind.MYSQL)
         async with control_database(system) as control:
-            new_cup = await cluster.add_cup(control, dsn, 10)
+            new_cup = await cluster.add_cup(control, dsn, system.config.shards)
             started = time.monotonic()
-            moves = await cluster.rebalance(control, 10)
+            moves = await cluster.rebalance(control, system.config.shards)
             rebalance_seconds = time.monotonic() - started
         await asyncio.sleep(2)
         after = await load.rate(8)
@@ -184,7 +184,7 @@ async def test_add_a_cup_under_load_and_rebalance(stack: Config, three_cups: Sys
 async def owner_of(system: System, partition: int) -> int | None:
     """The pid of the worker that last claimed ``partition`` in its current cup."""
     shard_map = await read_shard_map(system.config)
-    cup = await RawCup.open(shard_map.cups[shard_map.cup_of[partition]])
+    cup = await RawCup.open(shard_map.cups[shard_map.cup_of[partition]], system.config.shards)
     try:
         owner = await cup.value(f"SELECT owner FROM partition_state WHERE {{p}} = {int(partition)}")
     finally:
@@ -226,11 +226,13 @@ async def test_moves_interrupted_at_each_step_recover(stack: Config, three_cups:
             partition = index % 12
             target = (shard_map.cup_of[partition] + 1) % 3
             owner = await owner_of(system, partition)
-            cut = await cluster.move_partition(control, partition, target, 10, step)
+            cut = await cluster.move_partition(
+                control, partition, target, system.config.shards, step
+            )
             assert cut.step is step
             if kill:
                 kill_worker(system, owner)
-            recovered = await cluster.recover(control, 10, abort=abort)
+            recovered = await cluster.recover(control, system.config.shards, abort=abort)
             expected = Step.ABORTED if abort and step is not Step.FLIPPED else Step.DONE
             assert [m.step for m in recovered] == [expected], (step, abort)
             now = await read_shard_map(system.config)
@@ -238,8 +240,8 @@ async def test_moves_interrupted_at_each_step_recover(stack: Config, three_cups:
             assert now.cup_of[partition] == cup and not now.paused
             print(f"\ninterrupted after {step}, kill={kill}: recovered to {expected}")
         home = (await read_shard_map(system.config)).cup_of[1]
-        away = await cluster.move_partition(control, 1, (home + 1) % 3, 10)
-        back = await cluster.move_partition(control, 1, home, 10)
+        away = await cluster.move_partition(control, 1, (home + 1) % 3, system.config.shards)
+        back = await cluster.move_partition(control, 1, home, system.config.shards)
         assert away.step is Step.DONE and back.step is Step.DONE, "over its tombstone"
     await assert_books(system)
 
@@ -300,7 +302,7 @@ async def assert_stray_rows_are_reported(system: System, partition: int) -> None
     """Rows of a partition left in a cup the map does not name fail the one_cup check."""
     shard_map = await read_shard_map(system.config)
     elsewhere = next(c for c in shard_map.cups if c != shard_map.cup_of[partition])
-    cup = await RawCup.open(shard_map.cups[elsewhere])
+    cup = await RawCup.open(shard_map.cups[elsewhere], system.config.shards)
     try:
         await cup.execute(f"INSERT INTO partition_state ({{p}}) VALUES ({int(partition)})")
     finally:
@@ -335,7 +337,7 @@ async def claimed_cups(system: System) -> dict[int, dict[int, int]]:
     shard_map = await read_shard_map(system.config)
     owners: dict[int, dict[int, int]] = {}
     for cup_id, dsn in shard_map.cups.items():
-        cup = await RawCup.open(dsn)
+        cup = await RawCup.open(dsn, system.config.shards)
         try:
             owners_here = await cup.values("SELECT owner FROM partition_state WHERE epoch > 0")
         finally:

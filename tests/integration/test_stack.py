@@ -13,22 +13,24 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncmy
-import asyncpg
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy.local.kafka_broker import bootstrap_servers
+from deploy.local.mariadb_auth import client_arguments
 from deploy.local.mariadb_databases import create_mysql_databases, drop_mysql_databases
 from deploy.local.mariadb_server import SYSTEM_USER, running_mariadb_pid
 from deploy.local.ports import port_is_free
 from deploy.local.stack import run_dev, stack_down, stack_status, stack_up
-from engine.core.config import Config, KafkaConfig, StackConfig
+from engine.core.config import MARIADB_CREDENTIALS, Config, KafkaConfig, StackConfig
 from engine.kafka.connection import connection
 from loadtest.system import delete_topics
+from shards.control import connect
 
 pytestmark = pytest.mark.integration
 
@@ -100,12 +102,13 @@ async def test_every_cup_and_the_control_database_accept_writes(stack: Config) -
     dsns = [stack.stack.control_dsn, *stack.stack.cup_dsns]
     assert len(dsns) == stack.stack.postgres_cups + stack.stack.mysql_cups + 1
     for dsn in dsns:
+        database = urlsplit(dsn).path.lstrip("/")
         if dsn.startswith("mysql://"):
-            await _write_to_mysql_cup(stack.stack, dsn.rsplit("/", 1)[1])
+            await _write_to_mysql_cup(stack.stack, database)
             continue
-        connection = await asyncpg.connect(dsn)
+        connection = await connect(dsn, stack.shards)
         try:
-            assert await connection.fetchval("SELECT current_database()") == dsn.rsplit("/", 1)[1]
+            assert await connection.fetchval("SELECT current_database()") == database
             await connection.execute("CREATE TEMP TABLE probe (id bigint, amount bigint)")
             await connection.executemany("INSERT INTO probe VALUES ($1, $2)", [(1, 100), (2, -40)])
             assert await connection.fetchval("SELECT sum(amount) FROM probe") == 60
@@ -123,6 +126,7 @@ async def _mariadb_rows(stack: StackConfig, sql: str, database: str | None = Non
         user=stack.mariadb_user,
         database=database,
         autocommit=True,
+        **client_arguments(stack, MARIADB_CREDENTIALS),
     )
     try:
         async with connection.cursor() as cursor:
@@ -140,6 +144,7 @@ async def _write_to_mysql_cup(stack: StackConfig, database: str) -> None:
         user=stack.mariadb_user,
         database=database,
         autocommit=False,
+        **client_arguments(stack, MARIADB_CREDENTIALS),
     )
     try:
         async with connection.cursor() as cursor:

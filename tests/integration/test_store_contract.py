@@ -18,7 +18,7 @@ import pytest
 
 from engine.core.book import Account, AccountStatus, Applied, Forged, InFlight, JournalRow, Outcome
 from engine.core.config import Config
-from engine.core.errors import CupUnavailableError, InfrastructureError
+from engine.core.errors import ConfigError, CupUnavailableError, InfrastructureError
 from engine.core.messages import BALANCE_MAX, Result, Status, result_decoder
 from engine.core.records import Claim, CommitBatch, CommitStatus, OutboxKind, OutboxRow
 from engine.core.store import CupStore
@@ -59,7 +59,7 @@ async def cups(stack: Config, tmp_path_factory: pytest.TempPathFactory) -> Async
     log_dir = tmp_path_factory.mktemp("contract")
     system = await make_system(stack, log_dir, partitions=PARTITIONS, cups=1, mysql_cups=1)
     stores = await open_cups(system.shard_map, system.config.shards)
-    admins = await connect_cups(system.shard_map, system.config.shards.connect_timeout_seconds)
+    admins = await connect_cups(system.shard_map, system.config.shards)
     kinds = {cup_kind(dsn): cup for cup, dsn in system.shard_map.cups.items()}
     unused = {kind: iter(system.shard_map.partitions_of(cup)) for kind, cup in kinds.items()}
     try:
@@ -303,12 +303,15 @@ async def test_results_are_read_back_exactly(cup: Cup) -> None:
 
 @pytest.mark.parametrize("kind", KINDS, ids=[str(k) for k in KINDS])
 async def test_an_unreachable_cup_fails_by_name_without_its_password(
-    stack: Config, kind: CupKind
+    stack: Config, kind: CupKind, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scheme = "postgresql" if kind is CupKind.POSTGRES else "mysql"
-    dsn = f"{scheme}://smallcups:sekret-pw@127.0.0.1:1/nowhere"
+    monkeypatch.setenv("SMALLCUPS_CREDENTIALS_NOWHERE", "sekret-pw")
+    dsn = f"{scheme}://smallcups@127.0.0.1:1/nowhere?credentials=nowhere"
     with pytest.raises(InfrastructureError) as raised:
         await open_store(7, dsn, stack.shards)
-    assert "cup 7" in str(raised.value)
+    assert "cup 7" in str(raised.value) and "credentials=nowhere" in str(raised.value)
     assert "sekret-pw" not in str(raised.value)
-    assert "***" in str(raised.value)
+    with pytest.raises(ConfigError) as refused:
+        await open_store(7, f"{scheme}://smallcups:sekret-pw@127.0.0.1:1/nowhere", stack.shards)
+    assert "sekret-pw" not in str(refused.value) and "***" in str(refused.value)

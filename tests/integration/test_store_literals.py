@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncpg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.core.config import Config
+from shards.control import connect
 from shards.postgres.store import ints_literal, texts_literal
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ INTS = st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1))
     [[], ["NULL"], [""], ['a"b', "c\\d", "x,y", "{z}", " sp ", "q'uote", "ünï", "a/credit"]],
 )
 async def test_text_literals_round_trip(stack: Config, values: list[str]) -> None:
-    connection = await asyncpg.connect(stack.stack.control_dsn)
+    connection = await connect(stack.stack.control_dsn, stack.shards)
     try:
         assert await connection.fetchval("SELECT $1::text::text[]", texts_literal(values)) == values
     finally:
@@ -33,7 +33,7 @@ async def test_text_literals_round_trip(stack: Config, values: list[str]) -> Non
 
 async def test_random_literals_round_trip(stack: Config) -> None:
     """Hypothesis draws the lists; one connection answers them all (bounded: 200 examples)."""
-    connection = await asyncpg.connect(stack.stack.control_dsn)
+    connection = await connect(stack.stack.control_dsn, stack.shards)
     drawn: list[tuple[list[str], list[int]]] = []
 
     @settings(max_examples=200, deadline=None, derandomize=True)

@@ -8,7 +8,6 @@ import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from deploy.local.prometheus_throwaway import ThrowawayPrometheus, free_port
@@ -17,6 +16,7 @@ from engine.kafka.client import Client
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
+from shards.control import connect
 from tests.promtool import output, promtool
 
 pytestmark = pytest.mark.integration
@@ -97,7 +97,7 @@ async def test_prometheus_sees_throughput_and_lag_and_readiness_follows_cups(
         assert checked.returncode == 0, output(checked)
 
     cup = system.databases[1]
-    admin = await asyncpg.connect(system.config.stack.control_dsn)
+    admin = await connect(system.config.stack.control_dsn, system.config.shards)
     try:
         await admin.execute(f'ALTER DATABASE "{cup}" ALLOW_CONNECTIONS false')
         await admin.execute(

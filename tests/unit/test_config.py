@@ -64,7 +64,8 @@ def test_the_local_stack_fills_in_its_settings_explicitly(tmp_path: Path) -> Non
     stack = StackConfig(state_dir=str(tmp_path), kafka_port=29092, postgres_port=25432)
     config = local_config(stack)
     assert config.require_kafka().bootstrap_servers == "127.0.0.1:29092"
-    assert config.control_dsn.endswith(":25432/smallcups_control")
+    assert ":25432/smallcups_control?sslmode=verify-full&" in config.control_dsn
+    assert config.shards.credentials_dir == str(tmp_path / "secrets" / "credentials")
     assert config.leg_keys_path == tmp_path / "secrets" / "leg-keys"
     path = write_local_config(stack)
     loaded = load_config(environ={"SMALLCUPS_CONFIG": str(path)})
@@ -74,5 +75,6 @@ def test_the_local_stack_fills_in_its_settings_explicitly(tmp_path: Path) -> Non
         config.security,
     )
     assert load_config(environ=to_environ(config)) == config
-    chosen = local_config(stack, Config(shards=config.shards.__class__(control_dsn="x")))
-    assert chosen.control_dsn == "x", "what a configuration sets is kept"
+    elsewhere = "postgresql://ledger@db.example/control"
+    chosen = local_config(stack, Config(shards=config.shards.__class__(control_dsn=elsewhere)))
+    assert chosen.control_dsn == elsewhere, "what a configuration sets is kept"

@@ -4,11 +4,15 @@ which errors pass."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 from asyncmy.errors import IntegrityError, InterfaceError, OperationalError
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deploy.local.tls import ensure_certificates
 from engine.core.errors import ConfigError
 from shards.backends import cup_kind
 from shards.cup_admin import CupKind
@@ -18,12 +22,23 @@ PASSWORD = "s3cret-p@ss"
 
 
 def test_a_dsn_parses_into_its_parts() -> None:
-    address = MysqlAddress.parse(f"mysql://cups:{PASSWORD.replace('@', '%40')}@db.local:3307/cup_5")
-    assert address == MysqlAddress("db.local", 3307, "cups", PASSWORD, "cup_5", "")
+    address = MysqlAddress.parse("mysql://cups@db.local:3307/cup_5")
+    assert address == MysqlAddress("db.local", 3307, "cups", "cup_5", "", "")
+    assert address.arguments(5, PASSWORD)["password"] == PASSWORD
+    assert address.arguments(5, None)["password"] == ""
+    assert "ssl" not in address.arguments(5, None)
     socket = MysqlAddress.parse("mariadb://root@localhost/cup?unix_socket=/run/m.sock")
     assert socket.port == 3306 and socket.unix_socket == "/run/m.sock"
-    assert socket.arguments(5)["unix_socket"] == "/run/m.sock"
-    assert "host" not in socket.arguments(5)
+    assert socket.arguments(5, None)["unix_socket"] == "/run/m.sock"
+    assert "host" not in socket.arguments(5, None)
+
+
+def test_ssl_ca_turns_on_tls_that_verifies_the_chain_and_the_name(tmp_path: Path) -> None:
+    ca = ensure_certificates(tmp_path).ca
+    address = MysqlAddress.parse(f"mysql://cups@127.0.0.1/cup?ssl_ca={ca}")
+    context = address.arguments(5, None)["ssl"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
 
 
 @pytest.mark.parametrize(
@@ -35,6 +50,7 @@ def test_a_dsn_parses_into_its_parts() -> None:
         f"mysql://u:{PASSWORD}@h/a/b",
         f"mysql://:{PASSWORD}@h/db",
         f"mysql://u:{PASSWORD}@h/db?ssl=1",
+        f"mysql://u:{PASSWORD}@h/db",
     ],
 )
 def test_a_bad_dsn_is_refused_without_quoting_it(dsn: str) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import socket
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 import pytest
@@ -14,7 +17,8 @@ import pytest
 from deploy.local import kafka_jars, mariadb_server, ports, processes
 from deploy.local.kafka_broker import new_cluster_id, render_server_properties
 from deploy.local.mariadb_databases import create_mysql_databases
-from deploy.local.postgres_cluster import find_bin_dir, render_settings
+from deploy.local.postgres_auth import render_hba, scram_verifier
+from deploy.local.postgres_cluster import ClusterPaths, find_bin_dir, render_settings
 from deploy.local.postgres_databases import CONTROL_DATABASE, wanted_databases
 from deploy.local.stack import ServiceStatus, StackStatus, format_status, stack_ports
 from engine.core.config import StackConfig
@@ -60,13 +64,47 @@ def test_cluster_id_is_16_random_bytes_in_unpadded_base64url() -> None:
 
 
 def test_postgres_settings_keep_durability_and_loopback() -> None:
-    text = render_settings(CONFIG, Path("/state/it's/sockets"))
+    text = render_settings(CONFIG, ClusterPaths(Path("/state/it's")))
 
     assert "fsync = on" in text
     assert "synchronous_commit = on" in text
     assert "listen_addresses = '127.0.0.1'" in text
     assert "port = 25432" in text
     assert "unix_socket_directories = '/state/it''s/sockets'" in text
+    assert "ssl = on" in text and "ssl_key_file = '/state/it''s/tls/server-key.pem'" in text
+    assert "password_encryption = 'scram-sha-256'" in text
+    plain = render_settings(
+        msgspec.structs.replace(CONFIG, security=False), ClusterPaths(Path("/"))
+    )
+    assert "ssl" not in plain
+
+
+def test_postgres_lets_in_only_tls_and_scram_from_loopback_when_secure() -> None:
+    rules = [line for line in render_hba(True).splitlines() if not line.startswith("#")]
+    assert rules == ["hostssl all all 127.0.0.1/32 scram-sha-256"]
+    assert "trust" in render_hba(False) and "hostssl" not in render_hba(False)
+
+
+def test_the_scram_verifier_answers_rfc_7677s_exchange() -> None:
+    """RFC 7677's example (user "user", password "pencil"): the client's proof must be
+    valid for the verifier's StoredKey and the server's signature must come out of its
+    ServerKey, so Postgres accepts the password the verifier was made from."""
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+    verifier = scram_verifier("pencil", salt)
+    head, keys = verifier.split("$", 1)[1].split("$")
+    assert head == "4096:W22ZaJ0SNY7soEsUEjb6gQ=="
+    stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
+    nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+    auth_message = (
+        f"n=user,r=rOprNGfwEbeRWgbNEkqO,r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,"
+        f"c=biws,r={nonce}"
+    ).encode()
+    proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    signature = hmac.digest(stored_key, auth_message, "sha256")
+    client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
+    assert hashlib.sha256(client_key).digest() == stored_key
+    server_signature = hmac.digest(server_key, auth_message, "sha256")
+    assert base64.b64encode(server_signature) == b"6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
 
 
 def _mysqld_group(text: str) -> dict[str, str]:
@@ -217,7 +255,7 @@ def test_databases_are_the_control_one_then_each_cup() -> None:
     names = wanted_databases(CONFIG)
 
     assert names == [CONTROL_DATABASE, "smallcups_cup_0", "smallcups_cup_1", "smallcups_cup_2"]
-    assert CONFIG.control_dsn.endswith("/" + CONTROL_DATABASE)
+    assert urlsplit(CONFIG.control_dsn).path == "/" + CONTROL_DATABASE
 
 
 def test_missing_postgres_binaries_name_the_knob(tmp_path: Path) -> None:
