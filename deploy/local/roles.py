@@ -11,6 +11,9 @@ import msgspec
 from deploy.local.credentials import ensure_password, password_file
 from deploy.local.tls import ensure_certificates, tls_files
 from engine.core.config import (
+    MARIADB_ADMIN_CREDENTIALS,
+    MARIADB_CREDENTIALS,
+    POSTGRES_CREDENTIALS,
     Config,
     KafkaConfig,
     KafkaSecurityProtocol,
@@ -66,8 +69,11 @@ def as_role(config: Config, role: Role) -> Config:
     return msgspec.structs.replace(config, kafka=kafka)
 
 
-def ensure_kafka_secrets(stack: StackConfig) -> None:
-    """The certificates and every role's password, made where missing."""
+def ensure_stack_secrets(stack: StackConfig) -> None:
+    """The certificates, every Kafka role's password and the databases' passwords, made
+    where missing."""
     ensure_certificates(stack.secrets_path)
-    for role in Role:
-        ensure_password(stack.secrets_path, role.password_name)
+    names = [role.password_name for role in Role]
+    names += [POSTGRES_CREDENTIALS, MARIADB_CREDENTIALS, MARIADB_ADMIN_CREDENTIALS]
+    for name in names:
+        ensure_password(stack.secrets_path, name)

@@ -35,7 +35,7 @@ from deploy.local import (
 )
 from deploy.local.config import LOCAL_CONFIG_FILE, write_local_config
 from deploy.local.processes import exclusive_lock
-from deploy.local.roles import ensure_kafka_secrets
+from deploy.local.roles import ensure_stack_secrets
 from engine.core.config import StackConfig
 from engine.core.errors import ConfigError, StackError
 from engine.core.keyfiles import ensure_local_keys
@@ -107,7 +107,7 @@ def stack_up(config: StackConfig) -> StackStatus:
             mariadb_server.ensure_installed()
         ensure_local_keys(config.secrets_path)
         if config.security:
-            ensure_kafka_secrets(config)
+            ensure_stack_secrets(config)
         write_local_config(config)
         kafka_pid = kafka_broker.start_broker(config)
         postgres_cluster.start_postgres(config)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deploy.local.kafka_broker import render_server_properties
-from deploy.local.roles import Role, ensure_kafka_secrets, stack_kafka
+from deploy.local.roles import Role, ensure_stack_secrets, stack_kafka
 from deploy.local.tls import ensure_certificates
 from engine.core.config import KafkaConfig, KafkaSecurityProtocol, StackConfig
 from engine.core.errors import ConfigError
@@ -119,7 +119,7 @@ def test_the_secure_broker_has_no_plaintext_listener(tmp_path: Path) -> None:
     stack = StackConfig(
         state_dir=str(tmp_path), kafka_proxied_port=29100, kafka_proxied_advertised_port=29101
     )
-    ensure_kafka_secrets(stack)
+    ensure_stack_secrets(stack)
     settings = dict(
         line.split("=", 1)
         for line in render_server_properties(stack, tmp_path / "data").splitlines()
@@ -142,7 +142,7 @@ def test_a_plaintext_stack_is_a_choice(tmp_path: Path) -> None:
 
 def test_each_role_is_its_own_user(tmp_path: Path) -> None:
     stack = StackConfig(state_dir=str(tmp_path))
-    ensure_kafka_secrets(stack)
+    ensure_stack_secrets(stack)
     users = {stack_kafka(stack, role).sasl_username for role in Role}
     assert users == {"admin", "worker", "upstream", "risk"}
     files = {stack_kafka(stack, role).sasl_password_file for role in Role}
