@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -16,9 +16,12 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from engine.core.config import KafkaConfig
 from engine.core.errors import ConfigError, InfrastructureError
-from engine.kafka.connection import connection
+from engine.kafka.connection import access_denied, connection
 
 _READY_ATTEMPTS = 150
+TOPIC_AUTHORIZATION_FAILED: Final = 29
+CLUSTER_AUTHORIZATION_FAILED: Final = 31
+TOPIC_ALREADY_EXISTS: Final = 36
 _FETCH_TIMEOUT_MS = 1_000
 
 
@@ -38,7 +41,8 @@ async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
         ]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
+                response = await admin.create_topics(missing)
+                _check_created(kafka, response.topic_errors)
             for _ in range(300):
                 existing = await _partition_counts(admin, list(wanted))
                 if len(existing) == len(wanted):
@@ -53,6 +57,15 @@ async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
             f"topic {kafka.commands_topic} has {commands} partitions, not {partitions}"
         )
     return existing
+
+
+def _check_created(kafka: KafkaConfig, topic_errors: list[tuple[Any, ...]]) -> None:
+    """The broker answers each topic with an error code: refused rights stop init."""
+    for topic, error_code, *message in topic_errors:
+        if error_code in (TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED):
+            raise access_denied(kafka, KafkaError(f"creating {topic} refused: {message}"))
+        if error_code not in (0, TOPIC_ALREADY_EXISTS):
+            raise InfrastructureError(f"creating {topic} failed: error {error_code} {message}")
 
 
 async def _wait_for_leaders(kafka: KafkaConfig, topics: dict[str, int]) -> None:
