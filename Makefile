@@ -1,5 +1,6 @@
 # Developer and CI entry points. `make test` is what .ci/run runs.
 PY ?= python3
+SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Touched after a successful install: the venv is rebuilt only when pyproject.toml changes.
@@ -53,8 +54,11 @@ docs: venv
 	$(BIN)/python -m scripts.schema --write docs/schema
 	$(BIN)/python -m scripts.config_table --write docs/configuration.md
 
+# The suite, then the leak scan: no password or key the stack made may appear in any log,
+# output, result or dead letter the suite left behind (scripts/scan_secrets.py).
 test: venv prometheus-tools up lint
-	$(BIN)/pytest -m 'not slow'
+	set -o pipefail; $(BIN)/pytest -m 'not slow' --basetemp=.smallcups/test-tmp 2>&1 | tee .smallcups/test-output.log
+	$(BIN)/python -m scripts.scan_secrets .smallcups/test-output.log
 
 # The chaos suite at full length (issue 7) on its own stack: longer loads, 30 SIGKILLs;
 # each scenario's figure is printed at the end. `make test` runs the short version.

@@ -134,7 +134,8 @@ def _shards_command(commands: Subcommands) -> None:
     add.add_argument(
         "dsn",
         metavar="DSN",
-        help="postgresql://user[:password]@host:port/db or mysql://user[:password]@host:port/db",
+        help="postgresql://user@host:port/db?credentials=NAME or "
+        "mysql://user@host:port/db?credentials=NAME (never a password: docs/security.md)",
     )
     add.add_argument("--rebalance", action="store_true", help="then move its share to it")
     move = actions.add_parser("move", help="move one partition to another cup, online")
@@ -173,6 +174,25 @@ def _security_commands(commands: Subcommands) -> None:
     keys.add_argument("path", metavar="PATH", help="the file (risk: the private key; PATH.pub)")
     keys.add_argument("--id", default="key-1", help="the key id written in the file")
     keys.set_defaults(run=_keys)
+
+    access = commands.add_parser("access", help="Kafka users and ACLs (as a super user)")
+    access_actions = access.add_subparsers(dest="action", required=True)
+    access_actions.add_parser("grant", help="grant each role its ACLs on the deployment")
+    password = access_actions.add_parser("set-password", help="make a user or change its password")
+    password.add_argument("user", metavar="USER")
+    password.add_argument(
+        "--password-file", required=True, help="a file holding the password (never argv)"
+    )
+    revoke = access_actions.add_parser("revoke", help="delete a user's ACLs and credentials")
+    revoke.add_argument("user", metavar="USER")
+    access.set_defaults(run=_access)
+
+
+def _access(args: argparse.Namespace, config: Config) -> int:
+    from engine.admin.access import run_access
+
+    user = getattr(args, "user", "")
+    return run_access(config, args.action, user, getattr(args, "password_file", ""))
 
 
 def _risk(args: argparse.Namespace, config: Config) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass
@@ -108,6 +109,24 @@ def _wait(slot: Any, timeout_seconds: float, what: str) -> Outcome:
     return outcome
 
 
+class InlineExecutor(concurrent.futures.Executor):
+    """The loop thread's executor: runs each call at once, in the loop thread.
+
+    aiokafka hands its SASL steps (a SCRAM proof: PBKDF2, milliseconds, once per
+    connection) to the loop's default executor. Under gevent's monkey-patching a
+    ThreadPoolExecutor's workers are greenlets of this thread's hub, which never runs
+    while the loop does: the handshake would wait for good.
+    """
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+
 class Bridge:
     """One Client in a loop thread, for every greenlet of this process."""
 
@@ -179,6 +198,7 @@ class Bridge:
 
     def _run_loop(self) -> None:
         loop = uvloop.new_event_loop()
+        loop.set_default_executor(InlineExecutor())
         self._loop = loop
         try:
             loop.run_until_complete(self._serve())

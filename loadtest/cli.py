@@ -63,7 +63,8 @@ def register_bench(commands: Subcommands) -> None:
         "--modes",
         default="all",
         help=f"comma-separated: {', '.join(MODES)}; engine (both Postgres engines), "
-        "mariadb (the three MariaDB modes), all",
+        "mariadb (the three MariaDB modes), security (the Postgres engines with security "
+        "on and off), all",
     )
     add("--seconds-naive", type=float, default=defaults.naive_seconds, help="naive's bound")
     add("--seconds-pgbench", type=float, default=defaults.pgbench_seconds, help="pgbench's")

@@ -208,6 +208,16 @@ def _format_mark(config: StackConfig) -> str:
     return f"scram-users={users}\n"
 
 
+def storage_outdated(config: StackConfig) -> bool:
+    """True when the data folder was formatted with other users than the settings ask for:
+    the next start formats it again, and every topic is lost."""
+    paths = BrokerPaths.of(config)
+    mark = paths.root / FORMAT_MARK
+    if not (paths.data / "meta.properties").is_file():
+        return False
+    return not mark.is_file() or mark.read_text(encoding="utf-8") != _format_mark(config)
+
+
 def _format_storage(config: StackConfig, libs: Path) -> None:
     """Format the data folder once, as a standalone KRaft controller quorum with the
     stack's SCRAM users; a folder formatted with other users is wiped and formatted again.
@@ -218,7 +228,7 @@ def _format_storage(config: StackConfig, libs: Path) -> None:
     paths = BrokerPaths.of(config)
     mark = paths.root / FORMAT_MARK
     if (paths.data / "meta.properties").is_file():
-        if mark.is_file() and mark.read_text(encoding="utf-8") == _format_mark(config):
+        if not storage_outdated(config):
             return
         shutil.rmtree(paths.data)
         paths.data.mkdir(parents=True)

@@ -72,6 +72,31 @@ def drop_mysql_databases(config: StackConfig, names: list[str]) -> None:
     _run_as_account(config, statements, "drop")
 
 
+SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
+
+
+def drop_every_mysql_database(config: StackConfig) -> list[str]:
+    """Drop every database but the server's own (the broker's storage was formatted again:
+    their state belonged to topics that no longer exist); return their names."""
+    try:
+        names = asyncio.run(_every_database(config))
+    except (OSError, MySQLError, TimeoutError) as error:
+        raise StackError(f"cannot list MariaDB databases: {error}") from error
+    drop_mysql_databases(config, names)
+    return names
+
+
+async def _every_database(config: StackConfig) -> list[str]:
+    connection = await _connect_as_admin(config)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+            rows = await cursor.fetchall()
+    finally:
+        await connection.ensure_closed()
+    return [str(row[0]) for row in rows if str(row[0]) not in SYSTEM_DATABASES]
+
+
 def _run_as_account(config: StackConfig, statements: list[str], verb: str) -> None:
     try:
         asyncio.run(_execute_as_account(config, statements))

@@ -1,7 +1,8 @@
 """The databases of the local cluster: the control database and one per Postgres cup.
 
 Creating is idempotent: a later ``dev up`` with more cups creates only the missing ones.
-Nothing here drops a database.
+Only ``drop_every_database`` drops: when the broker's storage was formatted again, every
+database of the cluster held state of topics that no longer exist.
 """
 
 from __future__ import annotations
@@ -82,3 +83,26 @@ async def _create_missing(config: StackConfig) -> list[str]:
     finally:
         await connection.close()
     return created
+
+
+def drop_every_database(config: StackConfig) -> list[str]:
+    """Drop every database but Postgres's own; return their names."""
+    try:
+        return asyncio.run(_drop_every(config))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        raise StackError(f"cannot drop the stack's databases: {error}") from error
+
+
+async def _drop_every(config: StackConfig) -> list[str]:
+    connection = await _connect(config)
+    try:
+        rows = await connection.fetch(
+            "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> $1",
+            MAINTENANCE_DATABASE,
+        )
+        names = [row["datname"] for row in rows]
+        for name in names:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+    return names

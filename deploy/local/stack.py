@@ -109,11 +109,16 @@ def stack_up(config: StackConfig) -> StackStatus:
         if config.security:
             ensure_stack_secrets(config)
         write_local_config(config)
+        formatted_again = kafka_broker.storage_outdated(config)
         kafka_pid = kafka_broker.start_broker(config)
         postgres_cluster.start_postgres(config)
+        if formatted_again:
+            _say_dropped(postgres_databases.drop_every_database(config), "Postgres")
         postgres_databases.ensure_databases(config)
         if config.mysql_cups > 0:
             mariadb_server.start_mariadb(config)
+            if formatted_again:
+                _say_dropped(mariadb_databases.drop_every_mysql_database(config), "MariaDB")
             mariadb_databases.ensure_mysql_databases(config)
         if config.prometheus:
             prometheus_pid = prometheus_server.start_prometheus(config)
@@ -123,6 +128,14 @@ def stack_up(config: StackConfig) -> StackStatus:
     if not status.healthy:
         raise StackError(f"the stack started but is not healthy:\n{format_status(config, status)}")
     return status
+
+
+def _say_dropped(names: list[str], server: str) -> None:
+    """Databases dropped because the broker was formatted again (its users changed:
+    security turned on or off): its topics are gone, and a cup's next_offset must never
+    point into a topic that started over."""
+    if names:
+        print(f"Kafka's storage was formatted again: dropped {len(names)} {server} databases")
 
 
 def stack_down(config: StackConfig) -> None:

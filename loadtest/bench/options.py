@@ -19,6 +19,9 @@ from shards.cup_admin import CupKind
 
 MARIADB_SUFFIX: Final = "_mariadb"
 """A mode of this suffix runs on MariaDB cups; every other mode on Postgres cups."""
+PLAINTEXT_SUFFIX: Final = "_plaintext"
+"""A mode of this suffix runs on a second local stack with security off (plaintext Kafka
+and Postgres, no passwords): the same engine, to measure what TLS and SCRAM cost."""
 MODES: Final = (
     "raw_pipe",
     "db_ceiling",
@@ -27,6 +30,8 @@ MODES: Final = (
     "engine_2w",
     "engine_1w_mariadb",
     "engine_2w_mariadb",
+    "engine_1w_plaintext",
+    "engine_2w_plaintext",
     "kafka_floor",
     "naive",
     "pgbench",
@@ -34,6 +39,7 @@ MODES: Final = (
 MODE_ALIASES: Final = {
     "engine": ("engine_1w", "engine_2w"),
     "mariadb": ("db_ceiling_mariadb", "engine_1w_mariadb", "engine_2w_mariadb"),
+    "security": ("engine_1w", "engine_2w", "engine_1w_plaintext", "engine_2w_plaintext"),
     "all": MODES,
 }
 ENGINE_WORKERS: Final = {
@@ -41,6 +47,8 @@ ENGINE_WORKERS: Final = {
     "engine_2w": 2,
     "engine_1w_mariadb": 1,
     "engine_2w_mariadb": 2,
+    "engine_1w_plaintext": 1,
+    "engine_2w_plaintext": 2,
 }
 BACKEND_PAIRS: Final = (
     ("db_ceiling", "db_ceiling_mariadb"),
@@ -48,6 +56,11 @@ BACKEND_PAIRS: Final = (
     ("engine_2w", "engine_2w_mariadb"),
 )
 """Modes measured on each kind of cup in one run: the report sets them side by side."""
+SECURITY_PAIRS: Final = (
+    ("engine_1w", "engine_1w_plaintext"),
+    ("engine_2w", "engine_2w_plaintext"),
+)
+"""Modes measured with security on and off in one run, set side by side too."""
 
 
 def backend_of(mode: str) -> CupKind:
@@ -121,14 +134,15 @@ class BenchOptions:
 
 
 def parse_modes(text: str) -> tuple[str, ...]:
-    """``raw_pipe,engine`` -> the modes in run order (aliases: ``engine``, ``all``)."""
+    """``raw_pipe,engine`` -> the modes in run order (aliases: MODE_ALIASES)."""
     wanted: set[str] = set()
     for name in (part.strip() for part in text.split(",")):
         if name:
             wanted.update(MODE_ALIASES.get(name, (name,)))
     unknown = sorted(wanted - set(MODES))
     if unknown:
-        raise ConfigError(f"unknown modes {unknown}; choose from {', '.join(MODES)}, engine, all")
+        names = ", ".join([*MODES, *MODE_ALIASES])
+        raise ConfigError(f"unknown modes {unknown}; choose from {names}")
     return tuple(mode for mode in MODES if mode in wanted)
 
 

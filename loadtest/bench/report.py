@@ -14,6 +14,8 @@ from loadtest.bench.cpu import KINDS
 from loadtest.bench.options import (
     BACKEND_PAIRS,
     ENGINE_WORKERS,
+    PLAINTEXT_SUFFIX,
+    SECURITY_PAIRS,
     BenchOptions,
     ModeResult,
     backend_of,
@@ -29,6 +31,8 @@ class BenchReport(msgspec.Struct, kw_only=True):
     ratios: dict[str, float]
     backend_ratios: dict[str, float] = msgspec.field(default_factory=dict)
     """Per mode measured on both kinds of cup: its MariaDB rate / its Postgres rate."""
+    security_ratios: dict[str, float] = msgspec.field(default_factory=dict)
+    """Per engine mode measured with security on and off: secure rate / plaintext rate."""
     ok: bool
     runs: list[BenchReport] = msgspec.field(default_factory=list)
     """With ``--runs N`` > 1: every run's report; the fields above are their medians."""
@@ -36,7 +40,11 @@ class BenchReport(msgspec.Struct, kw_only=True):
 
 def build_report(options: BenchOptions, results: Sequence[ModeResult]) -> BenchReport:
     rates = {r.mode: r.rate_per_second for r in results if r.rate_per_second > 0}
-    engines = [m for m in ENGINE_WORKERS if m in rates and backend_of(m) is CupKind.POSTGRES]
+    engines = [
+        m
+        for m in ENGINE_WORKERS
+        if m in rates and backend_of(m) is CupKind.POSTGRES and not m.endswith(PLAINTEXT_SUFFIX)
+    ]
     engine_mode = max(engines, key=lambda mode: rates[mode]) if engines else ""
     ratios: dict[str, float] = {}
     if engine_mode:
@@ -52,12 +60,18 @@ def build_report(options: BenchOptions, results: Sequence[ModeResult]) -> BenchR
         for postgres, mariadb in BACKEND_PAIRS
         if postgres in rates and mariadb in rates
     }
+    security_ratios = {
+        secure: round(rates[secure] / rates[plaintext], 3)
+        for secure, plaintext in SECURITY_PAIRS
+        if secure in rates and plaintext in rates
+    }
     return BenchReport(
         options={**dataclasses.asdict(options), "modes": list(options.modes)},
         modes=list(results),
         engine_mode=engine_mode,
         ratios=ratios,
         backend_ratios=backend_ratios,
+        security_ratios=security_ratios,
         ok=bool(results) and all(r.verified for r in results),
     )
 
@@ -89,6 +103,7 @@ def median_report(runs: Sequence[BenchReport]) -> BenchReport:
         engine_mode=statistics.mode(run.engine_mode for run in runs),
         ratios=_medians([run.ratios for run in runs], 3),
         backend_ratios=_medians([run.backend_ratios for run in runs], 3),
+        security_ratios=_medians([run.security_ratios for run in runs], 3),
         ok=all(run.ok for run in runs),
         runs=list(runs),
     )
@@ -133,6 +148,7 @@ def format_report(report: BenchReport) -> str:
     for name, value in report.ratios.items():
         lines.append(f"{name.replace('engine', report.engine_mode, 1)} = {value:,}")
     lines += format_backends(report)
+    lines += format_security(report)
     for result in report.modes:
         failed = [check for check in result.checks if check.startswith("FAILED")]
         for check in failed or ([] if result.verified else ["no check passed"]):
@@ -167,6 +183,35 @@ def format_backends(report: BenchReport) -> list[str]:
     lines.append(
         "db cpu: the database server's CPU seconds per 1,000 commands; ratio: mariadb/postgres"
     )
+    return lines
+
+
+def format_security(report: BenchReport) -> list[str]:
+    """The engine with security on (TLS and SCRAM to Kafka and Postgres) and off, side by
+    side: commands/s and total CPU seconds per 1,000 commands."""
+    by_mode = {result.mode: result for result in report.modes}
+    pairs = [(s, p) for s, p in SECURITY_PAIRS if s in by_mode and p in by_mode]
+    if not pairs:
+        return []
+    header = ["security", "on cmds/s", "cpu", "off cmds/s", "cpu", "on/off", "p99 on", "p99 off"]
+    rows = [header]
+    for secure, plaintext in pairs:
+        on, off = by_mode[secure], by_mode[plaintext]
+        rows.append(
+            [
+                secure,
+                f"{on.rate_per_second:,.0f}",
+                _number(sum(on.cpu_seconds_per_1k.values()) or None),
+                f"{off.rate_per_second:,.0f}",
+                _number(sum(off.cpu_seconds_per_1k.values()) or None),
+                _number(report.security_ratios.get(secure), 2),
+                _number(on.latency_ms.get("p99"), 1),
+                _number(off.latency_ms.get("p99"), 1),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.append("cpu: total CPU seconds per 1,000 commands; on/off: the rates' ratio")
     return lines
 
 

@@ -18,8 +18,16 @@ from loadtest.bench.ceiling import run_db_ceiling
 from loadtest.bench.engine_mode import run_engine
 from loadtest.bench.kafka_floor import FLOOR_RATE_DEFAULT, run_kafka_floor
 from loadtest.bench.naive import run_naive
-from loadtest.bench.options import ENGINE_WORKERS, BenchOptions, Load, ModeResult, make_load
+from loadtest.bench.options import (
+    ENGINE_WORKERS,
+    PLAINTEXT_SUFFIX,
+    BenchOptions,
+    Load,
+    ModeResult,
+    make_load,
+)
 from loadtest.bench.pgbench import run_pgbench
+from loadtest.bench.plaintext import plaintext_base, stop_plaintext
 from loadtest.bench.raw_pipe import run_raw_pipe
 from loadtest.bench.report import build_report, format_report, median_report, write_json
 
@@ -45,6 +53,8 @@ async def run_mode(
             return await run_naive(base, options, load, log_dir)
         case "pgbench":
             return await run_pgbench(base, options, log_dir)
+    if mode.endswith(PLAINTEXT_SUFFIX):
+        base = await plaintext_base(base)
     return await run_engine(base, options, load, log_dir, mode, ENGINE_WORKERS[mode])
 
 
@@ -88,13 +98,17 @@ def run_bench(base: Config, options: BenchOptions, json_path: str | None) -> int
     """Every mode, ``options.runs`` times; with several runs, each table then the medians."""
     log_dir = base.stack.state_path / "logs" / f"bench-{int(time.time())}"
     runs = []
-    for number in range(1, options.runs + 1):
-        run_dir = log_dir / f"run-{number}" if options.runs > 1 else log_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if options.runs > 1:
-            print(f"run {number} of {options.runs}", flush=True)
-        runs.append(build_report(options, uvloop.run(_run_all(base, options, run_dir))))
-        print(format_report(runs[-1]), flush=True)
+    try:
+        for number in range(1, options.runs + 1):
+            run_dir = log_dir / f"run-{number}" if options.runs > 1 else log_dir
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if options.runs > 1:
+                print(f"run {number} of {options.runs}", flush=True)
+            runs.append(build_report(options, uvloop.run(_run_all(base, options, run_dir))))
+            print(format_report(runs[-1]), flush=True)
+    finally:
+        if any(mode.endswith(PLAINTEXT_SUFFIX) for mode in options.modes):
+            stop_plaintext(base)
     report = runs[0] if len(runs) == 1 else median_report(runs)
     if len(runs) > 1:
         print(format_report(report))

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from engine.core.config import Config
-from loadtest.bench.options import MODES
+from loadtest.bench.options import MODES, PLAINTEXT_SUFFIX
 from loadtest.bench.report import BenchReport
 
 pytestmark = pytest.mark.integration
@@ -51,6 +51,8 @@ def test_bench_runs_every_mode_and_verifies_each(stack: Config, tmp_path: Path) 
         assert result.verified, (result.mode, result.checks)
         assert result.rate_per_second > 0, result
         kinds = {"driver", "workers", "broker", "postgres", "mariadb"}
+        if result.mode.endswith(PLAINTEXT_SUFFIX):
+            kinds.remove("mariadb")  # the plaintext stack has no MariaDB
         assert set(result.cpu_seconds_per_1k) == kinds, result.mode
     engines = [r for r in report.modes if r.mode.startswith("engine")]
     assert all(r.latency_ms["p99"] > 0 for r in engines), engines
@@ -68,5 +70,8 @@ def test_bench_runs_every_mode_and_verifies_each(stack: Config, tmp_path: Path) 
     by_mode = {r.mode: r for r in report.modes}
     assert by_mode["db_ceiling_mariadb"].cpu_seconds_per_1k["mariadb"] > 0
     assert "per backend" in ran.stdout
+    assert set(report.security_ratios) == {"engine_1w", "engine_2w"}
+    assert all(ratio > 0 for ratio in report.security_ratios.values())
+    assert "on/off" in ran.stdout
     assert report.ok
     assert "bench: OK" in ran.stdout

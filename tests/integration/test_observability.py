@@ -23,6 +23,7 @@ import pytest
 from deploy.local import ports, prometheus_server
 from deploy.local.processes import command_line
 from deploy.local.prometheus_throwaway import ThrowawayPrometheus, free_port
+from deploy.local.roles import Role, as_role
 from deploy.local.stack import format_status, stack_status
 from engine.core.config import Config, StackConfig, to_environ
 from engine.core.messages import Result, result_decoder
@@ -79,7 +80,7 @@ def _run_locust(system: System, prefix: Path) -> subprocess.CompletedProcess[str
     return subprocess.run(
         command,
         cwd=REPO,
-        env={**os.environ, **to_environ(system.config)},
+        env={**os.environ, **to_environ(as_role(system.config, Role.UPSTREAM))},
         capture_output=True,
         text=True,
         timeout=LOCUST_SECONDS + 90,

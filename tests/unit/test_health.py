@@ -195,3 +195,14 @@ async def test_binds_loopback_on_a_free_port_and_stop_closes_it(metrics: WorkerM
 def test_ports_are_validated() -> None:
     with pytest.raises(ConfigError, match=r"0\.\.65535"):
         HealthServer(WorkerMetrics().registry, Readiness(), port=70_000)
+
+
+async def test_it_listens_on_the_configured_address(readiness: Readiness) -> None:
+    """worker.metrics_host: every interface (a container's), still answered on loopback."""
+    server = HealthServer(WorkerMetrics().registry, readiness, host="0.0.0.0")
+    port = await server.start()
+    try:
+        assert server.url == f"http://0.0.0.0:{port}"
+        assert (await _get(port, "/healthz")).status == 200
+    finally:
+        await server.stop()
