@@ -77,24 +77,26 @@ SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 
 def drop_every_mysql_database(config: StackConfig) -> list[str]:
     """Drop every database but the server's own (the broker's storage was formatted again:
-    their state belonged to topics that no longer exist); return their names."""
+    their state belonged to topics that no longer exist); return their names. As the
+    server's administrator over the Unix socket: the accounts may not be set up yet."""
     try:
-        names = asyncio.run(_every_database(config))
+        return asyncio.run(_drop_every(config))
     except (OSError, MySQLError, TimeoutError) as error:
-        raise StackError(f"cannot list MariaDB databases: {error}") from error
-    drop_mysql_databases(config, names)
-    return names
+        raise StackError(f"cannot drop MariaDB databases: {error}") from error
 
 
-async def _every_database(config: StackConfig) -> list[str]:
+async def _drop_every(config: StackConfig) -> list[str]:
     connection = await _connect_as_admin(config)
     try:
         async with connection.cursor() as cursor:
             await cursor.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
-            rows = await cursor.fetchall()
+            names = [str(row[0]) for row in await cursor.fetchall()]
+            names = [name for name in names if name not in SYSTEM_DATABASES]
+            for name in names:
+                await cursor.execute(f"DROP DATABASE IF EXISTS {_identifier(name)}")
     finally:
         await connection.ensure_closed()
-    return [str(row[0]) for row in rows if str(row[0]) not in SYSTEM_DATABASES]
+    return names
 
 
 def _run_as_account(config: StackConfig, statements: list[str], verb: str) -> None:

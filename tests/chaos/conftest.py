@@ -20,7 +20,9 @@ import msgspec
 import pytest
 
 from deploy.local.config import local_config
+from deploy.local.roles import ensure_stack_secrets
 from deploy.local.stack import stack_down, stack_up
+from deploy.local.tls import tls_files
 from engine.core.config import Config, StackConfig, load_config
 from loadtest.system import drop_system, make_system
 from tests.chaos.harness import FIGURES, ChaosSystem
@@ -67,8 +69,14 @@ def chaos_stack() -> Iterator[ChaosStack]:
     """Start the dedicated stack (after stopping one an interrupted run left behind)."""
     shared = load_config()
     stack = chaos_stack_config(shared.stack)
+    if stack.security:
+        ensure_stack_secrets(stack)
     kafka_proxy = FaultProxy(
-        "kafka", stack.kafka_proxied_advertised_port, stack.kafka_proxied_port, kafka=True
+        "kafka",
+        stack.kafka_proxied_advertised_port,
+        stack.kafka_proxied_port,
+        kafka=True,
+        tls=tls_files(stack.secrets_path) if stack.security else None,
     )
     postgres_proxy = FaultProxy("postgres", stack.postgres_port + 1, stack.postgres_port)
     mariadb_proxy = FaultProxy("mariadb", stack.mariadb_port + 1, stack.mariadb_port)

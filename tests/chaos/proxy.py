@@ -22,6 +22,11 @@ while replies to them and every other client's traffic pass; ``release()`` lets 
 bytes go on. A request the server has not read yet is one it executes only then, so a
 worker's commit can be made to reach its cup after another worker took the partition.
 
+A secure broker (``stack.security``) speaks TLS: the Kafka proxy then ends the clients'
+TLS with the stack's own server certificate (which they trust: it chains to the stack's
+CA and names 127.0.0.1) and opens its own TLS connection to the broker, so it still sees
+Kafka's frames. The Postgres and MariaDB proxies pass bytes: their TLS runs through them.
+
 Why a proxy on the broker's own listener would not do: a Kafka client connects to the
 bootstrap address once, then to the address the broker *advertises* for that listener.
 The chaos broker therefore has a second listener (``stack.kafka_proxied_port``) that
@@ -34,9 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ssl
 import threading
 from collections.abc import Iterable
 from typing import Final
+
+from deploy.local.tls import TlsFiles
 
 HOST: Final = "127.0.0.1"
 CHUNK_BYTES_MAX: Final = 65_536
@@ -59,10 +67,23 @@ class Fault(enum.Enum):
 class FaultProxy:
     """Forwards 127.0.0.1:``listen_port`` to 127.0.0.1:``upstream_port`` with faults."""
 
-    def __init__(self, name: str, listen_port: int, upstream_port: int, *, kafka: bool = False):
+    def __init__(
+        self,
+        name: str,
+        listen_port: int,
+        upstream_port: int,
+        *,
+        kafka: bool = False,
+        tls: TlsFiles | None = None,
+    ):
         if listen_port == upstream_port:
             raise ValueError("a proxy cannot forward to its own port")
+        if tls is not None and not kafka:
+            raise ValueError("only the Kafka proxy ends TLS (it reads Kafka's frames)")
         self.name = name
+        contexts = _contexts(tls) if tls else None
+        self._server_tls: ssl.SSLContext | None = contexts[0] if contexts else None
+        self._client_tls: ssl.SSLContext | None = contexts[1] if contexts else None
         self.listen_port = listen_port
         self.upstream_port = upstream_port
         self.kafka = kafka
@@ -129,7 +150,7 @@ class FaultProxy:
         asyncio.set_event_loop(self._loop)
         try:
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._accept, HOST, self.listen_port)
+                asyncio.start_server(self._accept, HOST, self.listen_port, ssl=self._server_tls)
             )
         except OSError as error:
             self._failure = error
@@ -153,7 +174,12 @@ class FaultProxy:
             client_port: int = client_w.get_extra_info("peername")[1]
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-                    server_r, server_w = await asyncio.open_connection(HOST, self.upstream_port)
+                    server_r, server_w = await asyncio.open_connection(
+                        HOST,
+                        self.upstream_port,
+                        ssl=self._client_tls,
+                        server_hostname=HOST if self._client_tls else None,
+                    )
             except (OSError, TimeoutError):
                 return
             self._writers.add(server_w)
@@ -229,3 +255,12 @@ class FaultProxy:
             return
         finally:
             writer.transport.abort()
+
+
+def _contexts(tls: TlsFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(the proxy as a TLS server, with the stack's certificate; as a TLS client of the
+    server behind it, verifying it against the stack's CA)."""
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(str(tls.server_cert), str(tls.server_key))
+    client = ssl.create_default_context(cafile=str(tls.ca))
+    return server, client
