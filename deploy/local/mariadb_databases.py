@@ -62,12 +62,16 @@ def missing_mysql_databases(config: StackConfig) -> list[str] | None:
 
 def create_mysql_databases(config: StackConfig, names: list[str]) -> None:
     """Create each database (utf8mb4, binary collation) unless it exists."""
+    if not names:
+        return
     statements = [_create_statement(name) for name in names]
     _run_as_account(config, statements, "create")
 
 
 def drop_mysql_databases(config: StackConfig, names: list[str]) -> None:
     """Drop each database if it exists."""
+    if not names:
+        return
     statements = [f"DROP DATABASE IF EXISTS {_identifier(name)}" for name in names]
     _run_as_account(config, statements, "drop")
 

@@ -5,8 +5,8 @@ reason code. What is left is small::
 
     SmallcupsError
     ├── ConfigError              misuse: bad configuration or arguments; fix, restart
-    │   └── AccessDeniedError    a broker or a database refused this process's credentials
-    │                            or rights (wrong, revoked, never granted): stop
+    │   └── AccessDeniedError    the brokers refused this process's credentials or rights
+    │                            (wrong, revoked, never granted): stop
     ├── StackError               the local development stack could not start or stop
     ├── InfrastructureError      retriable: a broker or a database failed or timed out
     │   └── CupUnavailableError  a cup failed for a passing reason (restart, lost link)
@@ -33,9 +33,10 @@ class ConfigError(SmallcupsError, ValueError):
 
 
 class AccessDeniedError(ConfigError):
-    """A broker or a database refused this process: its credentials are wrong or revoked,
-    or its user lacks a right. Retrying cannot help; the process stops and says which
-    user was refused (never with its password)."""
+    """The brokers refused this process: its credentials are wrong or revoked, or its user
+    lacks a right. Retrying cannot help; the process stops and says which user was
+    refused (never with its password). A database's refusal is a connection failure
+    (InfrastructureError) that names the database, without its password."""
 
 
 class StackError(SmallcupsError):

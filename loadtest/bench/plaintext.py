@@ -29,6 +29,7 @@ def plaintext_stack(stack: StackConfig) -> StackConfig:
         kafka_port=stack.kafka_port + PORT_SHIFT,
         kafka_controller_port=stack.kafka_controller_port + PORT_SHIFT,
         postgres_port=stack.postgres_port + PORT_SHIFT,
+        mariadb_port=stack.mariadb_port + PORT_SHIFT,
         kafka_proxied_port=0,
         kafka_proxied_advertised_port=0,
     )

@@ -136,8 +136,7 @@ def format_report(report: BenchReport) -> str:
                 "yes" if result.verified else "NO",
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines = _aligned(rows)
     if report.runs:
         lines.insert(0, f"median of {len(report.runs)} runs:")
     lines.append("cpu: CPU seconds per 1,000 commands, by process kind")
@@ -178,8 +177,7 @@ def format_backends(report: BenchReport) -> list[str]:
                 _number(report.backend_ratios.get(postgres), 2),
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines = _aligned(rows)
     lines.append(
         "db cpu: the database server's CPU seconds per 1,000 commands; ratio: mariadb/postgres"
     )
@@ -209,10 +207,15 @@ def format_security(report: BenchReport) -> list[str]:
                 _number(off.latency_ms.get("p99"), 1),
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines = _aligned(rows)
     lines.append("cpu: total CPU seconds per 1,000 commands; on/off: the rates' ratio")
     return lines
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as lines, each column right-aligned to its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
 
 
 def _number(value: float | None, digits: int = 3) -> str:
