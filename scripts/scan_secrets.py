@@ -9,7 +9,8 @@ command line (the test session's output). A hit is printed by file and secret na
 never by its value, and makes the exit status 1.
 
 Left out on purpose: the secrets folders themselves and the few files that are secret
-stores by design (the broker's ``server.properties`` holds its own password; mode 0600).
+stores by design (the broker's ``server.properties`` holds its own password, a Java
+client's ``client.properties`` its user's; both mode 0600).
 The databases' own files are left out too (large, and every record they hold that
 leaves them is published to Kafka, which is scanned).
 
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Final
 
 SECRET_DIR: Final = "secrets"
-SECRET_STORES: Final = frozenset({"server.properties"})
+SECRET_STORES: Final = frozenset({"server.properties", "client.properties"})
+"""Credentials files by design (mode 0600): the broker's own, and a Java client's."""
 DATABASE_DIRS: Final = frozenset({"postgres", "mariadb"})
 SECRET_LENGTH_MIN: Final = 12
 """Shorter values are not secrets the stack made (they would match by chance)."""
@@ -40,15 +42,21 @@ class Finding:
 
 
 def stack_secrets(state_dir: Path) -> dict[str, bytes]:
-    """Every password and key under any ``secrets`` folder of ``state_dir``, by name."""
+    """Every password and key in the stacks' ``secrets`` folders, by name: the shared
+    stack's (``<state_dir>/secrets``) and its neighbours' (chaos, plaintext:
+    ``<state_dir>/*/secrets``). Deeper ones are tests' own fakes."""
     found: dict[str, bytes] = {}
-    for folder in sorted(state_dir.rglob(SECRET_DIR)):
+    for folder in sorted([state_dir / SECRET_DIR, *state_dir.glob(f"*/{SECRET_DIR}")]):
         if not folder.is_dir():
             continue
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and _secret(p)):
-            for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+            lines = path.read_bytes().splitlines()
+            if lines and lines[0].startswith(b"-----BEGIN"):
+                lines = lines[2:3]  # a PEM key: its second line is random (the first opens
+                # with the same DER header in every RSA key)
+            for number, line in enumerate(lines, start=1):
                 for word in line.split():
-                    if len(word) >= SECRET_LENGTH_MIN and not word.startswith(b"-----"):
+                    if len(word) >= SECRET_LENGTH_MIN:
                         found[f"{path.relative_to(state_dir)}:{number}"] = word
     return found
 

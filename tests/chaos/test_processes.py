@@ -38,9 +38,11 @@ BURST_COMMANDS = 20_000
 BURST_STARTED_COMMANDS = 500
 """Commands the zombie must have processed after the burst was published (its backlog)
 before its requests are held."""
-HELD_COMMIT_BYTES = 16_384
+HELD_COMMIT_BYTES = 8_192
 """Held bytes that must be a commit: the zombie's other queries are a few hundred bytes,
-and the fetch loop sends one at a time."""
+each of its pool's connections (4 per cup) holds one request at a time, so without a
+commit the held bytes stay below 2 KiB. A held commit round (two at most are in flight
+per cup) may be as small as 7 KiB on MariaDB, whose first round trip is short."""
 POLL_SECONDS = 0.5
 BUSY_POLL_SECONDS = 0.05
 PARTITIONS_OF_A_CUP = 4
