@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import signal
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -85,10 +86,21 @@ async def _wait_owning(worker: Worker, seconds: float, partitions: int = 1) -> N
     await _wait_metric(worker, "smallcups_partitions_owned", partitions, seconds)
 
 
-async def _hold_commit(proxy: FaultProxy, worker: Worker, at_least: int, seconds: float) -> None:
+async def _hold_commit(
+    proxy: FaultProxy,
+    worker: Worker,
+    at_least: int,
+    seconds: float,
+    feed: Callable[[], Awaitable[None]],
+) -> None:
     """Hold the worker's requests to ``proxy`` until ``at_least`` bytes of them wait there.
     The held connections are looked up again and again: a worker whose connections are
-    all held opens new ones."""
+    all held opens new ones. ``feed`` publishes more work once the first connections are
+    held, so the next commits are large whatever the worker was doing at that moment (on
+    MariaDB a commit whose second round trip was held is ended by the server after its
+    idle-transaction timeout, and the next ones must carry a batch again)."""
+    proxy.hold_requests(connected_ports(worker.process.pid, proxy.listen_port))
+    await feed()
     for _ in range(int(seconds / BUSY_POLL_SECONDS)):
         proxy.hold_requests(connected_ports(worker.process.pid, proxy.listen_port))
         if proxy.held_bytes >= at_least:
@@ -122,7 +134,8 @@ async def test_zombie_worker_is_fenced(chaos: ChaosSystem, held: CupKind) -> Non
         await load.publish([load.workload.next_command() for _ in range(BURST_COMMANDS)])
         busy = await zombie.metric("smallcups_commands_total") + BURST_STARTED_COMMANDS
         await _wait_metric(zombie, "smallcups_commands_total", busy, 30, BUSY_POLL_SECONDS)
-        await _hold_commit(proxy, zombie, HELD_COMMIT_BYTES, 30)
+        burst = [load.workload.next_command() for _ in range(BURST_COMMANDS)]
+        await _hold_commit(proxy, zombie, HELD_COMMIT_BYTES, 30, lambda: load.publish(burst))
         os.kill(zombie.process.pid, signal.SIGSTOP)
         chaos.fault()
         await asyncio.sleep(SESSION_TIMEOUT_SECONDS)
