@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from engine.core.keyfiles import write_secret
+
 RSA_KEY_BITS: Final = 2048
 CA_VALID_DAYS: Final = 3650
 SERVER_VALID_DAYS: Final = 397
@@ -77,8 +79,8 @@ def ensure_certificates(secrets_folder: Path) -> TlsFiles:
     os.chmod(files.folder, 0o700)
     if not _valid(files.ca) or not files.ca_key.exists():
         ca_key = _new_key()
-        _write(files.ca_key, _key_pem(ca_key))
-        _write(files.ca, _ca_certificate(ca_key).public_bytes(serialization.Encoding.PEM))
+        write_secret(files.ca_key, _key_pem(ca_key), replace=True)
+        write_secret(files.ca, _pem(_ca_certificate(ca_key)), replace=True)
         files.server_cert.unlink(missing_ok=True)
     if not _valid(files.server_cert) or not files.keystore.exists():
         _make_server(files)
@@ -96,7 +98,7 @@ def copy_for_server(files: TlsFiles, folder: Path, owner: str | None) -> TlsFile
     pairs = [(files.ca, copies.ca), (files.server_cert, copies.server_cert)]
     pairs.append((files.server_key, copies.server_key))
     for source, copy in pairs:
-        _write(copy, source.read_bytes())
+        write_secret(copy, source.read_bytes(), replace=True)
     if owner is not None:
         account = pwd.getpwnam(owner)
         for path in (folder, *(copy for _, copy in pairs)):
@@ -111,8 +113,8 @@ def _make_server(files: TlsFiles) -> None:
     ca = x509.load_pem_x509_certificate(files.ca.read_bytes())
     key = _new_key()
     certificate = _server_certificate(key, ca, ca_key)
-    _write(files.server_key, _key_pem(key))
-    _write(files.server_cert, certificate.public_bytes(serialization.Encoding.PEM))
+    write_secret(files.server_key, _key_pem(key), replace=True)
+    write_secret(files.server_cert, _pem(certificate), replace=True)
     password = secrets.token_urlsafe(24)
     keystore = pkcs12.serialize_key_and_certificates(
         b"smallcups",
@@ -121,8 +123,8 @@ def _make_server(files: TlsFiles) -> None:
         [ca],
         serialization.BestAvailableEncryption(password.encode()),
     )
-    _write(files.keystore, keystore)
-    _write(files.keystore_password, password.encode())
+    write_secret(files.keystore, keystore, replace=True)
+    write_secret(files.keystore_password, password, replace=True)
 
 
 def _valid(path: Path) -> bool:
@@ -131,6 +133,10 @@ def _valid(path: Path) -> bool:
     certificate = x509.load_pem_x509_certificate(path.read_bytes())
     renew_at = certificate.not_valid_after_utc - datetime.timedelta(days=RENEW_BEFORE_DAYS)
     return datetime.datetime.now(datetime.UTC) < renew_at
+
+
+def _pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
 
 
 def _new_key() -> rsa.RSAPrivateKey:
@@ -201,10 +207,3 @@ def _usage(cert_sign: bool) -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)

@@ -128,16 +128,18 @@ def ensure_local_keys(folder: Path, key_id: str = "local-1") -> list[Path]:
     return made
 
 
-def write_secret(path: Path, text: str, *, replace: bool = False) -> None:
-    """Write a key file readable by its owner only; never overwrite one unless asked."""
+def write_secret(path: Path, content: str | bytes, *, replace: bool = False) -> None:
+    """Write a key file (text, or bytes such as a keystore) readable by its owner only;
+    never overwrite one unless asked."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
     try:
         descriptor = os.open(path, flags, 0o600)
     except FileExistsError:
         raise ConfigError(f"{path} exists already: not overwriting a key file") from None
     os.fchmod(descriptor, 0o600)  # a file replaced keeps its mode otherwise
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
+    data = content.encode() if isinstance(content, str) else content
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
 
 
 def _check_id(key_id: str) -> None:

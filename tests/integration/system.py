@@ -22,6 +22,7 @@ from engine.core.book import Known
 from engine.core.config import Config, KafkaConfig, ShardsConfig, WorkerConfig
 from engine.core.ledger import PartitionLedger
 from engine.core.messages import Status, result_decoder
+from engine.core.secrets import read_secret_file
 from engine.kafka.connection import connection
 from engine.kafka.topics import end_offsets, read_range
 from loadtest.system import System
@@ -48,10 +49,14 @@ def librdkafka_settings(config: Config) -> dict[str, str]:
             "security.protocol": "SASL_SSL",
             "sasl.mechanisms": kafka.sasl_mechanism.value,
             "sasl.username": kafka.sasl_username,
-            "sasl.password": Path(kafka.sasl_password_file).read_text().strip(),
+            "sasl.password": _password(kafka),
             "ssl.ca.location": kafka.ssl_ca_file,
         }
     return settings
+
+
+def _password(kafka: KafkaConfig) -> str:
+    return read_secret_file(Path(kafka.sasl_password_file), "the upstream user's password")
 
 
 def java_properties(config: Config) -> str:
@@ -59,7 +64,7 @@ def java_properties(config: Config) -> str:
     kafka = as_role(config, Role.UPSTREAM).kafka
     lines = [f"bootstrap.servers={kafka.bootstrap_servers}"]
     if kafka.security_protocol.sasl:
-        password = Path(kafka.sasl_password_file).read_text().strip()
+        password = _password(kafka)
         jaas = (
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="{kafka.sasl_username}" password="{password}";'

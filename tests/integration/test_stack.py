@@ -118,16 +118,23 @@ async def test_every_cup_and_the_control_database_accept_writes(stack: Config) -
             await connection.close()
 
 
-async def _mariadb_rows(stack: StackConfig, sql: str, database: str | None = None) -> list[Any]:
-    """The rows of ``sql`` run as the stack's account over 127.0.0.1."""
-    connection = await asyncmy.connect(
+async def _mariadb_connect(
+    stack: StackConfig, database: str | None, *, autocommit: bool
+) -> asyncmy.Connection:
+    """The stack's account over 127.0.0.1 (TLS and its password when secure)."""
+    return await asyncmy.connect(
         host="127.0.0.1",
         port=stack.mariadb_port,
         user=stack.mariadb_user,
         database=database,
-        autocommit=True,
+        autocommit=autocommit,
         **client_arguments(stack, MARIADB_CREDENTIALS),
     )
+
+
+async def _mariadb_rows(stack: StackConfig, sql: str, database: str | None = None) -> list[Any]:
+    """The rows of ``sql`` run as the stack's account over 127.0.0.1."""
+    connection = await _mariadb_connect(stack, database, autocommit=True)
     try:
         async with connection.cursor() as cursor:
             await cursor.execute(sql)
@@ -138,14 +145,7 @@ async def _mariadb_rows(stack: StackConfig, sql: str, database: str | None = Non
 
 async def _write_to_mysql_cup(stack: StackConfig, database: str) -> None:
     """A temporary table of the cup's database takes a transaction's rows."""
-    connection = await asyncmy.connect(
-        host="127.0.0.1",
-        port=stack.mariadb_port,
-        user=stack.mariadb_user,
-        database=database,
-        autocommit=False,
-        **client_arguments(stack, MARIADB_CREDENTIALS),
-    )
+    connection = await _mariadb_connect(stack, database, autocommit=False)
     try:
         async with connection.cursor() as cursor:
             await cursor.execute("SELECT DATABASE(), @@collation_database")
