@@ -67,7 +67,8 @@ async def serve_worker(config: Config, stop: asyncio.Event) -> None:
         port = await health.start()
         target = _announce(config.worker.metrics_targets_dir, config.worker.metrics_host, port)
         listener = GroupListener(worker.on_assigned, worker.on_revoked)
-        consumer.subscribe([config.kafka.commands_topic], listener=listener)
+        topics = [config.kafka.commands_topic, config.kafka.internal_topic]
+        consumer.subscribe(topics, listener=listener)
         await consumer.start()
         follower = asyncio.create_task(_follower(config, shard_map, stores, assignor, worker).run())
         follower.add_done_callback(lambda task: _stop_on_crash(task, stop))

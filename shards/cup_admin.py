@@ -33,8 +33,13 @@ class CupKind(enum.StrEnum):
 
 
 class StateRow(NamedTuple):
+    """A partition's state row: its epoch, where its worker resumes in the commands topic
+    (``next_offset``) and in the internal topic (``internal_offset``), and whether it is
+    frozen by a move."""
+
     epoch: int
     next_offset: int
+    internal_offset: int
     frozen: bool
 
 
@@ -108,8 +113,11 @@ class PartitionSink(Protocol):
 
     async def write(self, table: str, columns: Sequence[str], rows: list[Row]) -> None: ...
 
-    async def write_state(self, epoch: int, next_offset: int, owner: str) -> None:
-        """The partition's state row, frozen (the flip thaws it)."""
+    async def write_state(
+        self, epoch: int, next_offset: int, internal_offset: int, owner: str
+    ) -> None:
+        """The partition's state row, frozen (the flip thaws it), both offsets as the
+        source's."""
         ...
 
 
@@ -150,7 +158,8 @@ class CupAdmin(Protocol):
         ...
 
     async def thaw(self, partition: int, *, forget_owner: bool) -> int | None:
-        """Thaw the partition's state row; its next offset (None: no row here)."""
+        """Thaw the partition's state row; its next offset in the commands topic (None: no
+        row here)."""
         ...
 
     def snapshot(self, partition: int) -> AbstractAsyncContextManager[PartitionSnapshot]:

@@ -12,14 +12,16 @@ step in the control database, and each step can run again after a crash:
    still in flight from the old owner either committed before this (row lock) or fails
    the epoch compare-and-set; a claim from a worker holding an older map is refused by
    the frozen row's trigger. From here the source is read-only for p;
-4. ``copied``: p's rows (state row, accounts, journal, idempotency records, transfers in
-   flight, unsent outbox) are read in one REPEATABLE READ snapshot of the source and
-   written to the target in one transaction, the target's state row frozen too. The
-   journal moves with the accounts: "a balance equals the sum of its journal rows" is
-   checked per cup, and the journal is the audit trail of the accounts it explains;
+4. ``copied``: p's rows (state row with both offsets, accounts, journal, idempotency
+   records, transfers in flight, unsent outbox) are read in one REPEATABLE READ
+   snapshot of the source and written to the target in one transaction, the target's
+   state row frozen too. The journal moves with the accounts: "a balance equals the sum
+   of its journal rows" is checked per cup, and the journal is the audit trail of the
+   accounts it explains;
 5. ``flipped``: the target's state row is thawed, then the map points p at the target
    and unpauses it (new version, NOTIFY). The owner of p re-claims it in the target
-   (bumping the epoch) and seeks Kafka to the copied ``next_offset``;
+   (bumping the epoch) and seeks Kafka to the copied ``next_offset`` (commands topic)
+   and ``internal_offset`` (internal topic);
 6. ``done``: p's rows are deleted from the source, all but its frozen state row: that
    tombstone refuses a claim from a worker still holding an older map (a claim of a
    missing row would insert a fresh one, at offset 0). Moving p back replaces it.
@@ -331,7 +333,10 @@ class Mover:
             invariant(state.epoch == move.fence_epoch, "no claim after the fence")
             rows = await copy_partition(snapshot, sink, target_columns)
             await sink.write_state(
-                state.epoch, state.next_offset, f"move {move.move_id} from cup {move.source_cup}"
+                state.epoch,
+                next_offset=state.next_offset,
+                internal_offset=state.internal_offset,
+                owner=f"move {move.move_id} from cup {move.source_cup}",
             )
         return state.next_offset, rows
 

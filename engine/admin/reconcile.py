@@ -15,6 +15,7 @@ import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.core.batch import routed
 from engine.core.config import Config, KafkaConfig
 from engine.core.decoding import decode_command, decode_result, forwarded_partition, says_json
 from engine.core.messages import (
@@ -27,6 +28,7 @@ from engine.core.messages import (
     Status,
     Undecodable,
 )
+from engine.core.records import Position
 from engine.core.routing import partition_of
 from engine.core.store import CupStore
 from engine.kafka.topics import end_offsets, read_range
@@ -61,16 +63,24 @@ async def reconcile(config: Config, *, topics: bool) -> Report:
     return report
 
 
-async def _positions(stores: Mapping[int, CupStore], cup_of: dict[int, int]) -> dict[int, int]:
-    """The cups' next_offset of every partition: what has been consumed for good."""
-    owned = {cup: store.next_offsets() for cup, store in stores.items()}
+async def _positions(stores: Mapping[int, CupStore], cup_of: dict[int, int]) -> dict[int, Position]:
+    """Every partition's position in its cup (commands and internal topic): what has been
+    consumed for good."""
+    partitions_of: dict[int, list[int]] = defaultdict(list)
+    for partition, cup in cup_of.items():
+        partitions_of[cup].append(partition)
+    owned = {cup: stores[cup].states(partitions_of[cup]) for cup in stores}
     by_cup = dict(zip(owned, await asyncio.gather(*owned.values()), strict=True))
-    return {partition: by_cup[cup].get(partition, 0) for partition, cup in cup_of.items()}
+    start = Position(0, 0)
+    return {
+        partition: claim.position if (claim := by_cup[cup].get(partition)) else start
+        for partition, cup in cup_of.items()
+    }
 
 
 async def _check_results(
     kafka: KafkaConfig,
-    positions: dict[int, int],
+    positions: dict[int, Position],
     bytes_max: int,
     partitions: int,
     report: Report,
@@ -86,21 +96,28 @@ async def _check_results(
     forwarded twice) changed nothing, so the same id sent again, right this time, is one
     command (counted as ``retried_after_rejection``).
 
+    Commands come from the commands topic and the internal topic (privileged commands);
+    a result names the offset of its command in either, so ``ids_at`` holds the ids of
+    both by (partition, offset), and a result is authentic when one of them is its id.
+
     A record over ``bytes_max`` went to the DLQ undecoded (as the worker does), so it
     owes no result whatever it holds. A result for an offset past the cup's position
     answers a command consumed after the positions were read: it is left for the next run.
     """
     consumed: dict[tuple[int, str], int] = defaultdict(int)
-    ids_at: dict[tuple[int, int], str] = {}
-    for record in await read_range(kafka, kafka.commands_topic, positions):
-        answered_in = _answered_in(record, bytes_max, partitions)
-        if answered_in is None:
-            continue
-        command_id, partition, forward = answered_in
-        if not forward:  # a forward is the second hop of a command counted already
-            consumed[(partition, command_id)] += 1
-        if partition == record.partition:
-            ids_at[(record.partition, record.offset)] = command_id
+    ids_at: dict[tuple[int, int], set[str]] = defaultdict(set)
+    for topic in (kafka.commands_topic, kafka.internal_topic):
+        internal = topic == kafka.internal_topic
+        ends = {p: pos.internal if internal else pos.commands for p, pos in positions.items()}
+        for record in await read_range(kafka, topic, ends):
+            answered_in = _answered_in(record, bytes_max, partitions, internal)
+            if answered_in is None:
+                continue
+            command_id, partition, forward = answered_in
+            if not forward:  # a forward is the second hop of a command counted already
+                consumed[(partition, command_id)] += 1
+            if partition == record.partition:
+                ids_at[(record.partition, record.offset)].add(command_id)
     results_end = await end_offsets(kafka, kafka.results_topic)
     answers: dict[tuple[int, str], set[bytes]] = defaultdict(set)
     for record in await read_range(kafka, kafka.results_topic, results_end):
@@ -128,14 +145,17 @@ async def _check_results(
     report.counts["retried_after_rejection"] = retried
 
 
-def _answered_in(record: Any, bytes_max: int, partitions: int) -> tuple[str, int, bool] | None:
+def _answered_in(
+    record: Any, bytes_max: int, partitions: int, internal: bool
+) -> tuple[str, int, bool] | None:
     """(id, partition whose result answers it, whether the record is a worker's forward)
-    of a command record; None when it owes no result (a dead letter, a leg)."""
+    of a command record of the commands or the ``internal`` topic; None when it owes no
+    result (a dead letter, a leg)."""
     value = record.value or b""
     if len(value) > bytes_max:
         return None
     headers = record.headers or ()
-    command = decode_command(value, json=says_json(headers) or None)
+    command = routed(decode_command(value, json=says_json(headers) or None), internal)
     if isinstance(command, (Undecodable, *LEG_TYPES)):
         return None
     forward = forwarded_partition(headers, partitions) >= 0
@@ -146,8 +166,8 @@ def _answered_in(record: Any, bytes_max: int, partitions: int) -> tuple[str, int
 
 def _authentic_result(
     record: Any,
-    positions: dict[int, int],
-    ids_at: dict[tuple[int, int], str],
+    positions: dict[int, Position],
+    ids_at: dict[tuple[int, int], set[str]],
     report: Report,
 ) -> Result | None:
     """The record's result if it is one the engine could have published (check 10), else
@@ -162,17 +182,16 @@ def _authentic_result(
             "results_well_formed", f"{where}: names partition {result.partition}, not its own"
         )
         return None
-    if result.offset >= positions.get(result.partition, 0):
+    if result.command_id in ids_at.get((result.partition, result.offset), ()):
+        return result
+    if result.offset >= min(positions.get(result.partition, Position(0, 0))):
         return None
-    answered = ids_at.get((result.partition, result.offset))
-    if answered != result.command_id:
-        report.notice(
-            "results_well_formed",
-            f"{where}: answers {result.command_id[:80]!r}, but offset {result.offset} "
-            "holds another command",
-        )
-        return None
-    return result
+    report.notice(
+        "results_well_formed",
+        f"{where}: answers {result.command_id[:80]!r}, but offset {result.offset} "
+        "holds another command",
+    )
+    return None
 
 
 _NOTHING_CHANGED: Final = INPUT_REASONS | {Reason.WRONG_PARTITION}

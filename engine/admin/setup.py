@@ -12,7 +12,7 @@ from engine.core.book import Account
 from engine.core.config import Config
 from engine.core.records import ShardMap
 from engine.core.routing import partition_of
-from engine.kafka.acls import deployment_grants, grant
+from engine.kafka.acls import deployment_grants, grant, revoke, superseded_grants
 from engine.kafka.topics import ensure_topics
 from shards.control import connect, initialize_control, load_shard_map
 from shards.cups import close_cups, initialize_cups, open_cups
@@ -33,6 +33,8 @@ async def initialize(config: Config) -> InitReport:
     topics = await ensure_topics(kafka, partitions)
     grants = deployment_grants(kafka) if kafka.security_protocol.sasl else []
     await grant(kafka, grants)
+    if grants:
+        await revoke(kafka, superseded_grants(kafka))
     control = await connect(config.control_dsn, config.shards)
     try:
         shard_map = await initialize_control(

@@ -82,7 +82,7 @@ class Authority:
         self._risk = dict(risk)
 
     def sign_leg(self, leg: Leg, partition: int) -> Leg:
-        """``leg`` with the MAC of the signing key, for the command topic's ``partition``."""
+        """``leg`` with the MAC of the signing key, for the input ``partition`` it goes to."""
         key_id = self._legs.signing
         unsigned = msgspec.structs.replace(leg, key_id=key_id, mac=b"")
         mac = self._leg_mac(self._legs.secrets[key_id], unsigned, partition)

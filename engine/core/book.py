@@ -84,7 +84,8 @@ class Account:
 
 
 class JournalRow(msgspec.Struct, frozen=True, gc=False):
-    offset: int
+    seq: int
+    """The input place (``Incoming.seq``) of the command that moved the money."""
     command_id: str
     customer: int
     account: int
@@ -101,6 +102,10 @@ class Known(msgspec.Struct, frozen=True, gc=False):
 
 class Incoming(msgspec.Struct, frozen=True, gc=False):
     offset: int
+    """The record's offset in its topic (commands or internal): what its result names."""
+    seq: int
+    """The record's place in the partition's input, both topics in the order the worker
+    took them (engine.core.batch): what orders the outbox rows it makes."""
     published_at_ms: int
     command: Command | Invalid
     fingerprint: int
@@ -111,11 +116,14 @@ class Incoming(msgspec.Struct, frozen=True, gc=False):
 
 
 class Applied(msgspec.Struct, frozen=True, gc=False):
-    """A new idempotency record: this command id now has this result."""
+    """A new idempotency record: this command id now has this result, decided at this
+    input place (``Incoming.seq``: the cup records it, so the order the partition took
+    its two topics in is known afterwards)."""
 
     command_id: str
     fingerprint: int
     result: Result
+    seq: int
 
 
 class InFlight(msgspec.Struct, frozen=True, gc=False):
@@ -137,10 +145,10 @@ class InFlight(msgspec.Struct, frozen=True, gc=False):
 
 
 class Leg(msgspec.Struct, frozen=True, gc=False):
-    """An internal command to publish to another partition of the command topic."""
+    """An internal command to publish to another partition of the internal topic."""
 
-    offset: int
-    """The record whose decision emitted the leg."""
+    seq: int
+    """The input place (``Incoming.seq``) of the record whose decision emitted the leg."""
     partition: int
     command: CreditLeg | SettleLeg
 
@@ -153,7 +161,8 @@ class Forged(msgspec.Struct, frozen=True, gc=False):
     knows it was applied before; the commit is then refused for duplicates, and the
     leg decided again with its recorded result (changing nothing, forging nothing)."""
 
-    offset: int
+    seq: int
+    """The leg's input place (``Incoming.seq``)."""
     leg: str
     """The leg's type tag (``credit_leg``, ``settle_leg``)."""
     detail: str
@@ -161,9 +170,10 @@ class Forged(msgspec.Struct, frozen=True, gc=False):
 
 
 class Publish(msgspec.Struct, frozen=True, gc=False):
-    """A result to publish: the record it answers (offset), keyed by customer."""
+    """A result to publish, keyed by customer, in the outbox after the input place
+    (``Incoming.seq``) of the record whose decision made it."""
 
-    offset: int
+    seq: int
     customer: int
     result: Result
     json: bool = False
@@ -272,7 +282,7 @@ class AccountBook:
     def move(
         self,
         command_id: str,
-        offset: int,
+        seq: int,
         debit: Account,
         credit: Account,
         amount: int,
@@ -291,10 +301,10 @@ class AccountBook:
         debit.balance = debit_after
         credit.balance = credit_after
         outcome.journal.append(
-            JournalRow(offset, command_id, debit.customer, debit.number, debit.currency, -amount)
+            JournalRow(seq, command_id, debit.customer, debit.number, debit.currency, -amount)
         )
         outcome.journal.append(
-            JournalRow(offset, command_id, credit.customer, credit.number, credit.currency, amount)
+            JournalRow(seq, command_id, credit.customer, credit.number, credit.currency, amount)
         )
         return Decision(Reason.NONE, "", (debit, credit))
 

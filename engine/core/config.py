@@ -353,6 +353,12 @@ class KafkaConfig(Section, frozen=True):
         return f"{self.topic_prefix}.commands"
 
     @property
+    def internal_topic(self) -> str:
+        """Saga legs and privileged commands: written only by workers and the risk
+        authority, read by workers beside the commands topic (docs/design.md §3)."""
+        return f"{self.topic_prefix}.internal"
+
+    @property
     def results_topic(self) -> str:
         return f"{self.topic_prefix}.results"
 

@@ -106,9 +106,7 @@ class PartitionLedger:
         command = incoming.command
         if isinstance(command, Invalid):
             result = self._result(incoming, now_us, Decision(command.reason, command.detail))
-            outcome.published.append(
-                Publish(incoming.offset, command.customer, result, incoming.json)
-            )
+            outcome.published.append(Publish(incoming.seq, command.customer, result, incoming.json))
             return result
         previous = seen.get(command.id) or known.get(command.id)
         if previous is not None:
@@ -117,17 +115,15 @@ class PartitionLedger:
         result = self._result(incoming, now_us, decision)
         if decision.reason is Reason.FORGED_LEG:
             tag = type_tag(type(command))
-            outcome.forged.append(Forged(incoming.offset, tag, decision.detail, command.id))
+            outcome.forged.append(Forged(incoming.seq, tag, decision.detail, command.id))
             return result
         if decision.reason is Reason.NONE:
             for account in decision.touched:
                 outcome.changed[account.key] = account
         if not (decision.pending or decision.internal):
-            outcome.published.append(
-                Publish(incoming.offset, command.customer, result, incoming.json)
-            )
+            outcome.published.append(Publish(incoming.seq, command.customer, result, incoming.json))
         seen[command.id] = Known(incoming.fingerprint, result)
-        outcome.applied.append(Applied(command.id, incoming.fingerprint, result))
+        outcome.applied.append(Applied(command.id, incoming.fingerprint, result, incoming.seq))
         return result
 
     def _repeated(
@@ -145,16 +141,14 @@ class PartitionLedger:
             detail = f"command id {command.id} was used before for another command"
             if isinstance(command, LEG_TYPES):
                 decision = Decision(Reason.FORGED_LEG, detail, internal=True)
-                outcome.forged.append(Forged(incoming.offset, type_tag(type(command)), detail))
+                outcome.forged.append(Forged(incoming.seq, type_tag(type(command)), detail))
                 return self._result(incoming, now_us, decision)
             result = self._result(incoming, now_us, Decision(Reason.DUPLICATE_CONFLICT, detail))
-            outcome.published.append(
-                Publish(incoming.offset, command.customer, result, incoming.json)
-            )
+            outcome.published.append(Publish(incoming.seq, command.customer, result, incoming.json))
             return result
         if previous.result.status is not Status.PENDING and not isinstance(command, LEG_TYPES):
             outcome.published.append(
-                Publish(incoming.offset, command.customer, previous.result, incoming.json)
+                Publish(incoming.seq, command.customer, previous.result, incoming.json)
             )
         return previous.result
 
@@ -204,14 +198,14 @@ class PartitionLedger:
         if home != self.partition and not isinstance(command, LEG_TYPES):
             detail = f"customer {command.customer} is in partition {home}; forwarded once already"
             return Decision(Reason.WRONG_PARTITION, detail)
-        offset = incoming.offset
+        seq = incoming.seq
         match command:
             case OpenAccount():
                 return self._open(command)
             case Deposit():
-                return self._deposit(command, offset, outcome)
+                return self._deposit(command, seq, outcome)
             case Withdraw():
-                return self._withdraw(command, offset, outcome)
+                return self._withdraw(command, seq, outcome)
             case Transfer():
                 return self._transfer(command, incoming, outcome)
             case CreditLeg():
@@ -235,26 +229,25 @@ class PartitionLedger:
         self.book.accounts[key] = account
         return Decision(Reason.NONE, "", (account,))
 
-    def _deposit(self, command: Deposit, offset: int, outcome: Outcome) -> Decision:
+    def _deposit(self, command: Deposit, seq: int, outcome: Outcome) -> Decision:
         account, refusal = self.book.movable(command.customer, command.account, command.currency)
         if account is None:
             return refusal
         cash = self.book.system_account(SystemAccount.CASH, command.currency)
-        return self.book.move(command.id, offset, cash, account, command.amount, outcome)
+        return self.book.move(command.id, seq, cash, account, command.amount, outcome)
 
-    def _withdraw(self, command: Withdraw, offset: int, outcome: Outcome) -> Decision:
+    def _withdraw(self, command: Withdraw, seq: int, outcome: Outcome) -> Decision:
         account, refusal = self.book.movable(command.customer, command.account, command.currency)
         if account is None:
             return refusal
         cash = self.book.system_account(SystemAccount.CASH, command.currency)
-        return self.book.move(command.id, offset, account, cash, command.amount, outcome)
+        return self.book.move(command.id, seq, account, cash, command.amount, outcome)
 
     def _transfer(self, command: Transfer, incoming: Incoming, outcome: Outcome) -> Decision:
         if (command.customer, command.account) == (command.to_customer, command.to_account):
             return Decision(Reason.SAME_ACCOUNT, "a transfer needs two different accounts")
         if partition_of(command.to_customer, self.partitions) != self.partition:
             return transfer_out(self.book, command, incoming, outcome)
-        offset = incoming.offset
         payer, refusal = self.book.movable(command.customer, command.account, command.currency)
         if payer is None:
             return refusal
@@ -263,7 +256,7 @@ class PartitionLedger:
         )
         if payee is None:
             return refusal
-        return self.book.move(command.id, offset, payer, payee, command.amount, outcome)
+        return self.book.move(command.id, incoming.seq, payer, payee, command.amount, outcome)
 
     def _close(self, command: CloseAccount) -> Decision:
         """Close an account that holds nothing, owes nothing and has no transfer in flight

@@ -102,6 +102,10 @@ class Reason(enum.StrEnum):
     DUPLICATE_FIELD = "duplicate_field"
     NOT_SIGNED = "not_signed"
     BAD_SIGNATURE = "bad_signature"
+    MISROUTED = "misrouted"
+    """A privileged command on the commands topic, or a client command on the internal
+    topic: each kind is taken from its own topic only (a leg off its topic is dead-lettered
+    with this reason)."""
     WRONG_PARTITION = "wrong_partition"
     DUPLICATE_CONFLICT = "duplicate_conflict"
     ACCOUNT_EXISTS = "account_exists"
@@ -135,6 +139,7 @@ INPUT_REASONS: Final = frozenset(
         Reason.DUPLICATE_FIELD,
         Reason.NOT_SIGNED,
         Reason.BAD_SIGNATURE,
+        Reason.MISROUTED,
     }
 )
 """Reasons decided from the record alone (an Invalid). Such a rejection is not recorded as

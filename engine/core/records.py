@@ -40,9 +40,39 @@ class OutboxRow(msgspec.Struct, frozen=True, gc=False):
     target_partition: int
 
 
+class InputTopics(NamedTuple):
+    """The two topics a partition's input comes from, in ``Position``'s order."""
+
+    commands: str
+    internal: str
+
+
+class Position(NamedTuple):
+    """Where a partition's input stands: the next offset to take from the commands topic
+    and from the internal topic."""
+
+    commands: int
+    internal: int
+
+    @property
+    def seq(self) -> int:
+        """The partition's input place: every record taken moves one of the offsets up by
+        one at least, so this only grows, record after record (it orders the outbox)."""
+        return self.commands + self.internal
+
+
 class Claim(NamedTuple):
+    """A partition's state in its cup: the owner's epoch and where its two inputs
+    resume (docs/design.md §3): the next offset of the commands topic and of the
+    internal topic."""
+
     epoch: int
     next_offset: int
+    internal_offset: int
+
+    @property
+    def position(self) -> Position:
+        return Position(self.next_offset, self.internal_offset)
 
 
 class InFlightFigures(NamedTuple):
@@ -66,6 +96,9 @@ class CommitBatch:
     epoch: int
     expected_offset: int
     next_offset: int
+    expected_internal: int
+    """The internal topic's offset the batch starts at (the cup's ``internal_offset``)."""
+    next_internal: int
     outcome: Outcome
     applied_results: Sequence[bytes]
     final_results: Sequence[bytes]

@@ -94,12 +94,12 @@ def transfer_out(
         detail = f"{len(book.in_flight)} transfers of this partition are in flight; retry"
         return Decision(Reason.TOO_MANY_IN_FLIGHT, detail)
     clearing = book.system_account(SystemAccount.CLEARING, command.currency)
-    decision = book.move(command.id, incoming.offset, payer, clearing, command.amount, outcome)
+    decision = book.move(command.id, incoming.seq, payer, clearing, command.amount, outcome)
     if decision.reason is not Reason.NONE:
         return decision
     leg = credit_leg(command, incoming.offset, incoming.published_at_ms)
     target = partition_of(command.to_customer, book.partitions)
-    outcome.legs.append(Leg(incoming.offset, target, leg))
+    outcome.legs.append(Leg(incoming.seq, target, leg))
     flight = InFlight(
         command.id,
         command.customer,
@@ -128,11 +128,11 @@ def credit_in(book: AccountBook, leg: CreditLeg, incoming: Incoming, outcome: Ou
     balance = 0
     if payee is not None:
         clearing = book.system_account(SystemAccount.CLEARING, leg.currency)
-        decision = book.move(leg.id, incoming.offset, clearing, payee, leg.amount, outcome)
+        decision = book.move(leg.id, incoming.seq, clearing, payee, leg.amount, outcome)
         balance = payee.balance
     settle = settle_leg(leg, decision.reason, decision.detail, balance)
     origin = partition_of(leg.from_customer, book.partitions)
-    outcome.legs.append(Leg(incoming.offset, origin, settle))
+    outcome.legs.append(Leg(incoming.seq, origin, settle))
     return decision.as_internal()
 
 
@@ -159,7 +159,7 @@ def settle_in(
     touched: tuple[Balance, ...]
     if leg.reason:
         clearing = book.system_account(SystemAccount.CLEARING, leg.currency)
-        refund = book.move(leg.id, incoming.offset, clearing, payer, leg.amount, outcome)
+        refund = book.move(leg.id, incoming.seq, clearing, payer, leg.amount, outcome)
         if refund.reason is not Reason.NONE:
             return refund.as_internal()
         decision = refund.as_internal()
@@ -185,8 +185,8 @@ def settle_in(
         forwarded_from=flight.forwarded_from,
     )
     book.untrack(leg.transfer_id)
-    outcome.published.append(Publish(incoming.offset, leg.customer, final, flight.json))
-    outcome.finals.append(Applied(leg.transfer_id, 0, final))
+    outcome.published.append(Publish(incoming.seq, leg.customer, final, flight.json))
+    outcome.finals.append(Applied(leg.transfer_id, 0, final, incoming.seq))
     outcome.settled.append(leg.transfer_id)
     return decision
 

@@ -2,13 +2,17 @@
 its topics by their literal names, the workers' group, and the upstream apps' groups by
 prefix. Roles (docs/security.md):
 
-- **worker** reads commands, writes commands (forwards and saga legs), results and the
-  DLQ, and is a member of the workers' consumer group;
+- **worker** reads and writes commands (forwards) and the internal topic (saga legs),
+  writes results and the DLQ, and is a member of the workers' consumer group;
 - **upstream** writes commands, reads results, and reads with consumer groups named
   ``<topic_prefix>.upstream...`` only (never the workers' group: their positions are not
   its business);
-- **risk** writes commands (privileged ones carry the risk authority's signature) and
-  reads results.
+- **risk** writes the internal topic (privileged commands, which also carry the risk
+  authority's signature) and reads results.
+
+So the upstream role cannot write a leg or a privileged command where a worker takes
+one: the broker refuses its writes to the internal topic, and a worker refuses a leg or
+a privileged command that arrives on the commands topic (misrouted).
 
 Nothing else is allowed: the broker's authorizer refuses what no ACL allows, and only
 its super users (``admin`` in the local stack) create topics or change ACLs.
@@ -75,11 +79,14 @@ def deployment_grants(kafka: KafkaConfig) -> list[Grant]:
     topic, group = Resource.TOPIC, Resource.GROUP
     literal, prefixed = Pattern.LITERAL, Pattern.PREFIXED
     read, write = Operation.READ, Operation.WRITE
-    commands, results, dlq = kafka.commands_topic, kafka.results_topic, kafka.dlq_topic
+    commands, internal = kafka.commands_topic, kafka.internal_topic
+    results, dlq = kafka.results_topic, kafka.dlq_topic
     rights: dict[str, list[tuple[Resource, str, Pattern, Operation]]] = {
         "worker": [
             (topic, commands, literal, read),
             (topic, commands, literal, write),
+            (topic, internal, literal, read),
+            (topic, internal, literal, write),
             (topic, results, literal, write),
             (topic, dlq, literal, write),
             (group, kafka.group_id, literal, read),
@@ -89,7 +96,7 @@ def deployment_grants(kafka: KafkaConfig) -> list[Grant]:
             (topic, results, literal, read),
             (group, kafka.upstream_group_prefix, prefixed, read),
         ],
-        "risk": [(topic, commands, literal, write), (topic, results, literal, read)],
+        "risk": [(topic, internal, literal, write), (topic, results, literal, read)],
     }
     users = {
         "worker": kafka.acl_worker_users,
@@ -101,6 +108,23 @@ def deployment_grants(kafka: KafkaConfig) -> list[Grant]:
         for role, right_list in rights.items()
         for right in right_list
         for user in users[role]
+    ]
+
+
+def superseded_grants(kafka: KafkaConfig) -> list[Grant]:
+    """Rights an earlier version granted that this one no longer does: the risk users'
+    write on the commands topic (privileged commands now go to the internal topic), unless
+    the same user holds it by another role."""
+    commands = kafka.commands_topic
+    writers = {
+        g.user
+        for g in deployment_grants(kafka)
+        if g.name == commands and g.operation is Operation.WRITE
+    }
+    return [
+        Grant(user, Resource.TOPIC, commands, Pattern.LITERAL, Operation.WRITE)
+        for user in kafka.acl_risk_users
+        if user not in writers
     ]
 
 

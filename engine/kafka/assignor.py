@@ -1,5 +1,9 @@
 """The consumer group's partition assignment strategy: cup affinity (engine.core.assignment).
 
+A partition number is assigned once, to one member, with every topic of it the member
+subscribes (the commands and the internal topic): a partition's input is both, and one
+worker owns it.
+
 aiokafka asks every member for its metadata when it joins (we send the partitions it
 held, for stickiness) and asks the elected leader to assign; the leader knows each
 partition's cup from its own shard map, which the map follower keeps current. A stale
@@ -49,14 +53,17 @@ class CupAffinityAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
         members: Mapping[str, ConsumerProtocolMemberMetadata],
     ) -> dict[str, ConsumerProtocolMemberAssignment]:
         topics = {topic for metadata in members.values() for topic in metadata.subscription}
+        partitions: set[int] = set()
+        for topic in topics:
+            partitions |= cluster.partitions_for_topic(topic) or set()
+        cup_of = {p: self.shard_map.cup_of.get(p, UNMAPPED_CUP) for p in partitions}
+        previous = {m: _decode_held(data.user_data) for m, data in members.items()}
+        chosen_by = assign(sorted(members), cup_of, previous)
         assignments: dict[str, list[tuple[str, list[int]]]] = {m: [] for m in members}
-        for topic in sorted(topics):
-            subscribed = sorted(m for m, data in members.items() if topic in data.subscription)
-            partitions = cluster.partitions_for_topic(topic) or set()
-            cup_of = {p: self.shard_map.cup_of.get(p, UNMAPPED_CUP) for p in partitions}
-            previous = {m: _decode_held(members[m].user_data) for m in subscribed}
-            for member, chosen in assign(subscribed, cup_of, previous).items():
-                assignments[member].append((topic, chosen))
+        for member, chosen in chosen_by.items():
+            for topic in sorted(members[member].subscription):
+                present = cluster.partitions_for_topic(topic) or set()
+                assignments[member].append((topic, [p for p in chosen if p in present]))
         log.info(
             "assigned %d members over %d cups (map version %d)",
             len(members),
@@ -73,7 +80,7 @@ class CupAffinityAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics), held)
 
     def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
-        self.held = sorted(p for _, partitions in assignment.assignment for p in partitions)
+        self.held = sorted({p for _, partitions in assignment.assignment for p in partitions})
 
 
 def _decode_held(user_data: bytes) -> list[int]:

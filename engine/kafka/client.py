@@ -32,7 +32,14 @@ from aiokafka.errors import KafkaError
 from engine.core.config import KafkaConfig
 from engine.core.decoding import decode_result
 from engine.core.errors import ConfigError, InfrastructureError
-from engine.core.messages import LEG_TYPES, Command, Result, Undecodable, encode
+from engine.core.messages import (
+    LEG_TYPES,
+    PRIVILEGED_TYPES,
+    Command,
+    Result,
+    Undecodable,
+    encode,
+)
 from engine.core.routing import customer_key, partition_of
 from engine.kafka.connection import connection
 
@@ -136,11 +143,19 @@ class Client:
         self._waiting.clear()
 
     async def publish(self, command: Command) -> asyncio.Future[object]:
-        """Queue a command; the returned future resolves when the broker has it."""
+        """Queue a command; the returned future resolves when the broker has it.
+
+        A privileged command goes to the internal topic, which only the risk authority's
+        user may write (anyone else's publish fails with Kafka's authorization error)."""
         _refuse_legs([command])
         return await self._producer.send(  # type: ignore[no-any-return]
-            self.kafka.commands_topic, encode(command), key=customer_key(command.customer)
+            self._topic_of(command), encode(command), key=customer_key(command.customer)
         )
+
+    def _topic_of(self, command: Command) -> str:
+        if isinstance(command, PRIVILEGED_TYPES):
+            return self.kafka.internal_topic
+        return self.kafka.commands_topic
 
     async def publish_many(
         self,
@@ -155,17 +170,16 @@ class Client:
         another partitioner would (the workers forward them).
         """
         _refuse_legs(commands)
-        topic = self.kafka.commands_topic
-        groups: dict[int, list[Command]] = {}
+        groups: dict[tuple[str, int], list[Command]] = {}
         for command in commands:
             partition = (
                 partition_of(command.customer, self._partitions)
                 if partition_for is None
                 else partition_for(command, self._partitions)
             )
-            groups.setdefault(partition, []).append(command)
+            groups.setdefault((self._topic_of(command), partition), []).append(command)
         futures: list[asyncio.Future[object]] = []
-        for partition, group in groups.items():
+        for (topic, partition), group in groups.items():
             batch = self._producer.create_batch()
             for command in group:
                 key, value = customer_key(command.customer), encode(command)

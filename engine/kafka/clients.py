@@ -55,14 +55,16 @@ Rebalanced = Callable[[Sequence[int]], Awaitable[None]]
 
 
 class GroupListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Hands the partitions of each rebalance to the worker, revoked first."""
+    """Hands the partitions of each rebalance to the worker, revoked first: their numbers,
+    once each (a worker is assigned a partition of the commands topic and of the internal
+    topic together: engine.kafka.assignor)."""
 
     def __init__(self, assigned: Rebalanced, revoked: Rebalanced):
         self._assigned = assigned
         self._revoked = revoked
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        await self._revoked([tp.partition for tp in revoked])
+        await self._revoked(sorted({tp.partition for tp in revoked}))
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        await self._assigned([tp.partition for tp in assigned])
+        await self._assigned(sorted({tp.partition for tp in assigned}))

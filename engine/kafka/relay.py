@@ -113,7 +113,7 @@ class Relay:
         self._topics = {
             OutboxKind.RESULT: kafka.results_topic,
             OutboxKind.DEAD_LETTER: kafka.dlq_topic,
-            OutboxKind.LEG: kafka.commands_topic,
+            OutboxKind.LEG: kafka.internal_topic,
             OutboxKind.FORWARD: kafka.commands_topic,
         }
         self._pending: dict[int, deque[_Pending]] = {}

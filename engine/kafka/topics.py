@@ -1,7 +1,7 @@
-"""Creating the topics: commands, results and the DLQ with P partitions each, so a record
-of command partition p is answered in results partition p and dead-lettered in DLQ
-partition p. A DLQ made by an older version with fewer partitions keeps working (the
-relay writes to p modulo its count)."""
+"""Creating the topics: commands, internal, results and the DLQ with P partitions each, so
+a record of command (or internal) partition p is answered in results partition p and
+dead-lettered in DLQ partition p. A DLQ made by an older version with fewer partitions
+keeps working (the relay writes to p modulo its count)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
     """Create the missing topics; refuse existing ones with another partition count."""
     wanted = {
         kafka.commands_topic: partitions,
+        kafka.internal_topic: partitions,
         kafka.results_topic: partitions,
         kafka.dlq_topic: partitions,
     }
@@ -51,11 +52,11 @@ async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
             await _wait_for_leaders(kafka, existing)
     finally:
         await admin.close()
-    commands = existing.get(kafka.commands_topic)
-    if commands != partitions:
-        raise ConfigError(
-            f"topic {kafka.commands_topic} has {commands} partitions, not {partitions}"
-        )
+    for topic in (kafka.commands_topic, kafka.internal_topic):
+        if existing.get(topic) != partitions:
+            raise ConfigError(
+                f"topic {topic} has {existing.get(topic)} partitions, not {partitions}"
+            )
     return existing
 
 

@@ -7,10 +7,10 @@ for the partitions of one cup whose lanes have records waiting (engine.worker.la
    dead letters, forwards;
 2. decide each batch against its partition's book, loading the accounts it lacks;
 3. commit every batch in one statement, the store's fenced commit (compare-and-set of
-   epoch and next_offset per partition). A cup that fails for a passing reason is tried
-   again, backing off; a commit whose reply was lost is read back per partition: moved
-   to the batch's end (committed), still at its start (tried again), another epoch
-   (fenced);
+   epoch, next_offset and internal_offset per partition). A cup that fails for a passing
+   reason is tried again, backing off; a commit whose reply was lost is read back per
+   partition: moved to the batch's end (committed), still at its start (tried again),
+   another epoch (fenced);
 4. a batch refused because a command id in it was applied before (a command re-sent
    after the cache was built): reload the book and those results, decide again, and
    commit alone; twice at most;
@@ -81,8 +81,14 @@ async def commit_round(
     decided: list[tuple[RoundInput, Decoded, CommitBatch]] = []
     results: dict[int, RoundResult] = {}
     for item in work:
+        state = item.state
         decoded = decode_records(
-            item.records, limits.message_bytes_max, item.state.authority, item.state.partitions
+            item.records,
+            limits.message_bytes_max,
+            state.authority,
+            state.partitions,
+            state.position,
+            state.internal_topic,
         )
         try:
             batch = await item.state.decide(decoded, now_us, item.trim_below)
@@ -181,9 +187,9 @@ async def _read_back(
     unclear = []
     for batch in pending:
         state = states.get(batch.partition)
-        if state == Claim(batch.epoch, batch.next_offset):
+        if state == Claim(batch.epoch, batch.next_offset, batch.next_internal):
             statuses[batch.partition] = CommitStatus.COMMITTED
-        elif state != Claim(batch.epoch, batch.expected_offset):
+        elif state != Claim(batch.epoch, batch.expected_offset, batch.expected_internal):
             statuses[batch.partition] = CommitStatus.FENCED
         else:
             unclear.append(batch)

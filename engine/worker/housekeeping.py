@@ -21,6 +21,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from engine.core.config import WorkerConfig
 from engine.core.errors import CupUnavailableError
+from engine.core.records import InputTopics
 from engine.core.store import CupStore
 from engine.kafka.relay import Relay
 from engine.worker.lane import Lane
@@ -39,7 +40,7 @@ class Housekeeper:
         stores: Mapping[int, CupStore],
         relay: Relay,
         consumer: AIOKafkaConsumer,
-        topic: str,
+        topics: InputTopics,
         metrics: WorkerMetrics,
         limits: WorkerConfig,
     ):
@@ -48,7 +49,7 @@ class Housekeeper:
         self._stores = stores
         self._relay = relay
         self._consumer = consumer
-        self._topic = topic
+        self._topics = topics
         self._metrics = metrics
         self._limits = limits
         self._trimmed_at = 0.0
@@ -100,9 +101,10 @@ class Housekeeper:
 
     async def commit_kafka_offsets(self) -> None:
         offsets = {
-            TopicPartition(self._topic, p): OffsetAndMetadata(lane.state.position, "")
+            TopicPartition(topic, p): OffsetAndMetadata(offset, "")
             for p, lane in self._lanes().items()
-            if lane.state.position > 0
+            for topic, offset in zip(self._topics, lane.state.position, strict=True)
+            if offset > 0
         }
         if not offsets:
             return
@@ -118,11 +120,17 @@ class Housekeeper:
         assigned = self._consumer.assignment()
         for partition, lane in lanes.items():
             label = str(partition)
-            metrics.committed_offset.labels(label).set(lane.state.position)
-            tp = TopicPartition(self._topic, partition)
-            highwater = self._consumer.highwater(tp) if tp in assigned else None
-            if highwater is not None:
-                metrics.lag.labels(label).set(max(0, highwater - lane.state.position))
+            position = lane.state.position
+            metrics.committed_offset.labels(label).set(position.commands)
+            lag = 0
+            for topic, offset in zip(self._topics, position, strict=True):
+                tp = TopicPartition(topic, partition)
+                highwater = self._consumer.highwater(tp) if tp in assigned else None
+                if highwater is None:
+                    break
+                lag += max(0, highwater - offset)
+            else:
+                metrics.lag.labels(label).set(lag)
 
     async def _export_in_flight(self) -> None:
         """Transfers debited by this worker's partitions and not settled (and those stuck),

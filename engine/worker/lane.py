@@ -1,5 +1,9 @@
 """A lane: one owned partition's pipeline, so fetching never waits for a commit.
 
+A partition's input is two topic partitions, the commands topic's and the internal
+topic's (saga legs, privileged commands); the lane queues both in the order they are
+fetched, and a batch moves both positions at once (docs/design.md §3).
+
 The worker's fetch loop only hands records to lanes. Each lane commits its partition
 batch after batch, one commit in flight at a time (its order is the partition's order);
 whatever arrives while a commit is in flight becomes the next batch. So batches are small
@@ -37,6 +41,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError
 
 from engine.core.errors import invariant
+from engine.core.records import InputTopics
 from engine.worker.partition import PartitionState
 
 RoundHandler = Callable[[list[tuple[PartitionState, list[Any]]]], Awaitable[list[bool]]]
@@ -70,21 +75,26 @@ class Lane:
         self,
         state: PartitionState,
         consumer: AIOKafkaConsumer,
-        topic: str,
+        topics: InputTopics,
         batch_records_max: int,
         cup: CupCommits,
     ):
         self.state = state
         self._consumer = consumer
-        self._tp = TopicPartition(topic, state.partition)
+        self._tps = (
+            TopicPartition(topics.commands, state.partition),
+            TopicPartition(topics.internal, state.partition),
+        )
         self._batch_max = batch_records_max
         self._high_water = 4 * batch_records_max
         self._cup = cup
         self._records: list[Any] = []
-        self._next_offset = state.position
-        """The offset the next queued record must have at least (older ones are stale)."""
-        self._hole_seen_at = -1
-        """The offset at which a hole was last seen and re-read (see ``offer``)."""
+        self._next_offset = dict(zip(self._tps, state.position, strict=True))
+        """Per topic partition: the offset the next queued record must have at least
+        (older ones are stale)."""
+        self._hole_seen_at = dict.fromkeys(self._tps, -1)
+        """Per topic partition: the offset at which a hole was last seen and re-read (see
+        ``offer``)."""
         self._ready = asyncio.Event()
         self._lane_state = LaneState.IDLE
         self._fetch_paused = False
@@ -110,8 +120,9 @@ class Lane:
         self._fetching(True)  # a lane lost earlier may have left it paused
         self._task = asyncio.create_task(self._run(), name=f"lane-{self.partition}")
 
-    def offer(self, records: Sequence[Any]) -> None:
-        """Queue fetched records; ones before the lane's position (a re-fetch) are dropped.
+    def offer(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        """Queue records fetched from ``tp`` (the partition's commands or internal topic);
+        ones before the lane's position there (a re-fetch) are dropped.
 
         Records must follow on without a hole: a fetch that began before the partition
         was claimed again may start past the claimed offset, and committing it would
@@ -121,15 +132,16 @@ class Lane:
         """
         if self.stopping:
             return
-        fresh = [r for r in records if r.offset >= self._next_offset]
+        expected = self._next_offset[tp]
+        fresh = [r for r in records if r.offset >= expected]
         if not fresh:
             return
-        if fresh[0].offset > self._next_offset and self._hole_seen_at != self._next_offset:
-            self._hole_seen_at = self._next_offset
-            self._consumer.seek(self._tp, self._next_offset)
+        if fresh[0].offset > expected and self._hole_seen_at[tp] != expected:
+            self._hole_seen_at[tp] = expected
+            self._consumer.seek(tp, expected)
             return
         self._records.extend(fresh)
-        self._next_offset = fresh[-1].offset + 1
+        self._next_offset[tp] = fresh[-1].offset + 1
         self._ready.set()
         if len(self._records) >= self._high_water and not self._fetch_paused:
             self._fetching(False)
@@ -188,13 +200,14 @@ class Lane:
                     return
 
     def _fetching(self, on: bool) -> None:
-        """Pause or resume the partition's fetching (moot once Kafka took it away)."""
+        """Pause or resume the partition's fetching, from both topics (moot once Kafka
+        took it away)."""
         self._fetch_paused = not on
         with contextlib.suppress(IllegalStateError):
             if on:
-                self._consumer.resume(self._tp)
+                self._consumer.resume(*self._tps)
             else:
-                self._consumer.pause(self._tp)
+                self._consumer.pause(*self._tps)
 
 
 class CupCommits:

@@ -1,8 +1,10 @@
-"""The worker: consumes the command topic and applies each command exactly once.
+"""The worker: consumes the commands and internal topics and applies each command exactly
+once.
 
-A worker is one member of the consumer group. For every partition Kafka assigns it, it
-claims the partition in the partition's cup (bumping the epoch fences every earlier
-owner), seeks to the cup's ``next_offset`` and loads the partition's accounts. From then
+A worker is one member of the consumer group. For every partition Kafka assigns it (of
+both topics together), it claims the partition in the partition's cup (bumping the epoch
+fences every earlier owner), seeks both topics to the cup's ``next_offset`` and
+``internal_offset`` and loads the partition's accounts. From then
 on it is the partition's only writer, until Kafka revokes it or a commit finds it fenced.
 Each assigned partition has a phase (engine.worker.phases): owned, waiting to be
 claimed again, or parked while a move pauses it.
@@ -36,7 +38,7 @@ from aiokafka.errors import IllegalStateError
 from engine.core.authority import Authority
 from engine.core.config import Config
 from engine.core.errors import CupUnavailableError, InvariantError
-from engine.core.records import ShardMap
+from engine.core.records import InputTopics, ShardMap
 from engine.core.store import CupStore
 from engine.kafka.connection import ACCESS_ERRORS, access_denied
 from engine.kafka.relay import Relay
@@ -71,7 +73,7 @@ class Worker:
         self.joined = False
         self.limits = config.worker
         self.kafka = config.kafka
-        self.topic = config.kafka.commands_topic
+        self.topics = InputTopics(config.kafka.commands_topic, config.kafka.internal_topic)
         self.shard_map = shard_map
         self.stores = stores
         self.consumer = consumer
@@ -84,7 +86,7 @@ class Worker:
         self._cups: dict[int, CupCommits] = {}
         """Per cup: the rounds that commit this worker's lanes there (engine.worker.lane)."""
         self.housekeeper = Housekeeper(
-            lambda: self.lanes, stores, relay, consumer, self.topic, metrics, self.limits
+            lambda: self.lanes, stores, relay, consumer, self.topics, metrics, self.limits
         )
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -121,7 +123,7 @@ class Worker:
                     for tp, records in fetched.items():
                         lane = self.lanes.get(tp.partition)
                         if lane is not None:
-                            lane.offer(records)
+                            lane.offer(tp, records)
         finally:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
@@ -196,7 +198,13 @@ class Worker:
         try:
             claim = await store.claim(partition, self.owner)
             state = PartitionState(
-                partition, self.shard_map.partitions, store, claim, self.limits, self.authority
+                partition,
+                self.shard_map.partitions,
+                store,
+                claim,
+                self.limits,
+                self.authority,
+                self.topics.internal,
             )
             await state.load()
             unsent = await store.unsent(partition)
@@ -208,18 +216,20 @@ class Worker:
             return
         self.phases.claimed_in(store.cup_id)
         self.phases.set(partition, Phase.OWNED)
-        self.consumer.seek(TopicPartition(self.topic, partition), claim.next_offset)
+        for topic, offset in zip(self.topics, claim.position, strict=True):
+            self.consumer.seek(TopicPartition(topic, partition), offset)
         lane = Lane(
-            state, self.consumer, self.topic, self.limits.batch_records_max, self._cup(store)
+            state, self.consumer, self.topics, self.limits.batch_records_max, self._cup(store)
         )
         self.lanes[partition] = lane
         await self.relay.publish(partition, unsent)
         lane.start()
         log.info(
-            "claimed partition %d in cup %d at offset %d epoch %d",
+            "claimed partition %d in cup %d at offsets %d (commands) %d (internal) epoch %d",
             partition,
             store.cup_id,
             claim.next_offset,
+            claim.internal_offset,
             claim.epoch,
         )
 
@@ -292,7 +302,7 @@ class Worker:
         """Leave a paused partition alone: no claim, no fetching, until the map resumes it."""
         self.phases.set(partition, Phase.PARKED)
         with contextlib.suppress(IllegalStateError):  # revoked meanwhile
-            self.consumer.pause(TopicPartition(self.topic, partition))
+            self.consumer.pause(*(TopicPartition(topic, partition) for topic in self.topics))
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: joined the group, owns what it was assigned (or nothing, by design),

@@ -99,13 +99,14 @@ class WorkerMetrics:
         )
         self.lag = Gauge(
             "smallcups_consumer_lag_records",
-            "Records not yet committed to the cup: high watermark minus the cup's next_offset.",
+            "Records not yet committed to the cup: high watermarks minus the cup's positions"
+            " (commands and internal topic).",
             ["partition"],
             registry=r,
         )
         self.committed_offset = Gauge(
             "smallcups_committed_offset",
-            "The cup's next_offset of each owned partition.",
+            "The cup's next_offset (commands topic) of each owned partition.",
             ["partition"],
             registry=r,
         )

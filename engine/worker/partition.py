@@ -18,7 +18,7 @@ from engine.core.config import WorkerConfig
 from engine.core.errors import invariant
 from engine.core.ledger import PartitionLedger
 from engine.core.messages import Invalid, Transfer
-from engine.core.records import Claim, CommitBatch
+from engine.core.records import Claim, CommitBatch, Position
 from engine.core.store import CupStore
 
 
@@ -33,16 +33,22 @@ class PartitionState:
         claim: Claim,
         config: WorkerConfig,
         authority: Authority,
+        internal_topic: str,
     ):
-        invariant(claim.epoch >= 1 and claim.next_offset >= 0, "a claim from the cup")
+        invariant(
+            claim.epoch >= 1 and claim.next_offset >= 0 and claim.internal_offset >= 0,
+            "a claim from the cup",
+        )
         self.authority = authority
         self.partition = partition
         self.partitions = partitions
         self.store = store
         self.epoch = claim.epoch
-        self.position = claim.next_offset
-        """The offset the next batch starts at: the cup's next_offset as this worker
-        last read or wrote it."""
+        self.position = claim.position
+        """Where the next batch starts, in the commands and the internal topic: the cup's
+        next_offset and internal_offset as this worker last read or wrote them."""
+        self.internal_topic = internal_topic
+        """The topic legs and privileged commands come from (engine.core.batch)."""
         self.config = config
         self.accounts_max = max(1_000, config.accounts_cached_max // partitions)
         self.complete = False
@@ -83,11 +89,11 @@ class PartitionState:
 
         Deciding changes the cached book; a batch that does not commit leaves it wrong,
         so the partition is then either lost or reloaded (``reload``)."""
-        invariant(decoded.last_offset >= self.position, "batches move forward")
+        invariant(decoded.end.seq > self.position.seq, "batches move forward")
         await self._ensure_accounts(decoded.incoming)
         outcome = self.ledger.decide_batch(decoded.incoming, known or {}, now_us)
         return build_commit(
-            Fence(self.partition, self.epoch, self.position, decoded.last_offset + 1),
+            Fence(self.partition, self.epoch, self.position, decoded.end),
             outcome,
             decoded,
             trim_below,
@@ -105,9 +111,16 @@ class PartitionState:
     def committed(self, batch: CommitBatch) -> None:
         """The cup took ``batch``: the next one starts where it ended."""
         invariant(batch.partition == self.partition, "a batch of this partition")
-        invariant(batch.expected_offset == self.position, "batches follow each other")
-        invariant(batch.next_offset > self.position, "a batch moves the position forward")
-        self.position = batch.next_offset
+        expected = Position(batch.expected_offset, batch.expected_internal)
+        end = Position(batch.next_offset, batch.next_internal)
+        invariant(expected == self.position, "batches follow each other")
+        invariant(
+            end.commands >= expected.commands
+            and end.internal >= expected.internal
+            and end.seq > expected.seq,
+            "a batch moves the position forward",
+        )
+        self.position = end
         self.trimmed_below = max(self.trimmed_below, batch.trim_below_offset)
 
 

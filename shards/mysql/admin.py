@@ -164,10 +164,13 @@ class MysqlCupAdmin:
 
     async def state_row(self, partition: int) -> StateRow | None:
         rows = await self._rows(
-            "SELECT epoch, next_offset, frozen FROM partition_state"
+            "SELECT epoch, next_offset, internal_offset, frozen FROM partition_state"
             f" WHERE `partition` = {int(partition)}"
         )
-        return StateRow(rows[0][0], rows[0][1], bool(rows[0][2])) if rows else None
+        if not rows:
+            return None
+        epoch, next_offset, internal_offset, frozen = rows[0]
+        return StateRow(epoch, next_offset, internal_offset, bool(frozen))
 
     async def fence(self, partition: int, owner: str) -> int | None:
         p = int(partition)
@@ -412,10 +415,13 @@ class _Sink:
         if values:
             await run(self.connection, head + ",".join(values))
 
-    async def write_state(self, epoch: int, next_offset: int, owner: str) -> None:
+    async def write_state(
+        self, epoch: int, next_offset: int, internal_offset: int, owner: str
+    ) -> None:
         await run(
             self.connection,
-            "INSERT INTO partition_state (`partition`, epoch, next_offset, owner, frozen)"
-            f" VALUES ({int(self.partition)}, {int(epoch)}, {int(next_offset)}, {text(owner)},"
-            " TRUE)",
+            "INSERT INTO partition_state"
+            " (`partition`, epoch, next_offset, internal_offset, owner, frozen)"
+            f" VALUES ({int(self.partition)}, {int(epoch)}, {int(next_offset)},"
+            f" {int(internal_offset)}, {text(owner)}, TRUE)",
         )

@@ -3,13 +3,14 @@ shards.postgres.store, in the shapes MySQL has.
 
 The fenced batch commit is one transaction in two round trips:
 
-1. ``START TRANSACTION``; lock the state rows of the batches' partitions
-   (``SELECT ... FOR UPDATE``, in primary-key order, so two commits never wait on each
-   other in a cycle); probe command_results for the batches' new command ids (and the
-   ids of refused legs), one primary-key range per partition;
-2. the worker decides in Python which fences hold (the epoch and ``next_offset`` it
-   read or wrote, none of its ids recorded) and sends, for those partitions only, every
-   write and ``COMMIT`` in one round trip; with none held, ``ROLLBACK``.
+1. ``START TRANSACTION``; lock the state rows of the batches' partitions and read their
+   epoch and both offsets (``SELECT ... FOR UPDATE``, in primary-key order, so two
+   commits never wait on each other in a cycle); probe command_results for the batches'
+   new command ids (and the ids of refused legs), one primary-key range per partition;
+2. the worker decides in Python which fences hold (the epoch, ``next_offset`` and
+   ``internal_offset`` it read or wrote, none of its ids recorded) and sends, for those
+   partitions only, every write (both offsets moved to the batch's ends) and ``COMMIT``
+   in one round trip; with none held, ``ROLLBACK``.
 
 Why not one statement, as on Postgres: MySQL has no data-modifying CTEs, so the fence
 cannot gate the writes inside one statement. The row locks taken in round trip 1 make
@@ -104,11 +105,12 @@ class MysqlCupStore:
             f" VALUES ({p}, 1, {text(owner)})"
             " ON DUPLICATE KEY UPDATE epoch = epoch + 1, owner = VALUES(owner),"
             " updated_at = CURRENT_TIMESTAMP(6);"
-            f"SELECT epoch, next_offset FROM partition_state WHERE `partition` = {p};"
+            "SELECT epoch, next_offset, internal_offset FROM partition_state"
+            f" WHERE `partition` = {p};"
             "COMMIT"
         )
-        epoch, next_offset = results[0][0]
-        return Claim(epoch, next_offset)
+        epoch, next_offset, internal_offset = results[0][0]
+        return Claim(epoch, next_offset, internal_offset)
 
     @_cup_faults
     async def state(self, partition: int) -> Claim | None:
@@ -120,14 +122,15 @@ class MysqlCupStore:
         if not partitions:
             return {}
         rows = await self._rows(
-            "SELECT `partition`, epoch, next_offset FROM partition_state"
+            "SELECT `partition`, epoch, next_offset, internal_offset FROM partition_state"
             f" WHERE `partition` IN ({ints(partitions)})"
         )
-        return {p: Claim(epoch, offset) for p, epoch, offset in rows}
+        return {p: Claim(epoch, offset, internal) for p, epoch, offset, internal in rows}
 
     @_cup_faults
     async def next_offsets(self) -> dict[int, int]:
-        """The next offset of every partition this cup holds state for."""
+        """The next offset of the commands topic of every partition this cup holds state
+        for."""
         rows = await self._rows("SELECT `partition`, next_offset FROM partition_state")
         return {p: offset for p, offset in rows}
 
@@ -176,12 +179,15 @@ class MysqlCupStore:
         invariant(len({b.partition for b in batches}) == len(batches), "one batch per partition")
         async with self._session() as connection:
             results = await run(connection, _fence_sql(batches))
-            states = {p: Claim(epoch, offset) for p, epoch, offset in results[0]}
+            states = {
+                p: Claim(epoch, offset, internal) for p, epoch, offset, internal in results[0]
+            }
             seen = {row[0] for row in results[1]} if len(results) > 1 else set()
             statuses: dict[int, CommitStatus] = {}
             held = []
             for batch in batches:
-                if states.get(batch.partition) != Claim(batch.epoch, batch.expected_offset):
+                expected = Claim(batch.epoch, batch.expected_offset, batch.expected_internal)
+                if states.get(batch.partition) != expected:
                     statuses[batch.partition] = CommitStatus.FENCED
                 elif batch.partition in seen:
                     statuses[batch.partition] = CommitStatus.DUPLICATES
@@ -252,10 +258,11 @@ def _account(row: tuple[Any, ...]) -> Account:
 
 
 def _fence_sql(batches: Sequence[CommitBatch]) -> str:
-    """Round trip 1: lock the state rows, probe the new command ids."""
+    """Round trip 1: lock the state rows (reading the epoch and both offsets), probe the
+    new command ids."""
     sql = (
         "START TRANSACTION;"
-        "SELECT `partition`, epoch, next_offset FROM partition_state"
+        "SELECT `partition`, epoch, next_offset, internal_offset FROM partition_state"
         f" WHERE `partition` IN ({ints(b.partition for b in batches)})"
         " ORDER BY `partition` FOR UPDATE"
     )
@@ -286,6 +293,7 @@ def _writes_sql(batches: Sequence[CommitBatch]) -> str:
         outcome = batch.outcome
         fences.append(
             f"UPDATE partition_state SET next_offset = {int(batch.next_offset)},"
+            f" internal_offset = {int(batch.next_internal)},"
             f" updated_at = CURRENT_TIMESTAMP(6) WHERE `partition` = {p};"
         )
         if batch.trim_below_offset > 0:
@@ -299,12 +307,12 @@ def _writes_sql(batches: Sequence[CommitBatch]) -> str:
             for a in outcome.changed.values()
         ]
         journal += [
-            f"({p},{int(j.offset)},{text(j.command_id)},{int(j.customer)},{int(j.account)},"
+            f"({p},{int(j.seq)},{text(j.command_id)},{int(j.customer)},{int(j.account)},"
             f"{text(j.currency)},{int(j.amount)})"
             for j in outcome.journal
         ]
         results += [
-            f"({p},{text(a.command_id)},{int(a.fingerprint)},{int(a.result.offset)},{blob(r)})"
+            f"({p},{text(a.command_id)},{int(a.fingerprint)},{int(a.seq)},{blob(r)})"
             for a, r in zip(outcome.applied, batch.applied_results, strict=True)
         ]
         outbox += [

@@ -112,7 +112,8 @@ class PostgresCupAdmin:
 
     async def state_row(self, partition: int) -> StateRow | None:
         row = await self.connection.fetchrow(
-            "SELECT epoch, next_offset, frozen FROM partition_state WHERE partition = $1",
+            "SELECT epoch, next_offset, internal_offset, frozen FROM partition_state"
+            " WHERE partition = $1",
             partition,
         )
         return None if row is None else StateRow(*row.values())
@@ -287,12 +288,16 @@ class _Sink:
         invariant(table in TABLES, f"{table} is a partition table")
         await self.connection.copy_records_to_table(table, records=rows, columns=list(columns))
 
-    async def write_state(self, epoch: int, next_offset: int, owner: str) -> None:
+    async def write_state(
+        self, epoch: int, next_offset: int, internal_offset: int, owner: str
+    ) -> None:
         await self.connection.execute(
-            "INSERT INTO partition_state (partition, epoch, next_offset, owner, frozen)"
-            " VALUES ($1, $2, $3, $4, true)",
+            "INSERT INTO partition_state"
+            " (partition, epoch, next_offset, internal_offset, owner, frozen)"
+            " VALUES ($1, $2, $3, $4, $5, true)",
             self.partition,
             epoch,
             next_offset,
+            internal_offset,
             owner,
         )

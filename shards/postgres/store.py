@@ -5,10 +5,11 @@ implicit transaction, for the batches of any number of partitions of the cup (a 
 commits what all its lanes of a cup hold at once; see engine.worker.lane). Each row of every
 table names its partition, and each partition's fence holds or fails on its own:
 
-1. ``fence``: for each batch, move ``next_offset`` from the value this worker last read
-   or wrote to the batch's end, only while ``epoch`` is still the one this worker
-   claimed and none of the batch's new command ids (nor the ids of the legs the ledger
-   refused) is recorded yet (a compare-and-set);
+1. ``fence``: for each batch, move ``next_offset`` (the commands topic) and
+   ``internal_offset`` (the internal topic) from the values this worker last read or
+   wrote to the batch's ends, only while ``epoch`` is still the one this worker claimed
+   and none of the batch's new command ids (nor the ids of the legs the ledger refused)
+   is recorded yet (a compare-and-set on epoch and both offsets);
 2. every other part writes only the rows of partitions whose fence held: upsert the
    changed accounts, append the journal rows, record the idempotency keys with their
    results, append the outbox rows (results, dead letters, saga legs), trim outbox rows
@@ -51,8 +52,10 @@ from shards.faults import cup_faults
 _COMMIT: Final = """
 WITH batch AS (
     SELECT * FROM unnest($1::text::integer[], $2::text::bigint[], $3::text::bigint[],
-                         $4::text::bigint[], $5::text::bigint[])
-                  AS b (partition, epoch, expected_offset, next_offset, trim_below)
+                         $4::text::bigint[], $5::text::bigint[], $50::text::bigint[],
+                         $51::text::bigint[])
+                  AS b (partition, epoch, expected_offset, next_offset, trim_below,
+                        expected_internal, next_internal)
 ), seen AS (
     SELECT DISTINCT n.partition
     FROM (SELECT * FROM unnest($6::text::integer[], $7::text::text[])
@@ -63,10 +66,11 @@ WITH batch AS (
                         WHERE c.partition = n.partition AND c.command_id = n.command_id
                         LIMIT 1) AS found
 ), fence AS (
-    UPDATE partition_state AS s SET next_offset = b.next_offset, updated_at = now()
+    UPDATE partition_state AS s
+    SET next_offset = b.next_offset, internal_offset = b.next_internal, updated_at = now()
     FROM batch AS b
     WHERE s.partition = b.partition AND s.epoch = b.epoch
-      AND s.next_offset = b.expected_offset
+      AND s.next_offset = b.expected_offset AND s.internal_offset = b.expected_internal
       AND b.partition NOT IN (SELECT partition FROM seen)
     RETURNING s.partition
 ), upserted AS (
@@ -138,6 +142,10 @@ WITH batch AS (
 SELECT coalesce(array_agg(partition), '{}') FROM fence
 """
 
+_COMMIT_PARAMETERS: Final = 51
+"""$1 to $51 of ``_COMMIT``. Checked before the statement is sent: asyncpg reports a
+count that does not match as an InterfaceError, which would pass as a cup fault."""
+
 _ACCOUNT_COLUMNS: Final = "customer_id, account_no, currency, balance, credit_limit, status"
 
 
@@ -191,11 +199,11 @@ class PostgresCupStore:
             "INSERT INTO partition_state (partition, epoch, owner) VALUES ($1, 1, $2)"
             " ON CONFLICT (partition) DO UPDATE"
             " SET epoch = partition_state.epoch + 1, owner = $2, updated_at = now()"
-            " RETURNING epoch, next_offset",
+            " RETURNING epoch, next_offset, internal_offset",
             partition,
             owner,
         )
-        return Claim(row["epoch"], row["next_offset"])
+        return Claim(row["epoch"], row["next_offset"], row["internal_offset"])
 
     @_cup_faults
     async def state(self, partition: int) -> Claim | None:
@@ -205,15 +213,18 @@ class PostgresCupStore:
     async def states(self, partitions: Sequence[int]) -> dict[int, Claim]:
         """The claim of each partition that has a state row here."""
         rows = await self.pool.fetch(
-            "SELECT partition, epoch, next_offset FROM partition_state"
+            "SELECT partition, epoch, next_offset, internal_offset FROM partition_state"
             " WHERE partition = ANY($1::integer[])",
             list(partitions),
         )
-        return {r["partition"]: Claim(r["epoch"], r["next_offset"]) for r in rows}
+        return {
+            r["partition"]: Claim(r["epoch"], r["next_offset"], r["internal_offset"]) for r in rows
+        }
 
     @_cup_faults
     async def next_offsets(self) -> dict[int, int]:
-        """The next offset of every partition this cup holds state for."""
+        """The next offset of the commands topic of every partition this cup holds state
+        for."""
         rows = await self.pool.fetch("SELECT partition, next_offset FROM partition_state")
         return {r["partition"]: r["next_offset"] for r in rows}
 
@@ -270,7 +281,8 @@ class PostgresCupStore:
         if refused:
             states = await self.states([b.partition for b in refused])
             for batch in refused:
-                held = states.get(batch.partition) == Claim(batch.epoch, batch.expected_offset)
+                expected = Claim(batch.epoch, batch.expected_offset, batch.expected_internal)
+                held = states.get(batch.partition) == expected
                 statuses[batch.partition] = CommitStatus.DUPLICATES if held else CommitStatus.FENCED
         return statuses
 
@@ -365,8 +377,9 @@ def _account(row: asyncpg.Record) -> Account:
 
 
 def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
-    """The statement's parameters: $1 to $5 one element per batch, and from $6 on each
-    column the concatenation of every batch's rows (each row naming its partition)."""
+    """The statement's parameters: $1 to $5 one element per batch, from $6 to $49 each
+    column the concatenation of every batch's rows (each row naming its partition), and
+    $50 and $51 one element per batch again (the internal topic's offsets)."""
     invariant(len({b.partition for b in batches}) == len(batches), "one batch per partition")
     arguments: list[object] = [
         ints_literal([b.partition for b in batches]),
@@ -384,6 +397,11 @@ def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
             arguments.append(texts_literal(cast("list[str]", column)))
         else:
             arguments.append(column)
+    arguments += [
+        ints_literal([b.expected_internal for b in batches]),
+        ints_literal([b.next_internal for b in batches]),
+    ]
+    invariant(len(arguments) == _COMMIT_PARAMETERS, "one argument per parameter of _COMMIT")
     return arguments
 
 
@@ -402,7 +420,7 @@ def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
         [partition] * len(applied),
         [a.command_id for a in applied],
         [a.fingerprint for a in applied],
-        [a.result.offset for a in applied],
+        [a.seq for a in applied],
         batch.applied_results,
         [partition] * len(accounts),
         [a.customer for a in accounts],
@@ -412,7 +430,7 @@ def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
         [a.credit_limit for a in accounts],
         [a.status for a in accounts],
         [partition] * len(journal),
-        [j.offset for j in journal],
+        [j.seq for j in journal],
         [j.command_id for j in journal],
         [j.customer for j in journal],
         [j.account for j in journal],

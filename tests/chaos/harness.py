@@ -31,10 +31,12 @@ import msgspec
 from aiokafka.errors import KafkaError
 
 from engine.admin.reconcile import answer_of
-from engine.core.config import Config, to_environ
+from engine.core.batch import routed
+from engine.core.config import Config, KafkaConfig, to_environ
 from engine.core.decoding import decode_command
 from engine.core.keyfiles import load_authority
 from engine.core.messages import LEG_TYPES, Command, DeadLetter, Reason, Undecodable, result_decoder
+from engine.core.records import Position
 from engine.kafka.client import Client
 from loadtest.system import System
 from loadtest.workers import WorkerProcess
@@ -42,7 +44,7 @@ from loadtest.workload import Workload, WorkloadShape
 from shards.cup_admin import CupKind
 from shards.cups import close_cups, open_cups
 from tests.chaos.proxy import FaultProxy
-from tests.integration.system import cup_balances, read_topic, replay
+from tests.integration.system import cup_balances, input_places, read_topic, replay
 
 FIGURES: list[str] = []
 TICK_SECONDS: Final = 0.1
@@ -283,10 +285,10 @@ class Verdict:
 @dataclass(slots=True)
 class _Seen:
     command_ids: set[str] = field(default_factory=set)
-    dead_offsets: set[tuple[int, int]] = field(default_factory=set)
+    dead_offsets: set[tuple[str, int, int]] = field(default_factory=set)
     answers: dict[str, set[bytes]] = field(default_factory=lambda: defaultdict(set))
     result_records: int = 0
-    letters: set[tuple[int, int]] = field(default_factory=set)
+    letters: set[tuple[str, int, int]] = field(default_factory=set)
     forged: int = 0
     records: list[Any] = field(default_factory=list)
 
@@ -299,12 +301,18 @@ class _Seen:
 async def _read_back(chaos: ChaosSystem) -> _Seen:
     kafka = chaos.config.kafka
     bytes_max = chaos.config.worker.message_bytes_max
-    seen = _Seen(records=await read_topic(kafka, kafka.commands_topic))
+    records = await read_topic(kafka, kafka.commands_topic)
+    seen = _Seen(records=records + await read_topic(kafka, kafka.internal_topic))
     for record in seen.records:
         value = record.value or b""
-        parsed = Undecodable("", "") if len(value) > bytes_max else decode_command(value)
+        internal = record.topic == kafka.internal_topic
+        parsed = (
+            Undecodable("", "")
+            if len(value) > bytes_max
+            else routed(decode_command(value), internal)
+        )
         if isinstance(parsed, Undecodable):
-            seen.dead_offsets.add((record.partition, record.offset))
+            seen.dead_offsets.add((record.topic, record.partition, record.offset))
         elif not isinstance(parsed, LEG_TYPES):
             seen.command_ids.add(parsed.id)
     for record in await read_topic(kafka, kafka.results_topic):
@@ -314,7 +322,7 @@ async def _read_back(chaos: ChaosSystem) -> _Seen:
             seen.answers[result.command_id].add(answer_of(result))
     for record in await read_topic(kafka, kafka.dlq_topic):
         letter = msgspec.msgpack.decode(record.value, type=DeadLetter)
-        seen.letters.add((letter.partition, letter.offset))
+        seen.letters.add((letter.topic, letter.partition, letter.offset))
         seen.forged += letter.reason == "forged_leg"
     return seen
 
@@ -339,14 +347,21 @@ async def verdict(chaos: ChaosSystem, scenario: str, acked: set[str]) -> Verdict
     balances = await cup_balances(chaos.system)
     bytes_max = chaos.config.worker.message_bytes_max
     positions = await _positions(chaos)
+    kafka = chaos.config.kafka
     replayed = [
         r
         for r in seen.records
         if r.value is not None
         and len(r.value) <= bytes_max
-        and r.offset < positions.get(r.partition, 0)
+        and r.offset < _position_in(r.topic, kafka, positions.get(r.partition, Position(0, 0)))
     ]
-    expected = replay(replayed, chaos.config.kafka.partitions, load_authority(chaos.config))
+    expected = replay(
+        replayed,
+        kafka.partitions,
+        load_authority(chaos.config),
+        kafka.internal_topic,
+        await input_places(chaos.config),
+    )
     wrong = sorted(
         k for k in balances.keys() | expected.keys() if balances.get(k) != expected.get(k)
     )
@@ -373,14 +388,22 @@ async def verdict(chaos: ChaosSystem, scenario: str, acked: set[str]) -> Verdict
     return figures
 
 
-async def _positions(chaos: ChaosSystem) -> dict[int, int]:
-    """The cups' next_offset per partition: what the balances must be a replay of."""
-    stores = await open_cups(chaos.system.shard_map, chaos.config.shards)
+async def _positions(chaos: ChaosSystem) -> dict[int, Position]:
+    """The cups' positions per partition (commands and internal topic): what the balances
+    must be a replay of."""
+    shard_map = chaos.system.shard_map
+    stores = await open_cups(shard_map, chaos.config.shards)
     try:
-        offsets = await asyncio.gather(*(s.next_offsets() for s in stores.values()))
+        claims = await asyncio.gather(
+            *(s.states(shard_map.partitions_of(cup)) for cup, s in stores.items())
+        )
     finally:
         await close_cups(stores)
-    return {p: o for part in offsets for p, o in part.items()}
+    return {p: claim.position for part in claims for p, claim in part.items()}
+
+
+def _position_in(topic: str, kafka: KafkaConfig, position: Position) -> int:
+    return position.internal if topic == kafka.internal_topic else position.commands
 
 
 def assert_clean(figures: Verdict, chaos: ChaosSystem, forged: int = 0) -> None:

@@ -5,8 +5,9 @@ like a real command of one customer, and followed by a valid deposit of that cus
 each bad record must end in the DLQ or in a rejected result with the reason named here,
 and every deposit after it must be accepted, so the partition kept flowing. Among them:
 records whose shape is the attack (a field nested a thousand deep, a key named twice),
-legs no worker made (forged_leg: nothing moves) and privileged commands no risk
-authority signed (not_signed, bad_signature).
+legs and privileged commands, which an upstream app can only put on the commands topic,
+where they are misrouted (the proofs behind the internal topic are attacked in
+tests/integration/test_attacks.py).
 """
 
 from __future__ import annotations
@@ -174,8 +175,8 @@ def _hostile_structure(
 
 
 def _forgeries() -> Iterator[tuple[str, bytes | None, Expected]]:
-    """Legs no worker made, and privileged commands no risk authority signed."""
-    forged, refused = ("dlq", "forged_leg"), "rejected"
+    """Legs and privileged commands, signed or not: off their topic, each is misrouted."""
+    forged, refused = ("dlq", "misrouted"), "rejected"
     stranger, stranger_risk = fresh_authority("anything", key_id="local-1")
     ghost = Transfer("ghost", CUSTOMER, 1, CUSTOMER + 1, 1, AMOUNT_MAX, "EUR")
     refund = settle_leg(credit_leg(ghost, 0, 0), Reason.ACCOUNT_CLOSED, "closed", 0)
@@ -192,17 +193,14 @@ def _forgeries() -> Iterator[tuple[str, bytes | None, Expected]]:
         (refused, Reason.UNKNOWN_FIELD),
     )
     grant = SetCreditLimit("grant-1", CUSTOMER, 1, AMOUNT_MAX)
-    yield "unsigned set_credit_limit", encode(grant), (refused, Reason.NOT_SIGNED)
+    yield "unsigned set_credit_limit", encode(grant), (refused, Reason.MISROUTED)
     yield (
         "set_credit_limit signed by a stranger",
         encode(stranger_risk.sign(msgspec.structs.replace(grant, id="grant-2"))),
-        (
-            refused,
-            Reason.BAD_SIGNATURE,
-        ),
+        (refused, Reason.MISROUTED),
     )
     unfreeze = UnfreezeAccount("unfreeze-1", CUSTOMER, 1)
-    yield "unsigned unfreeze_account", encode(unfreeze), (refused, Reason.NOT_SIGNED)
+    yield "unsigned unfreeze_account", encode(unfreeze), (refused, Reason.MISROUTED)
 
 
 async def _send_all(chaos: ChaosSystem) -> dict[tuple[int, int], tuple[str, Expected]]:
@@ -293,5 +291,4 @@ async def test_hostile_records_are_answered_and_the_partition_flows(chaos: Chaos
     }
     assert not wrong, wrong
     chaos.fault(sum(1 for _ in _hostile()) + 2)
-    forged = sum(1 for _, _, expected in _hostile() if expected == ("dlq", "forged_leg"))
-    assert_clean(await verdict(chaos, "bad-input", load.acked), chaos, forged)
+    assert_clean(await verdict(chaos, "bad-input", load.acked), chaos)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,14 @@ from asyncmy.errors import MySQLError
 from deploy.local.roles import Role, as_role
 from engine.admin.setup import read_shard_map
 from engine.core.authority import Authority
-from engine.core.batch import decode_records
+from engine.core.batch import decode_records, routed
 from engine.core.book import Known
 from engine.core.config import Config, KafkaConfig, ShardsConfig, WorkerConfig
+from engine.core.decoding import decode_command
+from engine.core.keyfiles import load_authority
 from engine.core.ledger import PartitionLedger
-from engine.core.messages import Status, result_decoder
+from engine.core.messages import Invalid, Status, Undecodable, result_decoder
+from engine.core.records import Position
 from engine.core.secrets import read_secret_file
 from engine.kafka.connection import connection
 from engine.kafka.topics import end_offsets, read_range
@@ -38,6 +42,11 @@ def upstream_producer(config: Config, **options: Any) -> AIOKafkaProducer:
     """A bare producer as the stack's ``upstream`` user: what any app that may publish
     commands can send."""
     return AIOKafkaProducer(**connection(as_role(config, Role.UPSTREAM).kafka), **options)
+
+
+def worker_producer(config: Config, **options: Any) -> AIOKafkaProducer:
+    """A bare producer as the stack's ``worker`` user (what a relay writes with)."""
+    return AIOKafkaProducer(**connection(as_role(config, Role.WORKER).kafka), **options)
 
 
 def librdkafka_settings(config: Config) -> dict[str, str]:
@@ -95,27 +104,107 @@ async def final_results(kafka: KafkaConfig) -> dict[str, set[bytes]]:
 
 
 def replay(
-    records: Sequence[Any], partitions: int, authority: Authority
+    records: Sequence[Any],
+    partitions: int,
+    authority: Authority,
+    internal_topic: str = "",
+    places: Mapping[tuple[int, str], int] | None = None,
 ) -> dict[tuple[int, int, int], int]:
-    """Balances from the pure ledger fed the command topic in offset order, each record
-    decoded and its proofs checked as a worker does (a forged leg changes nothing)."""
+    """Balances from the pure ledger fed each partition's input, each record decoded and
+    its proofs checked as a worker does (a forged leg changes nothing).
+
+    A partition's input is its commands topic and its internal topic (``internal_topic``),
+    in the order its workers took them: ``places`` (the cups' command_results: the input
+    place of each recorded command id, ``input_places``) gives that order for every
+    record that changed something; the others change nothing wherever they are."""
     ledgers: dict[int, PartitionLedger] = {}
     known: dict[int, dict[str, Known]] = {}
     bytes_max = WorkerConfig().message_bytes_max
-    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        decoded = decode_records([record], bytes_max, authority, partitions)
-        ledger = ledgers.setdefault(
-            record.partition, PartitionLedger(record.partition, partitions, {})
-        )
-        seen = known.setdefault(record.partition, {})
-        outcome = ledger.decide_batch(decoded.incoming, seen, 0)
-        for applied in outcome.applied:
-            seen[applied.command_id] = Known(applied.fingerprint, applied.result)
+    for partition, ordered in _input_order(records, internal_topic, places or {}).items():
+        ledger = ledgers.setdefault(partition, PartitionLedger(partition, partitions, {}))
+        seen = known.setdefault(partition, {})
+        for record in ordered:
+            decoded = decode_records(
+                [record], bytes_max, authority, partitions, Position(0, 0), internal_topic
+            )
+            outcome = ledger.decide_batch(decoded.incoming, seen, 0)
+            for applied in outcome.applied:
+                seen[applied.command_id] = Known(applied.fingerprint, applied.result)
     return {
         (partition, *key): account.balance
         for partition, ledger in ledgers.items()
         for key, account in ledger.book.accounts.items()
     }
+
+
+def _input_order(
+    records: Sequence[Any], internal_topic: str, places: Mapping[tuple[int, str], int]
+) -> dict[int, list[Any]]:
+    """Each partition's records of both topics merged as its workers took them: each
+    topic in offset order; between the two, by the recorded place of the first valid
+    record of each recorded id (a record with none changed nothing, and goes first)."""
+    topics: dict[int, tuple[list[Any], list[Any]]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        pair = topics.setdefault(record.partition, ([], []))
+        pair[record.topic == internal_topic].append(record)
+    merged: dict[int, list[Any]] = {}
+    for partition, (commands, internal) in sorted(topics.items()):
+        taken: set[str] = set()
+        placed = [
+            [(r, _place(r, r.topic == internal_topic, places, taken)) for r in records]
+            for records in (commands, internal)
+        ]
+        order: list[Any] = []
+        first, second = (deque(side) for side in placed)
+        while first and second:
+            a, b = first[0][1], second[0][1]
+            side = first if a is None or (b is not None and a < b) else second
+            order.append(side.popleft()[0])
+        order += [r for r, _ in (*first, *second)]
+        merged[partition] = order
+    return merged
+
+
+def _place(
+    record: Any, internal: bool, places: Mapping[tuple[int, str], int], taken: set[str]
+) -> int | None:
+    command = routed(decode_command(record.value or b""), internal)
+    if isinstance(command, Undecodable | Invalid) or command.id in taken:
+        return None
+    place = places.get((record.partition, command.id))
+    if place is not None:
+        taken.add(command.id)
+    return place
+
+
+async def input_places(config: Config) -> dict[tuple[int, str], int]:
+    """(partition, command id) -> the input place the cups recorded it at."""
+    shard_map = await read_shard_map(config)
+    places: dict[tuple[int, str], int] = {}
+    for dsn in shard_map.cups.values():
+        cup = await RawCup.open(dsn, config.shards)
+        try:
+            for partition, command_id, place in await cup.rows(
+                "SELECT {p}, command_id, src_offset FROM command_results"
+            ):
+                places[(partition, command_id)] = place
+        finally:
+            await cup.close()
+    return places
+
+
+async def replay_system(config: Config) -> dict[tuple[int, int, int], int]:
+    """The replay of everything both input topics hold, in the cups' order."""
+    kafka = config.kafka
+    records = await read_topic(kafka, kafka.commands_topic)
+    records += await read_topic(kafka, kafka.internal_topic)
+    return replay(
+        records,
+        kafka.partitions,
+        load_authority(config),
+        kafka.internal_topic,
+        await input_places(config),
+    )
 
 
 async def cup_balances(system: System) -> dict[tuple[int, int, int], int]:
@@ -166,6 +255,11 @@ class RawCup:
         if self.kind is CupKind.MYSQL:
             return [row[0] for row in (await run(self.connection, self._sql(sql)))[0]]
         return [row[0] for row in await self.connection.fetch(self._sql(sql))]
+
+    async def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.kind is CupKind.MYSQL:
+            return [tuple(row) for row in (await run(self.connection, self._sql(sql)))[0]]
+        return [tuple(row) for row in await self.connection.fetch(self._sql(sql))]
 
     async def value(self, sql: str) -> Any:
         if self.kind is CupKind.MYSQL:

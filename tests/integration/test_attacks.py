@@ -14,13 +14,14 @@ import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from deploy.local.prometheus_throwaway import free_port
+from deploy.local.roles import Role, as_role
 from engine.admin.reconcile import reconcile
 from engine.core.authority import fresh_authority
 from engine.core.config import Config, to_environ
@@ -36,6 +37,7 @@ from engine.core.messages import (
     SetCreditLimit,
     Status,
     Transfer,
+    Undecodable,
     UnfreezeAccount,
     Withdraw,
     encode,
@@ -45,7 +47,7 @@ from engine.core.saga import credit_leg, settle_leg
 from engine.kafka.client import Client
 from engine.kafka.connection import connection
 from loadtest.system import System, drop_system, make_system
-from tests.integration.system import cup_balances, read_topic, upstream_producer
+from tests.integration.system import cup_balances, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -76,12 +78,23 @@ async def system(stack: Config, tmp_path: Path) -> AsyncIterator[System]:
     await drop_system(stack, made)
 
 
-class Wire:
-    """A bare producer on the command topic, and what became of each record it sent."""
+class Sent(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    command_id: str
+    """The id a worker reads in the record ("" when it cannot read one)."""
 
-    def __init__(self, system: System):
+
+class Wire:
+    """A bare producer as one of the stack's users (``upstream`` on the commands topic by
+    default), and what became of each record it sent."""
+
+    def __init__(self, system: System, role: Role = Role.UPSTREAM, internal: bool = False):
         self.kafka = system.config.kafka
-        self.producer = upstream_producer(system.config)
+        self.topic = self.kafka.internal_topic if internal else self.kafka.commands_topic
+        kafka = as_role(system.config, role).kafka
+        self.producer = AIOKafkaProducer(**connection(kafka))
 
     async def __aenter__(self) -> Wire:
         await self.producer.start()
@@ -90,41 +103,44 @@ class Wire:
     async def __aexit__(self, *exc: object) -> None:
         await self.producer.stop()
 
-    async def send(
-        self, value: bytes | None, customer: int, partition: int | None = None
-    ) -> tuple[int, int]:
+    async def send(self, value: bytes | None, customer: int, partition: int | None = None) -> Sent:
         """Send a record keyed by ``customer`` (to ``partition`` if given)."""
         sent = await self.producer.send_and_wait(
-            self.kafka.commands_topic, value, key=customer_key(customer), partition=partition
+            self.topic, value, key=customer_key(customer), partition=partition
         )
-        return sent.partition, sent.offset
+        command = decode_command(value or b"")
+        command_id = "" if isinstance(command, Undecodable) else command.id
+        return Sent(self.topic, sent.partition, sent.offset, command_id)
 
-    async def command(self, command: Any) -> tuple[int, int]:
+    async def command(self, command: Any) -> Sent:
         return await self.send(encode(command), command.customer)
 
-    async def outcomes(self, wanted: list[tuple[int, int]]) -> dict[tuple[int, int], Outcome]:
-        """The outcome of each record at (partition, offset), waiting for all of them."""
-        found: dict[tuple[int, int], Outcome] = {}
+    async def outcomes(self, wanted: list[Sent]) -> dict[Sent, Outcome]:
+        """The outcome of each record sent, waiting for all of them: its dead letter (by
+        topic, partition and offset) or its result (by partition, offset and id)."""
+        found: dict[tuple[Any, ...], Outcome] = {}
         for _ in range(int(WAIT_SECONDS)):
             found = await self._outcomes()
-            if set(wanted) <= found.keys():
-                return {where: found[where] for where in wanted}
+            keys = {where: _key(found, where) for where in wanted}
+            if all(keys.values()):
+                return {where: found[key] for where, key in keys.items() if key}
             await asyncio.sleep(1.0)
-        missing = [where for where in wanted if where not in found]
+        missing = [where for where in wanted if not _key(found, where)]
         raise AssertionError(f"no outcome for records {missing}")
 
-    async def _outcomes(self) -> dict[tuple[int, int], Outcome]:
-        found: dict[tuple[int, int], Outcome] = {}
+    async def _outcomes(self) -> dict[tuple[Any, ...], Outcome]:
+        found: dict[tuple[Any, ...], Outcome] = {}
         for record in await read_topic(self.kafka, self.kafka.results_topic):
             result = decode_result(record.value)
             if isinstance(result, Result) and result.status is not Status.PENDING:
-                found[(result.partition, result.offset)] = (str(result.status), str(result.reason))
+                where = ("result", result.partition, result.offset, result.command_id)
+                found[where] = (str(result.status), str(result.reason))
         for record in await read_topic(self.kafka, self.kafka.dlq_topic):
             letter = msgspec.msgpack.decode(record.value, type=DeadLetter)
-            found[(letter.partition, letter.offset)] = ("dlq", letter.reason)
+            found[("dlq", letter.topic, letter.partition, letter.offset)] = ("dlq", letter.reason)
         return found
 
-    async def expect(self, sent: dict[str, tuple[tuple[int, int], Outcome]]) -> None:
+    async def expect(self, sent: dict[str, tuple[Sent, Outcome]]) -> None:
         """Every named record got its expected outcome."""
         got = await self.outcomes([where for where, _ in sent.values()])
         wrong = {
@@ -135,8 +151,19 @@ class Wire:
         assert not wrong, wrong
 
 
+def _key(found: dict[tuple[Any, ...], Outcome], sent: Sent) -> tuple[Any, ...] | None:
+    for key in (
+        ("dlq", sent.topic, sent.partition, sent.offset),
+        ("result", sent.partition, sent.offset, sent.command_id),
+    ):
+        if key in found:
+            return key
+    return None
+
+
 ACCEPTED: Outcome = ("accepted", "")
 FORGED: Outcome = ("dlq", "forged_leg")
+MISROUTED: Outcome = ("dlq", "misrouted")
 
 
 async def _balances(system: System) -> dict[tuple[int, int], int]:
@@ -164,7 +191,8 @@ async def test_forged_legs_mint_nothing(system: System) -> None:
     port = free_port()
     system.start_worker({"SMALLCUPS_WORKER_METRICS_PORT": str(port)})
     stranger, _ = fresh_authority(system.config.kafka.commands_topic, key_id="local-1")
-    async with Wire(system) as wire:
+    inside = Wire(system, Role.WORKER, internal=True)
+    async with Wire(system) as wire, inside:
         setup = [
             OpenAccount("o-a", A, 1, "EUR"),
             Deposit("d-a", A, 1, 1_000, "EUR"),
@@ -179,20 +207,26 @@ async def test_forged_legs_mint_nothing(system: System) -> None:
         await wire.expect({"real transfer": (real, ACCEPTED)})
         legs = [
             r
-            for r in await read_topic(wire.kafka, wire.kafka.commands_topic)
+            for r in await read_topic(wire.kafka, wire.kafka.internal_topic)
             if isinstance(decode_command(r.value), CreditLeg)
         ]
-        attacks = {
-            "unsigned refund": await wire.command(refund),
-            "refund with a stranger's MAC": await wire.send(
+        attacks = {  # with a worker's Kafka credentials, without the workers' leg key
+            "unsigned refund": await inside.command(refund),
+            "refund with a stranger's MAC": await inside.send(
                 encode(stranger.sign_leg(refund, partition_of(A, PARTITIONS))), A
             ),
-            "unsigned credit": await wire.command(credit),
-            "credit with a stranger's MAC": await wire.send(
+            "unsigned credit": await inside.command(credit),
+            "credit with a stranger's MAC": await inside.send(
                 encode(stranger.sign_leg(credit, pb)), B
             ),
-            "real credit leg copied to another partition": await wire.send(
+            "real credit leg copied to another partition": await inside.send(
                 legs[0].value, B, partition=(pb + 1) % PARTITIONS
+            ),
+        }
+        misrouted = {  # as upstream: legs are never taken from the commands topic
+            "a leg on the commands topic": await wire.command(refund),
+            "a real leg copied to the commands topic": await wire.send(
+                legs[0].value, B, partition=pb
             ),
         }
         after = [
@@ -204,6 +238,7 @@ async def test_forged_legs_mint_nothing(system: System) -> None:
         await wire.expect(
             {
                 **{name: (where, FORGED) for name, where in attacks.items()},
+                **{name: (where, MISROUTED) for name, where in misrouted.items()},
                 "w-b": (placed["w-b"], ("rejected", "amount_too_large")),
                 "marker-a": (placed["marker-a"], ACCEPTED),
                 "marker-b": (placed["marker-b"], ACCEPTED),
@@ -217,10 +252,12 @@ async def test_forged_legs_mint_nothing(system: System) -> None:
 
 
 async def test_a_squatted_leg_id_does_not_block_the_real_transfer(system: System) -> None:
-    """A forged ``t-5/credit`` published before the real transfer t-5 is dead-lettered
-    and not recorded, so the real credit leg is applied and the transfer settles."""
+    """A forged ``t-5/credit`` published before the real transfer t-5 (on the internal
+    topic, with a worker's Kafka credentials but not its leg key) is dead-lettered and not
+    recorded, so the real credit leg is applied and the transfer settles."""
     system.start_worker()
-    async with Wire(system) as wire:
+    inside = Wire(system, Role.WORKER, internal=True)
+    async with Wire(system) as wire, inside:
         setup = [
             OpenAccount("o-a", A, 1, "EUR"),
             Deposit("d-a", A, 1, 500, "EUR"),
@@ -229,7 +266,7 @@ async def test_a_squatted_leg_id_does_not_block_the_real_transfer(system: System
         await wire.expect({c.id: (await wire.command(c), ACCEPTED) for c in setup})
         transfer = Transfer("t-5", A, 1, B, 1, 200, "EUR")
         squatter = credit_leg(msgspec.structs.replace(transfer, amount=1), 99, 0)
-        squatted = await wire.command(squatter)
+        squatted = await inside.command(squatter)
         real = await wire.command(transfer)
         await wire.expect({"squatter": (squatted, FORGED), "t-5": (real, ACCEPTED)})
     assert await _balances(system) == {(A, 1): 300, (B, 1): 200}
@@ -250,7 +287,9 @@ def _risk(system: System, *args: str) -> subprocess.CompletedProcess[str]:
 
 async def test_credit_is_granted_by_the_risk_authority_only(system: System) -> None:
     """A self-declared limit, an unsigned, a stranger-signed or a tampered grant, and an
-    unsigned unfreeze are refused; `smallcups risk` grants and unfreezes."""
+    unsigned unfreeze are refused (sent with the risk role's Kafka credentials, but not
+    its key), a real grant copied to the commands topic is misrouted; `smallcups risk`
+    grants and unfreezes."""
     system.start_worker()
     _, stranger = fresh_authority(system.config.kafka.commands_topic, key_id="local-1")
     declared = msgspec.msgpack.encode(
@@ -263,7 +302,8 @@ async def test_credit_is_granted_by_the_risk_authority_only(system: System) -> N
             "credit_limit": HUGE,
         }
     )
-    async with Wire(system) as wire:
+    inside = Wire(system, Role.RISK, internal=True)
+    async with Wire(system) as wire, inside:
         sent = {
             "self-declared limit": (await wire.send(declared, C), ("rejected", "unknown_field")),
             "open": (await wire.command(OpenAccount("o-c", C, 1, "EUR")), ACCEPTED),
@@ -272,11 +312,11 @@ async def test_credit_is_granted_by_the_risk_authority_only(system: System) -> N
                 ("rejected", "insufficient_funds"),
             ),
             "unsigned grant": (
-                await wire.command(SetCreditLimit("l-1", C, 1, HUGE)),
+                await inside.command(SetCreditLimit("l-1", C, 1, HUGE)),
                 ("rejected", "not_signed"),
             ),
             "stranger's grant": (
-                await wire.command(stranger.sign(SetCreditLimit("l-2", C, 1, HUGE))),
+                await inside.command(stranger.sign(SetCreditLimit("l-2", C, 1, HUGE))),
                 ("rejected", "bad_signature"),
             ),
         }
@@ -286,13 +326,19 @@ async def test_credit_is_granted_by_the_risk_authority_only(system: System) -> N
         assert '"status":"accepted"' in granted.stdout
         real_grant = next(
             decode_command(r.value)
-            for r in await read_topic(wire.kafka, wire.kafka.commands_topic)
+            for r in await read_topic(wire.kafka, wire.kafka.internal_topic)
             if b"l-real" in r.value
         )
         assert isinstance(real_grant, SetCreditLimit)
         tampered = msgspec.structs.replace(real_grant, id="l-3", credit_limit=HUGE)
+        copied = msgspec.structs.replace(real_grant, id="l-4")
         more = {
-            "tampered grant": (await wire.command(tampered), ("rejected", "bad_signature")),
+            "tampered grant": (await inside.command(tampered), ("rejected", "bad_signature")),
+            "signed grant on the commands topic": (
+                await wire.command(real_grant),
+                ("rejected", "misrouted"),
+            ),
+            "copied grant": (await inside.command(copied), ("rejected", "bad_signature")),
             "borrow 500": (await wire.command(Withdraw("w-2", C, 1, 500, "EUR")), ACCEPTED),
             "borrow 1 more": (
                 await wire.command(Withdraw("w-3", C, 1, 1, "EUR")),
@@ -300,7 +346,7 @@ async def test_credit_is_granted_by_the_risk_authority_only(system: System) -> N
             ),
             "freeze": (await wire.command(FreezeAccount("f-1", C, 1)), ACCEPTED),
             "unsigned unfreeze": (
-                await wire.command(UnfreezeAccount("u-1", C, 1)),
+                await inside.command(UnfreezeAccount("u-1", C, 1)),
                 ("rejected", "not_signed"),
             ),
             "deposit while frozen": (

@@ -12,7 +12,6 @@ import msgspec
 import pytest
 
 from engine.core.config import Config
-from engine.core.keyfiles import load_authority
 from engine.core.messages import (
     Command,
     DeadLetter,
@@ -27,7 +26,13 @@ from engine.kafka.client import Client
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
-from tests.integration.system import RawCup, cup_balances, read_topic, replay, upstream_producer
+from tests.integration.system import (
+    RawCup,
+    cup_balances,
+    read_topic,
+    replay_system,
+    upstream_producer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -100,9 +105,7 @@ async def _check_exactly_once(system: System, commands: list[Command], *, resent
     assert all(len(variants) == 1 for variants in by_id.values()), "one result per command id"
     records = await read_topic(kafka, kafka.commands_topic)
     assert len(records) == len(commands)
-    assert await cup_balances(system) == replay(
-        records, kafka.partitions, load_authority(system.config)
-    )
+    assert await cup_balances(system) == await replay_system(system.config)
 
 
 async def test_ten_thousand_commands_two_workers_exactly_once(system: System) -> None:

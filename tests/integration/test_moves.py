@@ -24,7 +24,6 @@ from engine.admin.reconcile import reconcile
 from engine.admin.setup import read_shard_map
 from engine.core.config import Config, to_environ
 from engine.core.errors import CupUnavailableError
-from engine.core.keyfiles import load_authority
 from engine.kafka.client import Client
 from loadtest.driver import Driver
 from loadtest.system import System, add_cup_database, drop_system, make_system
@@ -34,7 +33,7 @@ from shards.backends import cup_kind, open_store
 from shards.control import connect
 from shards.cup_admin import CupKind
 from shards.moves import Step, open_moves
-from tests.integration.system import RawCup, cup_balances, final_results, read_topic, replay
+from tests.integration.system import RawCup, cup_balances, final_results, replay_system
 
 pytestmark = pytest.mark.integration
 
@@ -110,11 +109,7 @@ async def assert_books(system: System) -> None:
     kafka = system.config.kafka
     finals = await final_results(kafka)
     assert all(len(variants) == 1 for variants in finals.values()), "one result per command"
-    records = await read_topic(kafka, kafka.commands_topic)
-    shard_map = await read_shard_map(system.config)
-    assert await cup_balances(system) == replay(
-        records, shard_map.partitions, load_authority(system.config)
-    )
+    assert await cup_balances(system) == await replay_system(system.config)
 
 
 @pytest.fixture

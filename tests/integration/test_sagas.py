@@ -6,17 +6,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from engine.admin.reconcile import reconcile
 from engine.core.config import Config
 from engine.core.decoding import decode_command
-from engine.core.keyfiles import load_authority
 from engine.core.messages import (
     Balance,
     CloseAccount,
     Command,
     CreditLeg,
+    DeadLetter,
     Deposit,
     FreezeAccount,
     OpenAccount,
@@ -33,8 +34,9 @@ from tests.integration.system import (
     cup_balances,
     final_results,
     read_topic,
-    replay,
+    replay_system,
     upstream_producer,
+    worker_producer,
 )
 
 pytestmark = pytest.mark.integration
@@ -90,7 +92,6 @@ async def test_twenty_thousand_transfers_half_crossing_with_two_kills(system: Sy
     kafka = system.config.kafka
     finals = await final_results(kafka)
     assert all(len(finals[t.id]) == 1 for t in transfers), "one final result per transfer"
-    records = await read_topic(kafka, kafka.commands_topic)
     crossing = [
         c
         for c in transfers
@@ -98,7 +99,7 @@ async def test_twenty_thousand_transfers_half_crossing_with_two_kills(system: Sy
         and partition_of(c.customer, PARTITIONS) != partition_of(c.to_customer, PARTITIONS)
     ]
     assert len(crossing) > 8_000
-    assert await cup_balances(system) == replay(records, PARTITIONS, load_authority(system.config))
+    assert await cup_balances(system) == await replay_system(system.config)
     print(
         f"\nsagas: {len(transfers)} transfers, {len(crossing)} crossing partitions, "
         f"{kills} SIGKILLs, reconcile clean, {report.counts.get('commands_consumed')} "
@@ -159,20 +160,27 @@ async def test_a_leg_delivered_twice_is_applied_once(system: System) -> None:
         kafka = system.config.kafka
         legs = [
             r
-            for r in await read_topic(kafka, kafka.commands_topic)
+            for r in await read_topic(kafka, kafka.internal_topic)
             if isinstance(decode_command(r.value), CreditLeg)
         ]
         assert len(legs) == 1
-        producer = upstream_producer(system.config)
-        await producer.start()
-        try:
-            await producer.send_and_wait(
-                kafka.commands_topic, legs[0].value, key=legs[0].key, partition=legs[0].partition
-            )
-        finally:
-            await producer.stop()
+        leg = legs[0]
+        for producer, topic in (
+            (worker_producer(system.config), kafka.internal_topic),  # a relay's re-send
+            (upstream_producer(system.config), kafka.commands_topic),  # a copy: misrouted
+        ):
+            await producer.start()
+            try:
+                await producer.send_and_wait(topic, leg.value, key=leg.key, partition=leg.partition)
+            finally:
+                await producer.stop()
         marker = await client.submit(Deposit("d2", payee, 1, 1, "EUR"), 60)
     assert marker.balances[0].balance == 201, "credited once, then the marker deposit"
+    letters = [
+        msgspec.msgpack.decode(r.value, type=DeadLetter)
+        for r in await read_topic(kafka, kafka.dlq_topic)
+    ]
+    assert [(d.reason, d.topic) for d in letters] == [("misrouted", kafka.commands_topic)]
     report = await reconcile(system.config, topics=True)
     _assert_reconciled(report)
     assert first.balances == (Balance(payer, 1, 300), Balance(payee, 1, 200))

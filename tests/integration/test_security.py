@@ -27,7 +27,7 @@ from engine.admin.reconcile import reconcile
 from engine.core.config import Config, KafkaConfig, KafkaSecurityProtocol
 from engine.core.errors import AccessDeniedError
 from engine.core.keyfiles import write_secret
-from engine.core.messages import Deposit, OpenAccount
+from engine.core.messages import Deposit, OpenAccount, SetCreditLimit
 from engine.kafka.acls import deployment_grants, grant, revoke
 from engine.kafka.client import Client
 from engine.kafka.connection import connection
@@ -71,10 +71,16 @@ async def test_upstream_publishes_commands_and_reads_results(system: System) -> 
     assert result.accepted, result
 
 
-@pytest.mark.parametrize("topic", ["results", "dlq"])
+@pytest.mark.parametrize("topic", ["results", "dlq", "internal"])
 async def test_upstream_cannot_write_the_workers_topics(system: System, topic: str) -> None:
+    """Not results, not dead letters, and not the internal topic: the only one workers
+    take saga legs and privileged commands from."""
     admin = system.config.kafka
-    name = admin.results_topic if topic == "results" else admin.dlq_topic
+    name = {
+        "results": admin.results_topic,
+        "dlq": admin.dlq_topic,
+        "internal": admin.internal_topic,
+    }[topic]
     before = await end_offsets(admin, name)
     producer = upstream_producer(system.config)
     await producer.start()
@@ -109,14 +115,28 @@ async def test_only_the_admin_creates_topics(system: System, role: Role) -> None
     assert await partition_counts(system.config.kafka, [kafka.commands_topic]) == {}
 
 
-async def test_risk_writes_commands_but_not_results(system: System) -> None:
+async def test_upstream_publishing_a_privileged_command_is_refused_by_kafka(
+    system: System,
+) -> None:
+    """The client sends privileged commands to the internal topic: as ``upstream`` the
+    broker refuses it, signed or not, and nothing is written."""
+    admin = system.config.kafka
+    before = await end_offsets(admin, admin.internal_topic)
+    async with Client(_as(system, Role.UPSTREAM)) as client:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await client.submit(SetCreditLimit("sec-grant", 5, 1, 10**15), 30)
+    assert await end_offsets(admin, admin.internal_topic) == before, "nothing written"
+
+
+async def test_risk_writes_the_internal_topic_only(system: System) -> None:
     risk = _as(system, Role.RISK)
     producer = AIOKafkaProducer(**connection(risk))
     await producer.start()
     try:
-        await producer.send_and_wait(risk.commands_topic, b"\x90", partition=0)
-        with pytest.raises(TopicAuthorizationFailedError):
-            await producer.send_and_wait(risk.results_topic, b"forged", partition=0)
+        await producer.send_and_wait(risk.internal_topic, b"\x90", partition=0)
+        for topic in (risk.commands_topic, risk.results_topic):
+            with pytest.raises(TopicAuthorizationFailedError):
+                await producer.send_and_wait(topic, b"forged", partition=0)
     finally:
         await producer.stop()
 

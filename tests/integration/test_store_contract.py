@@ -2,10 +2,10 @@
 Postgres cup and a MariaDB cup of one mixed system (engine.core.store.CupStore).
 
 What goes in comes back the same (integers at their limits, ids byte for byte, bytes of
-every value, booleans, timestamps); the fence holds per partition; a frozen partition
-refuses its claim as a passing fault; trims need the epoch; the guards below the ledger
-refuse what the ledger never writes; a cup that cannot be reached fails by name without
-its password.
+every value, booleans, timestamps); the fence holds per partition, on the epoch and both
+offsets; a frozen partition refuses its claim as a passing fault; trims need the epoch;
+the guards below the ledger refuse what the ledger never writes; a cup that cannot be
+reached fails by name without its password.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from engine.core.records import Claim, CommitBatch, CommitStatus, OutboxKind, Ou
 from engine.core.store import CupStore
 from loadtest.system import System, drop_system, make_system
 from shards.backends import cup_kind, open_store
-from shards.cup_admin import CupAdmin, CupKind
+from shards.cup_admin import CupAdmin, CupKind, StateRow
 from shards.cups import close_cups, connect_cups, open_cups
 
 pytestmark = pytest.mark.integration
@@ -87,18 +87,23 @@ def _batch(
     outcome: Outcome,
     *,
     records: int = 1,
+    internal_records: int = 0,
     outbox: list[OutboxRow] | None = None,
     trim_below: int = 0,
 ) -> CommitBatch:
-    """A batch of ``records`` records from the claim's offset, writing ``outcome``."""
+    """A batch of ``records`` records of the commands topic and ``internal_records`` of the
+    internal topic, from the claim's offsets, writing ``outcome``."""
     applied = [result_encoded(a.result) for a in outcome.applied]
     finals = [result_encoded(f.result) for f in outcome.finals]
     offset = claim.next_offset
+    internal = claim.internal_offset
     return CommitBatch(
         partition,
         claim.epoch,
         offset,
         offset + records,
+        internal,
+        internal + internal_records,
         outcome,
         applied,
         finals,
@@ -112,22 +117,27 @@ def result_encoded(result: Result) -> bytes:
 
 
 def _applied(command_id: str, offset: int) -> Applied:
-    return Applied(command_id, 42, _result(command_id, offset))
+    return Applied(command_id, 42, _result(command_id, offset), offset)
 
 
 async def test_a_stale_epoch_cannot_commit(cup: Cup) -> None:
     partition = cup.partition()
     stale = await cup.store.claim(partition, "stale")
     fresh = await cup.store.claim(partition, "fresh")
-    assert fresh == Claim(stale.epoch + 1, stale.next_offset)
+    assert fresh == Claim(stale.epoch + 1, stale.next_offset, stale.internal_offset)
     assert await cup.store.commit_many([_batch(partition, stale, Outcome())]) == {
         partition: CommitStatus.FENCED
     }
     assert (await cup.store.states([partition]))[partition] == fresh
-    current = _batch(partition, fresh, Outcome())
+    current = _batch(partition, fresh, Outcome(), internal_records=2)
     assert await cup.store.commit_many([current]) == {partition: CommitStatus.COMMITTED}
     assert await cup.store.commit_many([current]) == {partition: CommitStatus.FENCED}
-    assert (await cup.store.states([partition]))[partition] == Claim(fresh.epoch, 1)
+    moved = Claim(fresh.epoch, 1, 2)
+    assert (await cup.store.states([partition]))[partition] == moved
+    assert await cup.admin.state_row(partition) == StateRow(fresh.epoch, 1, 2, False)
+    behind_internally = _batch(partition, moved._replace(internal_offset=1), Outcome())
+    assert await cup.store.commit_many([behind_internally]) == {partition: CommitStatus.FENCED}
+    assert (await cup.store.states([partition]))[partition] == moved
 
 
 async def test_one_commit_fences_each_partition_on_its_own(cup: Cup) -> None:
@@ -140,7 +150,7 @@ async def test_one_commit_fences_each_partition_on_its_own(cup: Cup) -> None:
     for p in (repeated, leg):
         first = _batch(p, claims[p], seen, outbox=[_outbox(0, b"first")])
         assert await cup.store.commit_many([first]) == {p: CommitStatus.COMMITTED}
-        claims[p] = Claim(claims[p].epoch, 1)
+        claims[p] = Claim(claims[p].epoch, 1, 0)
     batches = [
         _batch(fresh, claims[fresh], Outcome(applied=[_applied("fresh-1", 0)]),
                outbox=[_outbox(0, b"fresh")]),
@@ -158,7 +168,7 @@ async def test_one_commit_fences_each_partition_on_its_own(cup: Cup) -> None:
     }
     states = await cup.store.states([fresh, stale, repeated, leg])
     assert states == {
-        fresh: Claim(claims[fresh].epoch, 1),
+        fresh: Claim(claims[fresh].epoch, 1, 0),
         stale: newer,
         repeated: claims[repeated],
         leg: claims[leg],
@@ -231,9 +241,9 @@ async def test_finals_replace_results_and_settled_transfers_close(cup: Cup) -> N
     assert await cup.store.commit_many([_batch(partition, claim, first)]) == {
         partition: CommitStatus.COMMITTED
     }
-    final = Applied("x-1", 42, _result("x-1", 0, "settled"))
+    final = Applied("x-1", 42, _result("x-1", 0, "settled"), 1)
     second = Outcome(applied=[_applied("x-1/settle", 1)], finals=[final], settled=["x-1"])
-    settled = Claim(claim.epoch, 1)
+    settled = Claim(claim.epoch, 1, 0)
     batch = _batch(partition, settled, second, outbox=[_outbox(1, b"r")], trim_below=1)
     assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
     known = await cup.store.load_known(partition, ["x-1"])
@@ -292,7 +302,7 @@ async def test_results_are_read_back_exactly(cup: Cup) -> None:
     partition = cup.partition()
     claim = await cup.store.claim(partition, "w")
     result = Result("r-1", Status.REJECTED, detail="x" * 200, offset=2**62, partition=partition)
-    applied = Applied("r-1", -(2**63), result)
+    applied = Applied("r-1", -(2**63), result, 2**62)
     batch = _batch(partition, claim, Outcome(applied=[applied]))
     assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
     known = (await cup.store.load_known(partition, ["r-1"]))["r-1"]

@@ -156,3 +156,25 @@ def test_rebalance_reaches_the_quotas_with_the_fewest_moves(
     surplus = sum(max(0, n - quotas[c]) for c, n in Counter(cup_of.values()).items())
     assert len(plan) == surplus
     assert len({p for p, _ in plan}) == len(plan)
+
+
+def test_a_partition_is_assigned_with_both_its_topics_to_one_member() -> None:
+    cup_of = round_robin(8, 2)
+    assignor = CupAffinityAssignor(ShardMap(1, 8, "t", {0: "a", 1: "b"}, cup_of))
+    metadata = assignor.metadata(["t.commands", "t.internal"])
+
+    class Cluster:
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return set(range(8))
+
+    result = assignor.assign(Cluster(), {"m1": metadata, "m2": metadata, "m3": metadata})
+    owners: dict[int, set[str]] = {}
+    for member, assignment in result.items():
+        by_topic = dict(assignment.assignment)
+        assert by_topic["t.commands"] == by_topic["t.internal"], member
+        for partition in by_topic["t.commands"]:
+            owners.setdefault(partition, set()).add(member)
+    assert sorted(owners) == list(range(8))
+    assert all(len(members) == 1 for members in owners.values())
+    assignor.on_assignment(result["m1"])
+    assert assignor.held == sorted(dict(result["m1"].assignment)["t.commands"])

@@ -29,13 +29,14 @@ from engine.core.messages import (
     encode_json,
     fingerprint,
 )
-from engine.core.records import OutboxKind
+from engine.core.records import OutboxKind, Position
 from engine.core.routing import partition_of
 from engine.core.saga import credit_leg
 from engine.kafka.relay import _record
 
 PARTITIONS = 8
 AUTHORITY, _ = fresh_authority("fw.commands")
+INTERNAL = "fw.internal"
 CUSTOMER = 5
 HOME = partition_of(CUSTOMER, PARTITIONS)
 ELSEWHERE = (HOME + 1) % PARTITIONS
@@ -52,13 +53,13 @@ class Record(NamedTuple):
 
 
 def _decode(*records: Record) -> Decoded:
-    return decode_records(records, 65_536, AUTHORITY, PARTITIONS)
+    return decode_records(records, 65_536, AUTHORITY, PARTITIONS, Position(0, 0), INTERNAL)
 
 
 def test_a_misrouted_command_is_forwarded_as_it_came_to_its_customers_partition() -> None:
     value = encode_json(Deposit("d-1", CUSTOMER, 1, 5, "EUR"))
     decoded = _decode(Record("fw.commands", ELSEWHERE, 7, b"whatever", value, 1_234))
-    assert decoded.incoming == [] and decoded.last_offset == 7
+    assert decoded.incoming == [] and decoded.end == Position(8, 0)
     (row,) = decoded.forwards
     assert (row.kind, row.target_partition, row.src_offset) == (OutboxKind.FORWARD, HOME, 7)
     assert row.key == b"5", "keyed as the engine keys a customer"
@@ -93,7 +94,7 @@ def test_legs_and_invalid_commands_are_never_forwarded() -> None:
     signed = encode(AUTHORITY.sign_leg(leg, HOME))
     invalid = encode(Deposit("d-3", CUSTOMER, 1, 0, "EUR"))
     decoded = _decode(
-        Record("fw.commands", ELSEWHERE, 1, b"5", signed, 1),
+        Record(INTERNAL, ELSEWHERE, 1, b"5", signed, 1),
         Record("fw.commands", ELSEWHERE, 2, b"5", invalid, 1),
     )
     assert decoded.forwards == []
@@ -104,7 +105,7 @@ def test_legs_and_invalid_commands_are_never_forwarded() -> None:
 
 
 def _run(ledger: PartitionLedger, *commands: Command) -> list[Result]:
-    batch = [Incoming(n, 0, c, fingerprint(c)) for n, c in enumerate(commands)]
+    batch = [Incoming(n, n, 0, c, fingerprint(c)) for n, c in enumerate(commands)]
     return ledger.decide_batch(batch, {}, 1).results
 
 
@@ -133,16 +134,16 @@ def test_results_go_back_in_the_commands_encoding_or_as_configured() -> None:
     ledger = PartitionLedger(HOME, PARTITIONS, {})
     outcome = ledger.decide_batch(
         [
-            Incoming(0, 0, OpenAccount("o-j", CUSTOMER, 1, "EUR"), 1, json=True),
-            Incoming(1, 0, OpenAccount("o-m", CUSTOMER, 2, "EUR"), 2, json=False),
+            Incoming(0, 0, 0, OpenAccount("o-j", CUSTOMER, 1, "EUR"), 1, json=True),
+            Incoming(1, 1, 0, OpenAccount("o-m", CUSTOMER, 2, "EUR"), 2, json=False),
         ],
         {},
         1,
     )
-    fence = Fence(HOME, 1, 0, 2)
-    as_command = build_commit(fence, outcome, Decoded(), 0, AUTHORITY)
+    fence = Fence(HOME, 1, Position(0, 0), Position(2, 0))
+    as_command = build_commit(fence, outcome, Decoded(fence.end), 0, AUTHORITY)
     assert [r.value.startswith(b"{") for r in as_command.outbox] == [True, False]
-    all_json = build_commit(fence, outcome, Decoded(), 0, AUTHORITY, ResultsEncoding.JSON)
+    all_json = build_commit(fence, outcome, Decoded(fence.end), 0, AUTHORITY, ResultsEncoding.JSON)
     assert all(r.value.startswith(b"{") for r in all_json.outbox)
     assert all(not raw.startswith(b"{") for raw in as_command.applied_results), "cups keep msgpack"
     assert msgspec.json.decode(all_json.outbox[1].value, type=Result).status is Status.ACCEPTED

@@ -18,7 +18,7 @@ from deploy.local.tls import ensure_certificates
 from engine.core.config import KafkaConfig, KafkaSecurityProtocol, StackConfig
 from engine.core.errors import ConfigError
 from engine.core.secrets import credentials_env_name, named_credentials, secret_from
-from engine.kafka.acls import Operation, Pattern, Resource, deployment_grants
+from engine.kafka.acls import Operation, Pattern, Resource, deployment_grants, superseded_grants
 from engine.kafka.connection import connection
 
 
@@ -105,10 +105,14 @@ def test_each_role_gets_only_its_rights() -> None:
         (group, "bank.upstream", Pattern.PREFIXED, read),
     }
     assert {r[1:] for r in rights if r[0] == "risk"} == {
-        (topic, "bank.commands", literal, write),
+        (topic, "bank.internal", literal, write),
         (topic, "bank.results", literal, read),
     }
     worker = {r[1:] for r in rights if r[0] == "worker"}
+    assert {
+        (topic, "bank.internal", literal, read),
+        (topic, "bank.internal", literal, write),
+    } <= worker
     assert (group, "bank-workers", literal, read) in worker
     assert (topic, "bank.results", literal, write) in worker
     assert (topic, "bank.dlq", literal, write) in worker
@@ -162,3 +166,12 @@ def test_the_server_certificate_chains_to_the_ca_for_localhost(tmp_path: Path) -
     made = files.server_cert.read_bytes()
     assert ensure_certificates(tmp_path).server_cert.read_bytes() == made, "kept while valid"
     assert all(p.stat().st_mode & 0o077 == 0 for p in files.folder.iterdir())
+
+
+def test_init_takes_back_the_risk_users_old_write_unless_another_role_needs_it() -> None:
+    kafka = KafkaConfig(
+        topic_prefix="bank", acl_risk_users=["risk", "both"], acl_upstream_users=["app", "both"]
+    )
+    assert [(g.user, g.name, g.operation) for g in superseded_grants(kafka)] == [
+        ("risk", "bank.commands", Operation.WRITE)
+    ]

@@ -7,12 +7,16 @@ from typing import Any, NamedTuple, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from engine.core.records import InputTopics, Position
 from engine.worker.lane import CupCommits, Lane
 from engine.worker.partition import PartitionState
+
+TOPICS = InputTopics("t", "t.internal")
 
 
 class Record(NamedTuple):
     offset: int
+    topic: str = TOPICS.commands
 
 
 class Consumer:
@@ -20,20 +24,24 @@ class Consumer:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
+        self.seeks: list[tuple[str, int]] = []
 
-    def pause(self, tp: TopicPartition) -> None:
-        self.calls.append(("pause", tp.partition))
+    def pause(self, *tps: TopicPartition) -> None:
+        assert {tp.topic for tp in tps} == set(TOPICS), "both topics of the partition"
+        self.calls.append(("pause", tps[0].partition))
 
-    def resume(self, tp: TopicPartition) -> None:
-        self.calls.append(("resume", tp.partition))
+    def resume(self, *tps: TopicPartition) -> None:
+        assert {tp.topic for tp in tps} == set(TOPICS), "both topics of the partition"
+        self.calls.append(("resume", tps[0].partition))
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.calls.append(("seek", offset))
+        self.seeks.append((tp.topic, offset))
 
 
 class State(NamedTuple):
     partition: int
-    position: int
+    position: Position
 
 
 class Handler:
@@ -66,14 +74,19 @@ def make_lane(
     partition: int = 7,
 ) -> tuple[Lane, Consumer]:
     consumer = Consumer()
-    state = cast(PartitionState, State(partition, position))
+    state = cast(PartitionState, State(partition, Position(position, 3)))
     commits = cup or CupCommits(1, 100, handler)
-    lane = Lane(state, cast(AIOKafkaConsumer, consumer), "t", batch_max, commits)
+    lane = Lane(state, cast(AIOKafkaConsumer, consumer), TOPICS, batch_max, commits)
     return lane, consumer
 
 
-def records(first: int, last: int) -> list[Record]:
-    return [Record(offset) for offset in range(first, last + 1)]
+def records(first: int, last: int, topic: str = TOPICS.commands) -> list[Record]:
+    return [Record(offset, topic) for offset in range(first, last + 1)]
+
+
+def offer(lane: Lane, batch: list[Record]) -> None:
+    """Hand the lane records fetched from the topic partition they name."""
+    lane.offer(TopicPartition(batch[0].topic, lane.partition), batch)
 
 
 async def settle() -> None:
@@ -85,7 +98,7 @@ async def test_batches_keep_order_and_bound_and_skip_stale_records() -> None:
     handler = Handler()
     lane, consumer = make_lane(handler)
     lane.start()
-    lane.offer(records(5, 14))  # 5..9 are before the claimed position: stale
+    offer(lane, records(5, 14))  # 5..9 are before the claimed position: stale
     await settle()
     await lane.stop()
     assert handler.batches == [[10, 11, 12], [13, 14]]
@@ -97,9 +110,9 @@ async def test_records_arriving_during_a_commit_form_the_next_batch() -> None:
     handler.release.clear()
     lane, _ = make_lane(handler, batch_max=100)
     lane.start()
-    lane.offer(records(10, 10))
+    offer(lane, records(10, 10))
     await settle()
-    lane.offer(records(11, 13))
+    offer(lane, records(11, 13))
     handler.release.set()
     await settle()
     await lane.stop()
@@ -110,11 +123,11 @@ async def test_a_hole_is_read_again_once_then_accepted() -> None:
     handler = Handler()
     lane, consumer = make_lane(handler)
     lane.start()
-    lane.offer(records(12, 13))  # 10 and 11 missing: re-read from 10
+    offer(lane, records(12, 13))  # 10 and 11 missing: re-read from 10
     await settle()
     assert handler.batches == []
     assert consumer.calls[-1] == ("seek", 10)
-    lane.offer(records(12, 13))  # Kafka starts past 10 again: the hole is real
+    offer(lane, records(12, 13))  # Kafka starts past 10 again: the hole is real
     await settle()
     await lane.stop()
     assert handler.batches == [[12, 13]]
@@ -125,7 +138,7 @@ async def test_a_full_lane_pauses_fetching_and_resumes_when_drained() -> None:
     handler.release.clear()
     lane, consumer = make_lane(handler, batch_max=2)
     lane.start()
-    lane.offer(records(10, 17))  # 8 records: high water is 4 x 2
+    offer(lane, records(10, 17))  # 8 records: high water is 4 x 2
     assert consumer.calls[-1] == ("pause", 7)
     handler.release.set()
     await settle()
@@ -138,7 +151,7 @@ async def test_a_lost_partition_ends_the_lane_without_error() -> None:
     handler = Handler(lose_after=1)
     lane, _ = make_lane(handler)
     lane.start()
-    lane.offer(records(10, 15))
+    offer(lane, records(10, 15))
     await settle()
     assert handler.batches == [[10, 11, 12]]
     assert lane.failure() is None
@@ -152,13 +165,13 @@ async def test_lanes_of_a_cup_commit_together_and_batch_what_arrives_meanwhile()
     lanes = [make_lane(handler, batch_max=100, cup=cup, partition=p)[0] for p in (1, 2, 3)]
     for lane in lanes:
         lane.start()
-    lanes[0].offer(records(10, 10))
+    offer(lanes[0], records(10, 10))
     await settle()
-    lanes[1].offer(records(10, 10))
-    lanes[2].offer(records(10, 11))
+    offer(lanes[1], records(10, 10))
+    offer(lanes[2], records(10, 11))
     await settle()
-    lanes[1].offer(records(11, 12))  # waiting for the next round: joins its batch
-    lanes[0].offer(records(11, 11))  # committing: joins once its round is done
+    offer(lanes[1], records(11, 12))  # waiting for the next round: joins its batch
+    offer(lanes[0], records(11, 11))  # committing: joins once its round is done
     handler.release.set()
     await settle()
     for lane in lanes:
@@ -173,7 +186,7 @@ async def test_rounds_in_flight_are_bounded_by_the_turns() -> None:
     lanes = [make_lane(handler, cup=cup, partition=p)[0] for p in (1, 2, 3)]
     for index, lane in enumerate(lanes):
         lane.start()
-        lane.offer(records(10, 10))
+        offer(lane, records(10, 10))
         await settle()
         assert len(cup._rounds) == index + 1  # a third round waits for a turn
     handler.release.set()
@@ -190,10 +203,10 @@ async def test_a_round_holds_at_most_records_max_and_the_rest_come_first_next() 
     lanes = [make_lane(handler, batch_max=100, cup=cup, partition=p)[0] for p in (1, 2, 3, 4)]
     for lane in lanes:
         lane.start()
-    lanes[0].offer(records(10, 10))
+    offer(lanes[0], records(10, 10))
     await settle()
     for lane in lanes[1:]:
-        lane.offer(records(10, 12))
+        offer(lane, records(10, 12))
     await settle()
     handler.release.set()
     await settle()
@@ -217,9 +230,9 @@ async def test_a_lane_stopped_while_waiting_for_a_round_commits_nothing() -> Non
     waiting, _ = make_lane(handler, cup=cup, partition=2)
     busy.start()
     waiting.start()
-    busy.offer(records(10, 10))
+    offer(busy, records(10, 10))
     await settle()
-    waiting.offer(records(10, 12))
+    offer(waiting, records(10, 12))
     await settle()
     async with asyncio.timeout(1):
         await waiting.stop()  # without waiting for the round in flight
@@ -237,7 +250,7 @@ async def test_a_bug_in_a_round_ends_its_lanes_with_the_error() -> None:
     lanes = [make_lane(handler, cup=cup, partition=p)[0] for p in (1, 2)]
     for lane in lanes:
         lane.start()
-        lane.offer(records(10, 10))
+        offer(lane, records(10, 10))
     await settle()
     assert [lane.failure() for lane in lanes] == [handler.bug, handler.bug]
 
@@ -247,7 +260,7 @@ async def test_stop_finishes_the_commit_in_flight() -> None:
     handler.release.clear()
     lane, _ = make_lane(handler)
     lane.start()
-    lane.offer(records(10, 15))
+    offer(lane, records(10, 15))
     await settle()
     stopping = asyncio.ensure_future(lane.stop())
     await settle()
@@ -267,9 +280,9 @@ async def test_a_lane_stopped_while_it_waits_for_a_round_is_never_committed() ->
     first.start()
     second.start()
     handler.release.clear()
-    first.offer(records(10, 11))
+    offer(first, records(10, 11))
     await settle()  # the first round holds the only turn
-    second.offer(records(10, 12))
+    offer(second, records(10, 12))
     await settle()  # the second lane waits for the next round
     handler.release.set()
     await asyncio.create_task(second.stop())
@@ -277,3 +290,21 @@ async def test_a_lane_stopped_while_it_waits_for_a_round_is_never_committed() ->
     await first.stop()
 
     assert handler.rounds == [[(1, [10, 11])]]
+
+
+async def test_both_topics_queue_in_arrival_order_each_with_its_own_position_and_holes() -> None:
+    handler = Handler()
+    handler.release.clear()
+    lane, consumer = make_lane(handler, batch_max=100)
+    lane.start()
+    offer(lane, records(1, 4, TOPICS.internal))  # 1 and 2 are before the internal position 3
+    offer(lane, records(10, 11))
+    await settle()
+    offer(lane, records(6, 6, TOPICS.internal))  # 5 missing: re-read the internal topic from 5
+    assert consumer.seeks == [(TOPICS.internal, 5)]
+    offer(lane, records(12, 12))  # the commands topic follows on: no hole there
+    offer(lane, records(5, 6, TOPICS.internal))
+    handler.release.set()
+    await settle()
+    await lane.stop()
+    assert handler.batches == [[3, 4, 10, 11], [12, 5, 6]]

@@ -51,7 +51,7 @@ def ledger() -> PartitionLedger:
 def run(
     subject: PartitionLedger, commands: Sequence[Command], known: dict[str, Known] | None = None
 ) -> list[Result]:
-    batch = [Incoming(i, 0, c, fingerprint(c)) for i, c in enumerate(commands)]
+    batch = [Incoming(i, i, 0, c, fingerprint(c)) for i, c in enumerate(commands)]
     return subject.decide_batch(batch, known or {}, now_us=1).results
 
 
@@ -260,7 +260,7 @@ def test_money_is_conserved_and_limits_hold(sequence: list[Command], batch_size:
     journal_total = 0
     for start in range(0, len(sequence), batch_size):
         batch = [
-            Incoming(start + i, 0, c, fingerprint(c))
+            Incoming(start + i, start + i, 0, c, fingerprint(c))
             for i, c in enumerate(sequence[start : start + batch_size])
         ]
         outcome = subject.decide_batch(batch, {}, now_us=1)
@@ -276,7 +276,7 @@ def test_money_is_conserved_and_limits_hold(sequence: list[Command], batch_size:
 @given(st.lists(commands, max_size=60))
 def test_replaying_the_sequence_changes_nothing(sequence: list[Command]) -> None:
     subject = ledger()
-    batch = [Incoming(i, 0, c, fingerprint(c)) for i, c in enumerate(sequence)]
+    batch = [Incoming(i, i, 0, c, fingerprint(c)) for i, c in enumerate(sequence)]
     outcome = subject.decide_batch(batch, {}, now_us=1)
     known = {a.command_id: Known(a.fingerprint, a.result) for a in outcome.applied}
     before = snapshot(subject)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from engine.core.batch import Decoded
 from engine.core.book import Incoming, Outcome
 from engine.core.messages import Deposit, Invalid, Reason, Result, Status, Transfer
-from engine.core.records import CommitBatch
+from engine.core.records import CommitBatch, Position
 from engine.worker.metrics import WorkerMetrics
 from engine.worker.observe import record_batch
 
 
 def _incoming(offset: int, command: Deposit | Transfer | Invalid) -> Incoming:
-    return Incoming(offset, 1_000, command, 0)
+    return Incoming(offset, offset, 1_000, command, 0)
 
 
 def test_a_batch_is_counted_by_type_outcome_and_reason() -> None:
@@ -34,8 +34,9 @@ def test_a_batch_is_counted_by_type_outcome_and_reason() -> None:
             Result(command_id="x1", status=Status.REJECTED, reason=Reason.UNKNOWN_CURRENCY),
         ]
     )
-    decoded = Decoded(incoming=incoming, dead_reasons=["undecodable", "undecodable"])
-    batch = CommitBatch(0, 1, 0, 6, outcome, [], [], [], 0)
+    end = Position(6, 0)
+    decoded = Decoded(end, incoming=incoming, dead_reasons=["undecodable", "undecodable"])
+    batch = CommitBatch(0, 1, 0, 6, 0, 0, outcome, [], [], [], 0)
 
     record_batch(metrics, decoded, batch, now_ms=1_250)
 

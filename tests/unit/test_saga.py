@@ -79,7 +79,10 @@ class World:
         if not batch:
             return
         ledger = part.cache()
-        incoming = [Incoming(part.position + i, 0, c, fingerprint(c)) for i, c in enumerate(batch)]
+        incoming = [
+            Incoming(part.position + i, part.position + i, 0, c, fingerprint(c))
+            for i, c in enumerate(batch)
+        ]
         outcome = ledger.decide_batch(incoming, part.known, now_us=1)
         if crash_before:
             part.ledger = None

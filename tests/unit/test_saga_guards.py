@@ -44,7 +44,7 @@ class Book:
     def run(self, commands: Sequence[Command]) -> tuple[list[Result], list[str]]:
         batch = []
         for command in commands:
-            batch.append(Incoming(self.offset, 7, command, fingerprint(command)))
+            batch.append(Incoming(self.offset, self.offset, 7, command, fingerprint(command)))
             self.offset += 1
         outcome = self.ledger.decide_batch(batch, {}, now_us=1)
         self.legs = [leg.command for leg in outcome.legs]
@@ -179,13 +179,13 @@ def test_a_settle_leg_delivered_again_is_checked_against_the_cup_not_forged() ->
     so the batch is decided again with the recorded result, and nothing is forged."""
     book, transfer = payer_book()
     settle = settle_leg(credit_leg(transfer, 2, 7), Reason.NONE, "", 400)
-    first = book.ledger.decide_batch([Incoming(10, 7, settle, fingerprint(settle))], {}, 1)
+    first = book.ledger.decide_batch([Incoming(10, 10, 7, settle, fingerprint(settle))], {}, 1)
     (applied,) = first.applied
-    again = book.ledger.decide_batch([Incoming(11, 7, settle, fingerprint(settle))], {}, 1)
+    again = book.ledger.decide_batch([Incoming(11, 11, 7, settle, fingerprint(settle))], {}, 1)
     assert [f.leg_id for f in again.forged] == [settle.id], "the id goes to the commit's probe"
     known = {settle.id: Known(applied.fingerprint, applied.result)}
     decided_again = book.ledger.decide_batch(
-        [Incoming(11, 7, settle, fingerprint(settle))], known, 1
+        [Incoming(11, 11, 7, settle, fingerprint(settle))], known, 1
     )
     assert decided_again.forged == [] and decided_again.journal == []
     assert book.balance((PAYER, 1)) == 600

@@ -55,6 +55,7 @@ from engine.core.records import (
     InFlightFigures,
     OutboxKind,
     OutboxRow,
+    Position,
 )
 from engine.worker.commit_round import RoundInput, Verdict, commit_round
 from engine.worker.metrics import WorkerMetrics
@@ -88,7 +89,7 @@ class SimulatedCup:
     cup_id = 0
 
     def __init__(self) -> None:
-        self.claim_state = Claim(0, 0)
+        self.claim_state = Claim(0, 0, 0)
         self.accounts: dict[AccountKey, Account] = {}
         self.journal: list[tuple[AccountKey, int]] = []
         self.known: dict[str, tuple[int, bytes]] = {}
@@ -97,7 +98,8 @@ class SimulatedCup:
         self.lose_next_reply = False
 
     async def claim(self, partition: int, owner: str) -> Claim:
-        self.claim_state = Claim(self.claim_state.epoch + 1, self.claim_state.next_offset)
+        state = self.claim_state
+        self.claim_state = Claim(state.epoch + 1, state.next_offset, state.internal_offset)
         return self.claim_state
 
     async def states(self, partitions: Sequence[int]) -> dict[int, Claim]:
@@ -134,14 +136,14 @@ class SimulatedCup:
         return {batch.partition: self._commit(batch) for batch in batches}
 
     def _commit(self, batch: CommitBatch) -> CommitStatus:
-        expected = Claim(batch.epoch, batch.expected_offset)
+        expected = Claim(batch.epoch, batch.expected_offset, batch.expected_internal)
         if self.claim_state != expected:
             return CommitStatus.FENCED
         probed = [a.command_id for a in batch.outcome.applied]
         probed += [f.leg_id for f in batch.outcome.forged]
         if any(command_id in self.known for command_id in probed):
             return CommitStatus.DUPLICATES
-        self.claim_state = Claim(batch.epoch, batch.next_offset)
+        self.claim_state = Claim(batch.epoch, batch.next_offset, batch.next_internal)
         for account in batch.outcome.changed.values():
             self.accounts[account.key] = dataclasses.replace(account)
         self.journal += [((j.customer, j.account), j.amount) for j in batch.outcome.journal]
@@ -226,7 +228,9 @@ class WorkerProtocol(RuleBasedStateMachine):
     def claim(self) -> int:
         """A worker is assigned the partition: bump the epoch, load, re-send the outbox."""
         claim = self._run(self.cup.claim(PARTITION, "sim"))
-        state = PartitionState(PARTITION, PARTITIONS, self.cup, claim, LIMITS, AUTHORITY)
+        state = PartitionState(
+            PARTITION, PARTITIONS, self.cup, claim, LIMITS, AUTHORITY, f"{TOPIC}.internal"
+        )
         self._run(state.load())
         self._publish(self._run(self.cup.unsent(PARTITION)))
         self.states[claim.epoch] = state
@@ -244,7 +248,8 @@ class WorkerProtocol(RuleBasedStateMachine):
         state = self.states.get(epoch)
         if state is None:
             return
-        records = self.log[state.position : state.position + size]
+        start = state.position.commands
+        records = self.log[start : start + size]
         if not records:
             return
         stale = epoch != self.cup.claim_state.epoch
@@ -265,7 +270,8 @@ class WorkerProtocol(RuleBasedStateMachine):
             event("a commit's reply was lost")
         if publish:
             self._publish(batch.outbox)
-            self._run(self.cup.trim_outbox(PARTITION, epoch, batch.next_offset))
+            end = Position(batch.next_offset, batch.next_internal)
+            self._run(self.cup.trim_outbox(PARTITION, epoch, end.seq))
 
     @rule(epoch=consumes(workers))
     def crash(self, epoch: int) -> None:
