@@ -99,7 +99,8 @@ async def drop_system(base: Config, system: System) -> None:
     await drop_databases(base, system.databases)
     await asyncio.to_thread(drop_mysql_databases, base.stack, system.mysql_databases)
     kafka = system.config.kafka
-    await delete_topics(base, [kafka.commands_topic, kafka.results_topic, kafka.dlq_topic])
+    topics = [kafka.commands_topic, kafka.internal_topic, kafka.results_topic, kafka.dlq_topic]
+    await delete_topics(base, topics)
     if kafka.security_protocol.sasl:
         await revoke(kafka, deployment_grants(kafka))
 

@@ -21,7 +21,7 @@ from engine.core.book import Incoming
 from engine.core.errors import invariant
 from engine.core.ledger import PartitionLedger
 from engine.core.messages import Command, fingerprint
-from engine.core.records import CommitBatch, CommitStatus
+from engine.core.records import CommitBatch, CommitStatus, Position
 from engine.core.routing import partition_of
 from engine.core.store import CupStore
 
@@ -77,21 +77,23 @@ class Simulation:
     def _append(self, partition: int, command: Command) -> None:
         log = self._logs[partition]
         offset = self.positions[partition] + len(log)
-        log.append(Incoming(offset, 0, command, fingerprint(command)))
+        log.append(Incoming(offset, offset, 0, command, fingerprint(command)))
 
     def _decide_batch(self, partition: int, log: deque[Incoming]) -> CommitBatch:
         incoming = [log.popleft() for _ in range(min(self.batch_records, len(log)))]
         outcome = self.ledgers[partition].decide_batch(incoming, {}, self.now_us)
         expected = self.positions[partition]
-        # Legs take offsets after every record already logged, as the relay appends them.
+        # Legs take offsets after every record already logged, in the same input: the
+        # ceiling measures the cup's commits, not which topic legs travel on.
         self.positions[partition] = incoming[-1].offset + 1
         for leg in outcome.legs:
             target_log = self._logs[leg.partition]
             offset = self.positions[leg.partition] + len(target_log)
             signed = self.authority.sign_leg(leg.command, leg.partition)
-            target_log.append(Incoming(offset, 0, signed, fingerprint(signed)))
-        fence = Fence(partition, self.epochs[partition], expected, incoming[-1].offset + 1)
-        return build_commit(fence, outcome, Decoded(), expected, self.authority)
+            target_log.append(Incoming(offset, offset, 0, signed, fingerprint(signed)))
+        end = Position(incoming[-1].offset + 1, 0)
+        fence = Fence(partition, self.epochs[partition], Position(expected, 0), end)
+        return build_commit(fence, outcome, Decoded(end), expected, self.authority)
 
 
 async def commit_chains(
