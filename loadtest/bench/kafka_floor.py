@@ -1,7 +1,7 @@
 """``kafka_floor``: the engine's latency with everything but Kafka taken away.
 
-An echo process stands in for the workers. It consumes the command topic with the
-worker's fetch settings and answers every command with an accepted result on the results
+An echo process stands in for the workers. It consumes the commands and internal topics
+with the worker's fetch settings and answers every command with an accepted result on the results
 partition, through a producer with the relay's settings. Commands take the same trips
 through Kafka as in the engine: a transfer whose payee is in another partition goes to
 the payee's partition (the credit leg) and back to the payer's (the settle leg) before
@@ -126,7 +126,14 @@ async def _echo(
     authority, _ = fresh_authority(kafka.commands_topic)
     figures: Figures = {"answered": 0, "legs": 0}
     try:
-        tps = [TopicPartition(kafka.commands_topic, p) for p in range(kafka.partitions)]
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (kafka.commands_topic, kafka.internal_topic)
+            for p in range(kafka.partitions)
+        ]
+        # Per partition, the input place of the next record of either topic (what orders
+        # the relay's rows, as in the engine).
+        places = dict.fromkeys(range(kafka.partitions), 0)
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
@@ -135,8 +142,11 @@ async def _echo(
         while not conn.poll():
             fetched = await consumer.getmany(timeout_ms=100, max_records=fetch_records_max)
             for tp, records in fetched.items():
+                first = places[tp.partition]
+                places[tp.partition] += len(records)
                 rows = [
-                    _answer(kafka.partitions, tp.partition, r, figures, authority) for r in records
+                    _answer(kafka.partitions, tp.partition, r, first + n, figures, authority)
+                    for n, r in enumerate(records)
                 ]
                 await relay.publish(tp.partition, rows)
                 relay.settle(tp.partition)
@@ -152,7 +162,12 @@ async def _echo(
 
 
 def _answer(
-    partitions: int, partition: int, record: Any, figures: Figures, authority: Authority
+    partitions: int,
+    partition: int,
+    record: Any,
+    place: int,
+    figures: Figures,
+    authority: Authority,
 ) -> OutboxRow:
     """What the engine publishes for ``record`` once it is decided: a leg or a result.
     Legs are signed and checked as the workers do."""
@@ -171,8 +186,8 @@ def _answer(
         target = partition_of(leg.customer, partitions)
         key = customer_key(leg.customer)
         value = encode(authority.sign_leg(leg, target))
-        return OutboxRow(record.offset, 0, OutboxKind.LEG, key, value, target)
+        return OutboxRow(place, 0, OutboxKind.LEG, key, value, target)
     command_id = command.transfer_id if isinstance(command, SettleLeg) else command.id
     result = Result(command_id, Status.ACCEPTED, published_at_ms=now_ms, partition=partition)
     figures["answered"] += 1
-    return OutboxRow(record.offset, 0, OutboxKind.RESULT, record.key, encode(result), partition)
+    return OutboxRow(place, 0, OutboxKind.RESULT, record.key, encode(result), partition)
