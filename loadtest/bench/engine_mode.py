@@ -7,7 +7,8 @@ Postgres cups; the ``_mariadb`` modes on MariaDB cups).
    ``WINDOW_COMMANDS`` awaiting their result) and time it from the first publish until
    every command's result has been read from the results topic;
 4. latency: an open-loop load at half that rate for ``latency_seconds`` (the publisher
-   keeps its schedule whatever the results do); publish-to-result p50/p99/p999;
+   keeps its schedule whatever the results do), then one at a tenth of it:
+   publish-to-result p50/p99/p999 and CPU per 1,000 commands of each phase;
 5. verify: every command answered, no publish refused, the workers stop cleanly, and
    ``reconcile`` (cups and topics) is clean with every consumed command answered once.
 """
@@ -27,7 +28,15 @@ from engine.admin.reconcile import reconcile
 from engine.core.config import Config
 from engine.kafka.client import Client
 from loadtest.bench.cpu import CpuMeter
-from loadtest.bench.options import BenchOptions, Checks, Load, ModeResult, fresh_system, rate_of
+from loadtest.bench.options import (
+    BenchOptions,
+    Checks,
+    Load,
+    ModeResult,
+    Phase,
+    fresh_system,
+    rate_of,
+)
 from loadtest.bench.scrape import totals, wait_owning
 from loadtest.driver import CHUNK_COMMANDS, Driver
 from loadtest.system import System, drop_system
@@ -36,6 +45,8 @@ WINDOW_COMMANDS: Final = 100_000
 """Most commands the driver has published and not yet seen answered."""
 OWNING_TIMEOUT_SECONDS: Final = 120.0
 TICK_SECONDS: Final = 0.005
+PHASES: Final = {"half": 0.5, "tenth": 0.1}
+"""The open-loop phases after the maximum, by their share of it."""
 LATE_FACTOR: Final = 2.0
 """The open-loop phase stops publishing at LATE_FACTOR x its duration, whatever is left."""
 _BATCH_SUM: Final = "smallcups_batch_commands_sum"
@@ -57,6 +68,15 @@ class Latency:
     complete: bool
     rate_per_second: float
     percentiles_ms: dict[str, float]
+    cpu_seconds_per_1k: dict[str, float]
+
+    def phase(self) -> Phase:
+        return Phase(
+            rate_per_second=round(self.rate_per_second, 1),
+            commands=self.sent,
+            latency_ms=self.percentiles_ms,
+            cpu_seconds_per_1k=self.cpu_seconds_per_1k,
+        )
 
 
 async def run_engine(
@@ -75,10 +95,16 @@ async def run_engine(
                 raise RuntimeError(f"the set-up was not answered:\n{system.worker_logs()}")
             gc.collect()
             gc.freeze()  # the set-up's objects live on: keep them out of the collector's scans
+            pids = [worker.pid for worker in system.workers]
             try:
                 measured = await _maximum(driver, load, system, ports, options)
                 rate = rate_of(measured.answered, measured.seconds)
-                latency = await open_loop(driver, load, rate / 2, options)
+                phases = {
+                    name: await open_loop(
+                        driver, load, rate * share, options, CpuMeter(system.config.stack, pids)
+                    )
+                    for name, share in PHASES.items()
+                }
             finally:
                 gc.unfreeze()
             publish_errors = driver.score.publish_errors
@@ -88,12 +114,13 @@ async def run_engine(
         await drop_system(base, system)
     checks = Checks()
     checks.expect(measured.complete, "every load command answered", measured.answered)
-    checks.expect(latency.complete, "every latency-phase command answered", latency.sent)
+    for name, phase in phases.items():
+        checks.expect(phase.complete, f"every {name}-rate command answered", phase.sent)
     checks.expect(publish_errors == 0, "no publish refused", publish_errors)
     checks.expect(not any(exit_codes), "workers stopped cleanly", exit_codes)
     checks.expect(report.ok, "reconcile (cups and topics) clean", dict(report.problems))
     consumed = report.counts.get("commands_consumed", 0)
-    wanted = len(load.setup) + len(load.commands) + latency.sent
+    wanted = len(load.setup) + len(load.commands) + sum(p.sent for p in phases.values())
     checks.expect(consumed == wanted, f"{wanted} commands consumed", consumed)
     checks.expect(report.transfers_in_flight == 0, "no transfer left in flight")
     result = ModeResult(
@@ -102,8 +129,9 @@ async def run_engine(
         seconds=round(measured.seconds, 3),
         rate_per_second=round(rate, 1),
         cpu_seconds_per_1k=measured.cpu_seconds_per_1k,
-        latency_ms=latency.percentiles_ms,
-        latency_rate_per_second=round(latency.rate_per_second, 1),
+        latency_ms=phases["half"].percentiles_ms,
+        latency_rate_per_second=round(phases["half"].rate_per_second, 1),
+        phases={name: phase.phase() for name, phase in phases.items()},
         notes={"batch_records_mean": round(measured.batch_records_mean, 1)},
     )
     return checks.apply(result)
@@ -129,10 +157,14 @@ async def _maximum(
     return Measured(answered, complete, seconds, meter.per_thousand(answered), mean)
 
 
-async def open_loop(driver: Driver, load: Load, rate: float, options: BenchOptions) -> Latency:
-    """Step 4: publish on a fixed schedule at ``rate`` commands/s; latency of each."""
+async def open_loop(
+    driver: Driver, load: Load, rate: float, options: BenchOptions, meter: CpuMeter
+) -> Latency:
+    """Step 4: publish on a fixed schedule at ``rate`` commands/s; latency of each, and the
+    CPU the phase cost (until its last result) per 1,000 of its commands."""
     total = max(1, int(rate * options.latency_seconds))
     driver.score.latencies_ms.clear()
+    meter.start()
     started = time.monotonic()
     sent = 0
     while sent < total and time.monotonic() - started < options.latency_seconds * LATE_FACTOR:
@@ -144,9 +176,10 @@ async def open_loop(driver: Driver, load: Load, rate: float, options: BenchOptio
         await asyncio.sleep(TICK_SECONDS)
     elapsed = time.monotonic() - started
     complete = await driver.wait_all(options.results_timeout_seconds)
+    meter.stop()
     score = driver.score
     percentiles = {
         name: round(score.percentile_ms(fraction), 2)
         for name, fraction in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))
     }
-    return Latency(sent, complete, rate_of(sent, elapsed), percentiles)
+    return Latency(sent, complete, rate_of(sent, elapsed), percentiles, meter.per_thousand(sent))

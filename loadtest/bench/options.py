@@ -171,6 +171,16 @@ def transferred(commands: list[Command]) -> int:
     return sum(c.amount for c in commands if isinstance(c, Transfer | Deposit | Withdraw))
 
 
+class Phase(msgspec.Struct, kw_only=True):
+    """An open-loop latency phase: its rate, its publish-to-result percentiles and the CPU
+    every process kind spent per 1,000 of its commands."""
+
+    rate_per_second: float = 0.0
+    commands: int = 0
+    latency_ms: dict[str, float] = msgspec.field(default_factory=dict)
+    cpu_seconds_per_1k: dict[str, float] = msgspec.field(default_factory=dict)
+
+
 class ModeResult(msgspec.Struct, kw_only=True):
     """One mode's measurement, as printed and as written to the JSON report."""
 
@@ -180,7 +190,12 @@ class ModeResult(msgspec.Struct, kw_only=True):
     rate_per_second: float = 0.0
     cpu_seconds_per_1k: dict[str, float] = msgspec.field(default_factory=dict)
     latency_ms: dict[str, float] = msgspec.field(default_factory=dict)
+    """The half-rate phase's percentiles (``phases["half"]``), kept at the top for the
+    tables that compare modes."""
     latency_rate_per_second: float = 0.0
+    phases: dict[str, Phase] = msgspec.field(default_factory=dict)
+    """The engines' open-loop phases after the maximum: ``half`` and ``tenth`` of it
+    (kafka_floor: ``half``, at the engine's half rate)."""
     verified: bool = False
     checks: list[str] = msgspec.field(default_factory=list)
     """What was verified, or why the mode failed."""

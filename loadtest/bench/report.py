@@ -18,6 +18,7 @@ from loadtest.bench.options import (
     SECURITY_PAIRS,
     BenchOptions,
     ModeResult,
+    Phase,
     backend_of,
 )
 from shards.cup_admin import CupKind
@@ -53,8 +54,10 @@ def build_report(options: BenchOptions, results: Sequence[ModeResult]) -> BenchR
             if baseline in rates:
                 ratios[f"engine/{baseline}"] = round(engine / rates[baseline], 2)
         if "raw_pipe" in rates and "db_ceiling" in rates:
-            ceiling = min(rates["raw_pipe"], rates["db_ceiling"])
-            ratios["engine/min(raw_pipe,db_ceiling)"] = round(engine / ceiling, 3)
+            pipe, ceiling = rates["raw_pipe"], rates["db_ceiling"]
+            ratios["engine/min(raw_pipe,db_ceiling)"] = round(engine / min(pipe, ceiling), 3)
+            combined = 1 / (1 / pipe + 1 / ceiling)
+            ratios["engine/floor(raw_pipe,db_ceiling)"] = round(engine / combined, 3)
     backend_ratios = {
         postgres: round(rates[mariadb] / rates[postgres], 3)
         for postgres, mariadb in BACKEND_PAIRS
@@ -92,6 +95,7 @@ def median_report(runs: Sequence[BenchReport]) -> BenchReport:
                 latency_rate_per_second=round(
                     statistics.median(r.latency_rate_per_second for r in results), 1
                 ),
+                phases=_median_phases([r.phases for r in results]),
                 verified=all(r.verified for r in results),
                 checks=[c for r in results for c in r.checks if c.startswith("FAILED")],
                 notes=_medians([r.notes for r in results], 1),
@@ -107,6 +111,20 @@ def median_report(runs: Sequence[BenchReport]) -> BenchReport:
         ok=all(run.ok for run in runs),
         runs=list(runs),
     )
+
+
+def _median_phases(values: Sequence[dict[str, Phase]]) -> dict[str, Phase]:
+    names = dict.fromkeys(name for value in values for name in value)
+    phases = {}
+    for name in names:
+        runs = [value[name] for value in values if name in value]
+        phases[name] = Phase(
+            rate_per_second=round(statistics.median(p.rate_per_second for p in runs), 1),
+            commands=int(statistics.median(p.commands for p in runs)),
+            latency_ms=_medians([p.latency_ms for p in runs], 2),
+            cpu_seconds_per_1k=_medians([p.cpu_seconds_per_1k for p in runs], 4),
+        )
+    return phases
 
 
 def _medians(values: Sequence[dict[str, float]], digits: int) -> dict[str, float]:
@@ -146,6 +164,7 @@ def format_report(report: BenchReport) -> str:
             lines.append(f"{result.mode}: {notes}")
     for name, value in report.ratios.items():
         lines.append(f"{name.replace('engine', report.engine_mode, 1)} = {value:,}")
+    lines += format_phases(report)
     lines += format_backends(report)
     lines += format_security(report)
     for result in report.modes:
@@ -154,6 +173,39 @@ def format_report(report: BenchReport) -> str:
             lines.append(f"{result.mode}: {check}")
     lines.append("bench: OK" if report.ok else "bench: FAILED")
     return "\n".join(lines)
+
+
+def format_phases(report: BenchReport) -> list[str]:
+    """The open-loop phases of each mode that ran them: rate, latency, and total CPU per
+    1,000 commands, with the half-rate phase's CPU against the maximum's."""
+    measured = [result for result in report.modes if result.phases]
+    if not measured:
+        return []
+    header = ["latency", "half rate/s", "p50", "p99", "p999", "cpu", "cpu half/max"]
+    header += ["tenth rate/s", "p50", "p99", "cpu"]
+    rows = [header]
+    for result in measured:
+        half, tenth = result.phases.get("half", Phase()), result.phases.get("tenth", Phase())
+        full_cpu = sum(result.cpu_seconds_per_1k.values())
+        half_cpu = sum(half.cpu_seconds_per_1k.values())
+        rows.append(
+            [
+                result.mode,
+                f"{half.rate_per_second:,.0f}",
+                *(_number(half.latency_ms.get(p), 1) for p in ("p50", "p99", "p999")),
+                _number(half_cpu or None),
+                _number(half_cpu / full_cpu if full_cpu and half_cpu else None, 2),
+                f"{tenth.rate_per_second:,.0f}" if tenth.commands else "-",
+                *(_number(tenth.latency_ms.get(p), 1) for p in ("p50", "p99")),
+                _number(sum(tenth.cpu_seconds_per_1k.values()) or None),
+            ]
+        )
+    lines = _aligned(rows)
+    lines.append(
+        "latency: the open-loop phases at a half and a tenth of the mode's maximum (kafka_floor:"
+        " the engine's half); ms publish-to-result; cpu: total CPU seconds per 1,000 commands"
+    )
+    return lines
 
 
 def format_backends(report: BenchReport) -> list[str]:

@@ -56,6 +56,13 @@ def test_bench_runs_every_mode_and_verifies_each(stack: Config, tmp_path: Path) 
         assert set(result.cpu_seconds_per_1k) == kinds, result.mode
     engines = [r for r in report.modes if r.mode.startswith("engine")]
     assert all(r.latency_ms["p99"] > 0 for r in engines), engines
+    for engine in engines:
+        half, tenth = engine.phases["half"], engine.phases["tenth"]
+        assert half.latency_ms == engine.latency_ms, engine.mode
+        assert tenth.rate_per_second < half.rate_per_second, engine.mode
+        assert tenth.latency_ms["p99"] > 0 and tenth.commands > 0, engine.mode
+        assert sum(half.cpu_seconds_per_1k.values()) > 0, engine.mode
+        assert sum(tenth.cpu_seconds_per_1k.values()) > 0, engine.mode
     floor = next(r for r in report.modes if r.mode == "kafka_floor")
     faster = max(engines, key=lambda r: r.rate_per_second)
     assert floor.latency_rate_per_second == pytest.approx(faster.latency_rate_per_second, 0.2)
@@ -64,7 +71,9 @@ def test_bench_runs_every_mode_and_verifies_each(stack: Config, tmp_path: Path) 
         "engine/naive",
         "engine/pgbench",
         "engine/min(raw_pipe,db_ceiling)",
+        "engine/floor(raw_pipe,db_ceiling)",
     }
+    assert "tenth rate/s" in ran.stdout
     assert set(report.backend_ratios) == {"db_ceiling", "engine_1w", "engine_2w"}
     assert all(ratio > 0 for ratio in report.backend_ratios.values())
     by_mode = {r.mode: r for r in report.modes}

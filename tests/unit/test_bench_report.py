@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadtest.bench.options import BenchOptions, ModeResult
+from loadtest.bench.options import BenchOptions, ModeResult, Phase
 from loadtest.bench.report import build_report, format_report, median_report
 
 
@@ -49,3 +49,52 @@ def test_one_failed_run_fails_the_median() -> None:
     assert not report.ok
     assert not report.modes[0].verified
     assert report.modes[0].checks == ["FAILED reconcile"]
+
+
+def phased(rate: float, half_p99: float, tenth_p99: float) -> ModeResult:
+    result = run(rate, 0, half_p99)
+    result.cpu_seconds_per_1k = {"workers": 0.1, "broker": 0.1}
+    result.phases = {
+        "half": Phase(
+            rate_per_second=rate / 2,
+            commands=100,
+            latency_ms={"p50": 5, "p99": half_p99},
+            cpu_seconds_per_1k={"workers": 0.2, "broker": 0.06},
+        ),
+        "tenth": Phase(
+            rate_per_second=rate / 10,
+            commands=20,
+            latency_ms={"p50": 3, "p99": tenth_p99},
+            cpu_seconds_per_1k={"workers": 0.5},
+        ),
+    }
+    return result
+
+
+def test_the_phases_are_reported_with_their_cpu_against_the_maximum() -> None:
+    options = BenchOptions(modes=("engine_2w",), runs=3)
+    runs = [build_report(options, [phased(4000, p99, p99 / 2)]) for p99 in (90, 300, 120)]
+    report = median_report(runs)
+    (engine,) = report.modes
+    assert engine.phases["half"].latency_ms["p99"] == 120
+    assert engine.phases["tenth"].latency_ms["p99"] == 60
+    assert engine.phases["tenth"].rate_per_second == 400
+    table = format_report(report)
+    lines = table.splitlines()
+    row = lines[next(i for i, line in enumerate(lines) if "half rate/s" in line) + 1]
+    assert row.split() == [
+        *("engine_2w", "2,000", "5.0", "120.0", "-", "0.260", "1.30"),
+        *("400", "3.0", "60.0", "0.500"),
+    ]
+
+
+def test_the_engine_is_set_against_the_combined_floor_of_the_pipe_and_the_database() -> None:
+    options = BenchOptions(modes=("raw_pipe", "db_ceiling", "engine_2w"))
+    results = [
+        ModeResult(mode="raw_pipe", rate_per_second=30_000, verified=True),
+        ModeResult(mode="db_ceiling", rate_per_second=20_000, verified=True),
+        run(9_000, 0, 50),
+    ]
+    ratios = build_report(options, results).ratios
+    assert ratios["engine/min(raw_pipe,db_ceiling)"] == 0.45
+    assert ratios["engine/floor(raw_pipe,db_ceiling)"] == 0.75  # floor 12,000/s
