@@ -190,14 +190,16 @@ def build_commit(
     fence: Fence,
     outcome: Outcome,
     decoded: Decoded,
-    trim_below: int,
+    trim: tuple[int, int],
     authority: Authority,
     results_as: ResultsEncoding = ResultsEncoding.COMMAND,
 ) -> CommitBatch:
     """Encode what a decided batch commits: each result is encoded once however often
     used (msgpack in the cup; on the results topic in the command's encoding, or as
     ``results_as`` says); each leg gets the workers' MAC for the partition it goes to;
-    each leg the ledger refused goes to the DLQ as it came; forwards go as they came."""
+    each leg the ledger refused goes to the DLQ as it came; forwards go as they came.
+    ``trim``: the published outbox rows the commit deletes, by input place (from, below).
+    """
     encoded: dict[tuple[int, bool], bytes] = {}
 
     def encoded_result(result: Result, json: bool = False) -> bytes:
@@ -236,7 +238,8 @@ def build_commit(
         applied_results=[encoded_result(a.result) for a in outcome.applied],
         final_results=[encoded_result(f.result) for f in outcome.finals],
         outbox=_numbered(rows),
-        trim_below_offset=trim_below,
+        trim_from_offset=trim[0],
+        trim_below_offset=trim[1],
     )
 
 

@@ -104,6 +104,8 @@ class CommitBatch:
     final_results: Sequence[bytes]
     outbox: Sequence[OutboxRow]
     trim_below_offset: int
+    trim_from_offset: int
+    """The outbox rows below this were deleted before (the trim's lower bound)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,8 +67,13 @@ class CupStore(Protocol):
         self, partitions: Sequence[int], stuck_after_seconds: float
     ) -> list[InFlightFigures]: ...
 
-    async def trim_outbox(self, partition: int, epoch: int, below_offset: int) -> None:
-        """Delete published outbox rows, while ``epoch`` still owns the partition."""
+    async def trim_outbox(
+        self, partition: int, epoch: int, from_offset: int, below_offset: int
+    ) -> None:
+        """Delete published outbox rows (``from_offset`` <= src_offset < ``below_offset``),
+        while ``epoch`` still owns the partition. The rows below ``from_offset`` were
+        deleted before: not naming them keeps the delete off their dead index entries,
+        which a busy outbox piles up faster than vacuum removes them."""
         ...
 
     async def renew_connections(self) -> None:

@@ -88,7 +88,9 @@ class Housekeeper:
             acked = self._relay.settle(state.partition)
             if acked > state.trimmed_below:
                 try:
-                    await state.store.trim_outbox(state.partition, state.epoch, acked)
+                    await state.store.trim_outbox(
+                        state.partition, state.epoch, state.trimmed_below, acked
+                    )
                     state.trimmed_below = acked
                 except CupUnavailableError as error:
                     log.warning("partition %d: outbox trim failed: %s", state.partition, error)

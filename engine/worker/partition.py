@@ -96,7 +96,7 @@ class PartitionState:
             Fence(self.partition, self.epoch, self.position, decoded.end),
             outcome,
             decoded,
-            trim_below,
+            (self.trimmed_below, trim_below),
             self.authority,
             self.config.results_encoding,
         )

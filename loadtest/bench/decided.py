@@ -49,6 +49,9 @@ class Simulation:
         self.ledgers = {p: PartitionLedger(p, partitions, {}) for p in range(partitions)}
         self.authority, _ = fresh_authority("bench.commands")
         self.positions = dict.fromkeys(range(partitions), 0)
+        self.trimmed = dict.fromkeys(range(partitions), 0)
+        """Per partition: each batch trims the outbox rows of the ones before it (as if
+        published), from where the previous trim stopped."""
         self._logs: dict[int, deque[Incoming]] = {p: deque() for p in range(partitions)}
 
     def decide(self, commands: Iterable[Command]) -> Decided:
@@ -93,7 +96,9 @@ class Simulation:
             target_log.append(Incoming(offset, offset, 0, signed, fingerprint(signed)))
         end = Position(incoming[-1].offset + 1, 0)
         fence = Fence(partition, self.epochs[partition], Position(expected, 0), end)
-        return build_commit(fence, outcome, Decoded(end), expected, self.authority)
+        trim = (self.trimmed[partition], expected)
+        self.trimmed[partition] = expected
+        return build_commit(fence, outcome, Decoded(end), trim, self.authority)
 
 
 async def commit_chains(

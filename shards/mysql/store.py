@@ -242,11 +242,14 @@ class MysqlCupStore:
         ]
 
     @_cup_faults
-    async def trim_outbox(self, partition: int, epoch: int, below_offset: int) -> None:
+    async def trim_outbox(
+        self, partition: int, epoch: int, from_offset: int, below_offset: int
+    ) -> None:
         """Delete published outbox rows, while this worker still owns the partition."""
         p = int(partition)
         await self._run(
-            f"DELETE FROM outbox WHERE `partition` = {p} AND src_offset < {int(below_offset)}"
+            f"DELETE FROM outbox WHERE `partition` = {p} AND src_offset >= {int(from_offset)}"
+            f" AND src_offset < {int(below_offset)}"
             " AND EXISTS (SELECT 1 FROM partition_state"
             f" WHERE `partition` = {p} AND epoch = {int(epoch)})"
         )
@@ -296,9 +299,10 @@ def _writes_sql(batches: Sequence[CommitBatch]) -> str:
             f" internal_offset = {int(batch.next_internal)},"
             f" updated_at = CURRENT_TIMESTAMP(6) WHERE `partition` = {p};"
         )
-        if batch.trim_below_offset > 0:
+        if batch.trim_below_offset > batch.trim_from_offset:
             trims.append(
                 f"DELETE FROM outbox WHERE `partition` = {p}"
+                f" AND src_offset >= {int(batch.trim_from_offset)}"
                 f" AND src_offset < {int(batch.trim_below_offset)};"
             )
         accounts += [

@@ -53,9 +53,9 @@ _COMMIT: Final = """
 WITH batch AS (
     SELECT * FROM unnest($1::text::integer[], $2::text::bigint[], $3::text::bigint[],
                          $4::text::bigint[], $5::text::bigint[], $50::text::bigint[],
-                         $51::text::bigint[])
+                         $51::text::bigint[], $52::text::bigint[])
                   AS b (partition, epoch, expected_offset, next_offset, trim_below,
-                        expected_internal, next_internal)
+                        expected_internal, next_internal, trim_from)
 ), seen AS (
     SELECT DISTINCT n.partition
     FROM (SELECT * FROM unnest($6::text::integer[], $7::text::text[])
@@ -109,7 +109,8 @@ WITH batch AS (
     WHERE o.partition IN (SELECT partition FROM fence)
 ), trimmed AS (
     DELETE FROM outbox AS o USING batch AS b
-    WHERE o.partition = b.partition AND o.src_offset < b.trim_below
+    WHERE o.partition = b.partition
+      AND o.src_offset >= b.trim_from AND o.src_offset < b.trim_below
       AND b.partition IN (SELECT partition FROM fence)
 ), finalized AS (
     UPDATE command_results AS c SET result = f.result
@@ -142,7 +143,7 @@ WITH batch AS (
 SELECT coalesce(array_agg(partition), '{}') FROM fence
 """
 
-_COMMIT_PARAMETERS: Final = 51
+_COMMIT_PARAMETERS: Final = 52
 """$1 to $51 of ``_COMMIT``. Checked before the statement is sent: asyncpg reports a
 count that does not match as an InterfaceError, which would pass as a cup fault."""
 
@@ -350,13 +351,16 @@ class PostgresCupStore:
         ]
 
     @_cup_faults
-    async def trim_outbox(self, partition: int, epoch: int, below_offset: int) -> None:
+    async def trim_outbox(
+        self, partition: int, epoch: int, from_offset: int, below_offset: int
+    ) -> None:
         """Delete published outbox rows, while this worker still owns the partition."""
         await self.pool.execute(
-            "DELETE FROM outbox WHERE partition = $1 AND src_offset < $3"
+            "DELETE FROM outbox WHERE partition = $1 AND src_offset >= $3 AND src_offset < $4"
             " AND EXISTS (SELECT 1 FROM partition_state WHERE partition = $1 AND epoch = $2)",
             partition,
             epoch,
+            from_offset,
             below_offset,
         )
 
@@ -379,7 +383,8 @@ def _account(row: asyncpg.Record) -> Account:
 def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
     """The statement's parameters: $1 to $5 one element per batch, from $6 to $49 each
     column the concatenation of every batch's rows (each row naming its partition), and
-    $50 and $51 one element per batch again (the internal topic's offsets)."""
+    $50 to $52 one element per batch again (the internal topic's offsets, the trim's lower
+    bound)."""
     invariant(len({b.partition for b in batches}) == len(batches), "one batch per partition")
     arguments: list[object] = [
         ints_literal([b.partition for b in batches]),
@@ -400,6 +405,7 @@ def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
     arguments += [
         ints_literal([b.expected_internal for b in batches]),
         ints_literal([b.next_internal for b in batches]),
+        ints_literal([b.trim_from_offset for b in batches]),
     ]
     invariant(len(arguments) == _COMMIT_PARAMETERS, "one argument per parameter of _COMMIT")
     return arguments

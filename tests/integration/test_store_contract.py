@@ -89,7 +89,7 @@ def _batch(
     records: int = 1,
     internal_records: int = 0,
     outbox: list[OutboxRow] | None = None,
-    trim_below: int = 0,
+    trim: tuple[int, int] = (0, 0),
 ) -> CommitBatch:
     """A batch of ``records`` records of the commands topic and ``internal_records`` of the
     internal topic, from the claim's offsets, writing ``outcome``."""
@@ -108,7 +108,8 @@ def _batch(
         applied,
         finals,
         outbox or [],
-        trim_below,
+        trim[1],
+        trim[0],
     )
 
 
@@ -244,7 +245,7 @@ async def test_finals_replace_results_and_settled_transfers_close(cup: Cup) -> N
     final = Applied("x-1", 42, _result("x-1", 0, "settled"), 1)
     second = Outcome(applied=[_applied("x-1/settle", 1)], finals=[final], settled=["x-1"])
     settled = Claim(claim.epoch, 1, 0)
-    batch = _batch(partition, settled, second, outbox=[_outbox(1, b"r")], trim_below=1)
+    batch = _batch(partition, settled, second, outbox=[_outbox(1, b"r")], trim=(0, 1))
     assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
     known = await cup.store.load_known(partition, ["x-1"])
     assert known["x-1"].result.detail == "settled"
@@ -258,10 +259,24 @@ async def test_trims_need_the_current_epoch(cup: Cup) -> None:
     rows = [_outbox(offset, b"v") for offset in range(3)]
     batch = _batch(partition, claim, Outcome(), records=3, outbox=rows)
     assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
-    await cup.store.trim_outbox(partition, claim.epoch + 1, 2)
+    await cup.store.trim_outbox(partition, claim.epoch + 1, 0, 2)
     assert len(await cup.store.unsent(partition)) == 3
-    await cup.store.trim_outbox(partition, claim.epoch, 2)
+    await cup.store.trim_outbox(partition, claim.epoch, 1, 2)
+    assert [r.src_offset for r in await cup.store.unsent(partition)] == [0, 2], "from 1"
+    await cup.store.trim_outbox(partition, claim.epoch, 0, 2)
     assert [r.src_offset for r in await cup.store.unsent(partition)] == [2]
+
+
+async def test_a_commit_trims_the_published_range_only(cup: Cup) -> None:
+    partition = cup.partition()
+    claim = await cup.store.claim(partition, "w")
+    rows = [_outbox(offset, b"v") for offset in range(3)]
+    batch = _batch(partition, claim, Outcome(), records=3, outbox=rows)
+    assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
+    moved = Claim(claim.epoch, 3, 0)
+    trimming = _batch(partition, moved, Outcome(), records=1, trim=(1, 3))
+    assert await cup.store.commit_many([trimming]) == {partition: CommitStatus.COMMITTED}
+    assert [r.src_offset for r in await cup.store.unsent(partition)] == [0]
 
 
 async def test_a_frozen_partition_refuses_claims_as_a_passing_fault(cup: Cup) -> None:

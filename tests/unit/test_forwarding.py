@@ -141,9 +141,11 @@ def test_results_go_back_in_the_commands_encoding_or_as_configured() -> None:
         1,
     )
     fence = Fence(HOME, 1, Position(0, 0), Position(2, 0))
-    as_command = build_commit(fence, outcome, Decoded(fence.end), 0, AUTHORITY)
+    as_command = build_commit(fence, outcome, Decoded(fence.end), (0, 0), AUTHORITY)
     assert [r.value.startswith(b"{") for r in as_command.outbox] == [True, False]
-    all_json = build_commit(fence, outcome, Decoded(fence.end), 0, AUTHORITY, ResultsEncoding.JSON)
+    all_json = build_commit(
+        fence, outcome, Decoded(fence.end), (0, 0), AUTHORITY, ResultsEncoding.JSON
+    )
     assert all(r.value.startswith(b"{") for r in all_json.outbox)
     assert all(not raw.startswith(b"{") for raw in as_command.applied_results), "cups keep msgpack"
     assert msgspec.json.decode(all_json.outbox[1].value, type=Result).status is Status.ACCEPTED

@@ -36,7 +36,7 @@ def test_a_batch_is_counted_by_type_outcome_and_reason() -> None:
     )
     end = Position(6, 0)
     decoded = Decoded(end, incoming=incoming, dead_reasons=["undecodable", "undecodable"])
-    batch = CommitBatch(0, 1, 0, 6, 0, 0, outcome, [], [], [], 0)
+    batch = CommitBatch(0, 1, 0, 6, 0, 0, outcome, [], [], [], 0, 0)
 
     record_batch(metrics, decoded, batch, now_ms=1_250)
 

@@ -155,7 +155,8 @@ class SimulatedCup:
         for transfer_id in batch.outcome.settled:
             del self.flights[transfer_id]
         self.outbox.update({(r.src_offset, r.seq): r for r in batch.outbox})
-        self.outbox = {k: r for k, r in self.outbox.items() if k[0] >= batch.trim_below_offset}
+        trimmed = range(batch.trim_from_offset, batch.trim_below_offset)
+        self.outbox = {k: r for k, r in self.outbox.items() if k[0] not in trimmed}
         if self.lose_next_reply:
             self.lose_next_reply = False
             raise CupUnavailableError("the commit was applied, its reply lost")
@@ -164,9 +165,12 @@ class SimulatedCup:
     async def unsent(self, partition: int) -> list[OutboxRow]:
         return [self.outbox[k] for k in sorted(self.outbox)]
 
-    async def trim_outbox(self, partition: int, epoch: int, below_offset: int) -> None:
+    async def trim_outbox(
+        self, partition: int, epoch: int, from_offset: int, below_offset: int
+    ) -> None:
         if epoch == self.claim_state.epoch:
-            self.outbox = {k: r for k, r in self.outbox.items() if k[0] >= below_offset}
+            trimmed = range(from_offset, below_offset)
+            self.outbox = {k: r for k, r in self.outbox.items() if k[0] not in trimmed}
 
 
 class WorkerProtocol(RuleBasedStateMachine):
@@ -271,7 +275,7 @@ class WorkerProtocol(RuleBasedStateMachine):
         if publish:
             self._publish(batch.outbox)
             end = Position(batch.next_offset, batch.next_internal)
-            self._run(self.cup.trim_outbox(PARTITION, epoch, end.seq))
+            self._run(self.cup.trim_outbox(PARTITION, epoch, 0, end.seq))
 
     @rule(epoch=consumes(workers))
     def crash(self, epoch: int) -> None:
