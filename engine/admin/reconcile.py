@@ -108,7 +108,7 @@ async def _check_results(
     ids_at: dict[tuple[int, int], set[str]] = defaultdict(set)
     for topic in (kafka.commands_topic, kafka.internal_topic):
         internal = topic == kafka.internal_topic
-        ends = {p: pos.internal if internal else pos.commands for p, pos in positions.items()}
+        ends = {p: position.of(internal) for p, position in positions.items()}
         for record in await read_range(kafka, topic, ends):
             answered_in = _answered_in(record, bytes_max, partitions, internal)
             if answered_in is None:

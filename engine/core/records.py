@@ -54,6 +54,10 @@ class Position(NamedTuple):
     commands: int
     internal: int
 
+    def of(self, internal: bool) -> int:
+        """The next offset to take from the internal topic, or else the commands topic."""
+        return self.internal if internal else self.commands
+
     @property
     def seq(self) -> int:
         """The partition's input place: every record taken moves one of the offsets up by

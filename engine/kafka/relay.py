@@ -132,9 +132,10 @@ class Relay:
         """Queue rows of one partition, in offset order, for sending.
 
         Each row names its target partition: results of command partition p go to results
-        partition p (a customer's results stay in order), saga legs to the command
-        partition of their account, dead letters to DLQ partition p mod its count. Rows
-        are packed into record batches: one future per batch, not per row.
+        partition p (a customer's results stay in order), saga legs to the internal
+        topic's partition of their account, forwards to the commands topic's, dead letters
+        to DLQ partition p mod its count. Rows are packed into record batches: one future
+        per batch, not per row.
         """
         if not rows or partition in self._failed:
             return

@@ -32,7 +32,7 @@ from aiokafka.errors import KafkaError
 
 from engine.admin.reconcile import answer_of
 from engine.core.batch import routed
-from engine.core.config import Config, KafkaConfig, to_environ
+from engine.core.config import Config, to_environ
 from engine.core.decoding import decode_command
 from engine.core.keyfiles import load_authority
 from engine.core.messages import LEG_TYPES, Command, DeadLetter, Reason, Undecodable, result_decoder
@@ -353,7 +353,8 @@ async def verdict(chaos: ChaosSystem, scenario: str, acked: set[str]) -> Verdict
         for r in seen.records
         if r.value is not None
         and len(r.value) <= bytes_max
-        and r.offset < _position_in(r.topic, kafka, positions.get(r.partition, Position(0, 0)))
+        and r.offset
+        < positions.get(r.partition, Position(0, 0)).of(r.topic == kafka.internal_topic)
     ]
     expected = replay(
         replayed,
@@ -400,10 +401,6 @@ async def _positions(chaos: ChaosSystem) -> dict[int, Position]:
     finally:
         await close_cups(stores)
     return {p: claim.position for part in claims for p, claim in part.items()}
-
-
-def _position_in(topic: str, kafka: KafkaConfig, position: Position) -> int:
-    return position.internal if topic == kafka.internal_topic else position.commands
 
 
 def assert_clean(figures: Verdict, chaos: ChaosSystem, forged: int = 0) -> None:

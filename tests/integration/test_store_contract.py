@@ -253,12 +253,18 @@ async def test_finals_replace_results_and_settled_transfers_close(cup: Cup) -> N
     assert await cup.store.in_flight([partition], 300.0) == []
 
 
-async def test_trims_need_the_current_epoch(cup: Cup) -> None:
+async def _three_outbox_rows(cup: Cup) -> tuple[int, Claim]:
+    """A claimed partition whose outbox holds rows at input places 0, 1 and 2."""
     partition = cup.partition()
     claim = await cup.store.claim(partition, "w")
     rows = [_outbox(offset, b"v") for offset in range(3)]
     batch = _batch(partition, claim, Outcome(), records=3, outbox=rows)
     assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
+    return partition, claim
+
+
+async def test_trims_need_the_current_epoch(cup: Cup) -> None:
+    partition, claim = await _three_outbox_rows(cup)
     await cup.store.trim_outbox(partition, claim.epoch + 1, 0, 2)
     assert len(await cup.store.unsent(partition)) == 3
     await cup.store.trim_outbox(partition, claim.epoch, 1, 2)
@@ -268,11 +274,7 @@ async def test_trims_need_the_current_epoch(cup: Cup) -> None:
 
 
 async def test_a_commit_trims_the_published_range_only(cup: Cup) -> None:
-    partition = cup.partition()
-    claim = await cup.store.claim(partition, "w")
-    rows = [_outbox(offset, b"v") for offset in range(3)]
-    batch = _batch(partition, claim, Outcome(), records=3, outbox=rows)
-    assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
+    partition, claim = await _three_outbox_rows(cup)
     moved = Claim(claim.epoch, 3, 0)
     trimming = _batch(partition, moved, Outcome(), records=1, trim=(1, 3))
     assert await cup.store.commit_many([trimming]) == {partition: CommitStatus.COMMITTED}
