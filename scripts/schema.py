@@ -31,15 +31,26 @@ from engine.core.messages import (
     DETAIL_LENGTH_MAX,
     KEY_ID_LENGTH_MAX,
     OFFSET_MAX,
+    RATE_BP_MAX,
+    TERM_DAYS_MAX,
+    ChangeCreditLine,
     CloseAccount,
+    CloseBusinessDay,
     DeadLetter,
     Deposit,
+    Draw,
     FreezeAccount,
+    GrantCreditLine,
+    HoldFunds,
     OpenAccount,
+    PostHold,
+    Repay,
     Result,
     SetCreditLimit,
+    SuspendCreditLine,
     Transfer,
     UnfreezeAccount,
+    VoidHold,
     Withdraw,
 )
 
@@ -52,6 +63,15 @@ ClientCommand = (
     | CloseAccount
     | SetCreditLimit
     | UnfreezeAccount
+    | GrantCreditLine
+    | ChangeCreditLine
+    | SuspendCreditLine
+    | CloseBusinessDay
+    | Draw
+    | Repay
+    | HoldFunds
+    | PostHold
+    | VoidHold
 )
 """What a producer may publish (legs are the workers' own)."""
 
@@ -66,6 +86,14 @@ LIMITS: Final[dict[str, dict[str, Any]]] = {
     "to_account": ACCOUNT,
     "amount": {"minimum": 1, "maximum": AMOUNT_MAX},
     "credit_limit": {"minimum": 0, "maximum": CREDIT_LIMIT_MAX},
+    "limit": {"minimum": 0, "maximum": CREDIT_LIMIT_MAX},
+    "loan_max": {"minimum": 1, "maximum": CREDIT_LIMIT_MAX},
+    "rate_bp": {"minimum": 0, "maximum": RATE_BP_MAX},
+    "overdue_rate_bp": {"minimum": 0, "maximum": RATE_BP_MAX},
+    "term_days": {"minimum": 1, "maximum": TERM_DAYS_MAX},
+    "date": {"pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+    "expires_on": {"pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+    "hold_id": {"pattern": f"^[A-Za-z0-9_.:-]{{1,{COMMAND_ID_LENGTH_MAX}}}$"},
     "currency": {"enum": sorted(CURRENCIES)},
     "key_id": {"pattern": f"^[A-Za-z0-9_.-]{{0,{KEY_ID_LENGTH_MAX}}}$"},
     "command_id": {"minLength": 1, "maxLength": COMMAND_ID_LENGTH_MAX},

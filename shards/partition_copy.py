@@ -16,6 +16,7 @@ TABLES: Final = (
     "command_results",
     "outbox",
     "transfers_in_flight",
+    "credit_book",
 )
 """Every cup table keyed by partition besides ``partition_state``: what a move copies."""
 

@@ -23,6 +23,7 @@ Details quote at most ``ECHO_LENGTH_MAX`` characters of what they refuse.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Sequence
 from typing import Final
@@ -48,20 +49,33 @@ from engine.core.messages import (
     LEG_TYPES,
     OFFSET_MAX,
     PRIVILEGED_TYPES,
+    RATE_BP_MAX,
     SIGNATURE_BYTES_MAX,
+    TERM_DAYS_MAX,
+    ChangeCreditLine,
+    CloseAccount,
+    CloseBusinessDay,
     Command,
     CreditLeg,
     Deposit,
+    Draw,
+    FreezeAccount,
+    GrantCreditLine,
+    HoldFunds,
     Invalid,
     Leg,
     OpenAccount,
+    PostHold,
     Privileged,
     Reason,
+    Repay,
     Result,
     SetCreditLimit,
     SettleLeg,
     Transfer,
     Undecodable,
+    UnfreezeAccount,
+    VoidHold,
     Withdraw,
     credit_leg_id,
     settle_leg_id,
@@ -70,6 +84,7 @@ from engine.core.messages import (
 from engine.core.record_shape import json_shape, msgpack_shape
 
 _COMMAND_ID: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _KEY_ID: Final = re.compile(rf"[A-Za-z0-9_.\-]{{0,{KEY_ID_LENGTH_MAX}}}")
 BALANCES_PER_RESULT_MAX: Final = 2
 PARTITION_DIGITS_MAX: Final = 5
@@ -221,8 +236,10 @@ def validate(command: Command) -> tuple[Reason, str]:
     Its id was checked already (a bad one goes to the DLQ); legs are checked by
     ``leg_problem``."""
     customers = [command.customer]
-    accounts = [command.account]
-    if isinstance(command, Transfer):
+    accounts = []
+    if isinstance(command, _ACCOUNT_TYPES):
+        accounts.append(command.account)
+    if isinstance(command, Transfer | HoldFunds):
         customers.append(command.to_customer)
         accounts.append(command.to_account)
     for customer in customers:
@@ -231,15 +248,90 @@ def validate(command: Command) -> tuple[Reason, str]:
     for account in accounts:
         if not 1 <= account <= ACCOUNT_MAX:
             return Reason.BAD_ACCOUNT_NUMBER, f"account {account} is not in 1..2^31-1"
+    reason, detail = _validate_values(command)
+    if reason is Reason.NONE and isinstance(command, PRIVILEGED_TYPES):
+        return _validate_proof_fields(command)
+    return reason, detail
+
+
+_ACCOUNT_TYPES: Final = (
+    OpenAccount,
+    Deposit,
+    Withdraw,
+    Transfer,
+    FreezeAccount,
+    CloseAccount,
+    SetCreditLimit,
+    UnfreezeAccount,
+    GrantCreditLine,
+    HoldFunds,
+)
+"""The commands that name one of the customer's accounts."""
+
+
+def _validate_values(command: Command) -> tuple[Reason, str]:
     match command:
-        case Deposit() | Withdraw() | Transfer():
+        case Deposit() | Withdraw() | Transfer() | Draw() | Repay():
             return _validate_amount(command.amount, command.currency)
         case OpenAccount():
             return _validate_currency(command.currency)
         case SetCreditLimit() if not 0 <= command.credit_limit <= CREDIT_LIMIT_MAX:
             return Reason.BAD_CREDIT_LIMIT, f"credit limit must be in 0..{CREDIT_LIMIT_MAX}"
-    if isinstance(command, PRIVILEGED_TYPES):
-        return _validate_proof_fields(command)
+        case GrantCreditLine():
+            reason, detail = _validate_currency(command.currency)
+            if reason is not Reason.NONE:
+                return reason, detail
+            return _validate_terms(command)
+        case ChangeCreditLine():
+            return _validate_terms(command)
+        case CloseBusinessDay():
+            return _validate_date(command.date)
+        case HoldFunds():
+            reason, detail = _validate_amount(command.amount, command.currency)
+            if reason is not Reason.NONE:
+                return reason, detail
+            return _validate_date(command.expires_on)
+        case PostHold():
+            if not 0 < command.amount <= AMOUNT_MAX:
+                return Reason.AMOUNT_NOT_POSITIVE, f"amount must be in 1..{AMOUNT_MAX}"
+            return _validate_hold_id(command.hold_id)
+        case VoidHold():
+            return _validate_hold_id(command.hold_id)
+    return Reason.NONE, ""
+
+
+def _validate_terms(command: GrantCreditLine | ChangeCreditLine) -> tuple[Reason, str]:
+    """A credit line's terms: every figure in range, and no loan larger than the line."""
+    if not 0 <= command.limit <= CREDIT_LIMIT_MAX:
+        return Reason.BAD_CREDIT_LINE, f"limit must be in 0..{CREDIT_LIMIT_MAX}"
+    if not (0 <= command.rate_bp <= RATE_BP_MAX and 0 <= command.overdue_rate_bp <= RATE_BP_MAX):
+        return Reason.BAD_CREDIT_LINE, f"rates are basis points in 0..{RATE_BP_MAX}"
+    if not 1 <= command.loan_max <= max(1, command.limit):
+        return Reason.BAD_CREDIT_LINE, "loan_max must be in 1..limit"
+    if not 1 <= command.term_days <= TERM_DAYS_MAX:
+        return Reason.BAD_CREDIT_LINE, f"term_days must be in 1..{TERM_DAYS_MAX}"
+    return Reason.NONE, ""
+
+
+def parse_date(text: str) -> int | None:
+    """The day number (``date.toordinal``) of a ``YYYY-MM-DD`` date, or None."""
+    if not _DATE.fullmatch(text):
+        return None
+    try:
+        return dt.date.fromisoformat(text).toordinal()
+    except ValueError:
+        return None
+
+
+def _validate_date(text: str) -> tuple[Reason, str]:
+    if parse_date(text) is None:
+        return Reason.BAD_DATE, f"date {text[:ECHO_LENGTH_MAX]!r} is not YYYY-MM-DD"
+    return Reason.NONE, ""
+
+
+def _validate_hold_id(hold_id: str) -> tuple[Reason, str]:
+    if not _COMMAND_ID.fullmatch(hold_id):
+        return Reason.HOLD_NOT_FOUND, f"hold id {hold_id[:ECHO_LENGTH_MAX]!r} is not a command id"
     return Reason.NONE, ""
 
 

@@ -14,6 +14,7 @@ Rules (docs/design.md §4):
 - No overdraft by default; ``credit_limit`` lets a balance go down to ``-credit_limit``.
   Only the risk authority sets it (``set_credit_limit``, signed), never below what the
   account owes already.
+- Credit lines, loans, interest and holds: engine.core.credit (docs/credit.md).
 - Frozen and closed accounts refuse every movement; a closed account stays closed, and
   an account with transfers in flight out of it cannot close (their refunds land there).
   Only the risk authority unfreezes (``unfreeze_account``, signed).
@@ -46,24 +47,34 @@ from engine.core.book import (
     SystemAccount,
     check_balanced,
 )
+from engine.core.credit import CreditBook
 from engine.core.errors import invariant
 from engine.core.messages import (
     LEG_TYPES,
     Balance,
+    ChangeCreditLine,
     CloseAccount,
+    CloseBusinessDay,
     Command,
     CreditLeg,
     Deposit,
+    Draw,
     FreezeAccount,
+    GrantCreditLine,
+    HoldFunds,
     Invalid,
     OpenAccount,
+    PostHold,
     Reason,
+    Repay,
     Result,
     SetCreditLimit,
     SettleLeg,
     Status,
+    SuspendCreditLine,
     Transfer,
     UnfreezeAccount,
+    VoidHold,
     Withdraw,
     type_tag,
 )
@@ -79,6 +90,7 @@ class PartitionLedger:
 
     def __init__(self, partition: int, partitions: int, accounts: dict[AccountKey, Account]):
         self.book = AccountBook(partition, partitions, accounts)
+        self.credit = CreditBook(self.book)
         self.partition = partition
         self.partitions = partitions
 
@@ -220,6 +232,24 @@ class PartitionLedger:
                 return self._set_credit_limit(command)
             case UnfreezeAccount():
                 return self._set_status(command.customer, command.account, AccountStatus.OPEN)
+            case Draw():
+                return self.credit.draw(command, incoming, outcome)
+            case Repay():
+                return self.credit.repay(command, incoming, outcome)
+            case HoldFunds():
+                return self.credit.hold(command, outcome)
+            case PostHold():
+                return self.credit.post(command, incoming, outcome)
+            case VoidHold():
+                return self.credit.void(command, outcome)
+            case GrantCreditLine():
+                return self.credit.grant(command, outcome)
+            case ChangeCreditLine():
+                return self.credit.change(command, outcome)
+            case SuspendCreditLine():
+                return self.credit.suspend(command, outcome)
+            case CloseBusinessDay():
+                return self.credit.close_day(command, seq, outcome)
 
     def _open(self, command: OpenAccount) -> Decision:
         key = (command.customer, command.account)
@@ -270,18 +300,23 @@ class PartitionLedger:
         if flights:
             detail = f"account {account.key} has {flights} transfers in flight; retry later"
             return Decision(Reason.TRANSFERS_IN_FLIGHT, detail)
+        barred = self.credit.refuses_close(account)
+        if barred is not None:
+            return barred
         account.status = AccountStatus.CLOSED
         return Decision(Reason.NONE, "", (account,))
 
     def _set_credit_limit(self, command: SetCreditLimit) -> Decision:
         """The risk authority's grant (its signature is checked before the ledger sees
-        it): never below what the account owes already, so no balance sits below
-        ``-credit_limit``."""
+        it): never below what the account owes already and holds, so no balance sits
+        below ``-credit_limit`` and every hold can still be paid."""
         account, refusal = self._existing(command.customer, command.account)
         if account is None:
             return refusal
-        if account.balance < -command.credit_limit:
-            detail = f"account {account.key} owes {-account.balance}, over the new limit"
+        held = self.book.held.get(account.key, 0)
+        if account.balance - held < -command.credit_limit:
+            detail = f"account {account.key} owes {-account.balance} and holds {held},"
+            detail += " over the new limit"
             return Decision(Reason.CREDIT_IN_USE, detail)
         account.credit_limit = command.credit_limit
         return Decision(Reason.NONE, "", (account,))

@@ -10,8 +10,11 @@ Who may send what (engine.core.authority checks it, engine.core.decoding applies
 
 - client commands (open, deposit, withdraw, transfer, freeze, close): any producer
   allowed to write the command topic; the upstream app authenticates its customers;
-- privileged commands (``set_credit_limit``, ``unfreeze_account``): only the risk
-  authority, whose Ed25519 signature they carry;
+- credit commands (``draw``, ``repay``) and holds (``hold``, ``post``, ``void``): client
+  commands too, decided by engine.core.credit against the line the risk authority granted;
+- privileged commands (``set_credit_limit``, ``unfreeze_account``, ``grant_credit_line``,
+  ``change_credit_line``, ``suspend_credit_line``, ``close_business_day``): only the risk
+  authority (and the scheduler, which holds its key), whose Ed25519 signature they carry;
 - saga legs (``credit_leg``, ``settle_leg``): only the workers of this deployment, whose
   MAC they carry. A credit leg's id is ``<transfer id>/credit/<payer customer>`` (two
   customers of two partitions may use one transfer id, and their credit legs may meet in
@@ -40,6 +43,10 @@ ACCOUNT_MAX: Final = 2**31 - 1
 OFFSET_MAX: Final = 2**63 - 1
 COMMAND_ID_LENGTH_MAX: Final = 64
 CREDIT_LIMIT_MAX: Final = AMOUNT_MAX
+RATE_BP_MAX: Final = 100_000
+"""Highest annual interest rate of a credit line, in basis points (1,000% a year)."""
+TERM_DAYS_MAX: Final = 3_650
+"""Longest term of a loan, in days (ten years)."""
 DETAIL_LENGTH_MAX: Final = 200
 """Longest ``detail`` of a result, a dead letter or a settle leg (characters)."""
 ECHO_LENGTH_MAX: Final = 80
@@ -120,6 +127,24 @@ class Reason(enum.StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     OVERFLOW = "overflow"
     SAME_ACCOUNT = "same_account"
+    BAD_CREDIT_LINE = "bad_credit_line"
+    """A credit line's terms out of range (limit, rates, per-loan maximum, term)."""
+    BAD_DATE = "bad_date"
+    """A date that is not ``YYYY-MM-DD``, or out of the range the command allows."""
+    NO_CREDIT_LINE = "no_credit_line"
+    CREDIT_LINE_EXISTS = "credit_line_exists"
+    CREDIT_LINE_SUSPENDED = "credit_line_suspended"
+    CREDIT_LIMIT_EXCEEDED = "credit_limit_exceeded"
+    LOAN_TOO_LARGE = "loan_too_large"
+    LOAN_OVERDUE = "loan_overdue"
+    TOO_MANY_LOANS = "too_many_loans"
+    NOTHING_OWED = "nothing_owed"
+    NO_BUSINESS_DATE = "no_business_date"
+    DAY_ALREADY_CLOSED = "day_already_closed"
+    HOLD_NOT_FOUND = "hold_not_found"
+    HOLD_EXCEEDED = "hold_exceeded"
+    TOO_MANY_HOLDS = "too_many_holds"
+    HOLDS_OPEN = "holds_open"
     FORGED_LEG = "forged_leg"
     """Never in a published result: a forged leg goes to the DLQ with this reason."""
 
@@ -132,6 +157,8 @@ INPUT_REASONS: Final = frozenset(
         Reason.AMOUNT_NOT_POSITIVE,
         Reason.AMOUNT_TOO_LARGE,
         Reason.BAD_CREDIT_LIMIT,
+        Reason.BAD_CREDIT_LINE,
+        Reason.BAD_DATE,
         Reason.UNKNOWN_CURRENCY,
         Reason.UNKNOWN_FIELD,
         Reason.UNKNOWN_COMMAND_TYPE,
@@ -220,6 +247,104 @@ class UnfreezeAccount(_Command, frozen=True, tag="unfreeze_account"):
     signature: bytes = b""
 
 
+class GrantCreditLine(_Command, frozen=True, tag="grant_credit_line"):
+    """Privileged (signed like ``set_credit_limit``): open the customer's revolving credit
+    line, disbursed to and repaid from ``account`` (its currency is the line's).
+
+    ``limit``: the most principal open at once; ``rate_bp`` and ``overdue_rate_bp``: the
+    annual interest rates in basis points (Actual/365); ``loan_max``: the largest single
+    draw; ``term_days``: each loan is due that many days after the day it was drawn."""
+
+    account: int
+    currency: str
+    limit: int
+    rate_bp: int
+    overdue_rate_bp: int
+    loan_max: int
+    term_days: int
+    key_id: str = ""
+    signature: bytes = b""
+
+
+class ChangeCreditLine(_Command, frozen=True, tag="change_credit_line"):
+    """Privileged: new terms for the customer's line. Rates apply from the next business
+    day to every open loan, the term to loans drawn after; a limit below the principal
+    open now is refused (``credit_in_use``)."""
+
+    limit: int
+    rate_bp: int
+    overdue_rate_bp: int
+    loan_max: int
+    term_days: int
+    key_id: str = ""
+    signature: bytes = b""
+
+
+class SuspendCreditLine(_Command, frozen=True, tag="suspend_credit_line"):
+    """Privileged: no new draws on the customer's line (``suspended`` false lifts it).
+    Repayments and interest go on."""
+
+    suspended: bool = True
+    key_id: str = ""
+    signature: bytes = b""
+
+
+class CloseBusinessDay(_Command, frozen=True, tag="close_business_day"):
+    """Privileged (the scheduler signs it with the risk key): close business day ``date``
+    (``YYYY-MM-DD``) in the partition of ``customer`` (a routing customer: the command is
+    about the partition, not about that customer), and every day before it not closed
+    yet, in order: interest accrues, loans past due become overdue, expired holds are
+    released. The first close a partition sees starts its calendar."""
+
+    date: str
+    key_id: str = ""
+    signature: bytes = b""
+
+
+class Draw(_Command, frozen=True, tag="draw"):
+    """Borrow ``amount`` on the customer's credit line: a new loan, disbursed to the line's
+    account. Its id is the loan's id."""
+
+    amount: int
+    currency: str
+
+
+class Repay(_Command, frozen=True, tag="repay"):
+    """Pay ``amount`` (at most what is owed: the rest stays) from the line's account:
+    interest first, then principal, oldest loan first. No penalty for paying early."""
+
+    amount: int
+    currency: str
+
+
+class HoldFunds(_Command, frozen=True, tag="hold"):
+    """Reserve ``amount`` of ``account`` for a payment to (to_customer, to_account): the
+    available balance drops, the balance does not, until ``post``, ``void`` or the close
+    of business day ``expires_on`` (``YYYY-MM-DD``). Its id is the hold's id."""
+
+    account: int
+    to_customer: int
+    to_account: int
+    amount: int
+    currency: str
+    expires_on: str
+
+
+class PostHold(_Command, frozen=True, tag="post"):
+    """Capture ``amount`` (at most the hold's) of hold ``hold_id``: it is paid to the
+    hold's payee like a transfer (a saga when the payee lives in another partition) and
+    the rest of the hold is released."""
+
+    hold_id: str
+    amount: int
+
+
+class VoidHold(_Command, frozen=True, tag="void"):
+    """Release hold ``hold_id`` without paying anything."""
+
+    hold_id: str
+
+
 class CreditLeg(_Command, frozen=True, tag="credit_leg"):
     """Internal: the credit side of a cross-partition transfer, sent by the payer's worker.
 
@@ -272,6 +397,15 @@ Command = (
     | CloseAccount
     | SetCreditLimit
     | UnfreezeAccount
+    | GrantCreditLine
+    | ChangeCreditLine
+    | SuspendCreditLine
+    | CloseBusinessDay
+    | Draw
+    | Repay
+    | HoldFunds
+    | PostHold
+    | VoidHold
     | CreditLeg
     | SettleLeg
 )
@@ -284,13 +418,36 @@ COMMAND_TYPES: Final = (
     CloseAccount,
     SetCreditLimit,
     UnfreezeAccount,
+    GrantCreditLine,
+    ChangeCreditLine,
+    SuspendCreditLine,
+    CloseBusinessDay,
+    Draw,
+    Repay,
+    HoldFunds,
+    PostHold,
+    VoidHold,
     CreditLeg,
     SettleLeg,
 )
 Leg = CreditLeg | SettleLeg
 LEG_TYPES: Final = (CreditLeg, SettleLeg)
-Privileged = SetCreditLimit | UnfreezeAccount
-PRIVILEGED_TYPES: Final = (SetCreditLimit, UnfreezeAccount)
+Privileged = (
+    SetCreditLimit
+    | UnfreezeAccount
+    | GrantCreditLine
+    | ChangeCreditLine
+    | SuspendCreditLine
+    | CloseBusinessDay
+)
+PRIVILEGED_TYPES: Final = (
+    SetCreditLimit,
+    UnfreezeAccount,
+    GrantCreditLine,
+    ChangeCreditLine,
+    SuspendCreditLine,
+    CloseBusinessDay,
+)
 CREDIT_SUFFIX: Final = "/credit"
 SETTLE_SUFFIX: Final = "/settle"
 

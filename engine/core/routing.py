@@ -60,3 +60,14 @@ def partition_of_key(key: bytes, partitions: int) -> int:
 def partition_of(customer: int, partitions: int) -> int:
     """The partition that owns ``customer``'s accounts."""
     return partition_of_key(customer_key(customer), partitions)
+
+
+def routing_customers(partitions: int) -> list[int]:
+    """The smallest customer id of each partition, in partition order: the address of a
+    command about a partition rather than a customer (``close_business_day``)."""
+    found: dict[int, int] = {}
+    customer = 1
+    while len(found) < partitions:
+        found.setdefault(partition_of(customer, partitions), customer)
+        customer += 1
+    return [found[partition] for partition in range(partitions)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from engine.core.book import Account, AccountKey, InFlight, Known
+from engine.core.book import Account, AccountKey, CreditRow, InFlight, Known
 from engine.core.records import (
     Claim,
     CommitBatch,
@@ -48,6 +48,10 @@ class CupStore(Protocol):
 
     async def load_in_flight(self, partition: int) -> list[InFlight]:
         """Every transfer in flight out of the partition."""
+        ...
+
+    async def load_credit(self, partition: int) -> list[CreditRow]:
+        """The partition's open credit rows: lines, open loans, open holds, its calendar."""
         ...
 
     async def load_known(self, partition: int, command_ids: Sequence[str]) -> dict[str, Known]:

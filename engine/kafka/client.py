@@ -96,14 +96,24 @@ class Client:
     async def start(self, *, results: bool = True) -> None:
         """Connect the producer, and the results reader unless ``results`` is false."""
         await self._producer.start()
-        partitions = await self._producer.partitions_for(self.kafka.commands_topic)
-        if not partitions:
-            raise ConfigError(
-                f"topic {self.kafka.commands_topic} does not exist: run smallcups init"
-            )
-        self._partitions = len(partitions)
+        self._partitions = await self._partition_count()
         if results:
             await self._start_reader()
+
+    async def _partition_count(self) -> int:
+        """The deployment's partition count, from the results topic: every role that
+        publishes reads it (the risk authority may not describe the commands topic), and
+        it has the commands topic's partitions (a result goes to its command's)."""
+        try:
+            partitions = await self._producer.partitions_for(self.kafka.results_topic)
+        except KafkaError:
+            partitions = None
+        if not partitions:
+            raise ConfigError(
+                f"topic {self.kafka.results_topic} does not exist or may not be read:"
+                " run smallcups init"
+            )
+        return len(partitions)
 
     async def _start_reader(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -112,16 +122,7 @@ class Client:
             request_timeout_ms=self.kafka.request_timeout_ms,
         )
         await consumer.start()
-        try:
-            partitions = await self._producer.partitions_for(self.kafka.results_topic)
-        except KafkaError:
-            partitions = None
-        if not partitions:
-            await consumer.stop()
-            raise ConfigError(
-                f"topic {self.kafka.results_topic} does not exist: run smallcups init"
-            )
-        tps = [TopicPartition(self.kafka.results_topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(self.kafka.results_topic, p) for p in range(self._partitions)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:

@@ -15,9 +15,21 @@ from engine.core.authority import Authority
 from engine.core.batch import Decoded, Fence, build_commit
 from engine.core.book import AccountKey, Incoming, Known
 from engine.core.config import WorkerConfig
+from engine.core.credit import CreditBook
 from engine.core.errors import invariant
 from engine.core.ledger import PartitionLedger
-from engine.core.messages import Invalid, Transfer
+from engine.core.messages import (
+    ChangeCreditLine,
+    CloseBusinessDay,
+    Draw,
+    HoldFunds,
+    Invalid,
+    PostHold,
+    Repay,
+    SuspendCreditLine,
+    Transfer,
+    VoidHold,
+)
 from engine.core.records import Claim, CommitBatch, Position
 from engine.core.store import CupStore
 
@@ -63,8 +75,10 @@ class PartitionState:
         all its transfers in flight."""
         accounts = await self.store.load_partition(self.partition, self.accounts_max)
         flights = await self.store.load_in_flight(self.partition)
+        credit = await self.store.load_credit(self.partition)
         self.ledger.book.accounts = {a.key: a for a in accounts}
         self.ledger.book.load_in_flight(flights)
+        self.ledger.credit.load(credit)
         self.complete = len(accounts) < self.accounts_max
 
     async def _ensure_accounts(self, incoming: Sequence[Incoming]) -> None:
@@ -73,7 +87,8 @@ class PartitionState:
         book = self.ledger.book.accounts
         if len(book) > self.accounts_max:
             await self.load()
-        missing = {key for i in incoming for key in _keys(i) if key not in book}
+        credit = self.ledger.credit
+        missing = {key for i in incoming for key in _keys(i, credit) if key not in book}
         if missing:
             for account in await self.store.load_accounts(self.partition, sorted(missing)):
                 book[account.key] = account
@@ -124,12 +139,21 @@ class PartitionState:
         self.trimmed_below = max(self.trimmed_below, batch.trim_below_offset)
 
 
-def _keys(incoming: Incoming) -> list[AccountKey]:
+def _keys(incoming: Incoming, credit: CreditBook) -> list[AccountKey]:
+    """The accounts deciding ``incoming`` may read: named by the command, or by the credit
+    line or hold it acts on (the credit book is always whole in memory)."""
     command = incoming.command
-    if isinstance(command, Invalid):
-        return []
-    if isinstance(command, Transfer):
-        return [(command.customer, command.account), (command.to_customer, command.to_account)]
+    match command:
+        case Invalid() | CloseBusinessDay():
+            return []
+        case Transfer() | HoldFunds():
+            return [(command.customer, command.account), (command.to_customer, command.to_account)]
+        case Draw() | Repay() | ChangeCreditLine() | SuspendCreditLine():
+            line = credit.lines.get(command.customer)
+            return [] if line is None else [(line.customer, line.account)]
+        case PostHold() | VoidHold():
+            hold = credit.holds.get(command.hold_id)
+            return [] if hold is None else [hold.key, (hold.to_customer, hold.to_account)]
     return [(command.customer, command.account)]
 
 

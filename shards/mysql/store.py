@@ -35,7 +35,15 @@ from typing import Any, Final
 import asyncmy
 from asyncmy.errors import MySQLError
 
-from engine.core.book import Account, AccountKey, AccountStatus, InFlight, Known
+from engine.core.book import (
+    Account,
+    AccountKey,
+    AccountStatus,
+    CreditKind,
+    CreditRow,
+    InFlight,
+    Known,
+)
 from engine.core.errors import CupUnavailableError, invariant
 from engine.core.messages import result_decoder
 from engine.core.records import (
@@ -222,6 +230,18 @@ class MysqlCupStore:
         ]
 
     @_cup_faults
+    async def load_credit(self, partition: int) -> list[CreditRow]:
+        """The partition's open credit rows: lines, open loans, open holds, its calendar."""
+        rows = await self._rows(
+            "SELECT kind, entity_key, customer_id, currency, amount, is_open, body"
+            f" FROM credit_book WHERE `partition` = {int(partition)} AND is_open"
+        )
+        return [
+            CreditRow(CreditKind(kind), key, customer, currency, amount, bool(is_open), body)
+            for kind, key, customer, currency, amount, is_open, body in rows
+        ]
+
+    @_cup_faults
     async def in_flight(
         self, partitions: Sequence[int], stuck_after_seconds: float
     ) -> list[InFlightFigures]:
@@ -373,5 +393,23 @@ def _writes_sql(batches: Sequence[CommitBatch]) -> str:
             " forwarded_from)",
             opened,
         ),
+        *_credit_sql(batches),
     ]
     return "".join(statements)
+
+
+def _credit_sql(batches: Sequence[CommitBatch]) -> list[str]:
+    """The upsert of the credit book's entities the batches changed, or nothing."""
+    rows = [
+        f"({int(b.partition)},{int(c.kind)},{text(c.key)},{int(c.customer)},"
+        f"{text(c.currency)},{int(c.amount)},{int(bool(c.open))},{blob(c.body)})"
+        for b in batches
+        for c in b.outcome.credit.values()
+    ]
+    return _insert(
+        "credit_book (`partition`, kind, entity_key, customer_id, currency, amount, is_open, body)",
+        rows,
+        " ON DUPLICATE KEY UPDATE customer_id = VALUES(customer_id),"
+        " currency = VALUES(currency), amount = VALUES(amount), is_open = VALUES(is_open),"
+        " body = VALUES(body)",
+    )

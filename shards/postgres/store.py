@@ -13,8 +13,8 @@ table names its partition, and each partition's fence holds or fails on its own:
 2. every other part writes only the rows of partitions whose fence held: upsert the
    changed accounts, append the journal rows, record the idempotency keys with their
    results, append the outbox rows (results, dead letters, saga legs), trim outbox rows
-   the relay has published, replace PENDING transfer results by their final ones, and
-   open or close transfers in flight;
+   the relay has published, replace PENDING transfer results by their final ones,
+   open or close transfers in flight, and upsert the credit book's changed entities;
 3. the statement returns the partitions whose fence held. For each other one, a second
    query tells why: another worker owns the partition now (fenced), or a command id in
    its batch was applied before (duplicates: re-decide that batch with those results).
@@ -36,7 +36,15 @@ from typing import Final, cast
 import asyncpg
 import msgspec
 
-from engine.core.book import Account, AccountKey, AccountStatus, InFlight, Known
+from engine.core.book import (
+    Account,
+    AccountKey,
+    AccountStatus,
+    CreditKind,
+    CreditRow,
+    InFlight,
+    Known,
+)
 from engine.core.errors import invariant
 from engine.core.messages import result_decoder
 from engine.core.records import (
@@ -139,12 +147,24 @@ WITH batch AS (
     USING unnest($46::text::integer[], $47::text::text[]) AS s (partition, transfer_id)
     WHERE t.partition = s.partition AND t.transfer_id = s.transfer_id
       AND s.partition IN (SELECT partition FROM fence)
+), credited AS (
+    INSERT INTO credit_book (partition, kind, entity_key, customer_id, currency, amount,
+                             is_open, body)
+    SELECT k.* FROM unnest($53::text::integer[], $54::text::smallint[], $55::text::text[],
+                           $56::text::bigint[], $57::text::text[], $58::text::bigint[],
+                           $59::text::boolean[], $60::bytea[])
+                    AS k (partition, kind, entity_key, customer_id, currency, amount,
+                          is_open, body)
+    WHERE k.partition IN (SELECT partition FROM fence)
+    ON CONFLICT (partition, kind, entity_key)
+    DO UPDATE SET customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency,
+                  amount = EXCLUDED.amount, is_open = EXCLUDED.is_open, body = EXCLUDED.body
 )
 SELECT coalesce(array_agg(partition), '{}') FROM fence
 """
 
-_COMMIT_PARAMETERS: Final = 52
-"""$1 to $51 of ``_COMMIT``. Checked before the statement is sent: asyncpg reports a
+_COMMIT_PARAMETERS: Final = 60
+"""$1 to $60 of ``_COMMIT``. Checked before the statement is sent: asyncpg reports a
 count that does not match as an InterfaceError, which would pass as a cup fault."""
 
 _ACCOUNT_COLUMNS: Final = "customer_id, account_no, currency, balance, credit_limit, status"
@@ -333,6 +353,27 @@ class PostgresCupStore:
         ]
 
     @_cup_faults
+    async def load_credit(self, partition: int) -> list[CreditRow]:
+        """The partition's open credit rows: lines, open loans, open holds, its calendar."""
+        rows = await self.pool.fetch(
+            "SELECT kind, entity_key, customer_id, currency, amount, is_open, body"
+            " FROM credit_book WHERE partition = $1 AND is_open",
+            partition,
+        )
+        return [
+            CreditRow(
+                CreditKind(r["kind"]),
+                r["entity_key"],
+                r["customer_id"],
+                r["currency"],
+                r["amount"],
+                r["is_open"],
+                r["body"],
+            )
+            for r in rows
+        ]
+
+    @_cup_faults
     async def in_flight(
         self, partitions: Sequence[int], stuck_after_seconds: float
     ) -> list[InFlightFigures]:
@@ -381,38 +422,36 @@ def _account(row: asyncpg.Record) -> Account:
 
 
 def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
-    """The statement's parameters: $1 to $5 one element per batch, from $6 to $49 each
-    column the concatenation of every batch's rows (each row naming its partition), and
-    $50 to $52 one element per batch again (the internal topic's offsets, the trim's lower
-    bound)."""
+    """The statement's parameters: $1 to $5 and $50 to $52 one element per batch (the
+    positions in both topics, the trim's bounds); every other one a column of ``_rows``,
+    the concatenation of every batch's rows (each row naming its partition)."""
     invariant(len({b.partition for b in batches}) == len(batches), "one batch per partition")
-    arguments: list[object] = [
-        ints_literal([b.partition for b in batches]),
-        ints_literal([b.epoch for b in batches]),
-        ints_literal([b.expected_offset for b in batches]),
-        ints_literal([b.next_offset for b in batches]),
-        ints_literal([b.trim_below_offset for b in batches]),
-    ]
+    arguments: dict[int, object] = {
+        1: ints_literal([b.partition for b in batches]),
+        2: ints_literal([b.epoch for b in batches]),
+        3: ints_literal([b.expected_offset for b in batches]),
+        4: ints_literal([b.next_offset for b in batches]),
+        5: ints_literal([b.trim_below_offset for b in batches]),
+        50: ints_literal([b.expected_internal for b in batches]),
+        51: ints_literal([b.next_internal for b in batches]),
+        52: ints_literal([b.trim_from_offset for b in batches]),
+    }
     by_batch = [_rows(batch) for batch in batches]
-    for position, kind in enumerate(_ROW_KINDS):
+    for position, (number, kind) in enumerate(zip(_ROW_PARAMETERS, _ROW_KINDS, strict=True)):
         column = list(chain.from_iterable(rows[position] for rows in by_batch))
         if kind is int or kind is bool:  # msgspec writes booleans as true/false: both parse
-            arguments.append(ints_literal(cast("list[int]", column)))
+            arguments[number] = ints_literal(cast("list[int]", column))
         elif kind is str:
-            arguments.append(texts_literal(cast("list[str]", column)))
+            arguments[number] = texts_literal(cast("list[str]", column))
         else:
-            arguments.append(column)
-    arguments += [
-        ints_literal([b.expected_internal for b in batches]),
-        ints_literal([b.next_internal for b in batches]),
-        ints_literal([b.trim_from_offset for b in batches]),
-    ]
-    invariant(len(arguments) == _COMMIT_PARAMETERS, "one argument per parameter of _COMMIT")
-    return arguments
+            arguments[number] = column
+    numbers = range(1, _COMMIT_PARAMETERS + 1)
+    invariant(sorted(arguments) == list(numbers), "one argument per parameter of _COMMIT")
+    return [arguments[number] for number in numbers]
 
 
 def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
-    """One batch's columns for $6 to $49, in the statement's order."""
+    """One batch's columns for $6 to $49 and $53 to $60, in the statement's order."""
     outcome = batch.outcome
     partition = batch.partition
     applied = outcome.applied
@@ -422,6 +461,7 @@ def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
     finals = outcome.finals
     opened = outcome.opened
     forged_ids = [f.leg_id for f in outcome.forged if f.leg_id]
+    credit = list(outcome.credit.values())
     return (
         [partition] * len(applied),
         [a.command_id for a in applied],
@@ -467,6 +507,14 @@ def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
         outcome.settled,
         [partition] * len(forged_ids),
         forged_ids,
+        [partition] * len(credit),
+        [c.kind for c in credit],
+        [c.key for c in credit],
+        [c.customer for c in credit],
+        [c.currency for c in credit],
+        [c.amount for c in credit],
+        [c.open for c in credit],
+        [c.body for c in credit],
     )
 
 
@@ -479,12 +527,16 @@ _ROW_KINDS: Final = (
     *(int, str, int, int, int, int, int, str, int, bool, int),
     *(int, str),
     *(int, str),
+    *(int, int, str, int, str, int, bool, bytes),
 )
 """The element type of each column of ``_rows``: ints, booleans and texts go as array
 literals, bytes as lists."""
 
+_ROW_PARAMETERS: Final = (*range(6, 50), *range(53, 61))
+"""The parameter of ``_COMMIT`` that takes each column of ``_rows``."""
 
-def ints_literal(values: list[int]) -> str:
+
+def ints_literal(values: Sequence[int]) -> str:
     """An integer array as Postgres's text literal (``{1,-2}``).
 
     asyncpg encodes a list parameter element by element, with two ``isinstance`` checks

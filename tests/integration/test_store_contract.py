@@ -4,19 +4,30 @@ Postgres cup and a MariaDB cup of one mixed system (engine.core.store.CupStore).
 What goes in comes back the same (integers at their limits, ids byte for byte, bytes of
 every value, booleans, timestamps); the fence holds per partition, on the epoch and both
 offsets; a frozen partition refuses its claim as a passing fault; trims need the epoch;
-the guards below the ledger refuse what the ledger never writes; a cup that cannot be
-reached fails by name without its password.
+the credit book keeps each entity's last state, loads the open ones and moves with its
+partition to the other kind; the guards below the ledger refuse what the ledger never
+writes; a cup that cannot be reached fails by name without its password.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
 import pytest
 
-from engine.core.book import Account, AccountStatus, Applied, Forged, InFlight, JournalRow, Outcome
+from engine.core.book import (
+    Account,
+    AccountStatus,
+    Applied,
+    CreditKind,
+    CreditRow,
+    Forged,
+    InFlight,
+    JournalRow,
+    Outcome,
+)
 from engine.core.config import Config
 from engine.core.errors import ConfigError, CupUnavailableError, InfrastructureError
 from engine.core.messages import BALANCE_MAX, Result, Status, result_decoder
@@ -26,11 +37,15 @@ from loadtest.system import System, drop_system, make_system
 from shards.backends import cup_kind, open_store
 from shards.cup_admin import CupAdmin, CupKind, StateRow
 from shards.cups import close_cups, connect_cups, open_cups
+from shards.partition_copy import copy_partition
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 64
 KINDS = [CupKind.POSTGRES, CupKind.MYSQL]
+
+CreditBookRows = dict[tuple[CreditKind, str], CreditRow]
+"""Credit rows by kind and key, as Outcome.credit holds them."""
 
 
 @dataclass
@@ -72,7 +87,10 @@ async def cups(stack: Config, tmp_path_factory: pytest.TempPathFactory) -> Async
 
 @pytest.fixture(params=KINDS, ids=[str(k) for k in KINDS])
 def cup(cups: Cups, request: pytest.FixtureRequest) -> Cup:
-    kind: CupKind = request.param
+    return _cup_of(cups, request.param)
+
+
+def _cup_of(cups: Cups, kind: CupKind) -> Cup:
     (cup_id,) = [c for c, dsn in cups.system.shard_map.cups.items() if cup_kind(dsn) is kind]
     return Cup(kind, cups.stores[cup_id], cups.admins[cup_id], cups.unused[kind])
 
@@ -326,6 +344,109 @@ async def test_results_are_read_back_exactly(cup: Cup) -> None:
     assert known.fingerprint == -(2**63)
     assert known.result == result
     assert result_decoder.decode(result_encoded(known.result)) == result
+
+
+def _credit(kind: CreditKind, key: str, amount: int, *, is_open: bool = True) -> CreditRow:
+    """A credit row whose body holds every byte value (the calendar has no customer and
+    no currency)."""
+    customer, currency = (0, "") if kind is CreditKind.CALENDAR else (2**63 - 1, "EUR")
+    body = key.encode() + bytes(range(256))
+    return CreditRow(kind, key, customer, currency, amount, is_open, body)
+
+
+def _credit_book(rows: Iterable[CreditRow]) -> CreditBookRows:
+    return {(row.kind, row.key): row for row in rows}
+
+
+def _open(book: CreditBookRows) -> CreditBookRows:
+    return {key: row for key, row in book.items() if row.open}
+
+
+async def test_the_credit_book_keeps_each_entity_last_state(cup: Cup) -> None:
+    """A commit upserts each entity by kind and key (keys byte for byte, up to 64
+    characters); loading returns the open ones: closed loans and holds stay unread."""
+    partition = cup.partition()
+    claim = await cup.store.claim(partition, "w")
+    longest = "h" * 64
+    first = _credit_book(
+        [
+            _credit(CreditKind.LINE, str(2**63 - 1), 800),
+            _credit(CreditKind.LOAN, "draw-1", 500),
+            _credit(CreditKind.LOAN, "Draw-1", 300),
+            _credit(CreditKind.LOAN, "draw-0", 0, is_open=False),
+            _credit(CreditKind.HOLD, longest, 40),
+            _credit(CreditKind.CALENDAR, "", 739_000),
+        ]
+    )
+    batch = _batch(partition, claim, Outcome(credit=first))
+    assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
+    assert _credit_book(await cup.store.load_credit(partition)) == _open(first)
+    second = _credit_book(
+        [
+            _credit(CreditKind.LINE, str(2**63 - 1), 300),
+            _credit(CreditKind.LOAN, "draw-1", 0, is_open=False),
+            _credit(CreditKind.HOLD, longest, 40, is_open=False),
+            _credit(CreditKind.CALENDAR, "", 739_001),
+        ]
+    )
+    batch = _batch(partition, Claim(claim.epoch, 1, 0), Outcome(credit=second))
+    assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
+    assert _credit_book(await cup.store.load_credit(partition)) == _open(first | second)
+
+
+async def test_a_refused_batch_writes_no_credit_row(cup: Cup) -> None:
+    """Neither a fenced batch nor one repeating a recorded command id writes its credit
+    rows; the batch committed beside them in the same round does."""
+    fresh, stale, repeated = (cup.partition() for _ in range(3))
+    claims = {p: await cup.store.claim(p, "test") for p in (fresh, stale, repeated)}
+    await cup.store.claim(stale, "newer")
+    first = _batch(repeated, claims[repeated], Outcome(applied=[_applied("hold-1", 0)]))
+    assert await cup.store.commit_many([first]) == {repeated: CommitStatus.COMMITTED}
+    claims[repeated] = Claim(claims[repeated].epoch, 1, 0)
+    hold = _credit_book([_credit(CreditKind.HOLD, "hold-1", 5)])
+    batches = [
+        _batch(p, claim, Outcome(applied=[_applied("hold-1", claim.next_offset)], credit=hold))
+        for p, claim in claims.items()
+    ]
+    assert await cup.store.commit_many(batches) == {
+        fresh: CommitStatus.COMMITTED,
+        stale: CommitStatus.FENCED,
+        repeated: CommitStatus.DUPLICATES,
+    }
+    assert _credit_book(await cup.store.load_credit(fresh)) == hold
+    assert await cup.store.load_credit(stale) == []
+    assert await cup.store.load_credit(repeated) == []
+
+
+async def test_a_partition_copy_carries_its_credit_book_to_the_other_kind(
+    cups: Cups, cup: Cup
+) -> None:
+    """A move's copy (shards.partition_copy) takes every credit row, open or closed, to a
+    cup of the other kind; dropping the partition drops them in both."""
+    partition = cup.partition()
+    claim = await cup.store.claim(partition, "w")
+    book = _credit_book(
+        [
+            _credit(CreditKind.LINE, "7", 100),
+            _credit(CreditKind.LOAN, "draw-1", 0, is_open=False),
+            _credit(CreditKind.CALENDAR, "", 739_000),
+        ]
+    )
+    batch = _batch(partition, claim, Outcome(credit=book))
+    assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
+    (other_kind,) = [kind for kind in KINDS if kind is not cup.kind]
+    other = _cup_of(cups, other_kind)
+    target_columns = await other.admin.table_columns()
+    async with (
+        cup.admin.snapshot(partition) as snapshot,
+        other.admin.receive(partition) as sink,
+    ):
+        assert await copy_partition(snapshot, sink, target_columns) == len(book)
+    assert _credit_book(await other.store.load_credit(partition)) == _open(book)
+    await other.admin.delete_partition(partition, keep_tombstone=False)
+    await cup.admin.delete_partition(partition, keep_tombstone=True)
+    assert await other.store.load_credit(partition) == []
+    assert await cup.store.load_credit(partition) == []
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=[str(k) for k in KINDS])

@@ -34,7 +34,15 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 
 from engine.admin.reconcile import answer_of
 from engine.core.authority import fresh_authority
-from engine.core.book import SYSTEM_CUSTOMER, Account, AccountKey, InFlight, Known
+from engine.core.book import (
+    SYSTEM_CUSTOMER,
+    Account,
+    AccountKey,
+    CreditKind,
+    CreditRow,
+    InFlight,
+    Known,
+)
 from engine.core.config import WorkerConfig
 from engine.core.errors import CupUnavailableError
 from engine.core.messages import (
@@ -95,6 +103,7 @@ class SimulatedCup:
         self.known: dict[str, tuple[int, bytes]] = {}
         self.outbox: dict[tuple[int, int], OutboxRow] = {}
         self.flights: dict[str, InFlight] = {}
+        self.credit: dict[tuple[CreditKind, str], CreditRow] = {}
         self.lose_next_reply = False
 
     async def claim(self, partition: int, owner: str) -> Claim:
@@ -128,6 +137,9 @@ class SimulatedCup:
     async def load_in_flight(self, partition: int) -> list[InFlight]:
         return list(self.flights.values())
 
+    async def load_credit(self, partition: int) -> list[CreditRow]:
+        return [row for row in self.credit.values() if row.open]
+
     async def load_known(self, partition: int, command_ids: Sequence[str]) -> dict[str, Known]:
         found = {i: self.known[i] for i in command_ids if i in self.known}
         return {i: Known(fp, result_decoder.decode(raw)) for i, (fp, raw) in found.items()}
@@ -152,6 +164,7 @@ class SimulatedCup:
         for final, raw in zip(batch.outcome.finals, batch.final_results, strict=True):
             self.known[final.command_id] = (self.known[final.command_id][0], raw)
         self.flights.update((t.transfer_id, t) for t in batch.outcome.opened)
+        self.credit.update(batch.outcome.credit)
         for transfer_id in batch.outcome.settled:
             del self.flights[transfer_id]
         self.outbox.update({(r.src_offset, r.seq): r for r in batch.outbox})
