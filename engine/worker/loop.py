@@ -82,6 +82,9 @@ class Worker:
         self.phases = PartitionPhases(self.limits.retry_backoff_max_seconds)
         self.lanes: dict[int, Lane] = {}
         """The lane of every OWNED partition, and of no other."""
+        metrics.credit.watch(
+            lambda: {p: lane.state.ledger.credit for p, lane in self.lanes.items()}
+        )
         self._lock = asyncio.Lock()
         self._cups: dict[int, CupCommits] = {}
         """Per cup: the rounds that commit this worker's lanes there (engine.worker.lane)."""

@@ -1,21 +1,28 @@
 """Prometheus metrics of a worker process. Names follow Prometheus conventions: the
 ``smallcups_`` prefix, base units (seconds, minor units), ``_total`` counters.
 
-Label values are bounded: command types, outcomes, reason codes, cup ids and partition
-numbers. Never an account, a customer or a command id.
+Label values are bounded: command types, outcomes, reason codes, cup ids, partition
+numbers and currencies. Never an account, a customer or a command id.
+
+The credit gauges are computed at each scrape from the credit books of the partitions the
+worker owns then (``CreditGauges``): nothing to keep up to date between scrapes, and a
+partition that went takes its series with it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from engine.core.credit import CreditBook
 
 LATENCY_BUCKETS_SECONDS: Final = (
     0.001,
@@ -38,6 +45,13 @@ LATENCY_BUCKETS_SECONDS: Final = (
 OUTCOMES: Final = ("accepted", "rejected", "pending", "dead_letter")
 
 BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+SECONDS_PER_DAY: Final = 86_400
+UNIX_EPOCH_DAY: Final = dt.date(1970, 1, 1).toordinal()
+"""The day number (``date.toordinal``, as engine.core.credit counts days) of 1970-01-01."""
+
+CreditBooks = Callable[[], Mapping[int, CreditBook]]
+"""The credit book of every partition the worker owns, by partition."""
 
 
 class WorkerMetrics:
@@ -151,6 +165,43 @@ class WorkerMetrics:
             ["cup"],
             registry=r,
         )
+        self.loans_outstanding = Gauge(
+            "smallcups_loans_outstanding_minor_units",
+            "Principal lent on credit lines and not repaid yet, by currency (this worker's "
+            "partitions: sum over workers).",
+            ["currency"],
+            registry=None,
+        )
+        self.loans_open = Gauge(
+            "smallcups_credit_loans_open", "Loans open in this worker's partitions.", registry=None
+        )
+        self.overdue_loans = Gauge(
+            "smallcups_credit_overdue_loans",
+            "Open loans of this worker's partitions still owing principal after the close of "
+            "their due date.",
+            registry=None,
+        )
+        self.holds_open = Gauge(
+            "smallcups_credit_holds_open_minor_units",
+            "Money reserved by open holds in this worker's partitions, by currency.",
+            ["currency"],
+            registry=None,
+        )
+        self.business_day = Gauge(
+            "smallcups_credit_business_day_timestamp_seconds",
+            "Start (midnight UTC, as Unix time) of each owned partition's open business day: "
+            "the day after the last one closed (partitions whose calendar has started).",
+            ["partition"],
+            registry=None,
+        )
+        self.credit = CreditGauges(
+            r,
+            self.loans_outstanding,
+            self.loans_open,
+            self.overdue_loans,
+            self.holds_open,
+            self.business_day,
+        )
         self.cups_down: set[str] = set()
         """Cups whose last statement failed (readiness reads it; the gauge mirrors it)."""
 
@@ -187,14 +238,83 @@ class WorkerMetrics:
             self.dead_letters.labels(reason)
 
 
+class CreditGauges(Collector):
+    """The credit gauges, set from the owned partitions' credit books at each scrape.
+
+    A scrape runs on the event loop (engine.worker.health), so no book changes under it.
+    It costs one pass over the open lines, loans and holds: once per scrape rather than
+    once per commit, and nothing at all before the worker calls ``watch``."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        loans_outstanding: Gauge,
+        loans_open: Gauge,
+        overdue_loans: Gauge,
+        holds_open: Gauge,
+        business_day: Gauge,
+    ):
+        self.loans_outstanding = loans_outstanding
+        self.loans_open = loans_open
+        self.overdue_loans = overdue_loans
+        self.holds_open = holds_open
+        self.business_day = business_day
+        self.gauges = (loans_outstanding, loans_open, overdue_loans, holds_open, business_day)
+        self.books: CreditBooks = dict
+        registry.register(self)
+
+    def watch(self, books: CreditBooks) -> None:
+        """Read ``books`` at each scrape (the worker's owned partitions)."""
+        self.books = books
+
+    def describe(self) -> Iterator[Metric]:
+        for gauge in self.gauges:
+            yield from gauge.describe()
+
+    def collect(self) -> Iterator[Metric]:
+        self.refresh()
+        for gauge in self.gauges:
+            yield from gauge.collect()
+
+    def refresh(self) -> None:
+        outstanding: dict[str, int] = {}
+        held: dict[str, int] = {}
+        loans_open = overdue = 0
+        self.business_day.clear()
+        for partition, book in self.books().items():
+            for currency, principal in book.outstanding().items():
+                outstanding[currency] = outstanding.get(currency, 0) + principal
+            for hold in book.holds.values():
+                held[hold.currency] = held.get(hold.currency, 0) + hold.amount
+            loans_open += sum(len(loans) for loans in book.loans.values())
+            overdue += book.overdue_loans()
+            if book.today is not None:
+                self.business_day.labels(str(partition)).set(day_start_seconds(book.today))
+        _set_by_currency(self.loans_outstanding, outstanding)
+        _set_by_currency(self.holds_open, held)
+        self.loans_open.set(loans_open)
+        self.overdue_loans.set(overdue)
+
+
+def day_start_seconds(day: int) -> int:
+    """Unix time of midnight UTC starting ``day`` (a ``date.toordinal`` day number)."""
+    return (day - UNIX_EPOCH_DAY) * SECONDS_PER_DAY
+
+
+def _set_by_currency(gauge: Gauge, totals: dict[str, int]) -> None:
+    gauge.clear()
+    for currency, total in totals.items():
+        gauge.labels(currency).set(total)
+
+
 class BatchHistogram(Collector):
     """A histogram without labels, observed a batch of values at a time.
 
     prometheus_client's ``Histogram.observe`` takes a lock and walks the buckets in
     Python for every value, and the two latency histograms see every command
     (docs/performance.md has its cost). Here a batch costs one bisect per value and one
-    addition to the sum. Scrapes read the counts from the metrics thread while the
-    event loop adds to them, so a scrape may see a batch's counts before its sum."""
+    addition to the sum. Scrapes run on the event loop too (engine.worker.health), so a
+    scrape sees a batch whole or not at all."""
 
     def __init__(
         self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry

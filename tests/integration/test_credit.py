@@ -14,6 +14,7 @@ import pytest
 from aiokafka.errors import TopicAuthorizationFailedError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from deploy.local.prometheus_throwaway import free_port
 from deploy.local.roles import Role, as_role
 from engine.admin.reconcile import reconcile
 from engine.core.authority import RiskSigner
@@ -37,6 +38,7 @@ from engine.core.messages import (
 )
 from engine.core.routing import customer_key, routing_customers
 from engine.kafka.client import Client
+from loadtest.bench.scrape import totals, wait_owning
 from loadtest.system import System, drop_system, make_system
 from tests.integration.system import (
     cup_balances,
@@ -85,8 +87,9 @@ def _by_id(results: Sequence[Result]) -> dict[str, Result]:
 
 
 async def test_a_credit_book_over_five_days_with_a_kill_while_closing(system: System) -> None:
-    system.start_worker()
-    system.start_worker()
+    ports = [free_port() for _ in range(3)]
+    system.start_worker(_metrics_on(ports[0]))
+    system.start_worker(_metrics_on(ports[1]))
     config = system.config
     key_id, key = read_risk_private_key(config.risk_private_key_path)
     signer = RiskSigner(config.kafka.commands_topic, key_id, key)
@@ -146,20 +149,13 @@ async def test_a_credit_book_over_five_days_with_a_kill_while_closing(system: Sy
         # Days 4 and 5 close while a worker dies: SIGKILL right after they are published.
         closes = _closes(signer, 4) + _closes(signer, 5)
         sent.extend(closes)
-        futures = [risk.expect(c) for c in closes]
-        for command in closes:
-            await risk.publish(command)
-        await asyncio.sleep(0.05)
-        system.workers[0].kill()
-        system.start_worker()
-        late = _by_id(
-            list(await asyncio.wait_for(asyncio.gather(*futures), RESULTS_TIMEOUT_SECONDS))
-        )
-        assert all(r.accepted for r in late.values()), late
+        late = await _close_with_a_kill(system, risk, closes, ports[2])
+        assert all(r.accepted for r in late), late
 
         overdue = await client_side([Draw(f"again-{c}", c, 1, "EUR") for c in SHORT_TERM])
         assert {r.reason for r in overdue.values()} == {Reason.LOAN_OVERDUE}
 
+    await _check_gauges(ports[1:])
     report = await reconcile(config, topics=True)
     assert not any(report.problems.values()), dict(report.problems)
     finals = await final_results(config.kafka)
@@ -171,6 +167,39 @@ async def test_a_credit_book_over_five_days_with_a_kill_while_closing(system: Sy
         f"(one SIGKILL while closing), {len(sent)} commands, one result each, reconcile clean,"
         " balances equal the pure replay"
     )
+
+
+_OVERDUE = "smallcups_credit_overdue_loans"
+_OPEN = "smallcups_credit_loans_open"
+_OUTSTANDING = "smallcups_loans_outstanding_minor_units"
+
+
+async def _close_with_a_kill(
+    system: System, risk: Client, closes: Sequence[Command], port: int
+) -> list[Result]:
+    """Publish ``closes``, SIGKILL the first worker right after, start another (its
+    metrics on ``port``): every close's result."""
+    futures = [risk.expect(c) for c in closes]
+    for command in closes:
+        await risk.publish(command)
+    await asyncio.sleep(0.05)
+    system.workers[0].kill()
+    system.start_worker(_metrics_on(port))
+    return list(await asyncio.wait_for(asyncio.gather(*futures), RESULTS_TIMEOUT_SECONDS))
+
+
+async def _check_gauges(ports: list[int]) -> None:
+    """The live workers' credit gauges, once they own every partition between them."""
+    await wait_owning(ports, PARTITIONS, 60)
+    gauges = await totals(ports, [_OVERDUE, _OPEN, _OUTSTANDING])
+    # Every short-term borrower left both loans unpaid; the others repaid the first one.
+    assert gauges[_OVERDUE] == 2 * len(SHORT_TERM)
+    assert gauges[_OPEN] == len(BORROWERS) + len(SHORT_TERM)
+    assert gauges[_OUTSTANDING] > 0
+
+
+def _metrics_on(port: int) -> dict[str, str]:
+    return {"SMALLCUPS_WORKER_METRICS_PORT": str(port)}
 
 
 def _grants(signer: RiskSigner) -> list[Command]:
