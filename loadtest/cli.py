@@ -54,6 +54,12 @@ def register_bench(commands: Subcommands) -> None:
     add("--withdrawals", type=int, default=0, help="%% that are withdrawals")
     add("--seed", type=int, default=defaults.seed, help="seed of the workload")
     add(
+        "--credit",
+        type=int,
+        default=defaults.credit_percent,
+        help="%% of the credit mode's load that are draws and repayments",
+    )
+    add(
         "--misrouted",
         type=int,
         default=0,
@@ -64,7 +70,7 @@ def register_bench(commands: Subcommands) -> None:
         default="all",
         help=f"comma-separated: {', '.join(MODES)}; engine (both Postgres engines), "
         "mariadb (the three MariaDB modes), security (the Postgres engines with security "
-        "on and off), all",
+        "on and off), credit (engine_1w on transfers only and with credit), all",
     )
     add("--seconds-naive", type=float, default=defaults.naive_seconds, help="naive's bound")
     add("--seconds-pgbench", type=float, default=defaults.pgbench_seconds, help="pgbench's")
@@ -106,5 +112,6 @@ def _bench(args: argparse.Namespace, config: Config) -> int:
         ceiling_batch_records=args.ceiling_batch,
         runs=args.runs,
         misrouted_percent=args.misrouted,
+        credit_percent=args.credit,
     )
     return run_bench(local_config(config.stack, config), options, args.json)

@@ -198,6 +198,18 @@ class SmallcupsUser(User):
         if self.directory.partitions > 1:
             self._run(self.mix.cross_partition_transfer(self._payer()))
 
+    @task(3)
+    def hold_and_void(self) -> None:
+        pair = (self.customers[0], self.customers[1])
+        payer = self._payer()
+        payee = pair[1] if payer == pair[0] else pair[0]
+        for planned in self.mix.hold_and_void(payer, payee):
+            self._run(planned)
+
+    @task(2)
+    def draw_without_line(self) -> None:
+        self._run(self.mix.draw_without_line(self._payer()))
+
     @task(5)
     def invalid_amount(self) -> None:
         self._run(self.mix.invalid_amount(self._payer()))

@@ -8,11 +8,23 @@ are invalid on purpose succeed only when rejected with their expected reason.
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from dataclasses import dataclass
 from typing import Final
 
-from engine.core.messages import Command, Deposit, OpenAccount, Reason, Result, Transfer, Withdraw
+from engine.core.messages import (
+    Command,
+    Deposit,
+    Draw,
+    HoldFunds,
+    OpenAccount,
+    Reason,
+    Result,
+    Transfer,
+    VoidHold,
+    Withdraw,
+)
 from engine.core.routing import partition_of
 
 ACCOUNT: Final = 1
@@ -45,6 +57,15 @@ class Expectation:
 
 ACCEPTED: Final = Expectation(True)
 ACCEPTED_OR_UNFUNDED: Final = Expectation(True, frozenset([Reason.INSUFFICIENT_FUNDS]))
+HOLD_PLACED: Final = Expectation(
+    True,
+    frozenset([Reason.INSUFFICIENT_FUNDS, Reason.NO_BUSINESS_DATE, Reason.BAD_DATE]),
+)
+"""A hold expiring tomorrow (UTC): accepted when the scheduler closes every day (the
+partition's business day is then the calendar's); refused before any day was closed, or
+when the partition's calendar is elsewhere (a demo's days)."""
+HOLD_RELEASED: Final = Expectation(True, frozenset([Reason.HOLD_NOT_FOUND]))
+"""The void of that hold: not found when the hold was refused."""
 
 
 def rejected_with(reason: Reason) -> Expectation:
@@ -166,6 +187,22 @@ class Mix:
             other = (home + self.rng.randrange(1, partitions)) % partitions
             payee = new_customer(self.rng, partitions, other)
         return self.transfer(payer, payee)
+
+    def hold_and_void(self, customer: int, payee: int) -> list[Planned]:
+        """A hold for ``payee`` (two-phase), then its release."""
+        tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()
+        hold_id = self._id("hold")
+        hold = HoldFunds(
+            hold_id, customer, ACCOUNT, payee, ACCOUNT, self._amount(), CURRENCY, tomorrow
+        )
+        void = VoidHold(self._id("void"), customer, hold_id)
+        return [Planned(hold, "hold", HOLD_PLACED), Planned(void, "void", HOLD_RELEASED)]
+
+    def draw_without_line(self, customer: int) -> Planned:
+        """A draw by a customer no credit line was granted to: refused, invitation only."""
+        command = Draw(self._id("draw"), customer, self._amount(), CURRENCY)
+        reason = Reason.NO_CREDIT_LINE
+        return Planned(command, f"draw ({reason.value})", rejected_with(reason))
 
     def invalid_amount(self, customer: int) -> Planned:
         amount = -self.rng.randrange(AMOUNT_MAX)

@@ -10,12 +10,28 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from engine.core.messages import Command, Deposit, OpenAccount, Transfer, Withdraw
-from engine.core.routing import partition_of
+from engine.core.messages import (
+    CloseBusinessDay,
+    Command,
+    Deposit,
+    Draw,
+    GrantCreditLine,
+    OpenAccount,
+    Privileged,
+    Repay,
+    Transfer,
+    Withdraw,
+)
+from engine.core.routing import partition_of, routing_customers
 
 ACCOUNT = 1
 CURRENCY = "EUR"
 FOREIGN_TRIES_MAX = 64
+LINE_LIMIT = 10**12
+"""A credit line large enough that a load never exhausts it."""
+LINE_RATE_BP = 1_825
+LINE_TERM_DAYS = 365
+FIRST_BUSINESS_DAY = "2026-01-01"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +44,9 @@ class WorkloadShape:
     withdraw_share_percent: int = 5
     cross_share_percent: int = 20
     """Of the transfers, how many go to a customer in another partition."""
+    credit_share_percent: int = 0
+    """Of the commands, how many are draws or repayments on the customers' credit lines
+    (half each; ``credit_opening`` grants the lines)."""
     seed: int = 7
     run: str = "w"
 
@@ -38,6 +57,9 @@ class WorkloadShape:
             raise ValueError("deposit and withdraw shares exceed 100%")
         if not 0 <= self.cross_share_percent <= 100:
             raise ValueError("cross_share_percent must be in 0..100")
+        shares = self.deposit_share_percent + self.withdraw_share_percent
+        if not 0 <= self.credit_share_percent <= 100 - shares:
+            raise ValueError("credit_share_percent must be in 0..100 less the other shares")
 
 
 class Workload:
@@ -65,8 +87,28 @@ class Workload:
         for customer in self.customers:
             yield Deposit(self._id("dep"), customer, ACCOUNT, self.shape.initial_deposit, CURRENCY)
 
+    def credit_opening(self) -> Iterator[Privileged]:
+        """Unsigned (the risk authority signs them): a credit line for every customer,
+        then the first business day of every partition closed (draws need a calendar)."""
+        for customer in self.customers:
+            yield GrantCreditLine(
+                self._id("line"),
+                customer,
+                ACCOUNT,
+                CURRENCY,
+                LINE_LIMIT,
+                LINE_RATE_BP,
+                2 * LINE_RATE_BP,
+                self.shape.transfer_amount_max,
+                LINE_TERM_DAYS,
+            )
+        for partition, customer in enumerate(routing_customers(self.shape.partitions)):
+            command_id = f"{self.shape.run}-close-{FIRST_BUSINESS_DAY}-p{partition}"
+            yield CloseBusinessDay(command_id, customer, FIRST_BUSINESS_DAY)
+
     def next_command(self) -> Command:
-        """A transfer (some to another partition), or a deposit or withdrawal."""
+        """A transfer (some to another partition), a deposit or withdrawal, or a draw or
+        repayment on a credit line."""
         shape = self.shape
         pick = self.random.randrange(100)
         customer = self.random.choice(self.customers)
@@ -75,6 +117,11 @@ class Workload:
             return Deposit(self._id("dep"), customer, ACCOUNT, amount, CURRENCY)
         if pick < shape.deposit_share_percent + shape.withdraw_share_percent:
             return Withdraw(self._id("wd"), customer, ACCOUNT, amount, CURRENCY)
+        credit = shape.deposit_share_percent + shape.withdraw_share_percent
+        if pick < credit + shape.credit_share_percent:
+            if pick % 2:
+                return Draw(self._id("draw"), customer, amount, CURRENCY)
+            return Repay(self._id("repay"), customer, amount, CURRENCY)
         if self.random.randrange(100) < shape.cross_share_percent:
             payee = self._foreign(customer)
         else:

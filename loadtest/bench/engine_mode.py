@@ -2,7 +2,9 @@
 Postgres cups; the ``_mariadb`` modes on MariaDB cups).
 
 1. a fresh system; the workers start and own every partition between them;
-2. set-up (not measured): open and fund the accounts through the engine;
+2. set-up (not measured): open and fund the accounts through the engine (a ``_credit``
+   mode also grants every customer a credit line and closes the first business day,
+   signed with the system's risk key and published as the risk authority);
 3. maximum rate: publish the whole load through the driver (at most
    ``WINDOW_COMMANDS`` awaiting their result) and time it from the first publish until
    every command's result has been read from the results topic;
@@ -25,10 +27,14 @@ from typing import Final
 from deploy.local.prometheus_throwaway import free_port
 from deploy.local.roles import Role, as_role
 from engine.admin.reconcile import reconcile
+from engine.core.authority import RiskSigner
 from engine.core.config import Config
+from engine.core.errors import InvariantError
+from engine.core.keyfiles import read_risk_private_key
 from engine.kafka.client import Client
 from loadtest.bench.cpu import CpuMeter
 from loadtest.bench.options import (
+    CREDIT_SUFFIX,
     BenchOptions,
     Checks,
     Load,
@@ -83,6 +89,10 @@ async def run_engine(
     base: Config, options: BenchOptions, load: Load, log_dir: Path, mode: str, workers: int
 ) -> ModeResult:
     system = await fresh_system(base, options, mode, log_dir / mode)
+    if mode.endswith(CREDIT_SUFFIX):
+        if load.credit is None:
+            raise InvariantError("make_load builds the credit load of a credit mode")
+        load = load.credit
     try:
         ports = [free_port() for _ in range(workers)]
         for port in ports:
@@ -93,6 +103,8 @@ async def run_engine(
             await driver.send_all(load.setup)
             if not await driver.wait_all(options.results_timeout_seconds):
                 raise RuntimeError(f"the set-up was not answered:\n{system.worker_logs()}")
+            if load.privileged:
+                await _privileged_setup(system, load, options)
             gc.collect()
             gc.freeze()  # the set-up's objects live on: keep them out of the collector's scans
             pids = [worker.pid for worker in system.workers]
@@ -120,7 +132,8 @@ async def run_engine(
     checks.expect(not any(exit_codes), "workers stopped cleanly", exit_codes)
     checks.expect(report.ok, "reconcile (cups and topics) clean", dict(report.problems))
     consumed = report.counts.get("commands_consumed", 0)
-    wanted = len(load.setup) + len(load.commands) + sum(p.sent for p in phases.values())
+    wanted = len(load.setup) + len(load.privileged) + len(load.commands)
+    wanted += sum(p.sent for p in phases.values())
     checks.expect(consumed == wanted, f"{wanted} commands consumed", consumed)
     checks.expect(report.transfers_in_flight == 0, "no transfer left in flight")
     result = ModeResult(
@@ -135,6 +148,21 @@ async def run_engine(
         notes={"batch_records_mean": round(measured.batch_records_mean, 1)},
     )
     return checks.apply(result)
+
+
+async def _privileged_setup(system: System, load: Load, options: BenchOptions) -> None:
+    """The risk authority's part of the set-up: signed with the system's key, every
+    command accepted."""
+    config = system.config
+    key_id, key = read_risk_private_key(config.risk_private_key_path)
+    signer = RiskSigner(config.kafka.commands_topic, key_id, key)
+    async with Client(as_role(config, Role.RISK).kafka) as client:
+        driver = Driver(client, WINDOW_COMMANDS)
+        await driver.send_all([signer.sign(command) for command in load.privileged])
+        if not await driver.wait_all(options.results_timeout_seconds):
+            raise RuntimeError(f"the credit set-up was not answered:\n{system.worker_logs()}")
+        if driver.score.accepted != len(load.privileged):
+            raise RuntimeError("the credit set-up was not accepted in full")
 
 
 async def _maximum(

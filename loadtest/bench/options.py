@@ -12,7 +12,7 @@ import msgspec
 
 from engine.core.config import Config
 from engine.core.errors import ConfigError
-from engine.core.messages import Command, Deposit, Transfer, Withdraw
+from engine.core.messages import Command, Deposit, Privileged, Transfer, Withdraw
 from loadtest.system import System, make_system
 from loadtest.workload import Workload, WorkloadShape
 from shards.cup_admin import CupKind
@@ -32,6 +32,7 @@ MODES: Final = (
     "engine_2w_mariadb",
     "engine_1w_plaintext",
     "engine_2w_plaintext",
+    "engine_1w_credit",
     "kafka_floor",
     "naive",
     "pgbench",
@@ -40,6 +41,7 @@ MODE_ALIASES: Final = {
     "engine": ("engine_1w", "engine_2w"),
     "mariadb": ("db_ceiling_mariadb", "engine_1w_mariadb", "engine_2w_mariadb"),
     "security": ("engine_1w", "engine_2w", "engine_1w_plaintext", "engine_2w_plaintext"),
+    "credit": ("engine_1w", "engine_1w_credit"),
     "all": MODES,
 }
 ENGINE_WORKERS: Final = {
@@ -49,6 +51,7 @@ ENGINE_WORKERS: Final = {
     "engine_2w_mariadb": 2,
     "engine_1w_plaintext": 1,
     "engine_2w_plaintext": 2,
+    "engine_1w_credit": 1,
 }
 BACKEND_PAIRS: Final = (
     ("db_ceiling", "db_ceiling_mariadb"),
@@ -56,6 +59,11 @@ BACKEND_PAIRS: Final = (
     ("engine_2w", "engine_2w_mariadb"),
 )
 """Modes measured on each kind of cup in one run: the report sets them side by side."""
+CREDIT_SUFFIX: Final = "_credit"
+"""A mode of this suffix runs the engine on a load with draws and repayments in it
+(``--credit`` percent of the commands), every customer holding a credit line."""
+CREDIT_PAIRS: Final = (("engine_1w", "engine_1w_credit"),)
+"""The transfers-only engine and the same engine with credit in the mix, side by side."""
 SECURITY_PAIRS: Final = (
     ("engine_1w", "engine_1w_plaintext"),
     ("engine_2w", "engine_2w_plaintext"),
@@ -98,6 +106,8 @@ class BenchOptions:
     misrouted_percent: int = 0
     """Share of the engine modes' commands published to a partition next to their
     customer's: what a producer with another partitioner costs (each is forwarded)."""
+    credit_percent: int = 20
+    """Share of the credit modes' commands that are draws or repayments."""
 
     def __post_init__(self) -> None:
         if self.accounts < 2:
@@ -115,19 +125,22 @@ class BenchOptions:
             raise ConfigError("--pgbench-clients must be in 1..64")
         if not 0 <= self.misrouted_percent <= 100:
             raise ConfigError("--misrouted must be in 0..100")
+        if not 0 <= self.credit_percent <= 100 - self.deposit_percent - self.withdraw_percent:
+            raise ConfigError("--credit must be in 0..100 less the deposits and withdrawals")
         if not 1 <= self.ceiling_batch_records <= 100_000:
             raise ConfigError("--ceiling-batch must be in 1..100000")
         unknown = [mode for mode in self.modes if mode not in MODES]
         if unknown or not self.modes:
             raise ConfigError(f"unknown modes {unknown}; choose from {', '.join(MODES)}")
 
-    def shape(self) -> WorkloadShape:
+    def shape(self, *, credit: bool = False) -> WorkloadShape:
         return WorkloadShape(
             customers=self.accounts,
             partitions=self.partitions,
             deposit_share_percent=self.deposit_percent,
             withdraw_share_percent=self.withdraw_percent,
             cross_share_percent=self.cross_percent,
+            credit_share_percent=self.credit_percent if credit else 0,
             seed=self.seed,
             run=RUN_PREFIX,
         )
@@ -156,14 +169,27 @@ class Load:
     """Continues after ``commands`` (the open-loop latency phases draw from it)."""
     initial_total: int = 0
     """Money the set-up deposits (minor units)."""
+    privileged: list[Privileged] = field(default_factory=list)
+    """The risk authority's part of the set-up, unsigned (each system signs it with its
+    own key): credit lines and the first business day, for a credit mode."""
+    credit: Load | None = None
+    """The load of the credit modes, when one runs."""
 
 
 def make_load(options: BenchOptions) -> Load:
-    workload = Workload(options.shape())
+    load = _load(options, credit=False)
+    if any(mode.endswith(CREDIT_SUFFIX) for mode in options.modes):
+        load.credit = _load(options, credit=True)
+    return load
+
+
+def _load(options: BenchOptions, *, credit: bool) -> Load:
+    workload = Workload(options.shape(credit=credit))
     setup = list(workload.opening())
+    privileged = list(workload.credit_opening()) if credit else []
     commands = [workload.next_command() for _ in range(options.transfers)]
     initial = sum(c.amount for c in setup if isinstance(c, Deposit))
-    return Load(setup, commands, workload, initial)
+    return Load(setup, commands, workload, initial, privileged)
 
 
 def transferred(commands: list[Command]) -> int:

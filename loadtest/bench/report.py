@@ -13,6 +13,8 @@ import msgspec
 from loadtest.bench.cpu import KINDS
 from loadtest.bench.options import (
     BACKEND_PAIRS,
+    CREDIT_PAIRS,
+    CREDIT_SUFFIX,
     ENGINE_WORKERS,
     PLAINTEXT_SUFFIX,
     SECURITY_PAIRS,
@@ -34,6 +36,8 @@ class BenchReport(msgspec.Struct, kw_only=True):
     """Per mode measured on both kinds of cup: its MariaDB rate / its Postgres rate."""
     security_ratios: dict[str, float] = msgspec.field(default_factory=dict)
     """Per engine mode measured with security on and off: secure rate / plaintext rate."""
+    credit_ratios: dict[str, float] = msgspec.field(default_factory=dict)
+    """Per engine mode measured with credit in the mix too: credit-mix rate / its rate."""
     ok: bool
     runs: list[BenchReport] = msgspec.field(default_factory=list)
     """With ``--runs N`` > 1: every run's report; the fields above are their medians."""
@@ -44,7 +48,9 @@ def build_report(options: BenchOptions, results: Sequence[ModeResult]) -> BenchR
     engines = [
         m
         for m in ENGINE_WORKERS
-        if m in rates and backend_of(m) is CupKind.POSTGRES and not m.endswith(PLAINTEXT_SUFFIX)
+        if m in rates
+        and backend_of(m) is CupKind.POSTGRES
+        and not m.endswith((PLAINTEXT_SUFFIX, CREDIT_SUFFIX))
     ]
     engine_mode = max(engines, key=lambda mode: rates[mode]) if engines else ""
     ratios: dict[str, float] = {}
@@ -68,6 +74,11 @@ def build_report(options: BenchOptions, results: Sequence[ModeResult]) -> BenchR
         for secure, plaintext in SECURITY_PAIRS
         if secure in rates and plaintext in rates
     }
+    credit_ratios = {
+        plain: round(rates[credit] / rates[plain], 3)
+        for plain, credit in CREDIT_PAIRS
+        if plain in rates and credit in rates
+    }
     return BenchReport(
         options={**dataclasses.asdict(options), "modes": list(options.modes)},
         modes=list(results),
@@ -75,6 +86,7 @@ def build_report(options: BenchOptions, results: Sequence[ModeResult]) -> BenchR
         ratios=ratios,
         backend_ratios=backend_ratios,
         security_ratios=security_ratios,
+        credit_ratios=credit_ratios,
         ok=bool(results) and all(r.verified for r in results),
     )
 
@@ -108,6 +120,7 @@ def median_report(runs: Sequence[BenchReport]) -> BenchReport:
         ratios=_medians([run.ratios for run in runs], 3),
         backend_ratios=_medians([run.backend_ratios for run in runs], 3),
         security_ratios=_medians([run.security_ratios for run in runs], 3),
+        credit_ratios=_medians([run.credit_ratios for run in runs], 3),
         ok=all(run.ok for run in runs),
         runs=list(runs),
     )
@@ -167,6 +180,7 @@ def format_report(report: BenchReport) -> str:
     lines += format_phases(report)
     lines += format_backends(report)
     lines += format_security(report)
+    lines += format_credit(report)
     for result in report.modes:
         failed = [check for check in result.checks if check.startswith("FAILED")]
         for check in failed or ([] if result.verified else ["no check passed"]):
@@ -261,6 +275,36 @@ def format_security(report: BenchReport) -> list[str]:
         )
     lines = _aligned(rows)
     lines.append("cpu: total CPU seconds per 1,000 commands; on/off: the rates' ratio")
+    return lines
+
+
+def format_credit(report: BenchReport) -> list[str]:
+    """The engine on transfers only and on a load with draws and repayments in it, side by
+    side: commands/s, total CPU seconds per 1,000 commands, p99 at half rate."""
+    by_mode = {result.mode: result for result in report.modes}
+    pairs = [(p, c) for p, c in CREDIT_PAIRS if p in by_mode and c in by_mode]
+    if not pairs:
+        return []
+    share = report.options.get("credit_percent", 0)
+    header = ["credit", "transfers cmds/s", "cpu", f"{share}% credit cmds/s", "cpu", "ratio"]
+    rows = [header]
+    for plain, credit in pairs:
+        left, right = by_mode[plain], by_mode[credit]
+        rows.append(
+            [
+                plain,
+                f"{left.rate_per_second:,.0f}",
+                _number(sum(left.cpu_seconds_per_1k.values()) or None),
+                f"{right.rate_per_second:,.0f}",
+                _number(sum(right.cpu_seconds_per_1k.values()) or None),
+                _number(report.credit_ratios.get(plain), 2),
+            ]
+        )
+    lines = _aligned(rows)
+    lines.append(
+        "credit: draws and repayments (half each) in that share of the load, every customer"
+        " holding a line; ratio: with credit / transfers only"
+    )
     return lines
 
 

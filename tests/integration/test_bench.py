@@ -82,5 +82,8 @@ def test_bench_runs_every_mode_and_verifies_each(stack: Config, tmp_path: Path) 
     assert set(report.security_ratios) == {"engine_1w", "engine_2w"}
     assert all(ratio > 0 for ratio in report.security_ratios.values())
     assert "on/off" in ran.stdout
+    assert set(report.credit_ratios) == {"engine_1w"}
+    assert report.credit_ratios["engine_1w"] > 0
+    assert "20% credit cmds/s" in ran.stdout
     assert report.ok
     assert "bench: OK" in ran.stdout

@@ -162,8 +162,8 @@ async def test_a_credit_book_over_five_days_with_a_kill_while_closing(system: Sy
     assert all(len(finals[c.id]) == 1 for c in sent), "one final result per command"
     assert await cup_balances(system) == await replay_system(config)
     print(
-        f"\ncredit: {len(BORROWERS)} lines, {len(BORROWERS) * 2} loans, "
-        f"{len(SHORT_TERM)} overdue, 6 business days closed in {PARTITIONS} partitions "
+        f"\ncredit: {len(BORROWERS)} lines, {len(BORROWERS) * 2} loans drawn, "
+        f"{2 * len(SHORT_TERM)} left overdue, 6 business days closed in {PARTITIONS} partitions "
         f"(one SIGKILL while closing), {len(sent)} commands, one result each, reconcile clean,"
         " balances equal the pure replay"
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from loadtest.bench.options import BenchOptions, ModeResult, Phase
+from engine.core.messages import CloseBusinessDay, Draw, GrantCreditLine, Repay
+from engine.core.routing import partition_of
+from loadtest.bench.options import BenchOptions, ModeResult, Phase, make_load
 from loadtest.bench.report import build_report, format_report, median_report
 
 
@@ -98,3 +100,31 @@ def test_the_engine_is_set_against_the_combined_floor_of_the_pipe_and_the_databa
     ratios = build_report(options, results).ratios
     assert ratios["engine/min(raw_pipe,db_ceiling)"] == 0.45
     assert ratios["engine/floor(raw_pipe,db_ceiling)"] == 0.75  # floor 12,000/s
+
+
+def test_the_credit_mix_is_set_beside_transfers_only_and_never_picked_as_the_engine() -> None:
+    options = BenchOptions(modes=("engine_1w", "engine_1w_credit"))
+    plain = run(6000, 0, 90)
+    plain.mode = "engine_1w"
+    credit = run(9000, 0, 90)
+    credit.mode = "engine_1w_credit"
+    report = build_report(options, [plain, credit])
+    assert report.engine_mode == "engine_1w"
+    assert report.credit_ratios == {"engine_1w": 1.5}
+    text = format_report(report)
+    assert "20% credit cmds/s" in text
+    assert "1.50" in text.split("20% credit cmds/s")[1]
+
+
+def test_the_credit_load_grants_lines_starts_calendars_and_mixes_draws_and_repayments() -> None:
+    load = make_load(
+        BenchOptions(accounts=50, partitions=8, transfers=2_000, modes=("engine_1w_credit",))
+    )
+    credit = load.credit
+    assert credit is not None and not any(isinstance(c, Draw | Repay) for c in load.commands)
+    grants = [c for c in credit.privileged if isinstance(c, GrantCreditLine)]
+    closes = [c for c in credit.privileged if isinstance(c, CloseBusinessDay)]
+    assert len(grants) == 50 and len(closes) == 8
+    assert sorted(partition_of(c.customer, 8) for c in closes) == list(range(8))
+    share = sum(isinstance(c, Draw | Repay) for c in credit.commands) / len(credit.commands)
+    assert 0.15 < share < 0.25

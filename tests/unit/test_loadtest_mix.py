@@ -10,11 +10,13 @@ from engine.core.decoding import validate
 from engine.core.messages import (
     COMMAND_TYPES,
     Deposit,
+    HoldFunds,
     OpenAccount,
     Reason,
     Result,
     Status,
     Transfer,
+    VoidHold,
 )
 from engine.core.routing import partition_of
 from loadtest import mix
@@ -147,3 +149,17 @@ def test_the_directory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sum(len(c) for c in directory.by_partition.values()) == 3
     with pytest.raises(ValueError):
         Directory(0)
+
+
+def test_credit_in_the_mix_is_judged_by_what_invitation_only_credit_answers() -> None:
+    planner = _mix()
+    customer, payee = planner.first_customers()
+    hold, void = planner.hold_and_void(customer, payee)
+    assert isinstance(hold.command, HoldFunds) and isinstance(void.command, VoidHold)
+    assert void.command.hold_id == hold.command.id
+    assert hold.expectation.failure(_result(Status.REJECTED, Reason.NO_BUSINESS_DATE)) == ""
+    assert hold.expectation.failure(_result(Status.REJECTED, Reason.ACCOUNT_FROZEN)) != ""
+    assert void.expectation.failure(_result(Status.REJECTED, Reason.HOLD_NOT_FOUND)) == ""
+    draw = planner.draw_without_line(customer)
+    assert draw.expectation.failure(_result(Status.REJECTED, Reason.NO_CREDIT_LINE)) == ""
+    assert draw.expectation.failure(_result(Status.ACCEPTED)) != ""
