@@ -7,7 +7,9 @@ Checks (each failure names the account, transfer or command):
 3. the clearing accounts of all cups net to the money in flight: transfers debited on
    the payer's side whose credit leg has not been applied on the payee's side yet
    (or was refused and awaits its refund);
-4. sum(customer balances) + in flight == deposits - withdrawals (the CASH accounts);
+4. sum(customer balances) + in flight == deposits - withdrawals + principal outstanding
+   - interest paid (minus the CASH and the credit accounts: LOANS, INTEREST_RECEIVABLE
+   and INTEREST_INCOME);
 5. no command id was applied by two different records of its partition;
 6. (with the topics) every consumed command has a result, and one result only:
    re-sends are identical; no pending result was ever published;
@@ -20,10 +22,16 @@ Checks (each failure names the account, transfer or command):
 10. (with the topics) every result record is well-formed and answers the command at the
     partition and offset it names (engine.admin.reconcile). One that does not was not
     written by a worker: a notice (someone writes the results topic), not a difference
-    in the books, and it is left out of check 6.
+    in the books, and it is left out of check 6;
+11. revolving credit, per partition and currency (shards.credit_audit): the credit_book
+    rows agree with their bodies, the lines with their loans, the LOANS and interest
+    accounts with the lines and loans, and open holds are payable. While it streams
+    the rows it tallies the credit book (``Report.credit``, ``Report.calendars``).
 
-Checks 1 to 5 read each cup's rows of the partitions the map gives it, so a partition
-copied by an unfinished move is counted once, in the cup the map names.
+Checks 1 to 5 and 11 read each cup's rows of the partitions the map gives it, so a
+partition copied by an unfinished move is counted once, in the cup the map names. Check 11
+reads one partition at a time from one snapshot of its cup (its credit rows and its
+accounts agree), streamed: memory holds one partition's open credit, never its accounts.
 """
 
 from __future__ import annotations
@@ -34,9 +42,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from engine.core.book import SystemAccount, system_account_number
+from engine.core.errors import invariant
 from engine.core.messages import Status, credit_leg_id, result_decoder
 from engine.core.records import ShardMap
 from engine.core.routing import partition_of
+from shards.credit_audit import (
+    CREDIT_SYSTEM_ACCOUNTS,
+    CreditFigures,
+    PartitionCredit,
+    audit_credit,
+)
 from shards.cup_admin import CupAdmin, FlightRow
 
 FINDINGS_MAX = 50
@@ -52,7 +67,10 @@ class CupFigures:
     money_in_flight: dict[str, int] = field(default_factory=dict)
     customer_total: dict[str, int] = field(default_factory=dict)
     clearing_total: dict[str, int] = field(default_factory=dict)
-    cash_total: dict[str, int] = field(default_factory=dict)
+    funding_total: dict[str, int] = field(default_factory=dict)
+    """The system accounts customers' money comes from: CASH, whose balance is minus
+    (deposits - withdrawals), and the credit accounts, whose balances sum to minus
+    (principal outstanding - interest paid)."""
 
 
 @dataclass(slots=True)
@@ -68,6 +86,11 @@ class Report:
     """Findings that do not make the books wrong (records on the results topic that no
     worker wrote): reported, but ``ok`` stays true."""
     counts: dict[str, int] = field(default_factory=dict)
+    credit: dict[str, CreditFigures] = field(default_factory=dict)
+    """The credit book by currency, over every cup and partition (check 11)."""
+    calendars: dict[int, int] = field(default_factory=dict)
+    """Each partition's last closed business day (a ``date.toordinal`` day number), for
+    the partitions whose calendar has started."""
 
     @property
     def ok(self) -> bool:
@@ -85,6 +108,16 @@ class Report:
             found.append(finding)
         self.counts[f"{check}_{kind}"] = self.counts.get(f"{check}_{kind}", 0) + 1
 
+    def add_credit(self, partition: int, credit: PartitionCredit) -> None:
+        """Merge one partition's credit book into the system's."""
+        invariant(
+            partition not in self.calendars, f"partition {partition}'s calendar counted twice"
+        )
+        for currency, figures in credit.figures.items():
+            self.credit.setdefault(currency, CreditFigures()).add(figures)
+        if credit.last_closed is not None:
+            self.calendars[partition] = credit.last_closed
+
 
 def _system_numbers(kind: SystemAccount, currencies: Iterable[str]) -> list[int]:
     return [system_account_number(kind, c) for c in currencies]
@@ -99,10 +132,15 @@ async def audit_cup(
     moving: frozenset[int] = frozenset(),
     stuck_after_seconds: float = 300.0,
 ) -> CupFigures:
-    """Checks 1, 2, 5, 7, 8 and 9 on one cup (its ``partitions`` by the map); its totals."""
+    """Checks 1, 2, 5, 7, 8, 9 and 11 on one cup (its ``partitions`` by the map); its
+    totals."""
     figures = CupFigures(cup_id)
     clearing = _system_numbers(SystemAccount.CLEARING, currencies)
-    cash = _system_numbers(SystemAccount.CASH, currencies)
+    funding = [
+        number
+        for kind in (SystemAccount.CASH, *CREDIT_SYSTEM_ACCOUNTS)
+        for number in _system_numbers(kind, currencies)
+    ]
     for partition in await cup.stray_partitions(partitions):
         if partition not in moving:
             report.add(
@@ -110,10 +148,10 @@ async def audit_cup(
                 f"cup {cup_id} holds rows of partition {partition}, "
                 "which the shard map puts elsewhere and no move is copying",
             )
-    for totals in await cup.currency_totals(partitions, clearing, cash):
+    for totals in await cup.currency_totals(partitions, clearing, funding):
         figures.customer_total[totals.currency] = totals.customers
         figures.clearing_total[totals.currency] = totals.clearing
-        figures.cash_total[totals.currency] = totals.cash
+        figures.funding_total[totals.currency] = totals.cash
         figures.accounts += totals.accounts
     figures.journal_rows = await cup.journal_rows(partitions)
     for off in await cup.off_journal(partitions):
@@ -131,6 +169,8 @@ async def audit_cup(
             f"cup {cup_id}: command {command_id} applied by two records of partition {partition}",
         )
     await _audit_saga_edges(cup_id, cup, partitions, report, stuck_after_seconds)
+    for partition in partitions:
+        await _audit_credit(cup_id, cup, partition, currencies, report)
     return figures
 
 
@@ -194,7 +234,8 @@ async def reconcile_cups(
     moving: frozenset[int] = frozenset(),
     stuck_after_seconds: float = 300.0,
 ) -> Report:
-    """Checks 1 to 5 and 7 to 9 over every cup of the shard map (``moving``: open moves)."""
+    """Checks 1 to 5, 7 to 9 and 11 over every cup of the shard map (``moving``: open
+    moves)."""
     report = Report()
     currencies = sorted(currencies)
     audits = (
@@ -223,21 +264,34 @@ async def reconcile_cups(
 
 
 def _check_system_totals(report: Report) -> None:
-    """Checks 3 and 4: clearing == in flight; customers + in flight == -cash."""
+    """Checks 3 and 4: clearing == in flight; customers + in flight == -funding."""
     currencies = {c for f in report.cups for c in f.customer_total}
     for currency in sorted(currencies):
         customers = sum(f.customer_total.get(currency, 0) for f in report.cups)
         clearing = sum(f.clearing_total.get(currency, 0) for f in report.cups)
-        cash = sum(f.cash_total.get(currency, 0) for f in report.cups)
+        funding = sum(f.funding_total.get(currency, 0) for f in report.cups)
         flight = report.in_flight.get(currency, 0)
         if clearing != flight:
             report.add(
                 "clearing_equals_in_flight",
                 f"{currency}: clearing accounts sum to {clearing}, in flight {flight}",
             )
-        if customers + flight != -cash:
+        if customers + flight != -funding:
             report.add(
                 "money_conserved",
                 f"{currency}: balances {customers} + in flight {flight} != deposits - "
-                f"withdrawals {-cash}",
+                f"withdrawals + principal outstanding - interest paid {-funding}",
             )
+
+
+async def _audit_credit(
+    cup_id: int, cup: CupAdmin, partition: int, currencies: Iterable[str], report: Report
+) -> None:
+    """Check 11 on one partition, from one snapshot of its cup."""
+
+    def found(check: str, finding: str) -> None:
+        report.add(check, f"cup {cup_id} partition {partition}: {finding}")
+
+    async with cup.snapshot(partition) as snapshot:
+        credit = await audit_credit(snapshot, currencies, found)
+    report.add_credit(partition, credit)

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.core.batch import routed
 from engine.core.config import Config, KafkaConfig
+from engine.core.credit import day_text
 from engine.core.decoding import decode_command, decode_result, forwarded_partition, says_json
 from engine.core.messages import (
     CURRENCIES,
@@ -219,6 +220,11 @@ CHECKS = (
     "one_cup",
     "no_money_in_closed_accounts",
     "no_stuck_transfers",
+    "credit_rows_match_bodies",
+    "credit_lines_match_loans",
+    "loans_account_matches_lines",
+    "interest_accounts_match_loans",
+    "holds_payable",
 )
 NOTICES = ("results_well_formed",)
 
@@ -246,6 +252,8 @@ def run_reconcile(
             },
             "notices": notices,
             "counts": report.counts,
+            "credit": {c: dataclasses.asdict(f) for c, f in sorted(report.credit.items())},
+            "calendars": {p: day_text(day) for p, day in sorted(report.calendars.items())},
         }
         print(msgspec.json.encode(document).decode())
         return 0 if report.ok else 1
@@ -260,6 +268,8 @@ def run_reconcile(
         f"system: {report.transfers_in_flight} transfers with money in flight ({flight}), "
         f"{len(report.pending_ids)} unsettled"
     )
+    for line in credit_book_text(report):
+        print(line)
     for name, found in checks.items():
         print(f"  {name:<28} {'ok' if not found else f'FAILED ({len(found)})'}")
         for finding in found:
@@ -271,6 +281,28 @@ def run_reconcile(
             print(f"      {finding}")
     print("reconcile: OK" if report.ok else "reconcile: DISCREPANCIES FOUND")
     return 0 if report.ok else 1
+
+
+def credit_book_text(report: Report) -> list[str]:
+    """The credit book in a few lines: two per currency with credit, one for the business
+    days closed; none without credit."""
+    text: list[str] = []
+    for currency, f in sorted(report.credit.items()):
+        head = f"credit {currency}: "
+        text.append(
+            f"{head}{f.lines:,} lines (limits {f.limit_total:,}), principal outstanding "
+            f"{f.principal_outstanding:,}, interest unpaid {f.interest_unpaid:,}"
+        )
+        text.append(
+            f"{' ' * len(head)}{f.loans_open:,} loans open ({f.loans_overdue:,} overdue), "
+            f"{f.holds_open:,} holds open ({f.money_held:,} held), interest income "
+            f"{f.interest_income:,}"
+        )
+    if report.calendars:
+        first, last = min(report.calendars.values()), max(report.calendars.values())
+        days = day_text(last) if first == last else f"{day_text(first)} to {day_text(last)}"
+        text.append(f"last business day closed: {days} ({len(report.calendars)} partitions)")
+    return text
 
 
 def write_reconcile_metrics(path: Path, *, ok: bool, now: float | None = None) -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from scripts.metrics_table import series_names
-from tests.unit.promql import metric_names
+from tests.unit.promql import metric_names, rule_expressions
 
-DASHBOARD: Final = Path(__file__).parents[2] / "deploy" / "grafana" / "smallcups.json"
+DEPLOY: Final = Path(__file__).parents[2] / "deploy"
+DASHBOARD: Final = DEPLOY / "grafana" / "smallcups.json"
+RULES: Final = DEPLOY / "prometheus" / "rules" / "smallcups.rules.yml"
 
 
 def _dashboard() -> dict[str, Any]:
@@ -57,9 +59,26 @@ def test_the_dashboard_covers_what_operators_watch() -> None:
         "smallcups_dead_letters_total",
         "smallcups_fenced_commits_total",
         "smallcups_partitions_owned",
+        "smallcups_loans_outstanding_minor_units",
+        "smallcups_credit_loans_open",
+        "smallcups_credit_overdue_loans",
+        "smallcups_credit_holds_open_minor_units",
+        "smallcups_credit_business_day_timestamp_seconds",
     } <= used
     assert "histogram_quantile(0.5," in expressions
     assert "histogram_quantile(0.99," in expressions
+
+
+def test_the_credit_row_shows_the_business_day_lag_its_alert_watches() -> None:
+    panels = _dashboard()["panels"]
+    rows = [panel["title"] for panel in panels if panel["type"] == "row"]
+    (lag,) = [panel for panel in panels if panel["title"] == "Business day lag by partition"]
+    alert = rule_expressions(RULES.read_text())["SmallcupsBusinessDayNotClosed"]
+
+    assert rows[-1] == "Credit"
+    (expression,) = [target["expr"] for target in lag["targets"]]
+    assert alert.startswith(expression.replace('{instance=~"$instance"}', "") + " > ")
+    assert lag["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == 26 * 3600
 
 
 def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
