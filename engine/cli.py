@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
         _reconcile_command,
         _shards_command,
         _security_commands,
+        _credit_command,
+        _scheduler_command,
     ):
         register(commands)
     for entry in sorted(entry_points(group=TOOLS_GROUP), key=lambda e: e.name):
@@ -206,6 +208,108 @@ def _keys(args: argparse.Namespace, config: Config) -> int:
     from engine.admin.risk import make_keys
 
     return make_keys(args.kind, args.path, args.id)
+
+
+def _credit_command(commands: Subcommands) -> None:
+    credit = commands.add_parser(
+        "credit", help="revolving credit: lines (the risk authority), draws, repayments, holds"
+    )
+    actions = credit.add_subparsers(dest="action", required=True)
+    grant = actions.add_parser("grant", help="risk authority: open a customer's credit line")
+    grant.add_argument(
+        "account", metavar="CUSTOMER/ACCOUNT", help="draws are paid to it, repaid from it"
+    )
+    grant.add_argument("--currency", required=True, help="the account's currency, e.g. EUR")
+    change = actions.add_parser("change", help="risk authority: new terms for a customer's line")
+    change.add_argument("customer", metavar="CUSTOMER")
+    for terms in (grant, change):
+        terms.add_argument("--limit", required=True, help="most principal open, minor units")
+        terms.add_argument("--rate-bp", required=True, help="annual rate, basis points")
+        terms.add_argument("--overdue-rate-bp", required=True, help="annual rate once overdue")
+        terms.add_argument("--loan-max", required=True, help="largest draw, minor units")
+        terms.add_argument("--term-days", required=True, help="a loan is due this many days on")
+    suspend = actions.add_parser("suspend", help="risk authority: no new draws on the line")
+    suspend.add_argument("customer", metavar="CUSTOMER")
+    suspend.add_argument("--lift", action="store_true", help="lift the suspension instead")
+    for action in (grant, change, suspend, *_credit_client_actions(actions)):
+        action.add_argument("--id", help="the command id (default: made unique)")
+        action.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    credit.set_defaults(run=_credit)
+
+
+def _credit_client_actions(actions: Subcommands) -> list[argparse.ArgumentParser]:
+    """The customer's side of ``smallcups credit``: plain client commands."""
+    draw = actions.add_parser("draw", help="borrow on the customer's line: a new loan")
+    repay = actions.add_parser("repay", help="pay back, interest first, oldest loan first")
+    for money in (draw, repay):
+        money.add_argument("customer", metavar="CUSTOMER")
+        money.add_argument("amount", metavar="AMOUNT", help="minor units (1050 for 10.50)")
+        money.add_argument("--currency", required=True, help="the line's currency")
+    hold = actions.add_parser("hold", help="reserve an amount of an account for a payee")
+    hold.add_argument("account", metavar="CUSTOMER/ACCOUNT", help="the payer's account")
+    hold.add_argument("to_account", metavar="TO_CUSTOMER/TO_ACCOUNT", help="the payee's")
+    hold.add_argument("amount", metavar="AMOUNT", help="minor units (1050 for 10.50)")
+    hold.add_argument("--currency", required=True, help="the account's currency")
+    hold.add_argument(
+        "--expires-on", required=True, metavar="YYYY-MM-DD", help="released at this day's close"
+    )
+    post = actions.add_parser("post", help="pay all or part of a hold; release the rest")
+    post.add_argument("customer", metavar="CUSTOMER", help="the payer")
+    post.add_argument("hold_id", metavar="HOLD_ID", help="the id of the hold command")
+    post.add_argument("amount", metavar="AMOUNT", help="minor units, at most the hold's")
+    void = actions.add_parser("void", help="release a hold without paying")
+    void.add_argument("customer", metavar="CUSTOMER", help="the payer")
+    void.add_argument("hold_id", metavar="HOLD_ID", help="the id of the hold command")
+    return [draw, repay, hold, post, void]
+
+
+def _credit(args: argparse.Namespace, config: Config) -> int:
+    from engine.admin.credit import run_credit
+
+    return run_credit(config, args)
+
+
+def _scheduler_command(commands: Subcommands) -> None:
+    scheduler = commands.add_parser(
+        "scheduler",
+        help="close every partition's business day after each UTC midnight (risk key); "
+        "SIGTERM/SIGINT stop it",
+    )
+    until = scheduler.add_mutually_exclusive_group()
+    until.add_argument("--once", action="store_true", help="close through yesterday, then exit")
+    until.add_argument(
+        "--through", metavar="YYYY-MM-DD", help="close every day up to this one, then exit"
+    )
+    scheduler.add_argument(
+        "--from",
+        dest="first",
+        metavar="YYYY-MM-DD",
+        help="the first day to publish (default: the day before --through, else yesterday)",
+    )
+    scheduler.add_argument(
+        "--delay",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long after UTC midnight the day before is closed",
+    )
+    scheduler.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="wait for a day's results"
+    )
+    scheduler.set_defaults(run=_scheduler)
+
+
+def _scheduler(args: argparse.Namespace, config: Config) -> int:
+    from engine.admin.scheduler import Schedule, parse_day, run_scheduler
+
+    plan = Schedule(
+        once=args.once,
+        through=None if args.through is None else parse_day(args.through, "--through"),
+        first=None if args.first is None else parse_day(args.first, "--from"),
+        delay_seconds=args.delay,
+        timeout_seconds=args.timeout,
+    )
+    return run_scheduler(config, plan)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

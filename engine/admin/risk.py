@@ -3,37 +3,54 @@ privileged commands; anyone makes key files.
 
 Only the holder of the risk private key (``security.risk_private_key_file``) can make a
 command the workers accept; the workers hold the public key only. The command goes to the
-command topic like any other and its result is printed (exit 1 when rejected).
+internal topic (engine.kafka.client routes privileged commands there) and its result is
+printed (exit 1 when rejected). ``smallcups credit`` and ``smallcups scheduler`` sign and
+submit with the same helpers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
 from engine.core.authority import RiskSigner
 from engine.core.config import Config
-from engine.core.errors import ConfigError
+from engine.core.errors import ConfigError, InfrastructureError
 from engine.core.keyfiles import (
     new_leg_key_line,
     new_risk_key_lines,
     read_risk_private_key,
     write_secret,
 )
-from engine.core.messages import Privileged, SetCreditLimit, UnfreezeAccount
+from engine.core.messages import Command, Privileged, Result, SetCreditLimit, UnfreezeAccount
 from engine.kafka.client import Client
+
+NUMBER_DIGITS_MAX: Final = 19
+"""Longest whole number read from the command line (2^63 - 1 has 19 digits)."""
+_NUMBER: Final = re.compile(rf"[0-9]{{1,{NUMBER_DIGITS_MAX}}}")
+
+
+def whole_number(text: str, what: str) -> int:
+    """``text`` written in ASCII digits only: no sign, point, exponent or ``_``, so that
+    ``10.50`` is refused rather than read as something it does not say."""
+    if not _NUMBER.fullmatch(text):
+        raise ConfigError(
+            f"{what} must be a whole number of 1..{NUMBER_DIGITS_MAX} digits, got {text[:80]!r}"
+        )
+    return int(text)
 
 
 def parse_account(address: str) -> tuple[int, int]:
     """``CUSTOMER/ACCOUNT`` as two integers."""
-    try:
-        customer_text, account_text = address.split("/")
-        return int(customer_text), int(account_text)
-    except ValueError:
-        raise ConfigError(f"expected CUSTOMER/ACCOUNT, got {address[:80]!r}") from None
+    customer_text, slash, account_text = address.partition("/")
+    if not slash:
+        raise ConfigError(f"expected CUSTOMER/ACCOUNT, got {address[:80]!r}")
+    return whole_number(customer_text, "CUSTOMER"), whole_number(account_text, "ACCOUNT")
 
 
 def privileged_command(
@@ -64,20 +81,31 @@ def run_risk(
     command_id: str | None,
     timeout_seconds: float,
 ) -> int:
-    key_id, key = read_risk_private_key(config.risk_private_key_path)
-    signer = RiskSigner(config.kafka.commands_topic, key_id, key)
-    command = signer.sign(privileged_command(action, address, amount, command_id))
+    command = risk_signer(config).sign(privileged_command(action, address, amount, command_id))
+    return submit_and_print(config, command, timeout_seconds)
 
-    async def send() -> bytes:
+
+def risk_signer(config: Config) -> RiskSigner:
+    """The risk authority's signer for this deployment, with its private key file."""
+    key_id, key = read_risk_private_key(config.risk_private_key_path)
+    return RiskSigner(config.kafka.commands_topic, key_id, key)
+
+
+def submit_and_print(config: Config, command: Command, timeout_seconds: float) -> int:
+    """Publish ``command``, print its result as JSON: 0 when accepted, 1 when rejected."""
+
+    async def send() -> Result:
         async with Client(config.require_kafka()) as client:
-            return msgspec.json.encode(await client.submit(command, timeout_seconds))
+            return await client.submit(command, timeout_seconds)
 
     try:
-        answer = asyncio.run(send())
+        result = asyncio.run(send())
     except TimeoutError:
-        raise ConfigError(f"no result for {command.id} within {timeout_seconds} s") from None
-    print(answer.decode())
-    return 0 if msgspec.json.decode(answer)["status"] == "accepted" else 1
+        raise InfrastructureError(
+            f"no result for {command.id} within {timeout_seconds:g} s: is a worker running?"
+        ) from None
+    print(msgspec.json.encode(result).decode())
+    return 0 if result.accepted else 1
 
 
 def make_keys(kind: str, path_text: str, key_id: str) -> int:

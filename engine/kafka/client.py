@@ -100,6 +100,11 @@ class Client:
         if results:
             await self._start_reader()
 
+    @property
+    def partitions(self) -> int:
+        """The deployment's partition count (0 before ``start``)."""
+        return self._partitions
+
     async def _partition_count(self) -> int:
         """The deployment's partition count, from the results topic: every role that
         publishes reads it (the risk authority may not describe the commands topic), and

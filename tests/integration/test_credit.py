@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from deploy.local.prometheus_throwaway import free_port
 from deploy.local.roles import Role, as_role
 from engine.admin.reconcile import reconcile
 from engine.core.authority import RiskSigner
-from engine.core.config import Config
+from engine.core.config import Config, to_environ
 from engine.core.keyfiles import read_risk_private_key
 from engine.core.messages import (
     CloseBusinessDay,
@@ -303,4 +305,50 @@ async def test_only_the_risk_key_grants_or_closes_days(system: System) -> None:
         misrouted = await asyncio.wait_for(copied, RESULTS_TIMEOUT_SECONDS)
         assert misrouted.reason is Reason.MISROUTED
     report = await reconcile(config, topics=True)
+    assert not any(report.problems.values()), dict(report.problems)
+
+
+def _cli(system: System, role: Role, *args: str) -> subprocess.CompletedProcess[str]:
+    """``smallcups ARGS`` as ``role`` (its Kafka user; the risk key comes with the stack)."""
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        env={**to_environ(as_role(system.config, role)), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_the_credit_commands_and_the_scheduler_from_the_command_line(
+    system: System,
+) -> None:
+    system.start_worker()
+    async with Client(as_role(system.config, Role.UPSTREAM).kafka) as client:
+        opened = await client.submit(OpenAccount("cli-open", 9, 1, "EUR"), 60)
+        funded = await client.submit(Deposit("cli-fund", 9, 1, 1_000, "EUR"), 60)
+    assert opened.accepted and funded.accepted
+    started = _cli(system, Role.RISK, "scheduler", "--through", _date(0))
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert f"closed {_date(0)} in {PARTITIONS} partitions ({PARTITIONS} accepted" in started.stdout
+    terms = ["--rate-bp", "3650", "--overdue-rate-bp", "7300", "--loan-max", "50000"]
+    granted = _cli(
+        system, Role.RISK, "credit", "grant", "9/1", "--currency", "EUR", "--limit", "100000",
+        *terms, "--term-days", "30",
+    )  # fmt: skip
+    assert granted.returncode == 0, granted.stdout + granted.stderr
+    drawn = _cli(system, Role.UPSTREAM, "credit", "draw", "9", "36500", "--currency", "EUR")
+    assert drawn.returncode == 0 and '"status":"accepted"' in drawn.stdout, drawn
+    days = _cli(system, Role.RISK, "scheduler", "--from", _date(1), "--through", _date(3))
+    assert days.returncode == 0, days.stdout + days.stderr
+    assert [line.split()[1] for line in days.stdout.splitlines()] == [_date(d) for d in (1, 2, 3)]
+    repaid = _cli(system, Role.UPSTREAM, "credit", "repay", "9", "100000", "--currency", "EUR")
+    # 10% a day on 36,500 is 36.5: 36, 37, 36 with the half carried
+    assert '"detail":"paid interest 109, principal 36500; 63391 more than owed' in repaid.stdout
+    refused = _cli(system, Role.UPSTREAM, "credit", "draw", "9", "1.5", "--currency", "EUR")
+    assert refused.returncode == 2, refused
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    early = _cli(system, Role.RISK, "scheduler", "--through", today)
+    assert early.returncode == 2 and "has not ended yet" in early.stderr, early
+    report = await reconcile(system.config, topics=True)
     assert not any(report.problems.values()), dict(report.problems)
