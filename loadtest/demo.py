@@ -8,9 +8,12 @@
 3. open and fund one account per customer, and wait for every result;
 4. publish transfers (plus some deposits and withdrawals) for a bounded time;
 5. wait for every result, print commands/s and publish-to-result latency;
-6. check the books: customer balances moved by deposits - withdrawals, and
-   ``smallcups reconcile`` (every check, the topics included) is clean;
-7. stop the workers with SIGTERM (each finishes its batch and leaves the group).
+6. the credit scenario (loadtest.credit_demo): lines for one customer in ten, draws,
+   holds, posts, repayments, business days closed, an overdue loan;
+7. stop the workers with SIGTERM (each finishes its batch and leaves the group);
+8. check the books: customer balances moved by deposits - withdrawals + what credit
+   lent - what it was paid, ``smallcups reconcile`` (every check, the topics included)
+   is clean; print the credit book.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import uvloop
 
 from deploy.local.postgres_databases import ensure_databases
 from deploy.local.roles import Role, as_role
-from engine.admin.reconcile import reconcile
+from engine.admin.reconcile import credit_book_text, reconcile
 from engine.admin.setup import initialize, read_shard_map
 from engine.core.config import Config, StackConfig, to_environ
 from engine.kafka.client import Client
+from loadtest.credit_demo import run_credit
 from loadtest.driver import CHUNK_COMMANDS, Driver, Score
 from loadtest.workers import WorkerProcess
 from loadtest.workload import Workload, WorkloadShape
@@ -60,14 +64,27 @@ def customer_total(report: Report) -> int:
     return sum(sum(f.customer_total.values()) for f in report.cups)
 
 
-async def _load(config: Config, options: DemoOptions, run: str) -> tuple[Score, float]:
+def _workload(config: Config, options: DemoOptions, run: str) -> Workload:
     shape = WorkloadShape(
         customers=options.customers,
         partitions=config.kafka.partitions,
         cross_share_percent=options.cross_percent,
         run=run,
     )
-    workload = Workload(shape)
+    return Workload(shape)
+
+
+def credit_total(report: Report) -> int:
+    """What credit put in customers' hands and has not had back, over every currency:
+    principal outstanding + interest unpaid - interest income (= principal lent - all
+    that was repaid, interest included)."""
+    return sum(
+        f.principal_outstanding + f.interest_unpaid - f.interest_income
+        for f in report.credit.values()
+    )
+
+
+async def _load(config: Config, options: DemoOptions, workload: Workload) -> tuple[Score, float]:
     async with Client(as_role(config, Role.UPSTREAM).kafka) as client:
         driver = Driver(client, window=options.window)
         await driver.send_all(workload.opening())
@@ -121,7 +138,9 @@ def run_demo(config: Config, options: DemoOptions) -> int:
         stack = msgspec.structs.replace(stack, postgres_cups=options.cups)
         ensure_databases(stack)
     asyncio.run(_spread_over_cups(config, stack))
-    before = customer_total(asyncio.run(reconcile(config, topics=False)))
+    earlier = asyncio.run(reconcile(config, topics=False))
+    before = customer_total(earlier) - credit_total(earlier)
+    workload = _workload(config, options, run)
     workers = [
         WorkerProcess(
             f"worker-{i}",
@@ -134,7 +153,8 @@ def run_demo(config: Config, options: DemoOptions) -> int:
         worker.start()
     print(f"started {len(workers)} workers (logs in {state / 'logs'})")
     try:
-        score, rate = uvloop.run(_load(config, options, run))
+        score, rate = uvloop.run(_load(config, options, workload))
+        credit = uvloop.run(run_credit(config, workload.customers, earlier.calendars, run))
     finally:
         codes = [worker.stop() for worker in workers]
         print(f"workers stopped with exit codes {codes}")
@@ -152,12 +172,15 @@ def run_demo(config: Config, options: DemoOptions) -> int:
         f"publish-to-result latency: p50 {score.percentile_ms(0.5):.1f} ms, "
         f"p99 {score.percentile_ms(0.99):.1f} ms"
     )
-    moved = customer_total(report) - before
+    print(credit.summary())
+    for line in credit_book_text(report):
+        print(line)
+    moved = customer_total(report) - credit_total(report) - before
     expected = score.deposited - score.withdrawn
     ok = moved == expected
     print(
-        f"books: customer balances moved by {moved:,}, deposits - withdrawals = {expected:,} "
-        f"-> {'OK' if ok else 'FAILED'}"
+        f"books: customer balances moved by {moved:,} besides credit, deposits - withdrawals"
+        f" = {expected:,} -> {'OK' if ok else 'FAILED'}"
     )
     problems = sum(len(found) for found in report.problems.values())
     print(
