@@ -51,15 +51,49 @@ class SystemAccount(enum.IntEnum):
     INTEREST_RECEIVABLE = 4
     """Interest accrued on loans and not paid yet: minus that interest."""
     INTEREST_INCOME = 5
-    """Interest earned on loans since the partition began."""
+    """Interest earned on loans since the partition began (the originator's part)."""
+
+
+class PartnerAccount(enum.IntEnum):
+    """A partner bank's system accounts in a partition, one of each per currency
+    (docs/lending.md): together they are the originator's position with the partner."""
+
+    FUNDED = 1
+    """The partner's share of the principal outstanding: owed to the partner as loans
+    are repaid."""
+    INTEREST = 2
+    """The partner's share of the interest accrued and not paid by the customers yet."""
+    CLEARING = 3
+    """Today's movements with the partner not cleared yet: minus its share of the draws,
+    plus its share of what customers paid. Cleared to SETTLEMENT at each day's close."""
+    SETTLEMENT = 4
+    """The days' nets: what the originator owes the partner (minus: is owed), to settle
+    between the banks."""
 
 
 def system_account_number(kind: SystemAccount, currency: str) -> int:
     """Account number of a system account: one per kind and currency (base-26 code)."""
+    return int(kind) * 100_000 + _currency_code(currency)
+
+
+def _currency_code(currency: str) -> int:
+    """A three-letter code as a number below 26^3 (base 26)."""
     code = 0
     for letter in currency:
         code = code * 26 + (ord(letter) - ord("A"))
-    return int(kind) * 100_000 + code
+    return code
+
+
+PARTNER_ACCOUNTS_BASE: Final = 10**10
+"""Partner accounts are numbered from here: kind * 10^9 + partner * 10^5 + currency code
+on top, so they never meet the partition's own system accounts (below 10^6)."""
+
+
+def partner_account_number(kind: PartnerAccount, partner: int, currency: str) -> int:
+    """Account number of a partner's system account of ``kind`` in ``currency``."""
+    invariant(1 <= partner < 10_000, "partners are 1..9999")
+    code = _currency_code(currency)
+    return PARTNER_ACCOUNTS_BASE + int(kind) * 10**9 + partner * 100_000 + code
 
 
 class AccountStatus(enum.IntEnum):
@@ -106,6 +140,40 @@ class CreditKind(enum.IntEnum):
     LOAN = 2
     HOLD = 3
     CALENDAR = 4
+    PARTNER = 5
+
+
+class ClearingKind(enum.IntEnum):
+    """What a clearing entry records between the originator and a partner."""
+
+    FUNDED = 1
+    """The partner's share of a draw (negative: the partner owes it)."""
+    PRINCIPAL = 2
+    """The partner's share of principal a customer repaid (owed to the partner)."""
+    INTEREST = 3
+    """The partner's share of interest a customer paid (owed to the partner)."""
+    NET = 4
+    """The day's net, booked to the partner's SETTLEMENT account at the day's close."""
+
+
+class ClearingEntry(msgspec.Struct, frozen=True, gc=False):
+    """One movement with a partner, on one loan, on one business day: a line of the
+    partner's clearing statement. ``amount`` is what the originator owes the partner
+    by it (negative: what the partner owes)."""
+
+    seq: int
+    """The input place of the command that made it."""
+    entry: int
+    """Its rank among the entries of that command (seq and entry are unique)."""
+    day: int
+    partner: int
+    currency: str
+    loan: str
+    """The loan's id ("" for a day's net)."""
+    customer: int
+    kind: ClearingKind
+    amount: int
+    command_id: str
 
 
 class CreditRow(msgspec.Struct, frozen=True, gc=False):
@@ -225,6 +293,8 @@ class Outcome:
     forged: list[Forged] = field(default_factory=list)
     credit: dict[tuple[CreditKind, str], CreditRow] = field(default_factory=dict)
     """The credit book's entities the batch changed, by kind and key (the last state)."""
+    clearing: list[ClearingEntry] = field(default_factory=list)
+    """Movements with partner banks, for their clearing statements."""
 
 
 class Decision(msgspec.Struct, frozen=True, gc=False):
@@ -391,6 +461,41 @@ class AccountBook:
                 )
             )
         return Decision(Reason.NONE, "", (debit, *(account for account, _ in credits)))
+
+    def post(
+        self,
+        command_id: str,
+        seq: int,
+        legs: Sequence[tuple[Account, int]],
+        outcome: Outcome,
+    ) -> Decision:
+        """Post journal rows that sum to zero, one per (account, signed amount), to system
+        accounts only (customers' accounts move through ``move``); zero amounts are left
+        out. Refuses (and changes nothing) when a balance would leave the 64-bit range."""
+        legs = [(account, amount) for account, amount in legs if amount]
+        invariant(all(account.is_system for account, _ in legs), "postings move system money")
+        invariant(len({a.key for a, _ in legs}) == len(legs), "one row per account")
+        invariant(sum(amount for _, amount in legs) == 0, "a posting sums to zero")
+        if any(
+            not BALANCE_MIN <= account.balance + amount <= BALANCE_MAX for account, amount in legs
+        ):
+            return Decision(Reason.OVERFLOW, "the balance would leave the 64-bit range")
+        for account, amount in legs:
+            account.balance += amount
+            outcome.journal.append(
+                JournalRow(
+                    seq, command_id, account.customer, account.number, account.currency, amount
+                )
+            )
+        return Decision(Reason.NONE, "", tuple(account for account, _ in legs))
+
+    def partner_account(self, kind: PartnerAccount, partner: int, currency: str) -> Account:
+        key = (SYSTEM_CUSTOMER, partner_account_number(kind, partner, currency))
+        account = self.accounts.get(key)
+        if account is None:
+            account = Account(SYSTEM_CUSTOMER, key[1], currency)
+            self.accounts[key] = account
+        return account
 
 
 def _short_of(account: Account, held: int) -> str:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -45,11 +46,14 @@ from engine.core.book import (
     MOVABLE,
     Account,
     AccountBook,
+    ClearingEntry,
+    ClearingKind,
     CreditKind,
     CreditRow,
     Decision,
     Incoming,
     Outcome,
+    PartnerAccount,
     SystemAccount,
 )
 from engine.core.decoding import parse_date
@@ -57,6 +61,7 @@ from engine.core.errors import invariant
 from engine.core.messages import (
     BALANCE_MAX,
     BALANCE_MIN,
+    BASIS_POINTS,
     ChangeCreditLine,
     CloseBusinessDay,
     Draw,
@@ -64,6 +69,7 @@ from engine.core.messages import (
     HoldFunds,
     PostHold,
     Reason,
+    RegisterPartner,
     Repay,
     SuspendCreditLine,
     Transfer,
@@ -72,7 +78,6 @@ from engine.core.messages import (
 from engine.core.routing import partition_of
 from engine.core.saga import transfer_out
 
-BASIS_POINTS: Final = 10_000
 DAYS_PER_YEAR: Final = 365
 DAY_DENOMINATOR: Final = BASIS_POINTS * DAYS_PER_YEAR
 """A day's interest is ``(principal * rate_bp + carry) // DAY_DENOMINATOR``."""
@@ -104,6 +109,13 @@ class CreditLine(msgspec.Struct, gc=False):
     principal_repaid: int = 0
     interest_accrued: int = 0
     interest_paid: int = 0
+    partner: int = 0
+    """The partner bank funding ``partner_share_bp`` of every draw (0: none), earning
+    ``partner_rate_bp`` on its share."""
+    partner_share_bp: int = 0
+    partner_rate_bp: int = 0
+    partner_interest_accrued: int = 0
+    """The partner's part of ``interest_accrued``."""
 
     @property
     def available(self) -> int:
@@ -131,6 +143,15 @@ class Loan(msgspec.Struct, gc=False):
     overdue: bool = False
     interest_accrued: int = 0
     closed: bool = False
+    partner: int = 0
+    partner_principal: int = 0
+    """The partner's share of ``principal`` (the rest is the originator's)."""
+    partner_interest: int = 0
+    """The partner's share of ``interest``."""
+    partner_carry: int = 0
+    partner_weight: int = 0
+    """principal * rate at the last accrual: the partner's carry divides by it, and
+    starts again when it changes."""
 
     @property
     def owed(self) -> int:
@@ -167,6 +188,18 @@ class Hold(msgspec.Struct, gc=False):
         return _row(CreditKind.HOLD, self.id, self, self.amount, self.state == HoldState.OPEN)
 
 
+class Partner(msgspec.Struct, gc=False):
+    """A partner bank, as the risk authority registered it in this partition."""
+
+    partner: int
+    name: str
+    currency: str
+    funding_account: str
+
+    def row(self) -> CreditRow:
+        return _row(CreditKind.PARTNER, str(self.partner), self, 0, True)
+
+
 class Calendar(msgspec.Struct, gc=False):
     last_closed: int
     """The day number (``date.toordinal``) of the last business day closed."""
@@ -181,6 +214,7 @@ _DECODERS: Final[dict[CreditKind, msgspec.msgpack.Decoder[Any]]] = {
     CreditKind.LOAN: msgspec.msgpack.Decoder(Loan),
     CreditKind.HOLD: msgspec.msgpack.Decoder(Hold),
     CreditKind.CALENDAR: msgspec.msgpack.Decoder(Calendar),
+    CreditKind.PARTNER: msgspec.msgpack.Decoder(Partner),
 }
 
 
@@ -202,6 +236,22 @@ def daily_interest(principal: int, rate_bp: int, carry: int) -> tuple[int, int]:
     return divmod(principal * rate_bp + carry, DAY_DENOMINATOR)
 
 
+def split(whole: int, part: int, of: int) -> int:
+    """The share ``part / of`` of ``whole``, rounded down (the rest stays with the
+    originator): never more than ``whole``, and all of it when ``part == of``."""
+    invariant(0 <= part <= of and whole >= 0, "a share is a part of its whole")
+    return whole * part // of if of else 0
+
+
+def partner_interest(interest: int, weight: int, whole_weight: int, carry: int) -> tuple[int, int]:
+    """The partner's share of one day's ``interest``: interest * weight / whole_weight
+    (its principal * its rate over the loan's principal * the rate charged), the
+    remainder carried; never more than ``interest``."""
+    if not whole_weight:
+        return 0, carry
+    return divmod(interest * weight + carry, whole_weight)
+
+
 class CreditBook:
     """A partition's open credit: every line, open loan and open hold, and its calendar
     (all of them, never a cache: a business day's close reads every loan)."""
@@ -214,11 +264,13 @@ class CreditBook:
         self.holds: dict[str, Hold] = {}
         self.holds_per_account: dict[tuple[int, int], int] = {}
         self.last_closed: int | None = None
+        self.partners: dict[int, Partner] = {}
 
     def load(self, rows: Iterable[CreditRow]) -> None:
         """Replace the book with the cup's open rows (after a claim or a reload)."""
         self.lines, self.loans, self.holds = {}, {}, {}
         self.holds_per_account = {}
+        self.partners = {}
         self.book.held = {}
         self.last_closed = None
         loans: list[Loan] = []
@@ -234,6 +286,8 @@ class CreditBook:
                     self._track(entity)
                 case Calendar():
                     self.last_closed = entity.last_closed
+                case Partner():
+                    self.partners[entity.partner] = entity
         for loan in sorted(loans, key=lambda loan: loan.seq):
             self.loans.setdefault(loan.customer, []).append(loan)
 
@@ -287,10 +341,26 @@ class CreditBook:
 
     # Privileged: the risk authority's lines, the scheduler's business days.
 
+    def register(self, command: RegisterPartner, outcome: Outcome) -> Decision:
+        if command.partner in self.partners:
+            return Decision(Reason.PARTNER_EXISTS, f"partner {command.partner} is registered")
+        partner = Partner(command.partner, command.name, command.currency, command.funding_account)
+        self.partners[command.partner] = partner
+        _changed(outcome, partner.row())
+        return Decision(Reason.NONE, f"partner {command.partner} registered")
+
     def grant(self, command: GrantCreditLine, outcome: Outcome) -> Decision:
         if command.customer in self.lines:
             detail = f"customer {command.customer} has a credit line; change it instead"
             return Decision(Reason.CREDIT_LINE_EXISTS, detail)
+        if command.partner:
+            partner = self.partners.get(command.partner)
+            if partner is None:
+                detail = f"partner {command.partner} is not registered in this partition"
+                return Decision(Reason.PARTNER_NOT_FOUND, detail)
+            if partner.currency != command.currency:
+                detail = f"partner {partner.partner} settles in {partner.currency}"
+                return Decision(Reason.PARTNER_TERMS, detail)
         account, refusal = self.book.movable(command.customer, command.account, command.currency)
         if account is None:
             return refusal
@@ -303,6 +373,9 @@ class CreditBook:
             command.overdue_rate_bp,
             command.loan_max,
             command.term_days,
+            partner=command.partner,
+            partner_share_bp=command.partner_share_bp,
+            partner_rate_bp=command.partner_rate_bp,
         )
         self.lines[command.customer] = line
         _changed(outcome, line.row())
@@ -315,6 +388,9 @@ class CreditBook:
         if command.limit < line.principal:
             detail = f"the line has {line.principal} drawn, over the new limit {command.limit}"
             return Decision(Reason.CREDIT_IN_USE, detail)
+        if command.rate_bp < line.partner_rate_bp:
+            detail = f"partner {line.partner} earns {line.partner_rate_bp} bp on this line"
+            return Decision(Reason.PARTNER_TERMS, detail)
         line.limit = command.limit
         line.rate_bp = command.rate_bp
         line.overdue_rate_bp = command.overdue_rate_bp
@@ -351,11 +427,16 @@ class CreditBook:
             return Decision(Reason.BAD_DATE, detail)
         first = self.last_closed + 1
         accrued = self._accrue(first, day)
-        refusal = self._book_interest(command.id, seq, accrued, outcome, dry_run=True)
-        if refusal is not None:
-            return refusal
-        touched = self._apply_accrual(accrued, outcome)
-        self._book_interest(command.id, seq, accrued, outcome, dry_run=False)
+        postings = self._interest_postings(accrued)
+        if not all(_fits(legs) for legs in postings):
+            return Decision(Reason.OVERFLOW, "interest would leave the 64-bit range")
+        self._apply_accrual(accrued, outcome)
+        touched: tuple[Account, ...] = ()
+        for legs in postings:
+            posted = self.book.post(command.id, seq, legs, outcome)
+            invariant(posted.reason is Reason.NONE, "checked before")
+            touched += posted.touched
+        touched += self._clear_partners(first, command.id, seq, outcome)
         released = [h for h in self.holds.values() if h.expires_on <= day]
         for hold in released:
             self._release(hold, HoldState.EXPIRED, outcome)
@@ -375,51 +456,111 @@ class CreditBook:
         for customer, loans in self.loans.items():
             line = self.lines[customer]
             for loan in loans:
-                interest, carry, overdue = loan.interest, loan.carry, loan.overdue
+                staged = Staged(
+                    loan,
+                    loan.interest,
+                    loan.carry,
+                    loan.overdue,
+                    loan.partner_interest,
+                    loan.partner_carry,
+                    loan.partner_weight,
+                )
                 for day in range(first, last + 1):
-                    rate = line.overdue_rate_bp if overdue else line.rate_bp
-                    today, carry = daily_interest(loan.principal, rate, carry)
-                    interest += today
-                    if not overdue and loan.due_on <= day and loan.principal:
-                        overdue = True
-                        accrual.overdue_now += 1
-                gained = interest - loan.interest
-                if gained or overdue != loan.overdue or carry != loan.carry:
-                    accrual.loans.append((loan, interest, carry, overdue))
+                    self._accrue_day(line, staged, day, accrual)
+                if staged.changes(loan):
+                    accrual.loans.append(staged)
+                gained = staged.interest - loan.interest
                 if gained:
                     accrual.totals[loan.currency] = accrual.totals.get(loan.currency, 0) + gained
+                partner_gained = staged.partner_interest - loan.partner_interest
+                if partner_gained:
+                    key = (loan.partner, loan.currency)
+                    accrual.partners[key] = accrual.partners.get(key, 0) + partner_gained
         return accrual
 
-    def _book_interest(
-        self, command_id: str, seq: int, accrual: Accrual, outcome: Outcome, *, dry_run: bool
-    ) -> Decision | None:
-        """Move each currency's interest from INTEREST_RECEIVABLE to INTEREST_INCOME (or,
-        ``dry_run``, say why it cannot: the 64-bit range)."""
+    @staticmethod
+    def _accrue_day(line: CreditLine, staged: Staged, day: int, accrual: Accrual) -> None:
+        """One day of ``staged``: its interest, its partner's share, maybe overdue."""
+        loan = staged.loan
+        rate = line.overdue_rate_bp if staged.overdue else line.rate_bp
+        interest, staged.carry = daily_interest(loan.principal, rate, staged.carry)
+        staged.interest += interest
+        if loan.partner:
+            whole = loan.principal * rate
+            if whole != staged.partner_weight:
+                staged.partner_weight, staged.partner_carry = whole, 0
+            weight = loan.partner_principal * line.partner_rate_bp
+            share, staged.partner_carry = partner_interest(
+                interest, weight, whole, staged.partner_carry
+            )
+            staged.partner_interest += share
+        if not staged.overdue and loan.due_on <= day and loan.principal:
+            staged.overdue = True
+            accrual.overdue_now += 1
+
+    def _interest_postings(self, accrual: Accrual) -> list[list[tuple[Account, int]]]:
+        """Per currency: the day's interest out of INTEREST_RECEIVABLE, the partners'
+        shares to their INTEREST accounts, the rest to INTEREST_INCOME."""
+        postings = []
         for currency, total in sorted(accrual.totals.items()):
             receivable = self.book.system_account(SystemAccount.INTEREST_RECEIVABLE, currency)
             income = self.book.system_account(SystemAccount.INTEREST_INCOME, currency)
-            if dry_run:
-                if receivable.balance - total < BALANCE_MIN or income.balance + total > BALANCE_MAX:
-                    return Decision(Reason.OVERFLOW, "interest would leave the 64-bit range")
-                continue
-            decision = self.book.move(command_id, seq, receivable, income, total, outcome)
-            invariant(decision.reason is Reason.NONE, "checked by the dry run")
-        return None
+            legs = [(receivable, -total)]
+            kept = total
+            for (partner, of), share in sorted(accrual.partners.items()):
+                if of == currency:
+                    account = self.book.partner_account(PartnerAccount.INTEREST, partner, of)
+                    legs.append((account, share))
+                    kept -= share
+            invariant(kept >= 0, "partners' shares never exceed the interest")
+            postings.append([*legs, (income, kept)])
+        return postings
 
-    def _apply_accrual(self, accrual: Accrual, outcome: Outcome) -> tuple[Account, ...]:
-        for loan, interest, carry, overdue in accrual.loans:
+    def _apply_accrual(self, accrual: Accrual, outcome: Outcome) -> None:
+        for staged in accrual.loans:
+            loan = staged.loan
             line = self.lines[loan.customer]
-            gained = interest - loan.interest
-            loan.interest, loan.carry, loan.overdue = interest, carry, overdue
+            gained = staged.interest - loan.interest
+            partner_gained = staged.partner_interest - loan.partner_interest
+            loan.interest, loan.carry, loan.overdue = staged.interest, staged.carry, staged.overdue
+            loan.partner_interest = staged.partner_interest
+            loan.partner_carry, loan.partner_weight = staged.partner_carry, staged.partner_weight
             loan.interest_accrued += gained
             line.interest_accrued += gained
+            line.partner_interest_accrued += partner_gained
             _changed(outcome, loan.row())
             _changed(outcome, line.row())
-        touched: list[Account] = []
-        for currency in sorted(accrual.totals):
-            touched.append(self.book.system_account(SystemAccount.INTEREST_RECEIVABLE, currency))
-            touched.append(self.book.system_account(SystemAccount.INTEREST_INCOME, currency))
-        return tuple(touched)
+
+    def _clear_partners(
+        self, day: int, command_id: str, seq: int, outcome: Outcome
+    ) -> tuple[Account, ...]:
+        """The day's clearing: each partner's CLEARING (its movements of ``day``) moves
+        to its SETTLEMENT account, as one NET entry of its statement."""
+        touched: tuple[Account, ...] = ()
+        for number, partner in sorted(self.partners.items()):
+            clearing = self.book.partner_account(PartnerAccount.CLEARING, number, partner.currency)
+            net = clearing.balance
+            if not net:
+                continue
+            settlement = self.book.partner_account(
+                PartnerAccount.SETTLEMENT, number, partner.currency
+            )
+            posted = self.book.post(command_id, seq, ((clearing, -net), (settlement, net)), outcome)
+            invariant(posted.reason is Reason.NONE, "a day's net fits where its movements did")
+            touched += posted.touched
+            _clear(
+                outcome,
+                seq,
+                day,
+                number,
+                partner.currency,
+                "",
+                0,
+                ClearingKind.NET,
+                net,
+                command_id,
+            )
+        return touched
 
     # The customer's: draws and repayments.
 
@@ -453,10 +594,59 @@ class CreditBook:
         self.loans.setdefault(command.customer, []).append(loan)
         line.principal += command.amount
         line.drawn += command.amount
+        touched = decision.touched
+        if line.partner:
+            loan.partner = line.partner
+            loan.partner_principal = split(command.amount, line.partner_share_bp, BASIS_POINTS)
+            touched += self._with_partner(
+                loan,
+                incoming.seq,
+                command.id,
+                ClearingKind.FUNDED,
+                -loan.partner_principal,
+                outcome,
+            )
         _changed(outcome, loan.row())
         _changed(outcome, line.row())
         detail = f"loan {command.id} due {day_text(due)}; line has {line.available} left"
-        return Decision(Reason.NONE, detail, decision.touched)
+        return Decision(Reason.NONE, detail, touched)
+
+    def _with_partner(
+        self,
+        loan: Loan,
+        seq: int,
+        command_id: str,
+        kind: ClearingKind,
+        amount: int,
+        outcome: Outcome,
+    ) -> tuple[Account, ...]:
+        """Book one movement of ``loan`` with its partner: the partner's FUNDED (its
+        share of a draw or of principal repaid) or INTEREST (of interest paid) against
+        its CLEARING, and the clearing entry; the accounts touched."""
+        if not amount:
+            return ()
+        source = PartnerAccount.INTEREST if kind is ClearingKind.INTEREST else PartnerAccount.FUNDED
+        book = self.book
+        side = book.partner_account(source, loan.partner, loan.currency)
+        clearing = book.partner_account(PartnerAccount.CLEARING, loan.partner, loan.currency)
+        posted = book.post(command_id, seq, ((side, -amount), (clearing, amount)), outcome)
+        invariant(posted.reason is Reason.NONE, "partner positions stay within the principal")
+        today = self.today
+        invariant(today is not None, "a loan exists only once the calendar started")
+        assert today is not None
+        _clear(
+            outcome,
+            seq,
+            today,
+            loan.partner,
+            loan.currency,
+            loan.id,
+            loan.customer,
+            kind,
+            amount,
+            command_id,
+        )
+        return posted.touched
 
     def _draw_refusal(self, line: CreditLine, command: Draw) -> Decision | None:
         loans = self.loans.get(line.customer, [])
@@ -504,7 +694,9 @@ class CreditBook:
         )
         if decision.reason is not Reason.NONE:
             return decision
-        self._allocate(line, loans, interest_part, principal_part, outcome)
+        self._allocate(
+            line, loans, interest_part, principal_part, incoming.seq, command.id, outcome
+        )
         detail = f"paid interest {interest_part}, principal {principal_part}"
         if paying < command.amount:
             detail += f"; {command.amount - paying} more than owed, not taken"
@@ -516,21 +708,30 @@ class CreditBook:
         loans: list[Loan],
         interest: int,
         principal: int,
+        seq: int,
+        command_id: str,
         outcome: Outcome,
     ) -> None:
         """Spread a repayment over the loans: interest oldest first, then principal
-        oldest first; close the loans with nothing left."""
+        oldest first, each loan's part split with its partner by the partner's share of
+        what that loan owes; close the loans with nothing left."""
         line.interest_paid += interest
         for loan in loans:
             part = min(interest, loan.interest)
+            partner_part = split(part, loan.partner_interest, loan.interest)
             loan.interest -= part
+            loan.partner_interest -= partner_part
             interest -= part
+            self._with_partner(loan, seq, command_id, ClearingKind.INTEREST, partner_part, outcome)
         for loan in loans:
             part = min(principal, loan.principal)
+            partner_part = split(part, loan.partner_principal, loan.principal)
             loan.principal -= part
+            loan.partner_principal -= partner_part
             principal -= part
             line.principal -= part
             line.principal_repaid += part
+            self._with_partner(loan, seq, command_id, ClearingKind.PRINCIPAL, partner_part, outcome)
         invariant(interest == 0 and principal == 0, "a repayment is at most what is owed")
         still_open: list[Loan] = []
         for loan in loans:
@@ -650,14 +851,74 @@ class CreditBook:
         return Decision(Reason.NONE, "", () if account is None else (account,))
 
 
+@dataclass(slots=True)
+class Staged:
+    """A loan's figures over the days a close closes, before they are applied."""
+
+    loan: Loan
+    interest: int
+    carry: int
+    overdue: bool
+    partner_interest: int
+    partner_carry: int
+    partner_weight: int
+
+    def changes(self, loan: Loan) -> bool:
+        now = (
+            loan.interest,
+            loan.carry,
+            loan.overdue,
+            loan.partner_interest,
+            loan.partner_carry,
+            loan.partner_weight,
+        )
+        return now != (
+            self.interest,
+            self.carry,
+            self.overdue,
+            self.partner_interest,
+            self.partner_carry,
+            self.partner_weight,
+        )
+
+
 class Accrual:
-    """A close's staged interest: each changed loan's (loan, interest, carry, overdue),
-    each currency's total, and how many loans turned overdue."""
+    """A close's staged interest: each changed loan, each currency's interest, each
+    (partner, currency)'s share of it, and how many loans turned overdue."""
 
     def __init__(self) -> None:
-        self.loans: list[tuple[Loan, int, int, bool]] = []
+        self.loans: list[Staged] = []
         self.totals: dict[str, int] = {}
+        self.partners: dict[tuple[int, str], int] = {}
         self.overdue_now = 0
+
+
+def _fits(legs: list[tuple[Account, int]]) -> bool:
+    """Whether posting ``legs`` keeps every balance in the 64-bit range."""
+    return all(BALANCE_MIN <= account.balance + amount <= BALANCE_MAX for account, amount in legs)
+
+
+def _clear(
+    outcome: Outcome,
+    seq: int,
+    day: int,
+    partner: int,
+    currency: str,
+    loan: str,
+    customer: int,
+    kind: ClearingKind,
+    amount: int,
+    command_id: str,
+) -> None:
+    """Append a clearing entry, ranked after the entries of the same command."""
+    entries = outcome.clearing
+    rank = 0
+    while rank < len(entries) and entries[len(entries) - 1 - rank].seq == seq:
+        rank += 1
+    entry = ClearingEntry(
+        seq, rank, day, partner, currency, loan, customer, kind, amount, command_id
+    )
+    entries.append(entry)
 
 
 def _changed(outcome: Outcome, row: CreditRow) -> None:

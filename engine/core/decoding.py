@@ -35,6 +35,7 @@ from engine.core.messages import (
     AMOUNT_MAX,
     BALANCE_MAX,
     BALANCE_MIN,
+    BASIS_POINTS,
     COMMAND_ID_LENGTH_MAX,
     COMMAND_TYPES,
     CONTENT_TYPE_HEADER,
@@ -44,10 +45,13 @@ from engine.core.messages import (
     DETAIL_LENGTH_MAX,
     ECHO_LENGTH_MAX,
     FORWARDED_FROM_HEADER,
+    FUNDING_ACCOUNT_LENGTH_MAX,
     JSON_CONTENT_TYPE,
     KEY_ID_LENGTH_MAX,
     LEG_TYPES,
     OFFSET_MAX,
+    PARTNER_MAX,
+    PARTNER_NAME_LENGTH_MAX,
     PRIVILEGED_TYPES,
     RATE_BP_MAX,
     SIGNATURE_BYTES_MAX,
@@ -68,6 +72,7 @@ from engine.core.messages import (
     PostHold,
     Privileged,
     Reason,
+    RegisterPartner,
     Repay,
     Result,
     SetCreditLimit,
@@ -85,6 +90,8 @@ from engine.core.record_shape import json_shape, msgpack_shape
 
 _COMMAND_ID: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_PARTNER_NAME: Final = re.compile(rf"[A-Za-z0-9 .,&()'\-]{{1,{PARTNER_NAME_LENGTH_MAX}}}")
+_FUNDING_ACCOUNT: Final = re.compile(rf"[A-Z0-9]{{1,{FUNDING_ACCOUNT_LENGTH_MAX}}}")
 _KEY_ID: Final = re.compile(rf"[A-Za-z0-9_.\-]{{0,{KEY_ID_LENGTH_MAX}}}")
 BALANCES_PER_RESULT_MAX: Final = 2
 PARTITION_DIGITS_MAX: Final = 5
@@ -279,9 +286,16 @@ def _validate_values(command: Command) -> tuple[Reason, str]:
             return Reason.BAD_CREDIT_LIMIT, f"credit limit must be in 0..{CREDIT_LIMIT_MAX}"
         case GrantCreditLine():
             reason, detail = _validate_currency(command.currency)
-            if reason is not Reason.NONE:
-                return reason, detail
-            return _validate_terms(command)
+            if reason is Reason.NONE:
+                reason, detail = _validate_terms(command)
+            if reason is Reason.NONE:
+                reason, detail = _validate_funding(command)
+            return reason, detail
+        case RegisterPartner():
+            reason, detail = _validate_currency(command.currency)
+            if reason is Reason.NONE:
+                reason, detail = _validate_partner(command)
+            return reason, detail
         case ChangeCreditLine():
             return _validate_terms(command)
         case CloseBusinessDay():
@@ -310,6 +324,33 @@ def _validate_terms(command: GrantCreditLine | ChangeCreditLine) -> tuple[Reason
         return Reason.BAD_CREDIT_LINE, "loan_max must be in 1..limit"
     if not 1 <= command.term_days <= TERM_DAYS_MAX:
         return Reason.BAD_CREDIT_LINE, f"term_days must be in 1..{TERM_DAYS_MAX}"
+    return Reason.NONE, ""
+
+
+def _validate_funding(command: GrantCreditLine) -> tuple[Reason, str]:
+    """A jointly funded line names a partner, a share of 1..10,000 basis points and a
+    partner rate no higher than the line's; a line of its own funds names none."""
+    if command.partner == 0:
+        if command.partner_share_bp or command.partner_rate_bp:
+            return Reason.BAD_PARTNER, "a share or a partner rate needs a partner"
+        return Reason.NONE, ""
+    if not 1 <= command.partner <= PARTNER_MAX:
+        return Reason.BAD_PARTNER, f"partner must be in 1..{PARTNER_MAX}"
+    if not 1 <= command.partner_share_bp <= BASIS_POINTS:
+        return Reason.BAD_PARTNER, f"partner_share_bp must be in 1..{BASIS_POINTS}"
+    if not 0 <= command.partner_rate_bp <= command.rate_bp:
+        return Reason.BAD_PARTNER, "partner_rate_bp must be in 0..rate_bp"
+    return Reason.NONE, ""
+
+
+def _validate_partner(command: RegisterPartner) -> tuple[Reason, str]:
+    if not 1 <= command.partner <= PARTNER_MAX:
+        return Reason.BAD_PARTNER, f"partner must be in 1..{PARTNER_MAX}"
+    if not _PARTNER_NAME.fullmatch(command.name):
+        return Reason.BAD_PARTNER, f"a partner's name is 1..{PARTNER_NAME_LENGTH_MAX} printable"
+    if not _FUNDING_ACCOUNT.fullmatch(command.funding_account):
+        detail = f"a funding account is 1..{FUNDING_ACCOUNT_LENGTH_MAX} of [A-Z0-9]"
+        return Reason.BAD_PARTNER, detail
     return Reason.NONE, ""
 
 

@@ -66,6 +66,7 @@ from engine.core.messages import (
     OpenAccount,
     PostHold,
     Reason,
+    RegisterPartner,
     Repay,
     Result,
     SetCreditLimit,
@@ -250,6 +251,8 @@ class PartitionLedger:
                 return self.credit.suspend(command, outcome)
             case CloseBusinessDay():
                 return self.credit.close_day(command, seq, outcome)
+            case RegisterPartner():
+                return self.credit.register(command, outcome)
 
     def _open(self, command: OpenAccount) -> Decision:
         key = (command.customer, command.account)

@@ -47,6 +47,13 @@ RATE_BP_MAX: Final = 100_000
 """Highest annual interest rate of a credit line, in basis points (1,000% a year)."""
 TERM_DAYS_MAX: Final = 3_650
 """Longest term of a loan, in days (ten years)."""
+BASIS_POINTS: Final = 10_000
+"""A whole share: 10,000 basis points."""
+PARTNER_MAX: Final = 9_999
+"""Largest partner number (a partner bank funding credit lines jointly)."""
+PARTNER_NAME_LENGTH_MAX: Final = 64
+FUNDING_ACCOUNT_LENGTH_MAX: Final = 34
+"""Longest funding account reference of a partner (an IBAN's length)."""
 DETAIL_LENGTH_MAX: Final = 200
 """Longest ``detail`` of a result, a dead letter or a settle leg (characters)."""
 ECHO_LENGTH_MAX: Final = 80
@@ -145,6 +152,12 @@ class Reason(enum.StrEnum):
     HOLD_EXCEEDED = "hold_exceeded"
     TOO_MANY_HOLDS = "too_many_holds"
     HOLDS_OPEN = "holds_open"
+    BAD_PARTNER = "bad_partner"
+    """A partner number, name, funding account or share out of range."""
+    PARTNER_NOT_FOUND = "partner_not_found"
+    PARTNER_EXISTS = "partner_exists"
+    PARTNER_TERMS = "partner_terms"
+    """A partner's currency other than the line's, or a line rate below its partner's."""
     FORGED_LEG = "forged_leg"
     """Never in a published result: a forged leg goes to the DLQ with this reason."""
 
@@ -159,6 +172,7 @@ INPUT_REASONS: Final = frozenset(
         Reason.BAD_CREDIT_LIMIT,
         Reason.BAD_CREDIT_LINE,
         Reason.BAD_DATE,
+        Reason.BAD_PARTNER,
         Reason.UNKNOWN_CURRENCY,
         Reason.UNKNOWN_FIELD,
         Reason.UNKNOWN_COMMAND_TYPE,
@@ -253,7 +267,11 @@ class GrantCreditLine(_Command, frozen=True, tag="grant_credit_line"):
 
     ``limit``: the most principal open at once; ``rate_bp`` and ``overdue_rate_bp``: the
     annual interest rates in basis points (Actual/365); ``loan_max``: the largest single
-    draw; ``term_days``: each loan is due that many days after the day it was drawn."""
+    draw; ``term_days``: each loan is due that many days after the day it was drawn.
+
+    Joint lending (docs/lending.md): ``partner`` (0: none) funds ``partner_share_bp`` of
+    every draw and earns ``partner_rate_bp`` (at most ``rate_bp``) on its share; the
+    originator keeps the rest of the interest (its own share's, and the spread)."""
 
     account: int
     currency: str
@@ -264,6 +282,9 @@ class GrantCreditLine(_Command, frozen=True, tag="grant_credit_line"):
     term_days: int
     key_id: str = ""
     signature: bytes = b""
+    partner: int = 0
+    partner_share_bp: int = 0
+    partner_rate_bp: int = 0
 
 
 class ChangeCreditLine(_Command, frozen=True, tag="change_credit_line"):
@@ -297,6 +318,20 @@ class CloseBusinessDay(_Command, frozen=True, tag="close_business_day"):
     released. The first close a partition sees starts its calendar."""
 
     date: str
+    key_id: str = ""
+    signature: bytes = b""
+
+
+class RegisterPartner(_Command, frozen=True, tag="register_partner"):
+    """Privileged: make partner bank ``partner`` known to the partition of ``customer`` (a
+    routing customer; ``smallcups clearing register-partner`` sends one to every
+    partition): its name, the currency it settles in and its funding account (the
+    reference its clearing statements carry)."""
+
+    partner: int
+    name: str
+    currency: str
+    funding_account: str
     key_id: str = ""
     signature: bytes = b""
 
@@ -401,6 +436,7 @@ Command = (
     | ChangeCreditLine
     | SuspendCreditLine
     | CloseBusinessDay
+    | RegisterPartner
     | Draw
     | Repay
     | HoldFunds
@@ -422,6 +458,7 @@ COMMAND_TYPES: Final = (
     ChangeCreditLine,
     SuspendCreditLine,
     CloseBusinessDay,
+    RegisterPartner,
     Draw,
     Repay,
     HoldFunds,
@@ -439,6 +476,7 @@ Privileged = (
     | ChangeCreditLine
     | SuspendCreditLine
     | CloseBusinessDay
+    | RegisterPartner
 )
 PRIVILEGED_TYPES: Final = (
     SetCreditLimit,
@@ -447,6 +485,7 @@ PRIVILEGED_TYPES: Final = (
     ChangeCreditLine,
     SuspendCreditLine,
     CloseBusinessDay,
+    RegisterPartner,
 )
 CREDIT_SUFFIX: Final = "/credit"
 SETTLE_SUFFIX: Final = "/settle"

@@ -25,6 +25,7 @@ from engine.core.messages import (
     HoldFunds,
     Invalid,
     PostHold,
+    RegisterPartner,
     Repay,
     SuspendCreditLine,
     Transfer,
@@ -144,7 +145,7 @@ def _keys(incoming: Incoming, credit: CreditBook) -> list[AccountKey]:
     line or hold it acts on (the credit book is always whole in memory)."""
     command = incoming.command
     match command:
-        case Invalid() | CloseBusinessDay():
+        case Invalid() | CloseBusinessDay() | RegisterPartner():
             return []
         case Transfer() | HoldFunds():
             return [(command.customer, command.account), (command.to_customer, command.to_account)]

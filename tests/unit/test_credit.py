@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from engine.core.book import (
     SYSTEM_CUSTOMER,
     Account,
+    ClearingEntry,
     CreditKind,
     CreditRow,
     Incoming,
@@ -78,6 +79,7 @@ class Bank:
         self.rows: dict[tuple[CreditKind, str], CreditRow] = {}
         self.journal: list[tuple[str, int, int, int]] = []
         self.legs: list[object] = []
+        self.clearing: list[ClearingEntry] = []
         self.known: dict[str, Known] = {}
         """The idempotency records the cup would hold."""
 
@@ -91,6 +93,7 @@ class Bank:
         self.rows.update(outcome.credit)
         self.journal += [(j.currency, j.customer, j.account, j.amount) for j in outcome.journal]
         self.legs += [leg.command for leg in outcome.legs]
+        self.clearing += outcome.clearing
         return outcome.results
 
     def one(self, command: Command) -> Result:
@@ -161,7 +164,7 @@ def check_books(bank: Bank) -> None:
         loan.interest for loans in credit.loans.values() for loan in loans
     )
     assert bank.system(SystemAccount.INTEREST_INCOME) == sum(
-        line.interest_accrued for line in credit.lines.values()
+        line.interest_accrued - line.partner_interest_accrued for line in credit.lines.values()
     )
     held: dict[tuple[int, int], int] = {}
     for hold in credit.holds.values():
