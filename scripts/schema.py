@@ -24,13 +24,17 @@ from engine.core.messages import (
     AMOUNT_MAX,
     BALANCE_MAX,
     BALANCE_MIN,
+    BASIS_POINTS,
     COMMAND_ID_LENGTH_MAX,
     CREDIT_LIMIT_MAX,
     CURRENCIES,
     CUSTOMER_MAX,
     DETAIL_LENGTH_MAX,
+    FUNDING_ACCOUNT_LENGTH_MAX,
     KEY_ID_LENGTH_MAX,
     OFFSET_MAX,
+    PARTNER_MAX,
+    PARTNER_NAME_LENGTH_MAX,
     RATE_BP_MAX,
     TERM_DAYS_MAX,
     ChangeCreditLine,
@@ -44,6 +48,7 @@ from engine.core.messages import (
     HoldFunds,
     OpenAccount,
     PostHold,
+    RegisterPartner,
     Repay,
     Result,
     SetCreditLimit,
@@ -67,6 +72,7 @@ ClientCommand = (
     | ChangeCreditLine
     | SuspendCreditLine
     | CloseBusinessDay
+    | RegisterPartner
     | Draw
     | Repay
     | HoldFunds
@@ -94,6 +100,11 @@ LIMITS: Final[dict[str, dict[str, Any]]] = {
     "date": {"pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
     "expires_on": {"pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
     "hold_id": {"pattern": f"^[A-Za-z0-9_.:-]{{1,{COMMAND_ID_LENGTH_MAX}}}$"},
+    "partner": {"minimum": 0, "maximum": PARTNER_MAX},
+    "partner_share_bp": {"minimum": 0, "maximum": BASIS_POINTS},
+    "partner_rate_bp": {"minimum": 0, "maximum": RATE_BP_MAX},
+    "name": {"pattern": f"^[A-Za-z0-9 .,&()'-]{{1,{PARTNER_NAME_LENGTH_MAX}}}$"},
+    "funding_account": {"pattern": f"^[A-Z0-9]{{1,{FUNDING_ACCOUNT_LENGTH_MAX}}}$"},
     "currency": {"enum": sorted(CURRENCIES)},
     "key_id": {"pattern": f"^[A-Za-z0-9_.-]{{0,{KEY_ID_LENGTH_MAX}}}$"},
     "command_id": {"minLength": 1, "maxLength": COMMAND_ID_LENGTH_MAX},

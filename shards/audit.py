@@ -9,7 +9,7 @@ Checks (each failure names the account, transfer or command):
    (or was refused and awaits its refund);
 4. sum(customer balances) + in flight == deposits - withdrawals + principal outstanding
    - interest paid (minus the CASH and the credit accounts: LOANS, INTEREST_RECEIVABLE
-   and INTEREST_INCOME);
+   and INTEREST_INCOME, and the partner banks' accounts);
 5. no command id was applied by two different records of its partition;
 6. (with the topics) every consumed command has a result, and one result only:
    re-sends are identical; no pending result was ever published;
@@ -25,13 +25,17 @@ Checks (each failure names the account, transfer or command):
     in the books, and it is left out of check 6;
 11. revolving credit, per partition and currency (shards.credit_audit): the credit_book
     rows agree with their bodies, the lines with their loans, the LOANS and interest
-    accounts with the lines and loans, and open holds are payable. While it streams
-    the rows it tallies the credit book (``Report.credit``, ``Report.calendars``).
+    accounts with the lines and loans, and open holds are payable; per partner bank and
+    currency, its accounts agree with its loans' shares and its clearing entries, and
+    each closed day's net with that day's entries. While it streams the rows it
+    tallies the credit book (``Report.credit``, ``Report.partners``,
+    ``Report.calendars``).
 
 Checks 1 to 5 and 11 read each cup's rows of the partitions the map gives it, so a
 partition copied by an unfinished move is counted once, in the cup the map names. Check 11
-reads one partition at a time from one snapshot of its cup (its credit rows and its
-accounts agree), streamed: memory holds one partition's open credit, never its accounts.
+reads one partition at a time from one snapshot of its cup (its credit rows, its clearing
+entries and its accounts agree), streamed: memory holds one partition's open credit, never
+its accounts. It runs first: the partner banks' accounts it finds join check 4's.
 """
 
 from __future__ import annotations
@@ -50,7 +54,10 @@ from shards.credit_audit import (
     CREDIT_SYSTEM_ACCOUNTS,
     CreditFigures,
     PartitionCredit,
+    PartnerFigures,
+    PartnerKey,
     audit_credit,
+    partner_account_numbers,
 )
 from shards.cup_admin import CupAdmin, FlightRow
 
@@ -69,8 +76,8 @@ class CupFigures:
     clearing_total: dict[str, int] = field(default_factory=dict)
     funding_total: dict[str, int] = field(default_factory=dict)
     """The system accounts customers' money comes from: CASH, whose balance is minus
-    (deposits - withdrawals), and the credit accounts, whose balances sum to minus
-    (principal outstanding - interest paid)."""
+    (deposits - withdrawals), and the credit and partner banks' accounts, whose balances
+    sum to minus (principal outstanding - interest paid)."""
 
 
 @dataclass(slots=True)
@@ -88,6 +95,8 @@ class Report:
     counts: dict[str, int] = field(default_factory=dict)
     credit: dict[str, CreditFigures] = field(default_factory=dict)
     """The credit book by currency, over every cup and partition (check 11)."""
+    partners: dict[PartnerKey, PartnerFigures] = field(default_factory=dict)
+    """Each partner bank's position by currency, over every cup and partition."""
     calendars: dict[int, int] = field(default_factory=dict)
     """Each partition's last closed business day (a ``date.toordinal`` day number), for
     the partitions whose calendar has started."""
@@ -115,6 +124,8 @@ class Report:
         )
         for currency, figures in credit.figures.items():
             self.credit.setdefault(currency, CreditFigures()).add(figures)
+        for key, partner in credit.partners.items():
+            self.partners.setdefault(key, PartnerFigures()).add(partner)
         if credit.last_closed is not None:
             self.calendars[partition] = credit.last_closed
 
@@ -135,12 +146,16 @@ async def audit_cup(
     """Checks 1, 2, 5, 7, 8, 9 and 11 on one cup (its ``partitions`` by the map); its
     totals."""
     figures = CupFigures(cup_id)
+    partners: set[PartnerKey] = set()
+    for partition in partitions:
+        partners.update(await _audit_credit(cup_id, cup, partition, currencies, report))
     clearing = _system_numbers(SystemAccount.CLEARING, currencies)
     funding = [
         number
         for kind in (SystemAccount.CASH, *CREDIT_SYSTEM_ACCOUNTS)
         for number in _system_numbers(kind, currencies)
     ]
+    funding += partner_account_numbers(partners)
     for partition in await cup.stray_partitions(partitions):
         if partition not in moving:
             report.add(
@@ -169,8 +184,6 @@ async def audit_cup(
             f"cup {cup_id}: command {command_id} applied by two records of partition {partition}",
         )
     await _audit_saga_edges(cup_id, cup, partitions, report, stuck_after_seconds)
-    for partition in partitions:
-        await _audit_credit(cup_id, cup, partition, currencies, report)
     return figures
 
 
@@ -286,8 +299,9 @@ def _check_system_totals(report: Report) -> None:
 
 async def _audit_credit(
     cup_id: int, cup: CupAdmin, partition: int, currencies: Iterable[str], report: Report
-) -> None:
-    """Check 11 on one partition, from one snapshot of its cup."""
+) -> list[PartnerKey]:
+    """Check 11 on one partition, from one snapshot of its cup; the partners and
+    currencies it found."""
 
     def found(check: str, finding: str) -> None:
         report.add(check, f"cup {cup_id} partition {partition}: {finding}")
@@ -295,3 +309,4 @@ async def _audit_credit(
     async with cup.snapshot(partition) as snapshot:
         credit = await audit_credit(snapshot, currencies, found)
     report.add_credit(partition, credit)
+    return list(credit.partners)

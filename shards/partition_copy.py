@@ -17,6 +17,7 @@ TABLES: Final = (
     "outbox",
     "transfers_in_flight",
     "credit_book",
+    "clearing_entries",
 )
 """Every cup table keyed by partition besides ``partition_state``: what a move copies."""
 

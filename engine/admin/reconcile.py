@@ -225,6 +225,10 @@ CHECKS = (
     "loans_account_matches_lines",
     "interest_accounts_match_loans",
     "holds_payable",
+    "partner_shares_within_loans",
+    "partner_accounts_match_loans",
+    "partner_accounts_match_clearing",
+    "clearing_nets_match_days",
 )
 NOTICES = ("results_well_formed",)
 
@@ -253,6 +257,10 @@ def run_reconcile(
             "notices": notices,
             "counts": report.counts,
             "credit": {c: dataclasses.asdict(f) for c, f in sorted(report.credit.items())},
+            "partners": [
+                {"partner": partner, "currency": currency, **dataclasses.asdict(f)}
+                for (partner, currency), f in sorted(report.partners.items())
+            ],
             "calendars": {p: day_text(day) for p, day in sorted(report.calendars.items())},
         }
         print(msgspec.json.encode(document).decode())
@@ -284,8 +292,8 @@ def run_reconcile(
 
 
 def credit_book_text(report: Report) -> list[str]:
-    """The credit book in a few lines: two per currency with credit, one for the business
-    days closed; none without credit."""
+    """The credit book in a few lines: two per currency with credit, one per partner bank
+    and currency, one for the business days closed; none without credit."""
     text: list[str] = []
     for currency, f in sorted(report.credit.items()):
         head = f"credit {currency}: "
@@ -297,6 +305,11 @@ def credit_book_text(report: Report) -> list[str]:
             f"{' ' * len(head)}{f.loans_open:,} loans open ({f.loans_overdue:,} overdue), "
             f"{f.holds_open:,} holds open ({f.money_held:,} held), interest income "
             f"{f.interest_income:,}"
+        )
+    for (partner, currency), p in sorted(report.partners.items()):
+        text.append(
+            f"partner {partner} {currency}: funded principal {p.funded_principal:,}, "
+            f"interest owed {p.interest_owed:,}, settlement balance {p.settlement_balance:,}"
         )
     if report.calendars:
         first, last = min(report.calendars.values()), max(report.calendars.values())

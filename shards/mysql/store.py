@@ -394,6 +394,7 @@ def _writes_sql(batches: Sequence[CommitBatch]) -> str:
             opened,
         ),
         *_credit_sql(batches),
+        *_clearing_sql(batches),
     ]
     return "".join(statements)
 
@@ -412,4 +413,20 @@ def _credit_sql(batches: Sequence[CommitBatch]) -> list[str]:
         " ON DUPLICATE KEY UPDATE customer_id = VALUES(customer_id),"
         " currency = VALUES(currency), amount = VALUES(amount), is_open = VALUES(is_open),"
         " body = VALUES(body)",
+    )
+
+
+def _clearing_sql(batches: Sequence[CommitBatch]) -> list[str]:
+    """The append of the clearing entries the batches made, or nothing."""
+    rows = [
+        f"({int(b.partition)},{int(e.seq)},{int(e.entry)},{int(e.day)},{int(e.partner)},"
+        f"{text(e.currency)},{text(e.loan)},{int(e.customer)},{int(e.kind)},{int(e.amount)},"
+        f"{text(e.command_id)})"
+        for b in batches
+        for e in b.outcome.clearing
+    ]
+    return _insert(
+        "clearing_entries (`partition`, src_offset, entry, business_day, partner, currency,"
+        " loan_id, customer_id, kind, amount, command_id)",
+        rows,
     )

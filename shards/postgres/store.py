@@ -14,7 +14,8 @@ table names its partition, and each partition's fence holds or fails on its own:
    changed accounts, append the journal rows, record the idempotency keys with their
    results, append the outbox rows (results, dead letters, saga legs), trim outbox rows
    the relay has published, replace PENDING transfer results by their final ones,
-   open or close transfers in flight, and upsert the credit book's changed entities;
+   open or close transfers in flight, upsert the credit book's changed entities, and
+   append the clearing entries (movements with partner banks);
 3. the statement returns the partitions whose fence held. For each other one, a second
    query tells why: another worker owns the partition now (fenced), or a command id in
    its batch was applied before (duplicates: re-decide that batch with those results).
@@ -159,12 +160,22 @@ WITH batch AS (
     ON CONFLICT (partition, kind, entity_key)
     DO UPDATE SET customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency,
                   amount = EXCLUDED.amount, is_open = EXCLUDED.is_open, body = EXCLUDED.body
+), cleared AS (
+    INSERT INTO clearing_entries (partition, src_offset, entry, business_day, partner,
+                                  currency, loan_id, customer_id, kind, amount, command_id)
+    SELECT e.* FROM unnest($61::text::integer[], $62::text::bigint[], $63::text::integer[],
+                           $64::text::integer[], $65::text::integer[], $66::text::text[],
+                           $67::text::text[], $68::text::bigint[], $69::text::smallint[],
+                           $70::text::bigint[], $71::text::text[])
+                    AS e (partition, src_offset, entry, business_day, partner, currency,
+                          loan_id, customer_id, kind, amount, command_id)
+    WHERE e.partition IN (SELECT partition FROM fence)
 )
 SELECT coalesce(array_agg(partition), '{}') FROM fence
 """
 
-_COMMIT_PARAMETERS: Final = 60
-"""$1 to $60 of ``_COMMIT``. Checked before the statement is sent: asyncpg reports a
+_COMMIT_PARAMETERS: Final = 71
+"""$1 to $71 of ``_COMMIT``. Checked before the statement is sent: asyncpg reports a
 count that does not match as an InterfaceError, which would pass as a cup fault."""
 
 _ACCOUNT_COLUMNS: Final = "customer_id, account_no, currency, balance, credit_limit, status"
@@ -451,7 +462,7 @@ def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
 
 
 def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
-    """One batch's columns for $6 to $49 and $53 to $60, in the statement's order."""
+    """One batch's columns for $6 to $49 and $53 to $71, in the statement's order."""
     outcome = batch.outcome
     partition = batch.partition
     applied = outcome.applied
@@ -462,6 +473,7 @@ def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
     opened = outcome.opened
     forged_ids = [f.leg_id for f in outcome.forged if f.leg_id]
     credit = list(outcome.credit.values())
+    clearing = outcome.clearing
     return (
         [partition] * len(applied),
         [a.command_id for a in applied],
@@ -515,6 +527,17 @@ def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
         [c.amount for c in credit],
         [c.open for c in credit],
         [c.body for c in credit],
+        [partition] * len(clearing),
+        [e.seq for e in clearing],
+        [e.entry for e in clearing],
+        [e.day for e in clearing],
+        [e.partner for e in clearing],
+        [e.currency for e in clearing],
+        [e.loan for e in clearing],
+        [e.customer for e in clearing],
+        [e.kind for e in clearing],
+        [e.amount for e in clearing],
+        [e.command_id for e in clearing],
     )
 
 
@@ -528,11 +551,12 @@ _ROW_KINDS: Final = (
     *(int, str),
     *(int, str),
     *(int, int, str, int, str, int, bool, bytes),
+    *(int, int, int, int, int, str, str, int, int, int, str),
 )
 """The element type of each column of ``_rows``: ints, booleans and texts go as array
 literals, bytes as lists."""
 
-_ROW_PARAMETERS: Final = (*range(6, 50), *range(53, 61))
+_ROW_PARAMETERS: Final = (*range(6, 50), *range(53, _COMMIT_PARAMETERS + 1))
 """The parameter of ``_COMMIT`` that takes each column of ``_rows``."""
 
 

@@ -5,8 +5,10 @@ What goes in comes back the same (integers at their limits, ids byte for byte, b
 every value, booleans, timestamps); the fence holds per partition, on the epoch and both
 offsets; a frozen partition refuses its claim as a passing fault; trims need the epoch;
 the credit book keeps each entity's last state, loads the open ones and moves with its
-partition to the other kind; the guards below the ledger refuse what the ledger never
-writes; a cup that cannot be reached fails by name without its password.
+partition to the other kind; clearing entries are appended as they went in, only by a
+batch whose fence held, and move with their partition too; the guards below the ledger
+refuse what the ledger never writes; a cup that cannot be reached fails by name without
+its password.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from engine.core.book import (
     Account,
     AccountStatus,
     Applied,
+    ClearingEntry,
+    ClearingKind,
     CreditKind,
     CreditRow,
     Forged,
@@ -30,7 +34,14 @@ from engine.core.book import (
 )
 from engine.core.config import Config
 from engine.core.errors import ConfigError, CupUnavailableError, InfrastructureError
-from engine.core.messages import BALANCE_MAX, Result, Status, result_decoder
+from engine.core.messages import (
+    AMOUNT_MAX,
+    BALANCE_MAX,
+    PARTNER_MAX,
+    Result,
+    Status,
+    result_decoder,
+)
 from engine.core.records import Claim, CommitBatch, CommitStatus, OutboxKind, OutboxRow
 from engine.core.store import CupStore
 from loadtest.system import System, drop_system, make_system
@@ -364,7 +375,8 @@ def _open(book: CreditBookRows) -> CreditBookRows:
 
 async def test_the_credit_book_keeps_each_entity_last_state(cup: Cup) -> None:
     """A commit upserts each entity by kind and key (keys byte for byte, up to 64
-    characters); loading returns the open ones: closed loans and holds stay unread."""
+    characters), every kind; loading returns the open ones: closed loans and holds stay
+    unread."""
     partition = cup.partition()
     claim = await cup.store.claim(partition, "w")
     longest = "h" * 64
@@ -376,6 +388,7 @@ async def test_the_credit_book_keeps_each_entity_last_state(cup: Cup) -> None:
             _credit(CreditKind.LOAN, "draw-0", 0, is_open=False),
             _credit(CreditKind.HOLD, longest, 40),
             _credit(CreditKind.CALENDAR, "", 739_000),
+            _credit(CreditKind.PARTNER, str(PARTNER_MAX), 0),
         ]
     )
     batch = _batch(partition, claim, Outcome(credit=first))
@@ -394,9 +407,10 @@ async def test_the_credit_book_keeps_each_entity_last_state(cup: Cup) -> None:
     assert _credit_book(await cup.store.load_credit(partition)) == _open(first | second)
 
 
-async def test_a_refused_batch_writes_no_credit_row(cup: Cup) -> None:
+async def test_a_refused_batch_writes_no_credit_row_nor_clearing_entry(cup: Cup) -> None:
     """Neither a fenced batch nor one repeating a recorded command id writes its credit
-    rows; the batch committed beside them in the same round does."""
+    rows or its clearing entries; the batch committed beside them in the same round
+    does."""
     fresh, stale, repeated = (cup.partition() for _ in range(3))
     claims = {p: await cup.store.claim(p, "test") for p in (fresh, stale, repeated)}
     await cup.store.claim(stale, "newer")
@@ -404,8 +418,13 @@ async def test_a_refused_batch_writes_no_credit_row(cup: Cup) -> None:
     assert await cup.store.commit_many([first]) == {repeated: CommitStatus.COMMITTED}
     claims[repeated] = Claim(claims[repeated].epoch, 1, 0)
     hold = _credit_book([_credit(CreditKind.HOLD, "hold-1", 5)])
+    entries = [_entry(0, 0, ClearingKind.FUNDED, -4_000), _entry(0, 1, ClearingKind.FUNDED, -1)]
     batches = [
-        _batch(p, claim, Outcome(applied=[_applied("hold-1", claim.next_offset)], credit=hold))
+        _batch(
+            p,
+            claim,
+            Outcome(applied=[_applied("hold-1", claim.next_offset)], credit=hold, clearing=entries),
+        )
         for p, claim in claims.items()
     ]
     assert await cup.store.commit_many(batches) == {
@@ -416,13 +435,17 @@ async def test_a_refused_batch_writes_no_credit_row(cup: Cup) -> None:
     assert _credit_book(await cup.store.load_credit(fresh)) == hold
     assert await cup.store.load_credit(stale) == []
     assert await cup.store.load_credit(repeated) == []
+    assert await _clearing(cup.admin, fresh) == entries
+    assert await _clearing(cup.admin, stale) == []
+    assert await _clearing(cup.admin, repeated) == []
 
 
 async def test_a_partition_copy_carries_its_credit_book_to_the_other_kind(
     cups: Cups, cup: Cup
 ) -> None:
-    """A move's copy (shards.partition_copy) takes every credit row, open or closed, to a
-    cup of the other kind; dropping the partition drops them in both."""
+    """A move's copy (shards.partition_copy) takes every credit row, open or closed, and
+    every clearing entry to a cup of the other kind; dropping the partition drops them in
+    both."""
     partition = cup.partition()
     claim = await cup.store.claim(partition, "w")
     book = _credit_book(
@@ -432,7 +455,8 @@ async def test_a_partition_copy_carries_its_credit_book_to_the_other_kind(
             _credit(CreditKind.CALENDAR, "", 739_000),
         ]
     )
-    batch = _batch(partition, claim, Outcome(credit=book))
+    entries = _statement()
+    batch = _batch(partition, claim, Outcome(credit=book, clearing=entries))
     assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
     (other_kind,) = [kind for kind in KINDS if kind is not cup.kind]
     other = _cup_of(cups, other_kind)
@@ -441,12 +465,86 @@ async def test_a_partition_copy_carries_its_credit_book_to_the_other_kind(
         cup.admin.snapshot(partition) as snapshot,
         other.admin.receive(partition) as sink,
     ):
-        assert await copy_partition(snapshot, sink, target_columns) == len(book)
+        assert await copy_partition(snapshot, sink, target_columns) == len(book) + len(entries)
     assert _credit_book(await other.store.load_credit(partition)) == _open(book)
+    assert await _clearing(other.admin, partition) == entries
     await other.admin.delete_partition(partition, keep_tombstone=False)
     await cup.admin.delete_partition(partition, keep_tombstone=True)
     assert await other.store.load_credit(partition) == []
     assert await cup.store.load_credit(partition) == []
+    assert await _clearing(other.admin, partition) == []
+    assert await _clearing(cup.admin, partition) == []
+
+
+CLEARING_COLUMNS = (
+    "src_offset",
+    "entry",
+    "business_day",
+    "partner",
+    "currency",
+    "loan_id",
+    "customer_id",
+    "kind",
+    "amount",
+    "command_id",
+)
+"""A clearing_entries row's columns, in ClearingEntry's order."""
+ClearingColumns = tuple[int, int, int, int, str, str, int, ClearingKind, int, str]
+
+
+def _entry(
+    seq: int,
+    entry: int,
+    kind: ClearingKind,
+    amount: int,
+    *,
+    loan: str = "draw-1",
+    partner: int = 7,
+    day: int = 739_000,
+    customer: int = 42,
+    command_id: str = "close-1",
+) -> ClearingEntry:
+    return ClearingEntry(seq, entry, day, partner, "EUR", loan, customer, kind, amount, command_id)
+
+
+def _statement() -> list[ClearingEntry]:
+    """Entries at the columns' limits: loan and command ids of 64 characters that differ
+    only in case, the largest customer, partner and amounts, every kind, a day's net."""
+    longest = "L" * 63
+    return [
+        _entry(0, 0, ClearingKind.FUNDED, -AMOUNT_MAX, loan=longest + "a", customer=2**63 - 1,
+               partner=PARTNER_MAX, command_id=longest + "a"),
+        _entry(0, 1, ClearingKind.FUNDED, -1, loan=longest + "A", command_id=longest + "A"),
+        _entry(2**62, 0, ClearingKind.PRINCIPAL, AMOUNT_MAX, command_id="r.1:x_y-z"),
+        _entry(2**62, 1, ClearingKind.INTEREST, 1, command_id="r.1:x_y-z"),
+        _entry(2**62 + 1, 0, ClearingKind.NET, BALANCE_MAX, loan="", customer=0, day=3_652_059),
+    ]  # fmt: skip
+
+
+async def _clearing(admin: CupAdmin, partition: int) -> list[ClearingEntry]:
+    """The partition's clearing entries as a move's snapshot reads them, in (seq, entry)
+    order."""
+    entries = []
+    async with admin.snapshot(partition) as snapshot:
+        async for chunk in snapshot.rows("clearing_entries", CLEARING_COLUMNS):
+            entries += [
+                ClearingEntry(*row) for row in msgspec.convert(chunk, list[ClearingColumns])
+            ]
+    return sorted(entries, key=lambda e: (e.seq, e.entry))
+
+
+async def test_clearing_entries_are_appended_as_they_went_in(cup: Cup) -> None:
+    """A commit appends its entries to those of earlier batches, every value as it went
+    in."""
+    partition = cup.partition()
+    claim = await cup.store.claim(partition, "w")
+    first, second = _statement()[:2], _statement()[2:]
+    batch = _batch(partition, claim, Outcome(clearing=first))
+    assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
+    assert await _clearing(cup.admin, partition) == first
+    batch = _batch(partition, Claim(claim.epoch, 1, 0), Outcome(clearing=second))
+    assert await cup.store.commit_many([batch]) == {partition: CommitStatus.COMMITTED}
+    assert await _clearing(cup.admin, partition) == first + second
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=[str(k) for k in KINDS])

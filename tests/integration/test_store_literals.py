@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core.book import CreditKind
+from engine.core.book import ClearingKind, CreditKind
 from engine.core.config import Config
 from shards.control import connect
 from shards.postgres.store import ints_literal, texts_literal
@@ -34,14 +34,14 @@ async def test_text_literals_round_trip(stack: Config, values: list[str]) -> Non
 
 async def test_booleans_and_enums_go_as_integer_literals(stack: Config) -> None:
     """Booleans (``{true,false}``) and enum members (their numbers), as the commit sends a
-    credit row's ``is_open`` and ``kind``."""
+    credit row's ``is_open`` and ``kind`` and a clearing entry's ``kind``."""
     connection = await connect(stack.stack.control_dsn, stack.shards)
     try:
         flags = [True, False]
-        kinds = list(CreditKind)
+        kinds = [*CreditKind, *ClearingKind]
         assert await connection.fetchval("SELECT $1::text::boolean[]", ints_literal(flags)) == flags
         assert await connection.fetchval("SELECT $1::text::smallint[]", ints_literal(kinds)) == [
-            1, 2, 3, 4
+            1, 2, 3, 4, 5, 1, 2, 3, 4
         ]  # fmt: skip
     finally:
         await connection.close()

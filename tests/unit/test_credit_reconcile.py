@@ -39,6 +39,7 @@ from engine.core.routing import partition_of
 from shards.audit import CupFigures, Report, _check_system_totals
 from shards.credit_audit import (
     ACCOUNT_COLUMNS,
+    CLEARING_COLUMNS,
     CREDIT_COLUMNS,
     CREDIT_SYSTEM_ACCOUNTS,
     AccountColumns,
@@ -351,7 +352,11 @@ class Snapshot:
 
     def __init__(self, tables: dict[str, list[Row]], chunk_rows: int):
         self.state: StateRow | None = None
-        self.columns = {"credit_book": list(CREDIT_COLUMNS), "accounts": list(ACCOUNT_COLUMNS)}
+        self.columns = {
+            "credit_book": list(CREDIT_COLUMNS),
+            "clearing_entries": list(CLEARING_COLUMNS),
+            "accounts": list(ACCOUNT_COLUMNS),
+        }
         self.tables = tables
         self.chunk_rows = chunk_rows
 
@@ -373,6 +378,7 @@ async def test_the_snapshot_is_read_in_chunks_credit_rows_first() -> None:
     wrong[(SYSTEM_CUSTOMER, LOANS)] = (customer, number, currency, balance + 7, limit)
     tables: dict[str, list[Row]] = {
         "credit_book": _table(rows.values()),
+        "clearing_entries": [],
         "accounts": [tuple(account) for account in wrong.values()],
     }
     found: list[tuple[str, str]] = []
