@@ -1,8 +1,11 @@
 """The demo's credit scenario: invitation-only lines, loans, repayments, holds, business
 days and an overdue loan, on the running workers (docs/credit.md).
 
-1. the risk authority grants a line to one customer in ``SHARE`` (one of them with a
-   one-day term, so its loan falls overdue);
+1. the risk authority registers partner bank ``PARTNER`` in every partition and grants
+   a line to one customer in ``SHARE`` (one of them with a one-day term, so its loan
+   falls overdue), and a line funded jointly with the partner (it funds
+   ``PARTNER_SHARE_BP`` of each draw and earns ``PARTNER_RATE_BP``) to another one in
+   ``SHARE``;
 2. the first business day is closed in every partition (the next day after the last one
    closed, when an earlier demo started the calendar);
 3. every borrower draws twice and places a hold for a customer without a line (in any
@@ -33,6 +36,7 @@ from engine.core.messages import (
     GrantCreditLine,
     HoldFunds,
     PostHold,
+    RegisterPartner,
     Repay,
     Result,
     VoidHold,
@@ -53,6 +57,9 @@ OVERDUE_RATE_BP: Final = 3_650
 TERM_DAYS: Final = 30
 RESULTS_TIMEOUT_SECONDS: Final = 120.0
 FIRST_DAY_DEFAULT: Final = dt.date(2026, 1, 1)
+PARTNER: Final = 7
+PARTNER_SHARE_BP: Final = 8_000
+PARTNER_RATE_BP: Final = 1_000
 
 
 @dataclass(slots=True)
@@ -80,7 +87,12 @@ def first_day(calendars: dict[int, int]) -> dt.date:
 
 
 def borrowers_of(customers: Sequence[int]) -> list[int]:
-    return list(customers[::SHARE][:BORROWERS_MAX])
+    """The customers with a line of the bank's own money, then those with a joint line."""
+    return list(customers[::SHARE][:BORROWERS_MAX]) + joint_borrowers(customers)
+
+
+def joint_borrowers(customers: Sequence[int]) -> list[int]:
+    return list(customers[SHARE // 2 :: SHARE][:BORROWERS_MAX])
 
 
 async def run_credit(
@@ -114,8 +126,10 @@ async def run_credit(
                 for p, customer in enumerate(routing_customers(partitions))
             ]
 
-        await send(risk, closes(start))
-        await send(risk, [signer.sign(_grant(c, c == borrowers[0])) for c in borrowers])
+        await send(risk, closes(start) + _registrations(signer, partitions))
+        joint = set(joint_borrowers(customers))
+        grants = [_grant(c, c == borrowers[0], joint=c in joint) for c in borrowers]
+        await send(risk, [signer.sign(grant) for grant in grants])
         await send(
             upstream,
             [
@@ -156,11 +170,27 @@ async def run_credit(
     return scenario
 
 
-def _grant(customer: int, short: bool) -> GrantCreditLine:
+def _grant(customer: int, short: bool, *, joint: bool) -> GrantCreditLine:
     term = 1 if short else TERM_DAYS
     return GrantCreditLine(
-        f"line-{customer}", customer, 1, "EUR", LIMIT, RATE_BP, OVERDUE_RATE_BP, LOAN_MAX, term
-    )
+        f"line-{customer}", customer, 1, "EUR", LIMIT, RATE_BP, OVERDUE_RATE_BP, LOAN_MAX, term,
+        partner=PARTNER if joint else 0,
+        partner_share_bp=PARTNER_SHARE_BP if joint else 0,
+        partner_rate_bp=PARTNER_RATE_BP if joint else 0,
+    )  # fmt: skip
+
+
+def _registrations(signer: RiskSigner, partitions: int) -> list[Command]:
+    """Partner ``PARTNER`` in every partition (the ids of ``smallcups clearing
+    register-partner``: a second demo gets the recorded answers)."""
+    return [
+        signer.sign(
+            RegisterPartner(
+                f"partner-{PARTNER}-p{p}", customer, PARTNER, "Partner Bank 7", "EUR", "PB7"
+            )
+        )
+        for p, customer in enumerate(routing_customers(partitions))
+    ]
 
 
 def _iso(start: dt.date, days: int) -> str:

@@ -29,6 +29,6 @@ def test_the_demo_runs_and_balances_its_books(stack: Config) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "books: " in done.stdout and "-> OK" in done.stdout
     assert "0 discrepancies -> OK" in done.stdout
-    assert "credit: 30 customers invited" in done.stdout
+    assert "credit: 60 customers invited" in done.stdout
     assert "loans open (" in done.stdout and "last business day closed: " in done.stdout
     assert "draw rejected loan_overdue" not in done.stdout or "overdue)" in done.stdout
