@@ -45,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
         _shards_command,
         _security_commands,
         _credit_command,
+        _clearing_command,
         _scheduler_command,
     ):
         register(commands)
@@ -220,6 +221,9 @@ def _credit_command(commands: Subcommands) -> None:
         "account", metavar="CUSTOMER/ACCOUNT", help="draws are paid to it, repaid from it"
     )
     grant.add_argument("--currency", required=True, help="the account's currency, e.g. EUR")
+    grant.add_argument("--partner", help="a registered partner bank funding the line jointly")
+    grant.add_argument("--partner-share-bp", help="the partner's share of every draw, bp")
+    grant.add_argument("--partner-rate-bp", help="the partner's annual rate, bp (<= --rate-bp)")
     change = actions.add_parser("change", help="risk authority: new terms for a customer's line")
     change.add_argument("customer", metavar="CUSTOMER")
     for terms in (grant, change):
@@ -267,6 +271,45 @@ def _credit(args: argparse.Namespace, config: Config) -> int:
     from engine.admin.credit import run_credit
 
     return run_credit(config, args)
+
+
+def _clearing_command(commands: Subcommands) -> None:
+    clearing = commands.add_parser(
+        "clearing", help="partner banks: register one, a day's statement, check theirs"
+    )
+    actions = clearing.add_subparsers(dest="action", required=True)
+    register = actions.add_parser(
+        "register-partner", help="risk authority: make a partner bank known to every partition"
+    )
+    register.add_argument("partner", metavar="PARTNER", help="its number, 1..9999")
+    register.add_argument("--name", required=True, help="its name, as statements show it")
+    register.add_argument("--currency", required=True, help="the currency it settles in")
+    register.add_argument(
+        "--funding-account", dest="account", required=True, help="its account reference"
+    )
+    register.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
+    report = actions.add_parser("report", help="a partner's clearing statement of one day")
+    report.add_argument("--format", choices=["csv", "json"], default="csv")
+    report.add_argument("--output", metavar="FILE", help="write it there (default: stdout)")
+    reconcile = actions.add_parser(
+        "reconcile", help="compare a partner's statement with ours; exit 1 if they differ"
+    )
+    reconcile.add_argument("--statement", required=True, metavar="FILE", help="CSV or JSON")
+    for day in (report, reconcile):
+        day.add_argument("--partner", required=True, metavar="PARTNER")
+        day.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the business day")
+    clearing.set_defaults(run=_clearing)
+
+
+def _clearing(args: argparse.Namespace, config: Config) -> int:
+    from engine.admin.clearing import run_reconcile_statement, run_register_partner, run_report
+
+    match args.action:
+        case "register-partner":
+            return run_register_partner(config, args)
+        case "report":
+            return run_report(config, args)
+    return run_reconcile_statement(config, args)
 
 
 def _scheduler_command(commands: Subcommands) -> None:

@@ -11,7 +11,9 @@ days and an overdue loan, on the running workers (docs/credit.md).
 3. every borrower draws twice and places a hold for a customer without a line (in any
    partition); then ``DAYS`` business days close one by one, with repayments, posts and
    voids between them;
-4. the result of every command is counted by its status and reason.
+4. the result of every command is counted by its status and reason;
+5. (``partner_statement``, once the books are checked) the partner's clearing statement
+   of the day of the draws.
 
 Re-running it on the same stack is safe: lines granted before are kept (``credit_line_exists``),
 the calendar goes on from where it stopped, and new ids are used for everything else.
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from deploy.local.roles import Role, as_role
+from engine.admin.clearing import StatementWriter, our_statement
 from engine.core.authority import RiskSigner
 from engine.core.config import Config
 from engine.core.keyfiles import read_risk_private_key
@@ -60,6 +63,7 @@ FIRST_DAY_DEFAULT: Final = dt.date(2026, 1, 1)
 PARTNER: Final = 7
 PARTNER_SHARE_BP: Final = 8_000
 PARTNER_RATE_BP: Final = 1_000
+STATEMENT_LINES_SHOWN: Final = 4
 
 
 @dataclass(slots=True)
@@ -71,12 +75,38 @@ class CreditRun:
     borrowers: int
     outcomes: Counter[str] = field(default_factory=Counter)
 
+    @property
+    def draw_day(self) -> dt.date:
+        """The business day of the scenario's draws (the first day after its start)."""
+        return self.first_day + dt.timedelta(days=1)
+
     def summary(self) -> str:
         answers = ", ".join(f"{name} {count:,}" for name, count in sorted(self.outcomes.items()))
         return (
             f"credit: {self.borrowers} customers invited, business days "
             f"{self.first_day}..{self.last_day} closed; answers: {answers}"
         )
+
+
+async def partner_statement(config: Config, day: dt.date) -> tuple[bytes, int]:
+    """Partner ``PARTNER``'s clearing statement of ``day`` (CSV; a demo's is small) and
+    its number of entries."""
+    chunks: list[bytes] = []
+    async with our_statement(config, PARTNER, day.toordinal()) as (header, entries):
+        writer = StatementWriter(chunks.append, "csv", header)
+        async for entry in entries:
+            writer.add(entry)
+    writer.finish()
+    return b"".join(chunks), writer.entries
+
+
+def statement_excerpt(statement: bytes, entries: int) -> list[str]:
+    """A statement's header, its first entries, its totals and its hash."""
+    text = statement.decode().splitlines()
+    lines = text[: 2 + STATEMENT_LINES_SHOWN]
+    if entries > STATEMENT_LINES_SHOWN:
+        lines.append(f"... {entries - STATEMENT_LINES_SHOWN} more entries")
+    return lines + text[-2:]
 
 
 def first_day(calendars: dict[int, int]) -> dt.date:

@@ -32,7 +32,7 @@ from engine.admin.reconcile import credit_book_text, reconcile
 from engine.admin.setup import initialize, read_shard_map
 from engine.core.config import Config, StackConfig, to_environ
 from engine.kafka.client import Client
-from loadtest.credit_demo import run_credit
+from loadtest.credit_demo import PARTNER, partner_statement, run_credit, statement_excerpt
 from loadtest.driver import CHUNK_COMMANDS, Driver, Score
 from loadtest.workers import WorkerProcess
 from loadtest.workload import Workload, WorkloadShape
@@ -76,12 +76,13 @@ def _workload(config: Config, options: DemoOptions, run: str) -> Workload:
 
 def credit_total(report: Report) -> int:
     """What credit put in customers' hands and has not had back, over every currency:
-    principal outstanding + interest unpaid - interest income (= principal lent - all
-    that was repaid, interest included)."""
-    return sum(
+    principal outstanding + interest unpaid - interest income - the partners' positions
+    (= principal lent - all that was repaid, interest included)."""
+    book = sum(
         f.principal_outstanding + f.interest_unpaid - f.interest_income
         for f in report.credit.values()
     )
+    return book - sum(partner.position for partner in report.partners.values())
 
 
 async def _load(config: Config, options: DemoOptions, workload: Workload) -> tuple[Score, float]:
@@ -175,6 +176,12 @@ def run_demo(config: Config, options: DemoOptions) -> int:
     print(credit.summary())
     for line in credit_book_text(report):
         print(line)
+    path = state / f"clearing-{PARTNER}-{credit.draw_day}.csv"
+    print(f"partner {PARTNER}'s clearing statement of {credit.draw_day} ({path}):")
+    statement, entries = asyncio.run(partner_statement(config, credit.draw_day))
+    path.write_bytes(statement)
+    for line in statement_excerpt(statement, entries):
+        print(f"  {line}")
     moved = customer_total(report) - credit_total(report) - before
     expected = score.deposited - score.withdrawn
     ok = moved == expected

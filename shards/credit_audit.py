@@ -135,11 +135,25 @@ class PartnerFigures:
     """Its share of the open loans' interest, not paid by the customers yet."""
     settlement_balance: int = 0
     """Its SETTLEMENT balance: the days' nets the originator owes it (minus: is owed)."""
+    clearing_balance: int = 0
+    """Its CLEARING balance: the open day's movements, not cleared yet."""
 
     def add(self, other: PartnerFigures) -> None:
         self.funded_principal += other.funded_principal
         self.interest_owed += other.interest_owed
         self.settlement_balance += other.settlement_balance
+        self.clearing_balance += other.clearing_balance
+
+    @property
+    def position(self) -> int:
+        """What its four accounts hold together: the money of customers' loans that is
+        the partner's (its principal, its interest, what is cleared and not)."""
+        return (
+            self.funded_principal
+            + self.interest_owed
+            + self.settlement_balance
+            + self.clearing_balance
+        )
 
 
 PartnerKey = tuple[int, str]
@@ -313,6 +327,8 @@ class CreditAudit:
                 figures = self._partner(partner, currency)
                 if account_kind is PartnerAccount.SETTLEMENT:
                     figures.settlement_balance = balance
+                elif account_kind is PartnerAccount.CLEARING:
+                    figures.clearing_balance = balance
                 return
         held = self.held.pop((customer, number), None)
         if held is not None and held > balance + credit_limit:

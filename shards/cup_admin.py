@@ -15,7 +15,7 @@ Rows cross between the two kinds in one canonical shape (``Row``): integers, ``s
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -25,6 +25,8 @@ Row = tuple[Value, ...]
 
 COPY_ROWS_PER_CHUNK = 2_000
 """Rows read and written at a time when a partition is copied (bounded memory)."""
+CLEARING_ROWS_PER_CHUNK = 5_000
+"""Clearing entries read at a time by a partner's statement (bounded memory)."""
 
 
 class CupKind(enum.StrEnum):
@@ -96,6 +98,23 @@ class FlightRow(NamedTuple):
     currency: str
 
 
+class ClearingRow(NamedTuple):
+    """A clearing entry as a cup holds it (engine.core.book.ClearingEntry). Its first six
+    fields are the order of a partner's statement, and unique: the last three are the
+    row's key. Loan and command ids are ASCII, ordered byte for byte."""
+
+    loan: str
+    """The loan's id ("" for a day's net)."""
+    kind: int
+    command: str
+    partition: int
+    src_offset: int
+    entry: int
+    customer: int
+    amount: int
+    currency: str
+
+
 class PartitionSnapshot(Protocol):
     """One partition of a source cup, read from one consistent snapshot."""
 
@@ -121,7 +140,31 @@ class PartitionSink(Protocol):
         ...
 
 
-class CupAdmin(Protocol):
+class ClearingReads(Protocol):
+    """What a partner's statement reads of a cup (shards.clearing_query)."""
+
+    def clearing_entries(
+        self, partner: int, day: int, partitions: Sequence[int]
+    ) -> AsyncGenerator[list[ClearingRow], None]:
+        """The partner's clearing entries of business day ``day`` (a day number) in
+        ``partitions``, in ClearingRow order, from one query read in chunks of at most
+        CLEARING_ROWS_PER_CHUNK."""
+        ...
+
+    async def partner_body(
+        self, partner: int, partitions: Sequence[int]
+    ) -> tuple[int, bytes] | None:
+        """(partition, body) of the partner's credit_book row (CreditKind.PARTNER) in the
+        first of ``partitions`` that has one; None when none has."""
+        ...
+
+    async def last_closed(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The last business day closed (a day number) of each of ``partitions`` whose
+        calendar started (its credit_book row of CreditKind.CALENDAR)."""
+        ...
+
+
+class CupAdmin(ClearingReads, Protocol):
     """One administrative connection to a cup. Errors are the driver's: a tool reports
     them and stops (the worker's store is the side that retries)."""
 

@@ -73,6 +73,9 @@ def _build(args: argparse.Namespace) -> Command:
                 overdue_rate_bp,
                 loan_max,
                 term_days,
+                partner=_optional(args.partner, "--partner"),
+                partner_share_bp=_optional(args.partner_share_bp, "--partner-share-bp"),
+                partner_rate_bp=_optional(args.partner_rate_bp, "--partner-rate-bp"),
             )
         case "change":
             customer = whole_number(args.customer, "CUSTOMER")
@@ -113,6 +116,11 @@ def _build(args: argparse.Namespace) -> Command:
             customer = whole_number(args.customer, "CUSTOMER")
             return VoidHold(args.id or new_command_id("void", customer), customer, args.hold_id)
     raise ConfigError(f"unknown credit action {args.action!r}")
+
+
+def _optional(text: str | None, what: str) -> int:
+    """An optional whole number (0 when not given: the field's default)."""
+    return 0 if text is None else whole_number(text, what)
 
 
 def _terms(args: argparse.Namespace) -> tuple[int, int, int, int, int]:

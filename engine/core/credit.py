@@ -44,6 +44,7 @@ import msgspec
 
 from engine.core.book import (
     MOVABLE,
+    SYSTEM_CUSTOMER,
     Account,
     AccountBook,
     ClearingEntry,
@@ -55,6 +56,7 @@ from engine.core.book import (
     Outcome,
     PartnerAccount,
     SystemAccount,
+    partner_account_number,
 )
 from engine.core.decoding import parse_date
 from engine.core.errors import invariant
@@ -504,7 +506,6 @@ class CreditBook:
         postings = []
         for currency, total in sorted(accrual.totals.items()):
             receivable = self.book.system_account(SystemAccount.INTEREST_RECEIVABLE, currency)
-            income = self.book.system_account(SystemAccount.INTEREST_INCOME, currency)
             legs = [(receivable, -total)]
             kept = total
             for (partner, of), share in sorted(accrual.partners.items()):
@@ -513,7 +514,11 @@ class CreditBook:
                     legs.append((account, share))
                     kept -= share
             invariant(kept >= 0, "partners' shares never exceed the interest")
-            postings.append([*legs, (income, kept)])
+            if kept:
+                legs.append(
+                    (self.book.system_account(SystemAccount.INTEREST_INCOME, currency), kept)
+                )
+            postings.append(legs)
         return postings
 
     def _apply_accrual(self, accrual: Accrual, outcome: Outcome) -> None:
@@ -538,10 +543,14 @@ class CreditBook:
         to its SETTLEMENT account, as one NET entry of its statement."""
         touched: tuple[Account, ...] = ()
         for number, partner in sorted(self.partners.items()):
-            clearing = self.book.partner_account(PartnerAccount.CLEARING, number, partner.currency)
-            net = clearing.balance
-            if not net:
+            key = (
+                SYSTEM_CUSTOMER,
+                partner_account_number(PartnerAccount.CLEARING, number, partner.currency),
+            )
+            clearing = self.book.accounts.get(key)
+            if clearing is None or not clearing.balance:
                 continue
+            net = clearing.balance
             settlement = self.book.partner_account(
                 PartnerAccount.SETTLEMENT, number, partner.currency
             )
@@ -683,24 +692,23 @@ class CreditBook:
         paying = min(command.amount, owed)
         interest_part = min(paying, sum(loan.interest for loan in loans))
         principal_part = paying - interest_part
-        receivable = self.book.system_account(SystemAccount.INTEREST_RECEIVABLE, line.currency)
-        lent = self.book.system_account(SystemAccount.LOANS, line.currency)
-        decision = self.book.move_many(
-            command.id,
-            incoming.seq,
-            account,
-            ((receivable, interest_part), (lent, principal_part)),
-            outcome,
-        )
+        credits: list[tuple[Account, int]] = []
+        if interest_part:
+            kind = SystemAccount.INTEREST_RECEIVABLE
+            credits.append((self.book.system_account(kind, line.currency), interest_part))
+        if principal_part:
+            kind = SystemAccount.LOANS
+            credits.append((self.book.system_account(kind, line.currency), principal_part))
+        decision = self.book.move_many(command.id, incoming.seq, account, credits, outcome)
         if decision.reason is not Reason.NONE:
             return decision
-        self._allocate(
+        partners = self._allocate(
             line, loans, interest_part, principal_part, incoming.seq, command.id, outcome
         )
         detail = f"paid interest {interest_part}, principal {principal_part}"
         if paying < command.amount:
             detail += f"; {command.amount - paying} more than owed, not taken"
-        return Decision(Reason.NONE, detail, decision.touched)
+        return Decision(Reason.NONE, detail, decision.touched + partners)
 
     def _allocate(
         self,
@@ -711,10 +719,12 @@ class CreditBook:
         seq: int,
         command_id: str,
         outcome: Outcome,
-    ) -> None:
+    ) -> tuple[Account, ...]:
         """Spread a repayment over the loans: interest oldest first, then principal
         oldest first, each loan's part split with its partner by the partner's share of
-        what that loan owes; close the loans with nothing left."""
+        what that loan owes; close the loans with nothing left. The partner accounts it
+        touched."""
+        touched: tuple[Account, ...] = ()
         line.interest_paid += interest
         for loan in loans:
             part = min(interest, loan.interest)
@@ -722,7 +732,9 @@ class CreditBook:
             loan.interest -= part
             loan.partner_interest -= partner_part
             interest -= part
-            self._with_partner(loan, seq, command_id, ClearingKind.INTEREST, partner_part, outcome)
+            touched += self._with_partner(
+                loan, seq, command_id, ClearingKind.INTEREST, partner_part, outcome
+            )
         for loan in loans:
             part = min(principal, loan.principal)
             partner_part = split(part, loan.partner_principal, loan.principal)
@@ -731,7 +743,9 @@ class CreditBook:
             principal -= part
             line.principal -= part
             line.principal_repaid += part
-            self._with_partner(loan, seq, command_id, ClearingKind.PRINCIPAL, partner_part, outcome)
+            touched += self._with_partner(
+                loan, seq, command_id, ClearingKind.PRINCIPAL, partner_part, outcome
+            )
         invariant(interest == 0 and principal == 0, "a repayment is at most what is owed")
         still_open: list[Loan] = []
         for loan in loans:
@@ -745,6 +759,7 @@ class CreditBook:
         else:
             del self.loans[line.customer]
         _changed(outcome, line.row())
+        return touched
 
     # Holds.
 

@@ -4,16 +4,19 @@ connection, statements as text (shards.mysql.driver writes the literals)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import asyncmy
 from asyncmy.cursors import SSCursor
 
+from engine.core.book import CreditKind
 from engine.core.errors import invariant
 from shards.cup_admin import (
+    CLEARING_ROWS_PER_CHUNK,
     COPY_ROWS_PER_CHUNK,
+    ClearingRow,
     ClosedWithMoney,
     CupKind,
     CurrencyTotals,
@@ -355,6 +358,40 @@ class MysqlCupAdmin:
             "SELECT `partition`, customer_id, account_no, balance FROM accounts"
         )
         return {(p, c, a): balance for p, c, a, balance in rows}
+
+    async def clearing_entries(
+        self, partner: int, day: int, partitions: Sequence[int]
+    ) -> AsyncGenerator[list[ClearingRow], None]:
+        """Unbuffered (SSCursor): the server sends the rows as they are read. The ids'
+        collation is binary (ascii_nopad_bin), and the index holds the primary key after
+        its own columns: the index is read in the statement's order, without a sort."""
+        async with self.connection.cursor(SSCursor) as cursor:
+            await cursor.execute(
+                "SELECT loan_id, kind, command_id, `partition`, src_offset, entry, customer_id,"
+                " amount, currency FROM clearing_entries"
+                f" WHERE partner = {int(partner)} AND business_day = {int(day)}"
+                f" AND {_owned('`partition`', partitions)}"
+                " ORDER BY loan_id, kind, command_id, `partition`, src_offset, entry"
+            )
+            while chunk := await cursor.fetchmany(CLEARING_ROWS_PER_CHUNK):
+                yield [ClearingRow(*row) for row in chunk]
+
+    async def partner_body(
+        self, partner: int, partitions: Sequence[int]
+    ) -> tuple[int, bytes] | None:
+        rows = await self._rows(
+            "SELECT `partition`, body FROM credit_book"
+            f" WHERE kind = {int(CreditKind.PARTNER)} AND entity_key = {text(str(partner))}"
+            f" AND {_owned('`partition`', partitions)} ORDER BY `partition` LIMIT 1"
+        )
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+    async def last_closed(self, partitions: Sequence[int]) -> dict[int, int]:
+        rows = await self._rows(
+            "SELECT `partition`, amount FROM credit_book"
+            f" WHERE kind = {int(CreditKind.CALENDAR)} AND {_owned('`partition`', partitions)}"
+        )
+        return {partition: day for partition, day in rows}
 
 
 def _deletes(partition: int, *, keep_tombstone: bool) -> str:

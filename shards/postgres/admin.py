@@ -4,14 +4,17 @@ connection."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Final
 
 import asyncpg
 
+from engine.core.book import CreditKind
 from engine.core.errors import invariant
 from shards.cup_admin import (
+    CLEARING_ROWS_PER_CHUNK,
     COPY_ROWS_PER_CHUNK,
+    ClearingRow,
     ClosedWithMoney,
     CupKind,
     CurrencyTotals,
@@ -65,6 +68,15 @@ SELECT DISTINCT partition FROM (
     UNION ALL SELECT partition FROM command_results) AS held
 WHERE partition <> ALL($1::integer[])
 """
+
+
+_CLEARING: Final = """
+SELECT loan_id, kind, command_id, partition, src_offset, entry, customer_id, amount, currency
+FROM clearing_entries
+WHERE partner = $1 AND business_day = $2 AND partition = ANY($3::integer[])
+ORDER BY loan_id COLLATE "C", kind, command_id COLLATE "C", partition, src_offset, entry
+"""
+"""A partner's day, byte order whatever the database's collation (ids are ASCII)."""
 
 
 class PostgresCupAdmin:
@@ -256,6 +268,35 @@ class PostgresCupAdmin:
             "SELECT partition, customer_id, account_no, balance FROM accounts"
         )
         return {(r["partition"], r["customer_id"], r["account_no"]): r["balance"] for r in rows}
+
+    async def clearing_entries(
+        self, partner: int, day: int, partitions: Sequence[int]
+    ) -> AsyncGenerator[list[ClearingRow], None]:
+        async with self.connection.transaction(readonly=True):
+            cursor = await self.connection.cursor(_CLEARING, partner, day, list(partitions))
+            while chunk := await cursor.fetch(CLEARING_ROWS_PER_CHUNK):
+                yield [ClearingRow(*record.values()) for record in chunk]
+
+    async def partner_body(
+        self, partner: int, partitions: Sequence[int]
+    ) -> tuple[int, bytes] | None:
+        row = await self.connection.fetchrow(
+            "SELECT partition, body FROM credit_book WHERE kind = $1 AND entity_key = $2"
+            " AND partition = ANY($3::integer[]) ORDER BY partition LIMIT 1",
+            int(CreditKind.PARTNER),
+            str(partner),
+            list(partitions),
+        )
+        return None if row is None else (row["partition"], row["body"])
+
+    async def last_closed(self, partitions: Sequence[int]) -> dict[int, int]:
+        rows = await self.connection.fetch(
+            "SELECT partition, amount FROM credit_book WHERE kind = $1"
+            " AND partition = ANY($2::integer[])",
+            int(CreditKind.CALENDAR),
+            list(partitions),
+        )
+        return {r["partition"]: r["amount"] for r in rows}
 
 
 class _Snapshot:

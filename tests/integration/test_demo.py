@@ -31,4 +31,6 @@ def test_the_demo_runs_and_balances_its_books(stack: Config) -> None:
     assert "0 discrepancies -> OK" in done.stdout
     assert "credit: 60 customers invited" in done.stdout
     assert "loans open (" in done.stdout and "last business day closed: " in done.stdout
+    assert "partner 7's clearing statement of " in done.stdout
+    assert "  # sha256 " in done.stdout and "  # totals funded=-" in done.stdout
     assert "draw rejected loan_overdue" not in done.stdout or "overdue)" in done.stdout

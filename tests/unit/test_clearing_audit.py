@@ -185,6 +185,7 @@ def test_the_books_of_a_joint_ledger_pass_and_tally_each_partner() -> None:
         funded_principal=sum(loan.partner_principal for loan in loans),
         interest_owed=sum(loan.partner_interest for loan in loans),
         settlement_balance=settlement,
+        clearing_balance=-4_000,
     )
     assert credit.partners[(SECOND, "EUR")].funded_principal == 0, "loan-2 is repaid"
     assert book.accounts[balance_key(PartnerAccount.CLEARING)][3] == -4_000, "80% of 5,001"
@@ -405,7 +406,13 @@ def test_the_report_merges_and_prints_the_partners() -> None:
 
     first = one.partners[(PARTNER, "EUR")]
     assert report.partners[(PARTNER, "EUR")] == PartnerFigures(
-        2 * first.funded_principal, 2 * first.interest_owed, 2 * first.settlement_balance
+        2 * first.funded_principal,
+        2 * first.interest_owed,
+        2 * first.settlement_balance,
+        2 * first.clearing_balance,
+    )
+    assert first.position == sum(
+        (first.funded_principal, first.interest_owed, first.settlement_balance, -4_000)
     )
     printed = PartnerFigures(24_000, 1_234, -20_000)
     report = Report(partners={(PARTNER, "EUR"): printed, (SECOND, "EUR"): PartnerFigures()})

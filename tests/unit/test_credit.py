@@ -82,6 +82,8 @@ class Bank:
         self.clearing: list[ClearingEntry] = []
         self.known: dict[str, Known] = {}
         """The idempotency records the cup would hold."""
+        self.balances: dict[tuple[int, int], int] = {}
+        """The balances the cup would hold: what the commits wrote (Outcome.changed)."""
 
     def run(self, *commands: Command) -> list[Result]:
         batch = []
@@ -91,6 +93,7 @@ class Bank:
         outcome = self.ledger.decide_batch(batch, self.known, now_us=1)
         self.known.update({a.command_id: Known(a.fingerprint, a.result) for a in outcome.applied})
         self.rows.update(outcome.credit)
+        self.balances.update({key: a.balance for key, a in outcome.changed.items()})
         self.journal += [(j.currency, j.customer, j.account, j.amount) for j in outcome.journal]
         self.legs += [leg.command for leg in outcome.legs]
         self.clearing += outcome.clearing
@@ -171,6 +174,9 @@ def check_books(bank: Bank) -> None:
         held[hold.key] = held.get(hold.key, 0) + hold.amount
     assert held == bank.ledger.book.held
     assert sum(a.balance for a in bank.ledger.book.accounts.values()) == 0
+    for key, account in bank.ledger.book.accounts.items():
+        assert key in bank.balances, f"{key} is in the book, never committed"
+        assert bank.balances[key] == account.balance, f"{key} changed, not committed"
     assert sum(amount for _, _, _, amount in bank.journal) == 0
 
 

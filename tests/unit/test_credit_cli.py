@@ -54,6 +54,33 @@ def test_the_risk_side() -> None:
     assert command("suspend", "42", "--lift", "--id", "s-2") == SuspendCreditLine("s-2", 42, False)
 
 
+def test_a_grant_names_its_partner_bank() -> None:
+    partner = ["--partner", "7", "--partner-share-bp", "8000", "--partner-rate-bp", "1000"]
+    grant = command("grant", "42/1", "--currency", "EUR", *TERMS, *partner, "--id", "g-1")
+    assert grant == GrantCreditLine(
+        "g-1",
+        42,
+        1,
+        "EUR",
+        500_000,
+        1_200,
+        2_400,
+        100_000,
+        30,
+        partner=7,
+        partner_share_bp=8_000,
+        partner_rate_bp=1_000,
+    )
+    with pytest.raises(ConfigError, match="not a valid credit grant: bad_partner"):
+        command("grant", "42/1", "--currency", "EUR", *TERMS, "--partner", "7")
+    with pytest.raises(ConfigError, match="not a valid credit grant: bad_partner"):
+        command(
+            "grant", "42/1", "--currency", "EUR", *TERMS, *partner[:4], "--partner-rate-bp", "1300"
+        )
+    with pytest.raises(ConfigError, match="--partner-share-bp"):
+        command("grant", "42/1", "--currency", "EUR", *TERMS, *partner[:3], "80.5")
+
+
 def test_the_risk_side_is_signed_with_the_risk_key() -> None:
     authority, signer = fresh_authority("prod.commands")
     grant = command("grant", "42/1", "--currency", "EUR", *TERMS)
