@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from deploy.local.roles import Role, as_role
-from engine.admin.clearing import StatementWriter, our_statement
+from engine.admin.clearing import our_statement
+from engine.admin.statement import StatementWriter
 from engine.core.authority import RiskSigner
 from engine.core.config import Config
 from engine.core.keyfiles import read_risk_private_key

@@ -30,7 +30,7 @@ from typing import Final
 
 import msgspec
 
-from engine.admin.clearing import read_statement
+from engine.admin.statement import read_statement
 from engine.core.book import ClearingKind, CreditKind
 from engine.core.config import Config, load_config, to_environ
 from engine.core.credit import Calendar, Partner

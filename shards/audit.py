@@ -50,16 +50,9 @@ from engine.core.errors import invariant
 from engine.core.messages import Status, credit_leg_id, result_decoder
 from engine.core.records import ShardMap
 from engine.core.routing import partition_of
-from shards.credit_audit import (
-    CREDIT_SYSTEM_ACCOUNTS,
-    CreditFigures,
-    PartitionCredit,
-    PartnerFigures,
-    PartnerKey,
-    audit_credit,
-    partner_account_numbers,
-)
+from shards.credit_audit import CREDIT_SYSTEM_ACCOUNTS, CreditFigures, PartitionCredit, audit_credit
 from shards.cup_admin import CupAdmin, FlightRow
+from shards.partner_audit import PartnerFigures, PartnerKey, partner_account_numbers
 
 FINDINGS_MAX = 50
 """Most discrepancies listed per check (the count is always complete)."""

@@ -13,17 +13,8 @@ Per partition and currency:
 - ``holds_payable``: an account's open holds are at most its balance plus its credit
   limit (money held is payable).
 
-Per partner bank and currency (joint lending, docs/lending.md):
-
-- ``partner_shares_within_loans``: every loan's partner shares are within it: 0 to its
-  principal and 0 to its interest (none without a partner);
-- ``partner_accounts_match_loans``: the partner's FUNDED account is its share of the
-  open loans' principal, its INTEREST account its share of their interest;
-- ``partner_accounts_match_clearing``: its SETTLEMENT account is the sum of its NET
-  clearing entries, its CLEARING account the sum of its other entries of the open day
-  (the day after the last one closed);
-- ``clearing_nets_match_days``: each closed day's NET entry is the sum of that day's
-  other entries (no NET: they sum to zero), and no entry is of a day after the open one.
+Per partner bank and currency (joint lending): the checks of shards.partner_audit, on
+the same rows.
 
 That INTEREST_INCOME is the sum of its journal rows is check 1, which covers every
 account, the system ones included.
@@ -39,30 +30,33 @@ partner and currency, and the partition's last closed business day.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 
 from engine.core.book import (
-    PARTNER_ACCOUNTS_BASE,
     SYSTEM_CUSTOMER,
     AccountKey,
-    ClearingKind,
     CreditKind,
     CreditRow,
-    PartnerAccount,
     SystemAccount,
-    partner_account_number,
     system_account_number,
 )
-from engine.core.credit import Calendar, CreditLine, Hold, Loan, Partner, day_text
+from engine.core.credit import Calendar, CreditLine, Hold, Loan, Partner
 from engine.core.errors import invariant
-from engine.core.messages import PARTNER_MAX
 from shards.cup_admin import PartitionSnapshot
+from shards.partner_audit import (
+    CLEARING_COLUMNS,
+    ClearingColumns,
+    Found,
+    PartnerAudit,
+    PartnerFigures,
+    PartnerKey,
+    partner_account_of,
+)
 
 CREDIT_SYSTEM_ACCOUNTS: Final = (
     SystemAccount.LOANS,
@@ -82,13 +76,6 @@ CreditColumns = tuple[CreditKind, str, int, str, int, bool, bytes]
 ACCOUNT_COLUMNS: Final = ("customer_id", "account_no", "currency", "balance", "credit_limit")
 AccountColumns = tuple[int, int, str, int, int]
 """An account as check 11 reads it: customer, number, currency, balance, credit limit."""
-CLEARING_COLUMNS: Final = ("business_day", "partner", "currency", "kind", "amount")
-ClearingColumns = tuple[int, int, str, ClearingKind, int]
-"""A clearing entry as check 11 reads it: its day, partner, currency, kind and amount."""
-
-Found = Callable[[str, str], None]
-"""Takes a finding: the check's name, what is wrong."""
-
 
 _ENTITY_DECODERS: Final[dict[CreditKind, msgspec.msgpack.Decoder[Any]]] = {
     CreditKind.LINE: msgspec.msgpack.Decoder(CreditLine),
@@ -123,41 +110,6 @@ class CreditFigures:
 
 
 _FIGURE_NAMES: Final = tuple(f.name for f in dataclasses.fields(CreditFigures))
-
-
-@dataclass(slots=True)
-class PartnerFigures:
-    """A partner bank's position in one currency, in minor units."""
-
-    funded_principal: int = 0
-    """Its share of the open loans' principal (owed to it as they are repaid)."""
-    interest_owed: int = 0
-    """Its share of the open loans' interest, not paid by the customers yet."""
-    settlement_balance: int = 0
-    """Its SETTLEMENT balance: the days' nets the originator owes it (minus: is owed)."""
-    clearing_balance: int = 0
-    """Its CLEARING balance: the open day's movements, not cleared yet."""
-
-    def add(self, other: PartnerFigures) -> None:
-        self.funded_principal += other.funded_principal
-        self.interest_owed += other.interest_owed
-        self.settlement_balance += other.settlement_balance
-        self.clearing_balance += other.clearing_balance
-
-    @property
-    def position(self) -> int:
-        """What its four accounts hold together: the money of customers' loans that is
-        the partner's (its principal, its interest, what is cleared and not)."""
-        return (
-            self.funded_principal
-            + self.interest_owed
-            + self.settlement_balance
-            + self.clearing_balance
-        )
-
-
-PartnerKey = tuple[int, str]
-"""A partner bank and a currency."""
 
 
 @dataclass(slots=True)
@@ -205,8 +157,8 @@ class CreditAudit:
     """Check 11 on one partition's rows, tallied as they stream by: its credit rows
     first, then its clearing entries, then its accounts; each finding goes to ``found``
     at once. It keeps the open lines and the sums the checks compare (per customer and
-    currency, per currency, per account with holds, per partner and currency, per
-    partner, currency and day): never a closed row, never an account without holds."""
+    currency, per currency, per account with holds; its ``PartnerAudit`` those per
+    partner): never a closed row, never an account without holds."""
 
     def __init__(self, currencies: Iterable[str], found: Found):
         self.system: dict[int, tuple[SystemAccount, str]] = {
@@ -215,14 +167,13 @@ class CreditAudit:
             for currency in currencies
         }
         self.balances: dict[tuple[SystemAccount, str], int] = {}
-        self.partner_balances: dict[tuple[PartnerAccount, int, str], int] = {}
         self.lines: dict[int, CreditLine] = {}
         self.owed: dict[tuple[int, str], tuple[int, int]] = {}
         """(principal, interest) of the open loans of each (customer, currency)."""
         self.held: dict[AccountKey, int] = {}
-        self.days: dict[tuple[int, str, int], tuple[int, int]] = {}
-        """(movements, net) of the clearing entries of each (partner, currency, day)."""
-        self.credit = PartitionCredit()
+        self.partners = PartnerAudit(found)
+        """The partner part of check 11: it tallies ``credit.partners``."""
+        self.credit = PartitionCredit(partners=self.partners.figures)
         self.found = found
         self.stage = Stage.CREDIT
 
@@ -245,28 +196,12 @@ class CreditAudit:
             detail = f"{what}: (key, customer, currency, amount, open) {columns}, its body {body}"
             self.found("credit_rows_match_bodies", detail)
         if isinstance(entity, Loan):
-            self._check_shares(entity)
+            self.partners.check_shares(entity)
         if row.open:
             self._add_open(entity)
 
     def _figures(self, currency: str) -> CreditFigures:
         return self.credit.figures.setdefault(currency, CreditFigures())
-
-    def _partner(self, partner: int, currency: str) -> PartnerFigures:
-        return self.credit.partners.setdefault((partner, currency), PartnerFigures())
-
-    def _check_shares(self, loan: Loan) -> None:
-        """A loan's partner shares are within its principal and interest (none without
-        a partner), open or closed."""
-        ceilings = (loan.principal, loan.interest) if loan.partner else (0, 0)
-        shares = (loan.partner_principal, loan.partner_interest)
-        if not all(0 <= share <= most for share, most in zip(shares, ceilings, strict=True)):
-            detail = (
-                f"loan {loan.id!r} (partner {loan.partner}): partner principal"
-                f" {loan.partner_principal} of {loan.principal}, partner interest"
-                f" {loan.partner_interest} of {loan.interest}"
-            )
-            self.found("partner_shares_within_loans", detail)
 
     def _add_open(self, entity: CreditLine | Loan | Hold | Calendar | Partner) -> None:
         match entity:
@@ -284,10 +219,7 @@ class CreditAudit:
                 figures.loans_open += 1
                 figures.loans_overdue += entity.overdue
                 figures.interest_unpaid += entity.interest
-                if entity.partner:
-                    partner = self._partner(entity.partner, entity.currency)
-                    partner.funded_principal += entity.partner_principal
-                    partner.interest_owed += entity.partner_interest
+                self.partners.add_loan(entity)
             case Hold():
                 self.held[entity.key] = self.held.get(entity.key, 0) + entity.amount
                 figures = self._figures(entity.currency)
@@ -296,18 +228,11 @@ class CreditAudit:
             case Calendar():
                 self.credit.last_closed = entity.last_closed
             case Partner():
-                self._partner(entity.partner, entity.currency)
+                self.partners.add_partner(entity.partner, entity.currency)
 
     def add_clearing(self, entry: ClearingColumns) -> None:
         self._enter(Stage.CLEARING)
-        day, partner, currency, kind, amount = entry
-        self._partner(partner, currency)
-        key = (partner, currency, day)
-        moved, net = self.days.get(key, (0, 0))
-        if kind is ClearingKind.NET:
-            self.days[key] = (moved, net + amount)
-        else:
-            self.days[key] = (moved + amount, net)
+        self.partners.add_clearing(entry)
 
     def add_account(self, account: AccountColumns) -> None:
         self._enter(Stage.ACCOUNTS)
@@ -323,12 +248,7 @@ class CreditAudit:
             partner_account = partner_account_of(number, currency)
             if partner_account is not None:
                 account_kind, partner = partner_account
-                self.partner_balances[(account_kind, partner, currency)] = balance
-                figures = self._partner(partner, currency)
-                if account_kind is PartnerAccount.SETTLEMENT:
-                    figures.settlement_balance = balance
-                elif account_kind is PartnerAccount.CLEARING:
-                    figures.clearing_balance = balance
+                self.partners.add_account(account_kind, partner, currency, balance)
                 return
         held = self.held.pop((customer, number), None)
         if held is not None and held > balance + credit_limit:
@@ -339,8 +259,7 @@ class CreditAudit:
         """The checks of the totals, once all the rows went by."""
         self._check_lines()
         self._check_accounts()
-        self._check_partners()
-        self._check_days()
+        self.partners.finish(self.credit.last_closed)
         for (customer, number), held in sorted(self.held.items()):
             self.found("holds_payable", f"account {customer}/{number} does not exist, holds {held}")
 
@@ -390,86 +309,3 @@ class CreditAudit:
                     f" the partners' share {earned.get(currency, 0)}"
                 )
                 self.found("interest_accounts_match_loans", detail)
-
-    def _check_partners(self) -> None:
-        """Each partner's accounts against its loans' shares and its clearing entries."""
-        nets: dict[PartnerKey, int] = {}
-        for (partner, currency, _), (_, net) in self.days.items():
-            nets[(partner, currency)] = nets.get((partner, currency), 0) + net
-        today = self._today()
-        loans, clearing = "partner_accounts_match_loans", "partner_accounts_match_clearing"
-        for key, figures in sorted(self.credit.partners.items()):
-            moved_today = 0
-            if today is not None:
-                moved_today, _ = self.days.get((*key, today), (0, 0))
-            principal, interest = figures.funded_principal, figures.interest_owed
-            self._compare(loans, key, PartnerAccount.FUNDED, principal, "its open loans' principal")
-            self._compare(loans, key, PartnerAccount.INTEREST, interest, "its open loans' interest")
-            net = nets.get(key, 0)
-            self._compare(clearing, key, PartnerAccount.SETTLEMENT, net, "its NET entries")
-            today_is = "its other entries of the open day"
-            self._compare(clearing, key, PartnerAccount.CLEARING, moved_today, today_is)
-
-    def _compare(
-        self, check: str, key: PartnerKey, kind: PartnerAccount, expected: int, what: str
-    ) -> None:
-        """The partner's account of ``kind`` holds ``expected`` (``what`` says why)."""
-        partner, currency = key
-        balance = self.partner_balances.get((kind, partner, currency), 0)
-        if balance != expected:
-            detail = f"{kind.name} {balance}, {what} {expected}"
-            self.found(check, f"partner {partner} {currency}: {detail}")
-
-    def _today(self) -> int | None:
-        """The open business day: the day after the last one closed."""
-        last_closed = self.credit.last_closed
-        return None if last_closed is None else last_closed + 1
-
-    def _check_days(self) -> None:
-        """Each closed day's NET is its other entries; no entry after the open day, no
-        NET of the open day."""
-        today = self._today()
-        for (partner, currency, day), (moved, net) in sorted(self.days.items()):
-            where = f"partner {partner} {currency} {_day(day)}"
-            if today is None or day > today:
-                opened = "no day closed yet" if today is None else f"the open day is {_day(today)}"
-                self.found("clearing_nets_match_days", f"{where}: entries, but {opened}")
-            elif day == today:
-                if net:
-                    self.found("clearing_nets_match_days", f"{where}: a NET {net} of the open day")
-            elif net != moved:
-                detail = f"{where}: NET {net}, the day's other entries {moved}"
-                self.found("clearing_nets_match_days", detail)
-
-
-def partner_account_numbers(partners: Iterable[PartnerKey]) -> list[int]:
-    """The numbers of every account of ``partners`` (one partner out of range has none)."""
-    return [
-        partner_account_number(kind, partner, currency)
-        for partner, currency in sorted(set(partners))
-        if 1 <= partner <= PARTNER_MAX
-        for kind in PartnerAccount
-    ]
-
-
-def partner_account_of(number: int, currency: str) -> tuple[PartnerAccount, int] | None:
-    """(kind, partner) of the partner account numbered ``number`` in ``currency`` (as
-    engine.core.book numbers them); None for any other number."""
-    if number < PARTNER_ACCOUNTS_BASE:
-        return None
-    kind, rest = divmod(number - PARTNER_ACCOUNTS_BASE, 10**9)
-    partner = rest // 100_000
-    if kind not in _PARTNER_KINDS or not 1 <= partner <= PARTNER_MAX:
-        return None
-    if partner_account_number(PartnerAccount(kind), partner, currency) != number:
-        return None
-    return PartnerAccount(kind), partner
-
-
-_PARTNER_KINDS: Final = frozenset(int(kind) for kind in PartnerAccount)
-_DAY_MAX: Final = dt.date.max.toordinal()
-
-
-def _day(day: int) -> str:
-    """A business day's date (its number when it is no date)."""
-    return day_text(day) if 1 <= day <= _DAY_MAX else f"day {day}"

@@ -77,8 +77,7 @@ from engine.core.messages import (
     Transfer,
     VoidHold,
 )
-from engine.core.routing import partition_of
-from engine.core.saga import transfer_out
+from engine.core.saga import pay
 
 DAYS_PER_YEAR: Final = 365
 DAY_DENOMINATOR: Final = BASIS_POINTS * DAYS_PER_YEAR
@@ -817,26 +816,13 @@ class CreditBook:
             command.amount,
             hold.currency,
         )
-        decision = self._pay(transfer, incoming, outcome)
+        decision = pay(self.book, transfer, incoming, outcome)
         self.book.held[key] += hold.amount
         if decision.reason is not Reason.NONE:
             return decision
         hold.captured = command.amount
         self._release(hold, HoldState.POSTED, outcome)
         return decision
-
-    def _pay(self, transfer: Transfer, incoming: Incoming, outcome: Outcome) -> Decision:
-        """A hold's payment: a transfer in the partition, or a saga out of it."""
-        book = self.book
-        if partition_of(transfer.to_customer, book.partitions) != book.partition:
-            return transfer_out(book, transfer, incoming, outcome)
-        payer, refusal = book.movable(transfer.customer, transfer.account, transfer.currency)
-        if payer is None:
-            return refusal
-        payee, refusal = book.movable(transfer.to_customer, transfer.to_account, transfer.currency)
-        if payee is None:
-            return refusal
-        return book.move(transfer.id, incoming.seq, payer, payee, transfer.amount, outcome)
 
     def void(self, command: VoidHold, outcome: Outcome) -> Decision:
         hold, refusal = self._hold(command.customer, command.hold_id)

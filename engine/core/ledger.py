@@ -80,7 +80,7 @@ from engine.core.messages import (
     type_tag,
 )
 from engine.core.routing import partition_of
-from engine.core.saga import credit_in, settle_in, transfer_out
+from engine.core.saga import credit_in, pay, settle_in
 
 MOVEMENT_TYPES: Final = (Deposit, Withdraw, Transfer)
 """Commands that move money: their result always shows the payer's balance."""
@@ -279,17 +279,7 @@ class PartitionLedger:
     def _transfer(self, command: Transfer, incoming: Incoming, outcome: Outcome) -> Decision:
         if (command.customer, command.account) == (command.to_customer, command.to_account):
             return Decision(Reason.SAME_ACCOUNT, "a transfer needs two different accounts")
-        if partition_of(command.to_customer, self.partitions) != self.partition:
-            return transfer_out(self.book, command, incoming, outcome)
-        payer, refusal = self.book.movable(command.customer, command.account, command.currency)
-        if payer is None:
-            return refusal
-        payee, refusal = self.book.movable(
-            command.to_customer, command.to_account, command.currency
-        )
-        if payee is None:
-            return refusal
-        return self.book.move(command.id, incoming.seq, payer, payee, command.amount, outcome)
+        return pay(self.book, command, incoming, outcome)
 
     def _close(self, command: CloseAccount) -> Decision:
         """Close an account that holds nothing, owes nothing and has no transfer in flight

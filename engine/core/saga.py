@@ -80,6 +80,20 @@ def settle_leg(leg: CreditLeg, reason: Reason, detail: str, payee_balance: int) 
     )
 
 
+def pay(book: AccountBook, command: Transfer, incoming: Incoming, outcome: Outcome) -> Decision:
+    """A transfer between two accounts: one movement when the payee lives in this
+    partition, else the saga's first step (``transfer_out``)."""
+    if partition_of(command.to_customer, book.partitions) != book.partition:
+        return transfer_out(book, command, incoming, outcome)
+    payer, refusal = book.movable(command.customer, command.account, command.currency)
+    if payer is None:
+        return refusal
+    payee, refusal = book.movable(command.to_customer, command.to_account, command.currency)
+    if payee is None:
+        return refusal
+    return book.move(command.id, incoming.seq, payer, payee, command.amount, outcome)
+
+
 def transfer_out(
     book: AccountBook, command: Transfer, incoming: Incoming, outcome: Outcome
 ) -> Decision:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -16,17 +17,20 @@ from aiokafka import AIOKafkaProducer
 from asyncmy.errors import MySQLError
 
 from deploy.local.roles import Role, as_role
+from engine.admin.scheduler import close_commands
 from engine.admin.setup import read_shard_map
-from engine.core.authority import Authority
+from engine.core.authority import Authority, RiskSigner
 from engine.core.batch import decode_records, routed
 from engine.core.book import Known
 from engine.core.config import Config, KafkaConfig, ShardsConfig, WorkerConfig
 from engine.core.decoding import decode_command
 from engine.core.keyfiles import load_authority
 from engine.core.ledger import PartitionLedger
-from engine.core.messages import Invalid, Status, Undecodable, result_decoder
+from engine.core.messages import Command, Invalid, Result, Status, Undecodable, result_decoder
 from engine.core.records import Position
+from engine.core.routing import routing_customers
 from engine.core.secrets import read_secret_file
+from engine.kafka.client import Client
 from engine.kafka.connection import connection
 from engine.kafka.topics import end_offsets, read_range
 from loadtest.system import System
@@ -290,3 +294,18 @@ class RawCup:
         else:
             with pytest.raises(postgres):
                 await self.execute(sql)
+
+
+async def submit_all(
+    client: Client, commands: Sequence[Command], timeout_seconds: float = 120.0
+) -> list[Result]:
+    """Publish ``commands`` and wait for every result (in the commands' order)."""
+    futures = [client.expect(c) for c in commands]
+    for delivery in [await client.publish(c) for c in commands]:
+        await delivery
+    return list(await asyncio.wait_for(asyncio.gather(*futures), timeout_seconds))
+
+
+def signed_closes(signer: RiskSigner, day: dt.date, partitions: int) -> list[Command]:
+    """The scheduler's closes of ``day``, one per partition, signed."""
+    return [signer.sign(c) for c in close_commands(day, routing_customers(partitions))]

@@ -23,7 +23,6 @@ from engine.core.authority import RiskSigner
 from engine.core.config import Config, to_environ
 from engine.core.keyfiles import read_risk_private_key
 from engine.core.messages import (
-    CloseBusinessDay,
     Command,
     Deposit,
     Draw,
@@ -38,7 +37,7 @@ from engine.core.messages import (
     VoidHold,
     encode,
 )
-from engine.core.routing import customer_key, routing_customers
+from engine.core.routing import customer_key
 from engine.kafka.client import Client
 from loadtest.bench.scrape import totals, wait_owning
 from loadtest.system import System, drop_system, make_system
@@ -46,6 +45,8 @@ from tests.integration.system import (
     cup_balances,
     final_results,
     replay_system,
+    signed_closes,
+    submit_all,
     upstream_producer,
 )
 
@@ -69,19 +70,7 @@ async def system(stack: Config, tmp_path: Path) -> AsyncIterator[System]:
 
 
 def _closes(signer: RiskSigner, day: int) -> list[Command]:
-    date = (FIRST_DAY + dt.timedelta(days=day)).isoformat()
-    return [
-        signer.sign(CloseBusinessDay(f"close-{date}-p{p}", customer, date))
-        for p, customer in enumerate(routing_customers(PARTITIONS))
-    ]
-
-
-async def _submit(client: Client, commands: Sequence[Command]) -> list[Result]:
-    """Publish ``commands`` and wait for every result."""
-    futures = [client.expect(c) for c in commands]
-    for delivery in [await client.publish(c) for c in commands]:
-        await delivery
-    return list(await asyncio.wait_for(asyncio.gather(*futures), RESULTS_TIMEOUT_SECONDS))
+    return signed_closes(signer, FIRST_DAY + dt.timedelta(days=day), PARTITIONS)
 
 
 def _by_id(results: Sequence[Result]) -> dict[str, Result]:
@@ -103,11 +92,11 @@ async def test_a_credit_book_over_five_days_with_a_kill_while_closing(system: Sy
 
         async def client_side(commands: Sequence[Command]) -> dict[str, Result]:
             sent.extend(commands)
-            return _by_id(await _submit(customers, commands))
+            return _by_id(await submit_all(customers, commands))
 
         async def risk_side(commands: Sequence[Command]) -> dict[str, Result]:
             sent.extend(commands)
-            return _by_id(await _submit(risk, commands))
+            return _by_id(await submit_all(risk, commands))
 
         opened = await client_side(
             [OpenAccount(f"open-{c}", c, 1, "EUR") for c in CUSTOMERS]
@@ -249,7 +238,7 @@ async def test_only_the_risk_key_grants_or_closes_days(system: System) -> None:
         Client(as_role(config, Role.UPSTREAM).kafka) as customers,
         Client(as_role(config, Role.RISK).kafka) as risk,
     ):
-        setup = await _submit(
+        setup = await submit_all(
             customers,
             [
                 OpenAccount("o-7", 7, 1, "EUR"),
@@ -258,7 +247,7 @@ async def test_only_the_risk_key_grants_or_closes_days(system: System) -> None:
             ],
         )
         assert all(r.accepted for r in setup)
-        refused = await _submit(
+        refused = await submit_all(
             risk,
             [
                 grant,
@@ -271,9 +260,9 @@ async def test_only_the_risk_key_grants_or_closes_days(system: System) -> None:
             Reason.BAD_SIGNATURE,
             Reason.BAD_SIGNATURE,
         ]
-        started = await _submit(risk, _closes(signer, 0))
+        started = await submit_all(risk, _closes(signer, 0))
         assert all(r.accepted for r in started)
-        stolen = await _submit(
+        stolen = await submit_all(
             customers,
             [
                 Draw("steal", 7, 1_000, "EUR"),

@@ -1,7 +1,7 @@
 """Joint lending on the real stack (Postgres and MariaDB cups): two partner banks fund
 lines, a day of draws and a day of repayments close, and each partner's clearing
 statements are the same bytes whether or not a worker was SIGKILLed while the days
-closed."""
+closed and a partition of joint loans moved to the other kind of cup between them."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import pytest
 
 from deploy.local.roles import Role, as_role
 from engine.admin.reconcile import reconcile
+from engine.admin.setup import read_shard_map
 from engine.core.authority import RiskSigner
 from engine.core.config import Config, to_environ
 from engine.core.keyfiles import read_risk_private_key
 from engine.core.messages import (
-    CloseBusinessDay,
     Command,
     Deposit,
     Draw,
@@ -30,10 +30,19 @@ from engine.core.messages import (
     Repay,
     Result,
 )
-from engine.core.routing import routing_customers
+from engine.core.routing import partition_of, routing_customers
 from engine.kafka.client import Client
 from loadtest.system import System, drop_system, make_system
-from tests.integration.system import cup_balances, final_results, replay_system
+from shards import cluster
+from shards.control import connect
+from shards.moves import Step
+from tests.integration.system import (
+    cup_balances,
+    final_results,
+    replay_system,
+    signed_closes,
+    submit_all,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,11 +75,7 @@ def _partner_of(customer: int) -> int:
 
 
 def _closes(signer: RiskSigner, day: int) -> list[Command]:
-    date = _date(day)
-    return [
-        signer.sign(CloseBusinessDay(f"close-{date}-p{p}", customer, date))
-        for p, customer in enumerate(routing_customers(PARTITIONS))
-    ]
+    return signed_closes(signer, FIRST_DAY + dt.timedelta(days=day), PARTITIONS)
 
 
 def _registrations(signer: RiskSigner) -> list[Command]:
@@ -99,16 +104,26 @@ def _grants(signer: RiskSigner) -> list[Command]:
     return grants
 
 
-async def _submit(client: Client, commands: Sequence[Command]) -> list[Result]:
-    futures = [client.expect(c) for c in commands]
-    for delivery in [await client.publish(c) for c in commands]:
-        await delivery
-    return list(await asyncio.wait_for(asyncio.gather(*futures), RESULTS_TIMEOUT_SECONDS))
+async def _move_a_joint_partition(system: System) -> str:
+    """Move the partition of the first joint line to the other cup (Postgres <->
+    MariaDB), loans, partner accounts and clearing entries with it."""
+    shard_map = await read_shard_map(system.config)
+    customer = next(c for c in CUSTOMERS if _partner_of(c))
+    partition = partition_of(customer, PARTITIONS)
+    (target,) = [cup for cup in shard_map.cups if cup != shard_map.cup_of[partition]]
+    control = await connect(system.config.control_dsn, system.config.shards)
+    try:
+        move = await cluster.move_partition(control, partition, target, system.config.shards)
+    finally:
+        await control.close()
+    assert move.step is Step.DONE
+    return f"partition {partition} moved to cup {target}: {move.summary()}"
 
 
 async def _run_days(system: System, kill: bool) -> list[Command]:
     """Two business days of joint lending; with ``kill``, the first worker is SIGKILLed
-    right after each day's closes are published. Every command sent."""
+    right after each day's closes are published, and a partition holding joint loans
+    moves to the other cup between the days. Every command sent."""
     system.start_worker()
     system.start_worker()
     config = system.config
@@ -122,7 +137,7 @@ async def _run_days(system: System, kill: bool) -> list[Command]:
 
         async def send(client: Client, commands: Sequence[Command]) -> list[Result]:
             sent.extend(commands)
-            return await _submit(client, commands)
+            return await submit_all(client, commands)
 
         opening: list[Command] = [OpenAccount(f"open-{c}", c, 1, "EUR") for c in CUSTOMERS]
         opening += [Deposit(f"fund-{c}", c, 1, 10_000_000, "EUR") for c in CUSTOMERS]
@@ -144,6 +159,8 @@ async def _run_days(system: System, kill: bool) -> list[Command]:
                 system.start_worker()
             results = await asyncio.wait_for(asyncio.gather(*futures), RESULTS_TIMEOUT_SECONDS)
             assert all(r.accepted for r in results), results
+            if kill and after:
+                print(f"\n{await _move_a_joint_partition(system)}")
             if after:
                 repays = [Repay(f"repay-{c}", c, 15_000 + c, "EUR") for c in CUSTOMERS]
                 assert all(r.accepted for r in await send(customers, repays))

@@ -1,12 +1,10 @@
-"""Reconcile's partner checks (shards.credit_audit, check 11 for joint lending) and the
+"""Reconcile's partner checks (shards.partner_audit, check 11 for joint lending) and the
 partner figures it tallies, on the rows a real ledger writes, then on those rows with one
 thing wrong each: no servers."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
 import msgspec
 import pytest
@@ -15,12 +13,9 @@ from engine.admin.reconcile import credit_book_text
 from engine.core.book import (
     SYSTEM_CUSTOMER,
     AccountKey,
-    ClearingEntry,
     ClearingKind,
     CreditKind,
-    CreditRow,
     Incoming,
-    Known,
     PartnerAccount,
     SystemAccount,
     partner_account_number,
@@ -28,11 +23,8 @@ from engine.core.book import (
 )
 from engine.core.credit import Loan
 from engine.core.errors import InvariantError
-from engine.core.ledger import PartitionLedger
 from engine.core.messages import (
     PARTNER_MAX,
-    CloseBusinessDay,
-    Command,
     Deposit,
     Draw,
     GrantCreditLine,
@@ -41,33 +33,27 @@ from engine.core.messages import (
     Repay,
     fingerprint,
 )
-from engine.core.routing import partition_of
-from shards.audit import CupFigures, Report, _check_system_totals
-from shards.credit_audit import (
-    ACCOUNT_COLUMNS,
-    CLEARING_COLUMNS,
-    CREDIT_COLUMNS,
-    CREDIT_SYSTEM_ACCOUNTS,
-    AccountColumns,
-    CreditAudit,
-    PartitionCredit,
-    PartnerFigures,
-    audit_credit,
-    partner_account_numbers,
-    partner_account_of,
+from shards.audit import Report
+from shards.credit_audit import CreditAudit, audit_credit
+from shards.partner_audit import PartnerFigures, partner_account_numbers, partner_account_of
+from tests.unit.credit_rows import (
+    BORROWER,
+    FUNDING,
+    OTHER,
+    ROUTE,
+    START,
+    Book,
+    Snapshot,
+    audit,
+    book_of,
+    close,
+    merged_twice,
+    money_conserved,
+    tables,
 )
-from shards.cup_admin import Row, StateRow
 
-PARTITIONS = 4
-BORROWER, OTHER, ROUTE = [c for c in range(1, 400) if partition_of(c, PARTITIONS) == 0][:3]
 PARTNER, SECOND = 7, 8
-START = dt.date(2026, 1, 1)
 INCOME = system_account_number(SystemAccount.INTEREST_INCOME, "EUR")
-
-
-def close(offset: int) -> CloseBusinessDay:
-    date = (START + dt.timedelta(days=offset)).isoformat()
-    return CloseBusinessDay(f"close-{date}", ROUTE, date)
 
 
 def day(offset: int) -> int:
@@ -89,30 +75,14 @@ def balance_key(kind: PartnerAccount, partner: int = PARTNER) -> AccountKey:
     return (SYSTEM_CUSTOMER, partner_account_number(kind, partner, "EUR"))
 
 
-@dataclass
-class Book:
-    """A partition's rows as its cup holds them: the credit book by kind and key, the
-    clearing entries, the accounts by (customer, number); and the ledger that wrote them."""
+def change_loan(book: Book, loan_id: str, **change: int) -> None:
+    key = (CreditKind.LOAN, loan_id)
+    book.set_body(key, msgspec.structs.replace(book.body(key, Loan), **change))
 
-    ledger: PartitionLedger
-    rows: dict[tuple[CreditKind, str], CreditRow]
-    clearing: list[ClearingEntry]
-    accounts: dict[AccountKey, AccountColumns]
 
-    def set_balance(self, key: AccountKey, balance: int) -> None:
-        customer, number, currency, _, limit = self.accounts[key]
-        self.accounts[key] = (customer, number, currency, balance, limit)
-
-    def loan(self, loan_id: str) -> Loan:
-        return msgspec.msgpack.decode(self.rows[(CreditKind.LOAN, loan_id)].body, type=Loan)
-
-    def set_loan(self, loan: Loan) -> None:
-        key = (CreditKind.LOAN, loan.id)
-        self.rows[key] = msgspec.structs.replace(self.rows[key], body=msgspec.msgpack.encode(loan))
-
-    def entry(self, kind: ClearingKind, on: int) -> int:
-        """The index of the first entry of ``kind`` on day ``on``."""
-        return next(n for n, e in enumerate(self.clearing) if e.kind is kind and e.day == on)
+def entry(book: Book, kind: ClearingKind, on: int) -> int:
+    """The index of the book's first clearing entry of ``kind`` on day ``on``."""
+    return next(n for n, e in enumerate(book.clearing) if e.kind is kind and e.day == on)
 
 
 def sound_book() -> Book:
@@ -120,52 +90,25 @@ def sound_book() -> Book:
     50% by partner 8 at 5%. Both draw on day 1 (netted at day 10's close, interest
     shared), BORROWER repays part and OTHER all (loan-2 closes) on day 11, closed too;
     BORROWER draws again on day 12, the open day, whose movement is still in CLEARING."""
-    ledger = PartitionLedger(0, PARTITIONS, {})
-    rows: dict[tuple[CreditKind, str], CreditRow] = {}
-    clearing: list[ClearingEntry] = []
-    known: dict[str, Known] = {}
-    commands: list[Command] = [
-        OpenAccount("open-b", BORROWER, 1, "EUR"),
-        OpenAccount("open-o", OTHER, 1, "EUR"),
-        Deposit("dep-o", OTHER, 1, 10_000, "EUR"),
-        close(0),
-        register(PARTNER),
-        register(SECOND),
-        joint(BORROWER, PARTNER, 8_000, 1_000),
-        joint(OTHER, SECOND, 5_000, 500),
-        Draw("loan-1", BORROWER, 30_000, "EUR"),
-        Draw("loan-2", OTHER, 20_000, "EUR"),
-        close(10),
-        Repay("repay-1", BORROWER, 10_000, "EUR"),
-        Repay("repay-2", OTHER, 10**6, "EUR"),
-        close(11),
-        Draw("loan-3", BORROWER, 5_001, "EUR"),
-    ]
-    for seq, command in enumerate(commands):
-        incoming = Incoming(seq, seq, 0, command, fingerprint(command))
-        outcome = ledger.decide_batch([incoming], known, now_us=1)
-        assert outcome.results[0].accepted, outcome.results[0]
-        known.update({a.command_id: Known(a.fingerprint, a.result) for a in outcome.applied})
-        rows.update(outcome.credit)
-        clearing += outcome.clearing
-    accounts = {
-        key: (a.customer, a.number, a.currency, a.balance, a.credit_limit)
-        for key, a in ledger.book.accounts.items()
-    }
-    return Book(ledger, rows, clearing, accounts)
-
-
-def audit(book: Book) -> tuple[list[tuple[str, str]], PartitionCredit]:
-    found: list[tuple[str, str]] = []
-    credit = CreditAudit(["EUR", "USD"], lambda check, finding: found.append((check, finding)))
-    for row in book.rows.values():
-        credit.add_credit(row)
-    for e in book.clearing:
-        credit.add_clearing((e.day, e.partner, e.currency, e.kind, e.amount))
-    for account in book.accounts.values():
-        credit.add_account(account)
-    credit.finish()
-    return found, credit.credit
+    return book_of(
+        [
+            OpenAccount("open-b", BORROWER, 1, "EUR"),
+            OpenAccount("open-o", OTHER, 1, "EUR"),
+            Deposit("dep-o", OTHER, 1, 10_000, "EUR"),
+            close(0),
+            register(PARTNER),
+            register(SECOND),
+            joint(BORROWER, PARTNER, 8_000, 1_000),
+            joint(OTHER, SECOND, 5_000, 500),
+            Draw("loan-1", BORROWER, 30_000, "EUR"),
+            Draw("loan-2", OTHER, 20_000, "EUR"),
+            close(10),
+            Repay("repay-1", BORROWER, 10_000, "EUR"),
+            Repay("repay-2", OTHER, 10**6, "EUR"),
+            close(11),
+            Draw("loan-3", BORROWER, 5_001, "EUR"),
+        ]
+    )
 
 
 def checks(book: Book) -> list[str]:
@@ -221,7 +164,7 @@ def test_a_loan_whose_partner_shares_leave_it_is_found(
 ) -> None:
     """An open loan's shares are its partner's position too: its accounts disagree."""
     book = sound_book()
-    book.set_loan(msgspec.structs.replace(book.loan(loan_id), **change))
+    change_loan(book, loan_id, **change)
 
     assert checks(book) == ["partner_accounts_match_loans", "partner_shares_within_loans"]
 
@@ -229,7 +172,7 @@ def test_a_loan_whose_partner_shares_leave_it_is_found(
 def test_a_closed_loan_with_a_share_left_is_only_that() -> None:
     """A closed loan's shares are not its partner's position: only the loan is wrong."""
     book = sound_book()
-    book.set_loan(msgspec.structs.replace(book.loan("loan-2"), partner_interest=1))
+    change_loan(book, "loan-2", partner_interest=1)
 
     found, _ = audit(book)
 
@@ -277,12 +220,12 @@ def test_a_missing_partner_account_is_a_zero_balance() -> None:
 
 def test_a_closed_day_whose_net_is_not_its_movements_is_found() -> None:
     book = sound_book()
-    n = book.entry(ClearingKind.FUNDED, day(1))
+    n = entry(book, ClearingKind.FUNDED, day(1))
     book.clearing[n] = msgspec.structs.replace(book.clearing[n], amount=book.clearing[n].amount - 1)
 
     found, _ = audit(book)
 
-    net = book.clearing[book.entry(ClearingKind.NET, day(1))]
+    net = book.clearing[entry(book, ClearingKind.NET, day(1))]
     assert net.partner == book.clearing[n].partner == PARTNER
     assert [c for c, _ in found] == ["clearing_nets_match_days"]
     assert found[0][1] == (
@@ -293,14 +236,14 @@ def test_a_closed_day_whose_net_is_not_its_movements_is_found() -> None:
 
 def test_a_closed_day_without_its_net_is_found() -> None:
     book = sound_book()
-    del book.clearing[book.entry(ClearingKind.NET, day(11))]
+    del book.clearing[entry(book, ClearingKind.NET, day(11))]
 
     assert checks(book) == ["clearing_nets_match_days", "partner_accounts_match_clearing"]
 
 
 def test_the_open_days_entries_are_what_clearing_holds() -> None:
     book = sound_book()
-    n = book.entry(ClearingKind.FUNDED, day(12))
+    n = entry(book, ClearingKind.FUNDED, day(12))
     book.clearing[n] = msgspec.structs.replace(book.clearing[n], amount=-3_999)
 
     found, _ = audit(book)
@@ -315,7 +258,7 @@ def test_the_open_days_entries_are_what_clearing_holds() -> None:
 
 def test_entries_after_the_open_day_and_nets_of_it_are_found() -> None:
     book = sound_book()
-    n = book.entry(ClearingKind.FUNDED, day(12))
+    n = entry(book, ClearingKind.FUNDED, day(12))
     book.clearing.append(msgspec.structs.replace(book.clearing[n], day=day(13), seq=99))
 
     found, _ = audit(book)
@@ -360,22 +303,13 @@ def test_interest_income_is_the_originators_part() -> None:
 def test_money_is_conserved_counting_the_partner_accounts() -> None:
     book = sound_book()
     _, credit = audit(book)
-    accounts = book.accounts.values()
-    funding = {system_account_number(kind, "EUR") for kind in CREDIT_SYSTEM_ACCOUNTS}
-    funding.add(system_account_number(SystemAccount.CASH, "EUR"))
-    customers = sum(a[3] for a in accounts if a[0] != SYSTEM_CUSTOMER)
-    figures = CupFigures(0, customer_total={"EUR": customers}, clearing_total={"EUR": 0})
     partners = set(partner_account_numbers(credit.partners))
-    assert {n for _, n, *_ in accounts if n > max(funding)} <= partners
-    figures.funding_total["EUR"] = sum(a[3] for a in accounts if a[1] in funding | partners)
-    report = Report(cups=[figures])
+    assert {n for _, n, *_ in book.accounts.values() if n > max(FUNDING)} <= partners
 
-    _check_system_totals(report)
+    report = money_conserved(book, FUNDING | partners)
 
     assert report.ok, report.problems
-    figures.funding_total["EUR"] = sum(a[3] for a in accounts if a[1] in funding)
-    _check_system_totals(report)
-    assert len(report.problems["money_conserved"]) == 1
+    assert len(money_conserved(book, FUNDING).problems["money_conserved"]) == 1
 
 
 def test_partner_accounts_are_told_from_every_other_number() -> None:
@@ -396,15 +330,9 @@ def test_partner_accounts_are_told_from_every_other_number() -> None:
 
 
 def test_the_report_merges_and_prints_the_partners() -> None:
-    _, one = audit(sound_book())
-    _, two = audit(sound_book())
-    two.last_closed = None
-    report = Report()
+    first_partition, report = merged_twice(sound_book())
 
-    report.add_credit(0, one)
-    report.add_credit(1, two)
-
-    first = one.partners[(PARTNER, "EUR")]
+    first = first_partition.partners[(PARTNER, "EUR")]
     assert report.partners[(PARTNER, "EUR")] == PartnerFigures(
         2 * first.funded_principal,
         2 * first.interest_owed,
@@ -435,39 +363,6 @@ def test_clearing_entries_come_after_the_credit_rows_and_before_the_accounts() -
         credit.add_clearing((e.day, e.partner, e.currency, e.kind, e.amount))
 
 
-class Snapshot:
-    """A partition's rows as a cup's snapshot streams them: tuples, in chunks."""
-
-    def __init__(self, tables: dict[str, list[Row]], chunk_rows: int):
-        self.state: StateRow | None = None
-        self.columns = {
-            "credit_book": list(CREDIT_COLUMNS),
-            "clearing_entries": list(CLEARING_COLUMNS),
-            "accounts": list(ACCOUNT_COLUMNS),
-        }
-        self.tables = tables
-        self.chunk_rows = chunk_rows
-
-    async def rows(self, table: str, columns: Sequence[str]) -> AsyncIterator[list[Row]]:
-        assert list(columns) == self.columns[table]
-        rows = self.tables[table]
-        for start in range(0, len(rows), self.chunk_rows):
-            yield rows[start : start + self.chunk_rows]
-
-
-def _tables(book: Book) -> dict[str, list[Row]]:
-    return {
-        "credit_book": [
-            (int(r.kind), r.key, r.customer, r.currency, r.amount, r.open, r.body)
-            for r in book.rows.values()
-        ],
-        "clearing_entries": [
-            (e.day, e.partner, e.currency, int(e.kind), e.amount) for e in book.clearing
-        ],
-        "accounts": [tuple(account) for account in book.accounts.values()],
-    }
-
-
 async def test_the_snapshot_streams_the_clearing_entries_in_chunks() -> None:
     """The kinds come as the cup's smallints; an entry off by one is found."""
     book = sound_book()
@@ -476,11 +371,11 @@ async def test_the_snapshot_streams_the_clearing_entries_in_chunks() -> None:
     def collect(check: str, finding: str) -> None:
         found.append((check, finding))
 
-    credit = await audit_credit(Snapshot(_tables(book), chunk_rows=3), ["EUR"], collect)
+    credit = await audit_credit(Snapshot(tables(book), chunk_rows=3), ["EUR"], collect)
 
     assert found == []
     assert credit.partners == audit(book)[1].partners
-    n = book.entry(ClearingKind.INTEREST, day(11))
+    n = entry(book, ClearingKind.INTEREST, day(11))
     book.clearing[n] = msgspec.structs.replace(book.clearing[n], amount=book.clearing[n].amount + 1)
-    await audit_credit(Snapshot(_tables(book), chunk_rows=3), ["EUR"], collect)
+    await audit_credit(Snapshot(tables(book), chunk_rows=3), ["EUR"], collect)
     assert [c for c, _ in found] == ["clearing_nets_match_days"]

@@ -13,17 +13,19 @@ import msgspec
 import pytest
 
 from engine.admin.clearing import (
+    partner_command_id,
+    registered_lines,
+    registrations,
+    statement_lines,
+)
+from engine.admin.statement import (
     Comparison,
     Header,
     Line,
     StatementWriter,
     Theirs,
     Totals,
-    partner_command_id,
     read_statement,
-    registered_lines,
-    registrations,
-    statement_lines,
 )
 from engine.cli import parser
 from engine.core.book import ClearingKind

@@ -103,6 +103,9 @@ def check_partners(bank: Bank) -> None:
     today = bank.ledger.credit.today
     open_today = sum(e.amount for e in entries if e.kind is not ClearingKind.NET and e.day == today)
     assert partner_balance(bank, PartnerAccount.SETTLEMENT) == nets
+    settlement = partner_account_number(PartnerAccount.SETTLEMENT, PARTNER, "EUR")
+    journal = sum(amount for _, customer, number, amount in bank.journal if number == settlement)
+    assert journal == nets, "the days' nets are the settlement account's journal"
     assert partner_balance(bank, PartnerAccount.CLEARING) == open_today
     for day in {e.day for e in entries if e.kind is ClearingKind.NET}:
         moved = sum(e.amount for e in entries if e.day == day and e.kind is not ClearingKind.NET)

@@ -9,7 +9,8 @@ from prometheus_client import generate_latest
 from engine.core.book import AccountBook
 from engine.core.credit import CreditBook
 from engine.worker.metrics import WorkerMetrics, day_start_seconds
-from tests.unit.test_credit_reconcile import START, sound_ledger
+from tests.unit.credit_rows import START
+from tests.unit.test_credit_reconcile import sound_book
 
 
 def test_a_day_starts_at_midnight_utc() -> None:
@@ -20,7 +21,7 @@ def test_a_day_starts_at_midnight_utc() -> None:
 
 def test_the_gauges_follow_the_owned_books_at_each_scrape() -> None:
     metrics = WorkerMetrics()
-    ledger, _ = sound_ledger()
+    ledger = sound_book().ledger
     credit = ledger.credit
     no_calendar = CreditBook(AccountBook(1, 4, {}))
     owned = {0: credit, 1: no_calendar}
