@@ -57,6 +57,16 @@ def parser() -> argparse.ArgumentParser:
 def _system_commands(commands: Subcommands) -> None:
     init = commands.add_parser("init", help="create topics, cup schemas and the shard map")
     init.add_argument("--partitions", type=int, help="partitions of the command topic")
+    init.add_argument(
+        "--replication-factor",
+        type=int,
+        help="replicas of each new topic's partitions (default: the brokers, at most 3)",
+    )
+    init.add_argument(
+        "--min-insync-replicas",
+        type=int,
+        help="min.insync.replicas of each new topic (default: replication factor - 1, >= 1)",
+    )
     init.set_defaults(run=_init)
     worker = commands.add_parser("worker", help="run a worker (SIGTERM/SIGINT stop it cleanly)")
     worker.set_defaults(run=_worker)
@@ -65,7 +75,7 @@ def _system_commands(commands: Subcommands) -> None:
 def _init(args: argparse.Namespace, config: Config) -> int:
     from engine.admin.setup import init
 
-    return init(config, args.partitions)
+    return init(config, args.partitions, args.replication_factor, args.min_insync_replicas)
 
 
 def _worker(args: argparse.Namespace, config: Config) -> int:

@@ -68,9 +68,21 @@ async def read_account(config: Config, customer: int, number: int) -> tuple[int,
     return partition, (found[0] if found else None)
 
 
-def init(config: Config, partitions: int | None) -> int:
-    if partitions is not None:
-        kafka = msgspec.structs.replace(config.kafka, partitions=partitions)
+def init(
+    config: Config,
+    partitions: int | None,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
+) -> int:
+    """``smallcups init``: the options given override the configuration's."""
+    given = {
+        "partitions": partitions,
+        "replication_factor": replication_factor,
+        "min_insync_replicas": min_insync_replicas,
+    }
+    overrides = {name: value for name, value in given.items() if value is not None}
+    if overrides:
+        kafka = msgspec.structs.replace(config.kafka, **overrides)
         config = msgspec.structs.replace(config, kafka=kafka)
     report = asyncio.run(initialize(config))
     for topic, count in sorted(report.topics.items()):

@@ -291,6 +291,24 @@ class KafkaConfig(Section, frozen=True):
         int,
         Meta(ge=1, le=4096, description="partitions of the topics, set by init; fixed for good"),
     ] = 64
+    replication_factor: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=16,
+            description="replicas of each topic partition init creates; 0: as many as the"
+            " cluster has brokers, at most 3",
+        ),
+    ] = 0
+    min_insync_replicas: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=16,
+            description="min.insync.replicas of the topics init creates (acks=all waits for"
+            " them); 0: one less than the replication factor, at least 1",
+        ),
+    ] = 0
     group_id: Annotated[str, Meta(min_length=1, description="the workers' consumer group")] = (
         "smallcups-workers"
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -25,8 +25,34 @@ TOPIC_ALREADY_EXISTS: Final = 36
 _FETCH_TIMEOUT_MS = 1_000
 
 
+REPLICATION_FACTOR_DEFAULT_MAX: Final = 3
+
+
+class Replication(NamedTuple):
+    """How the topics init creates are replicated."""
+
+    factor: int
+    min_insync: int
+
+
+def replication_for(kafka: KafkaConfig, brokers: int) -> Replication:
+    """The configured replication, or what fits a cluster of ``brokers``: a replica on
+    each broker up to 3, and acks=all waiting for all but one of them (at least one).
+    A factor above the brokers, or a min.insync.replicas above the factor, is refused:
+    no write could ever be acknowledged."""
+    factor = kafka.replication_factor or min(brokers, REPLICATION_FACTOR_DEFAULT_MAX)
+    if factor > brokers:
+        detail = f"replication factor {factor} needs {factor} brokers, the cluster has {brokers}"
+        raise ConfigError(detail)
+    min_insync = kafka.min_insync_replicas or max(1, factor - 1)
+    if min_insync > factor:
+        raise ConfigError(f"min.insync.replicas {min_insync} is above the replication {factor}")
+    return Replication(factor, min_insync)
+
+
 async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
-    """Create the missing topics; refuse existing ones with another partition count."""
+    """Create the missing topics, replicated to fit the cluster (``replication_for``);
+    refuse existing ones with another partition count."""
     wanted = {
         kafka.commands_topic: partitions,
         kafka.internal_topic: partitions,
@@ -37,8 +63,12 @@ async def ensure_topics(kafka: KafkaConfig, partitions: int) -> dict[str, int]:
     await admin.start()
     try:
         existing = await _partition_counts(admin, list(wanted))
+        replication = replication_for(kafka, len((await admin.describe_cluster())["brokers"]))
+        settings = {"min.insync.replicas": str(replication.min_insync)}
         missing = [
-            NewTopic(name, count, 1) for name, count in wanted.items() if name not in existing
+            NewTopic(name, count, replication.factor, topic_configs=settings)
+            for name, count in wanted.items()
+            if name not in existing
         ]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
