@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install: the venv is rebuilt only when pyproject.toml changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv up down status demo bench test chaos lint prometheus-tools docs clearing-scale
+.PHONY: venv up down status demo bench test chaos lint prometheus-tools k8s-tools docs clearing-scale
 
 venv: $(INSTALLED)
 
@@ -46,6 +46,12 @@ lint: venv
 prometheus-tools:
 	bash scripts/install_prometheus_tools.sh
 
+# kustomize and kubeconform (go install, into ~/.cache/smallcups/bin): tests/unit/test_k8s.py
+# renders every deploy/k8s overlay with the one and validates it with the other, against
+# the schemas in deploy/k8s/schemas. kubectl is not needed.
+k8s-tools:
+	bash scripts/install_k8s_tools.sh
+
 # Regenerate what docs/ derives from the code (make test fails when any of it is stale):
 # the metrics table (engine/worker/metrics.py), the JSON Schemas (engine/core/messages.py)
 # and the configuration reference (engine/core/config.py).
@@ -56,7 +62,7 @@ docs: venv
 
 # The suite, then the leak scan: no password or key the stack made may appear in any log,
 # output, result or dead letter the suite left behind (scripts/scan_secrets.py).
-test: venv prometheus-tools up lint
+test: venv prometheus-tools k8s-tools up lint
 	set -o pipefail; $(BIN)/pytest -m 'not slow' --basetemp=.smallcups/test-tmp 2>&1 | tee .smallcups/test-output.log
 	$(BIN)/python -m scripts.scan_secrets .smallcups/test-output.log
 
