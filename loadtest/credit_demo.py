@@ -8,7 +8,8 @@ days and an overdue loan, on the running workers (docs/credit.md).
    ``SHARE``;
 2. the first business day is closed in every partition (the next day after the last one
    closed, when an earlier demo started the calendar);
-3. every borrower draws twice and places a hold for a customer without a line (in any
+3. every borrower repays what an earlier demo left owing (so a re-run draws within its
+   line), draws twice and places a hold for a customer without a line (in any
    partition); then ``DAYS`` business days close one by one, with repayments, posts and
    voids between them;
 4. the result of every command is counted by its status and reason;
@@ -65,6 +66,8 @@ PARTNER: Final = 7
 PARTNER_SHARE_BP: Final = 8_000
 PARTNER_RATE_BP: Final = 1_000
 STATEMENT_LINES_SHOWN: Final = 4
+SETTLE_ALL: Final = 10**9
+"""A repayment larger than any demo's loans: it pays what is owed and takes no more."""
 
 
 @dataclass(slots=True)
@@ -161,6 +164,9 @@ async def run_credit(
         joint = set(joint_borrowers(customers))
         grants = [_grant(c, c == borrowers[0], joint=c in joint) for c in borrowers]
         await send(risk, [signer.sign(grant) for grant in grants])
+        # What an earlier demo lent is repaid first (at most what is owed is taken), so
+        # every run draws within its lines: answered nothing_owed the first time.
+        await send(upstream, [Repay(f"{run}-settle-{c}", c, SETTLE_ALL, "EUR") for c in borrowers])
         await send(
             upstream,
             [
