@@ -5,15 +5,28 @@ from __future__ import annotations
 
 import argparse
 
+import msgspec
+
 from deploy.local.stack import run_dev
-from engine.core.config import Config
+from engine.core.config import KAFKA_BROKERS_MAX, Config
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dev = commands.add_parser("dev", help="the local stack: Kafka broker and Postgres cups")
+    dev = commands.add_parser("dev", help="the local stack: Kafka brokers and Postgres cups")
     dev.add_argument("action", choices=["up", "down", "status"])
+    dev.add_argument(
+        "--brokers",
+        type=int,
+        choices=range(1, KAFKA_BROKERS_MAX + 1),
+        metavar="N",
+        help="Kafka nodes (default: stack.kafka_brokers, env SMALLCUPS_STACK_KAFKA_BROKERS)",
+    )
     dev.set_defaults(run=_dev)
 
 
 def _dev(args: argparse.Namespace, config: Config) -> int:
-    return run_dev(args.action, config.stack)
+    stack = config.stack
+    if args.brokers is not None:
+        stack = msgspec.structs.replace(stack, kafka_brokers=args.brokers)
+        stack.check()
+    return run_dev(args.action, stack)

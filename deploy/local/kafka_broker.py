@@ -1,8 +1,11 @@
-"""One Apache Kafka broker in KRaft mode (broker and controller in one JVM) on 127.0.0.1.
+"""Apache Kafka in KRaft mode on 127.0.0.1: ``stack.kafka_brokers`` nodes (one by default),
+each a broker and a controller in one JVM (deploy.local.kafka_quorum: ids, ports, folders,
+the quorum).
 
-Layout under ``<state_dir>/kafka``: ``server.properties`` (mode 0600: it holds the
-broker's own passwords), ``data/`` (formatted once), ``logs/server.log`` (log4j2),
-``kafka.out`` (the JVM's stdout and stderr), ``kafka.pid``.
+Layout under ``<state_dir>/kafka`` (node 1; node n's under ``<state_dir>/kafka-<n>``):
+``server.properties`` (mode 0600: it holds the broker's own passwords), ``data/``
+(formatted once), ``logs/server.log`` (log4j2), ``kafka.out`` (the JVM's stdout and
+stderr), ``kafka.pid``.
 
 Secure by default (``stack.security``): every listener speaks SASL_SSL with the stack's
 certificate (deploy.local.tls). Clients and the broker itself (inter-broker) authenticate
@@ -13,27 +16,33 @@ authenticate the controller's own listener). KRaft's StandardAuthorizer refuses 
 no ACL allows; ``admin`` is the only super user (engine.kafka.acls grants the rest).
 With ``stack.security`` false the listeners are PLAINTEXT with no authorizer.
 
-The broker is spawned in its own session so it outlives the ``smallcups`` process that
+Each node's heap is ``stack.kafka_heap_mb`` shared among them. The brokers' own topics
+(consumer offsets, transactions) get a replica per node up to three, one fewer in sync.
+
+A node is spawned in its own session so it outlives the ``smallcups`` process that
 started it; it is ours while its command line names our ``server.properties``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import functools
 import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from deploy.local import ports
+from deploy.local import kafka_quorum, ports
 from deploy.local.credentials import read_password
 from deploy.local.kafka_jars import LOG4J2_PATH, ensure_kafka_jars
+from deploy.local.kafka_quorum import FIRST_NODE_ID
 from deploy.local.processes import (
     ensure_same_settings,
     failure,
@@ -46,7 +55,7 @@ from deploy.local.processes import (
 )
 from deploy.local.roles import Role, stack_kafka
 from deploy.local.tls import tls_files
-from engine.core.config import KafkaConfig, StackConfig
+from engine.core.config import KAFKA_BROKERS_MAX, KafkaConfig, StackConfig
 from engine.core.errors import StackError
 from engine.core.keyfiles import write_secret
 from engine.kafka.connection import connection
@@ -54,7 +63,8 @@ from engine.kafka.connection import connection
 STOP_GRACE_SECONDS = 30.0
 PROBE_TIMEOUT_SECONDS = 5.0
 READY_POLL_SECONDS = 0.5
-NODE_ID = 1
+NODE_ID = FIRST_NODE_ID
+"""The node a single-node stack has, and the one the functions below act on unless told."""
 SCRAM = "SCRAM-SHA-512"
 SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -69,8 +79,8 @@ class BrokerPaths:
     root: Path
 
     @classmethod
-    def of(cls, config: StackConfig) -> BrokerPaths:
-        return cls(config.state_path / "kafka")
+    def of(cls, config: StackConfig, node: int = NODE_ID) -> BrokerPaths:
+        return cls(kafka_quorum.node_root(config, node))
 
     @property
     def data(self) -> Path:
@@ -98,12 +108,17 @@ class BrokerPaths:
 
 
 def bootstrap_servers(config: StackConfig) -> str:
-    return f"{ports.HOST}:{config.kafka_port}"
+    return config.kafka_bootstrap_servers
 
 
-def render_server_properties(config: StackConfig, data_dir: Path) -> str:
-    """The broker's configuration: a single node, replication factor 1, 127.0.0.1 only."""
-    host, port, controller = ports.HOST, config.kafka_port, config.kafka_controller_port
+def render_server_properties(config: StackConfig, data_dir: Path, node: int = NODE_ID) -> str:
+    """Node ``node``'s configuration, 127.0.0.1 only: one of ``stack.kafka_brokers`` voters,
+    the internal topics replicated as deploy.local.kafka_quorum.replication says."""
+    host = ports.HOST
+    port = kafka_quorum.client_port(config, node)
+    controller = kafka_quorum.controller_port(config, node)
+    replication = kafka_quorum.replication(config)
+    replicas, min_isr = str(replication.factor), str(replication.min_insync)
     listeners = [f"BROKER://{host}:{port}", f"CONTROLLER://{host}:{controller}"]
     advertised = [f"BROKER://{host}:{port}"]
     names = ["BROKER", "CONTROLLER"]
@@ -116,8 +131,8 @@ def render_server_properties(config: StackConfig, data_dir: Path) -> str:
     protocol = "SASL_SSL" if config.security else "PLAINTEXT"
     settings = {
         "process.roles": "broker,controller",
-        "node.id": str(NODE_ID),
-        "controller.quorum.bootstrap.servers": f"{host}:{controller}",
+        "node.id": str(node),
+        "controller.quorum.bootstrap.servers": kafka_quorum.controller_servers(config),
         "listeners": ",".join(listeners),
         "advertised.listeners": ",".join(advertised),
         "controller.listener.names": "CONTROLLER",
@@ -127,11 +142,11 @@ def render_server_properties(config: StackConfig, data_dir: Path) -> str:
         "log.dirs": str(data_dir),
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "offsets.topic.replication.factor": replicas,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": "0",
     }
     lines = ["# Written by `smallcups dev up`; rewritten on every start."]
@@ -170,29 +185,21 @@ def _security_settings(config: StackConfig, names: list[str]) -> dict[str, str]:
     return settings
 
 
-def new_cluster_id() -> str:
-    """A random KRaft cluster id: 16 bytes, base64url, no padding, never starting with '-'."""
-    while True:
-        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
-        if not cluster_id.startswith("-"):
-            return cluster_id
-
-
-def running_broker_pid(config: StackConfig) -> int | None:
-    """The pid of this state folder's broker when it runs, else None."""
-    paths = BrokerPaths.of(config)
+def running_broker_pid(config: StackConfig, node: int = NODE_ID) -> int | None:
+    """The pid of this state folder's node ``node`` when it runs, else None."""
+    paths = BrokerPaths.of(config, node)
     pid = read_pid_file(paths.pid_file)
     return pid if process_is_ours(pid, str(paths.properties)) else None
 
 
-def _java_command(config: StackConfig, libs: Path, main_class: str) -> list[str]:
+def _java_command(config: StackConfig, libs: Path, main_class: str, node: int) -> list[str]:
     java = shutil.which("java")
     if java is None:
         raise StackError("java is not on PATH; the Kafka broker needs Java 17 or newer")
-    paths = BrokerPaths.of(config)
+    paths = BrokerPaths.of(config, node)
     return [
         java,
-        f"-Xmx{config.kafka_heap_mb}m",
+        f"-Xmx{config.kafka_heap_per_broker_mb}m",
         "-Djava.awt.headless=true",
         f"-XX:ErrorFile={paths.root / 'hs_err_pid%p.log'}",
         f"-Dkafka.logs.dir={paths.logs}",
@@ -205,35 +212,39 @@ def _java_command(config: StackConfig, libs: Path, main_class: str) -> list[str]
 
 def _format_mark(config: StackConfig) -> str:
     users = ",".join(role.username for role in Role) if config.security else "none"
-    return f"scram-users={users}\n"
+    return f"scram-users={users}\n{kafka_quorum.format_mark(config)}"
 
 
 def storage_outdated(config: StackConfig) -> bool:
-    """True when the data folder was formatted with other users than the settings ask for:
-    the next start formats it again, and every topic is lost."""
-    paths = BrokerPaths.of(config)
+    """True when any node's data folder was formatted with other users or another quorum
+    than the settings ask for: the next start formats it again, and every topic is lost."""
+    return any(_node_outdated(config, node) for node in kafka_quorum.node_ids(config))
+
+
+def _node_outdated(config: StackConfig, node: int) -> bool:
+    paths = BrokerPaths.of(config, node)
     mark = paths.root / FORMAT_MARK
     if not (paths.data / "meta.properties").is_file():
         return False
     return not mark.is_file() or mark.read_text(encoding="utf-8") != _format_mark(config)
 
 
-def _format_storage(config: StackConfig, libs: Path) -> None:
-    """Format the data folder once, as a standalone KRaft controller quorum with the
-    stack's SCRAM users; a folder formatted with other users is wiped and formatted again.
+def _format_storage(config: StackConfig, libs: Path, node: int) -> None:
+    """Format node ``node``'s data folder once, as one voter of the stack's KRaft quorum
+    (deploy.local.kafka_quorum) with the stack's SCRAM users; a folder formatted with other
+    users or another quorum is wiped and formatted again.
 
     The arguments go in an argument file (java's ``@file``, mode 0600, removed after), so
     the users' passwords never appear on a command line.
     """
-    paths = BrokerPaths.of(config)
-    mark = paths.root / FORMAT_MARK
+    paths = BrokerPaths.of(config, node)
     if (paths.data / "meta.properties").is_file():
-        if not storage_outdated(config):
+        if not _node_outdated(config, node):
             return
         shutil.rmtree(paths.data)
         paths.data.mkdir(parents=True)
-    arguments = ["kafka.tools.StorageTool", "format", "-t", new_cluster_id()]
-    arguments += ["-c", str(paths.properties), "--standalone"]
+    arguments = ["kafka.tools.StorageTool", "format", "-c", str(paths.properties)]
+    arguments += kafka_quorum.format_arguments(config)
     if config.security:
         for role in Role:
             password = read_password(config.secrets_path, role.password_name)
@@ -241,7 +252,7 @@ def _format_storage(config: StackConfig, libs: Path) -> None:
             arguments += ["--add-scram", f"{SCRAM}=[{credential}]"]
     argument_file = paths.root / "format.args"
     write_secret(argument_file, "\n".join(_java_quoted(a) for a in arguments) + "\n", replace=True)
-    command = [*_java_command(config, libs, f"@{argument_file}")]
+    command = [*_java_command(config, libs, f"@{argument_file}", node)]
     try:
         done = subprocess.run(
             command,
@@ -256,7 +267,7 @@ def _format_storage(config: StackConfig, libs: Path) -> None:
         argument_file.unlink(missing_ok=True)
     if done.returncode != 0:
         raise StackError(f"formatting Kafka's storage failed:\n{done.stdout}{done.stderr}")
-    mark.write_text(_format_mark(config), encoding="utf-8")
+    (paths.root / FORMAT_MARK).write_text(_format_mark(config), encoding="utf-8")
 
 
 def _java_quoted(argument: str) -> str:
@@ -264,23 +275,25 @@ def _java_quoted(argument: str) -> str:
     return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def start_broker(config: StackConfig) -> int:
-    """Spawn the broker unless it runs already; return its pid (not yet ready)."""
-    paths = BrokerPaths.of(config)
-    settings = render_server_properties(config, paths.data)
-    pid = running_broker_pid(config)
+def start_broker(config: StackConfig, node: int = NODE_ID) -> int:
+    """Spawn node ``node`` unless it runs already; return its pid (not yet ready: with
+    several nodes, none is until a majority of the quorum runs)."""
+    paths = BrokerPaths.of(config, node)
+    settings = render_server_properties(config, paths.data, node)
+    pid = running_broker_pid(config, node)
     if pid is not None:
         ensure_same_settings(paths.properties, settings, "Kafka broker")
         return pid
     remove_file(paths.pid_file)
-    ports.ensure_port_free(config.kafka_port, "stack.kafka_port")
-    ports.ensure_port_free(config.kafka_controller_port, "stack.kafka_controller_port")
+    ports.ensure_port_free(kafka_quorum.client_port(config, node), "stack.kafka_port")
+    port = kafka_quorum.controller_port(config, node)
+    ports.ensure_port_free(port, "stack.kafka_controller_port")
     libs = ensure_kafka_jars(config.cache_path)
     for folder in (paths.data, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
     write_secret(paths.properties, settings, replace=True)
-    _format_storage(config, libs)
-    command = [*_java_command(config, libs, "kafka.Kafka"), str(paths.properties)]
+    _format_storage(config, libs, node)
+    command = [*_java_command(config, libs, "kafka.Kafka", node), str(paths.properties)]
     output_flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     pid = os.posix_spawn(
         command[0],
@@ -298,18 +311,18 @@ def start_broker(config: StackConfig) -> int:
     return pid
 
 
-def wait_broker_ready(config: StackConfig, pid: int) -> None:
-    """Poll until the broker lists itself in a metadata response; on failure stop it."""
-    paths = BrokerPaths.of(config)
+def wait_broker_ready(config: StackConfig, pid: int, node: int = NODE_ID) -> None:
+    """Poll until node ``node`` is listed among the cluster's brokers; on failure stop it."""
+    paths = BrokerPaths.of(config, node)
     deadline = time.monotonic() + config.start_timeout_seconds
     while True:
         if not process_is_ours(pid, str(paths.properties)):
             remove_file(paths.pid_file)
             raise failure(f"the Kafka broker (pid {pid}) exited", paths.server_log, paths.stdout)
-        if broker_answers(config):
+        if broker_answers(config, node):
             return
         if time.monotonic() >= deadline:
-            stop_broker(config)
+            stop_broker(config, node)
             raise failure(
                 f"the Kafka broker did not answer within {config.start_timeout_seconds:.0f} s",
                 paths.server_log,
@@ -318,15 +331,18 @@ def wait_broker_ready(config: StackConfig, pid: int) -> None:
         time.sleep(READY_POLL_SECONDS)
 
 
-def broker_answers(config: StackConfig) -> bool:
-    """True when the port accepts connections and metadata lists at least one broker."""
-    if not ports.port_answers(config.kafka_port):
+def broker_answers(config: StackConfig, node: int = NODE_ID) -> bool:
+    """True when node ``node``'s port accepts connections and the metadata it serves lists
+    it among the brokers."""
+    port = kafka_quorum.client_port(config, node)
+    if not ports.port_answers(port):
         return False
     kafka = stack_kafka(config, Role.ADMIN)
-    return asyncio.run(_broker_listed(kafka, PROBE_TIMEOUT_SECONDS))
+    kafka = msgspec.structs.replace(kafka, bootstrap_servers=f"{ports.HOST}:{port}")
+    return asyncio.run(_broker_listed(kafka, node, PROBE_TIMEOUT_SECONDS))
 
 
-async def _broker_listed(kafka: KafkaConfig, timeout_seconds: float) -> bool:
+async def _broker_listed(kafka: KafkaConfig, node: int, timeout_seconds: float) -> bool:
     admin = AIOKafkaAdminClient(**connection(kafka), request_timeout_ms=int(timeout_seconds * 1000))
     try:
         async with asyncio.timeout(timeout_seconds):
@@ -336,13 +352,30 @@ async def _broker_listed(kafka: KafkaConfig, timeout_seconds: float) -> bool:
         return False
     finally:
         await admin.close()
-    return bool(cluster.get("brokers"))
+    return any(broker.get("node_id") == node for broker in cluster.get("brokers", []))
 
 
-def stop_broker(config: StackConfig) -> None:
-    """SIGTERM the broker, SIGKILL it after STOP_GRACE_SECONDS, forget its pid."""
-    paths = BrokerPaths.of(config)
-    pid = running_broker_pid(config)
+def stop_broker(config: StackConfig, node: int = NODE_ID) -> None:
+    """SIGTERM node ``node``, SIGKILL it after STOP_GRACE_SECONDS, forget its pid."""
+    paths = BrokerPaths.of(config, node)
+    pid = running_broker_pid(config, node)
     if pid is not None:
         stop_process(pid, str(paths.properties), STOP_GRACE_SECONDS)
     remove_file(paths.pid_file)
+
+
+def running_nodes(config: StackConfig) -> list[int]:
+    """Every node of the state folder that runs, whatever ``stack.kafka_brokers`` says now
+    (the settings may have changed since ``dev up``)."""
+    nodes = range(FIRST_NODE_ID, FIRST_NODE_ID + KAFKA_BROKERS_MAX)
+    return [node for node in nodes if running_broker_pid(config, node) is not None]
+
+
+def stop_brokers(config: StackConfig) -> None:
+    """Stop every running node of the state folder, all at once: a node stopped after a
+    majority of the quorum has gone cannot finish its controlled shutdown, and would wait
+    STOP_GRACE_SECONDS for its SIGKILL."""
+    nodes = running_nodes(config)
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        list(pool.map(functools.partial(stop_broker, config), nodes))
+    remove_file(BrokerPaths.of(config).pid_file)

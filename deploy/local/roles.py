@@ -41,11 +41,11 @@ class Role(enum.StrEnum):
 
 
 def stack_kafka(stack: StackConfig, role: Role, base: KafkaConfig | None = None) -> KafkaConfig:
-    """``base`` (default: all defaults) talking to the local stack's broker as ``role``:
-    the stack's address where ``base`` has none, and, when the stack is secure, SASL_SSL
+    """``base`` (default: all defaults) talking to the local stack's brokers as ``role``:
+    every node's address where ``base`` has none, and, when the stack is secure, SASL_SSL
     as the role's user with the stack's CA; plaintext when it is not."""
     kafka = base or KafkaConfig()
-    bootstrap = kafka.bootstrap_servers or f"127.0.0.1:{stack.kafka_port}"
+    bootstrap = kafka.bootstrap_servers or stack.kafka_bootstrap_servers
     if not stack.security:
         return msgspec.structs.replace(
             kafka, bootstrap_servers=bootstrap, security_protocol=KafkaSecurityProtocol.PLAINTEXT

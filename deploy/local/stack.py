@@ -1,4 +1,5 @@
-"""``smallcups dev up | down | status``: the local stack, a Kafka broker, a Postgres cluster
+"""``smallcups dev up | down | status``: the local stack, Kafka (one broker, or
+``stack.kafka_brokers``: ``dev up --brokers 3``), a Postgres cluster
 and, when ``stack.mysql_cups`` > 0 (env SMALLCUPS_STACK_MYSQL_CUPS), a MariaDB server, plus
 a Prometheus server when ``stack.prometheus`` is true (env SMALLCUPS_STACK_PROMETHEUS).
 
@@ -9,7 +10,7 @@ server's ``stack.mysql_cups`` ones (``StackConfig.cup_dsns``, named apart per ki
 reused, what is missing is started (Debian's mariadb-server installed first when root
 and it is missing), missing accounts and databases are created, and missing keys
 (the workers' leg key, the risk authority's key pair: engine.core.keyfiles) are made in
-``<state_dir>/secrets``. The broker is spawned first and warms up while Postgres and
+``<state_dir>/secrets``. The brokers are spawned first and warm up while Postgres and
 MariaDB start. ``down`` stops every server of the state folder (MariaDB and Prometheus
 too, whatever their settings say now) and waits until their ports are closed.
 ``status`` prints the endpoints and each server's health. A lock file in the state folder
@@ -24,8 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from deploy.local import (
     kafka_broker,
+    kafka_quorum,
     mariadb_databases,
     mariadb_server,
     ports,
@@ -36,7 +40,7 @@ from deploy.local import (
 from deploy.local.config import LOCAL_CONFIG_FILE, write_local_config
 from deploy.local.processes import exclusive_lock
 from deploy.local.roles import ensure_stack_secrets
-from engine.core.config import StackConfig
+from engine.core.config import KAFKA_NODE_PORT_STEP, StackConfig
 from engine.core.errors import ConfigError, StackError
 from engine.core.keyfiles import ensure_local_keys
 
@@ -65,16 +69,20 @@ class ServiceStatus:
 @dataclass(frozen=True, slots=True)
 class StackStatus:
     kafka: ServiceStatus
+    """Kafka's node 1 (the only one by default)."""
     postgres: ServiceStatus
     prometheus: ServiceStatus | None = None
     """None when Prometheus is neither configured nor running."""
     mariadb: ServiceStatus | None = None
     """None when MariaDB is neither configured (stack.mysql_cups = 0) nor running."""
+    more_kafka: tuple[ServiceStatus, ...] = ()
+    """Kafka's nodes 2 and up, configured or running."""
 
     @property
     def services(self) -> list[ServiceStatus]:
         optional = [self.mariadb, self.prometheus]
-        return [self.kafka, self.postgres, *(s for s in optional if s is not None)]
+        kafka = [self.kafka, *self.more_kafka]
+        return [*kafka, self.postgres, *(s for s in optional if s is not None)]
 
     @property
     def healthy(self) -> bool:
@@ -94,6 +102,10 @@ def stack_ports(config: StackConfig) -> dict[str, int]:
         by_knob["stack.prometheus_port"] = config.prometheus_port
     if config.kafka_proxied_port:
         by_knob["stack.kafka_proxied_port"] = config.kafka_proxied_port
+    for node in kafka_quorum.node_ids(config)[1:]:
+        by_knob[f"stack.kafka_port (node {node})"] = kafka_quorum.client_port(config, node)
+        port = kafka_quorum.controller_port(config, node)
+        by_knob[f"stack.kafka_controller_port (node {node})"] = port
     if len(set(by_knob.values())) != len(by_knob):
         raise ConfigError(f"the stack's ports must all differ: {by_knob}")
     return by_knob
@@ -110,7 +122,8 @@ def stack_up(config: StackConfig) -> StackStatus:
             ensure_stack_secrets(config)
         write_local_config(config)
         formatted_again = kafka_broker.storage_outdated(config)
-        kafka_pid = kafka_broker.start_broker(config)
+        nodes = kafka_quorum.node_ids(config)
+        kafka_pids = [kafka_broker.start_broker(config, node) for node in nodes]
         postgres_cluster.start_postgres(config)
         if formatted_again:
             _say_dropped(postgres_databases.drop_every_database(config), "Postgres")
@@ -123,7 +136,8 @@ def stack_up(config: StackConfig) -> StackStatus:
         if config.prometheus:
             prometheus_pid = prometheus_server.start_prometheus(config)
             prometheus_server.wait_prometheus_ready(config, prometheus_pid)
-        kafka_broker.wait_broker_ready(config, kafka_pid)
+        for node, pid in zip(nodes, kafka_pids, strict=True):
+            kafka_broker.wait_broker_ready(config, pid, node)
     status = stack_status(config)
     if not status.healthy:
         raise StackError(f"the stack started but is not healthy:\n{format_status(config, status)}")
@@ -145,13 +159,15 @@ def stack_down(config: StackConfig) -> None:
     knobs = stack_ports(config)
     for optional in ("stack.prometheus_port", "stack.mariadb_port"):
         knobs.pop(optional, None)  # waited for only when ours was running
+    knobs = {k: p for k, p in knobs.items() if "(node" not in k}
     with exclusive_lock(config.state_path / LOCK_FILE):
+        knobs |= _running_node_ports(config)
         if prometheus_server.running_prometheus_pid(config) is not None:
             knobs["stack.prometheus_port"] = config.prometheus_port
         if mariadb_server.running_mariadb_pid(config) is not None:
             knobs["stack.mariadb_port"] = config.mariadb_port
         prometheus_server.stop_prometheus(config)
-        kafka_broker.stop_broker(config)
+        kafka_broker.stop_brokers(config)
         postgres_cluster.stop_postgres(config)
         mariadb_server.stop_mariadb(config)
     for knob, port in knobs.items():
@@ -159,16 +175,44 @@ def stack_down(config: StackConfig) -> None:
             raise StackError(f"port {port} ({knob}) is still taken after `dev down`")
 
 
+def _running_node_ports(config: StackConfig) -> dict[str, int]:
+    """The ports of Kafka's running nodes 2 and up, as ``dev up`` placed them (the settings
+    may name fewer nodes now)."""
+    by_knob = {}
+    for node in kafka_broker.running_nodes(config):
+        if node > kafka_quorum.FIRST_NODE_ID:
+            shift = KAFKA_NODE_PORT_STEP * (node - kafka_quorum.FIRST_NODE_ID)
+            by_knob[f"stack.kafka_port (node {node})"] = config.kafka_port + shift
+            by_knob[f"stack.kafka_controller_port (node {node})"] = (
+                config.kafka_controller_port + shift
+            )
+    return by_knob
+
+
+def _kafka_status(config: StackConfig, node: int) -> ServiceStatus:
+    pid = kafka_broker.running_broker_pid(config, node)
+    answering = pid is not None and kafka_broker.broker_answers(config, node)
+    name = "kafka" if node == kafka_quorum.FIRST_NODE_ID else f"kafka-{node}"
+    return ServiceStatus(name, pid, answering)
+
+
 def stack_status(config: StackConfig) -> StackStatus:
-    """Probe every server without starting or stopping anything."""
-    kafka_pid = kafka_broker.running_broker_pid(config)
-    kafka_answering = kafka_pid is not None and kafka_broker.broker_answers(config)
-    kafka = ServiceStatus("kafka", kafka_pid, kafka_answering)
+    """Probe every server without starting or stopping anything (every Kafka node that
+    runs too, when ``dev up --brokers N`` started more than the settings say now)."""
+    brokers = max([config.kafka_brokers, *kafka_broker.running_nodes(config)])
+    nodes = msgspec.structs.replace(config, kafka_brokers=brokers)
+    kafka, *more_kafka = (_kafka_status(nodes, node) for node in kafka_quorum.node_ids(nodes))
     postgres_pid = postgres_cluster.running_postgres_pid(config)
     missing = postgres_databases.missing_databases(config) if postgres_pid else None
     detail = f"missing databases: {', '.join(missing)}" if missing else ""
     postgres = ServiceStatus("postgres", postgres_pid, missing == [], detail)
-    return StackStatus(kafka, postgres, _prometheus_status(config), _mariadb_status(config))
+    return StackStatus(
+        kafka,
+        postgres,
+        _prometheus_status(config),
+        _mariadb_status(config),
+        tuple(more_kafka),
+    )
 
 
 def _mariadb_status(config: StackConfig) -> ServiceStatus | None:
@@ -198,7 +242,8 @@ def format_status(config: StackConfig, status: StackStatus) -> str:
         answer = "answering" if service.answering else "not answering"
         extra = f"  {service.detail}" if service.detail else ""
         lines.append(f"{service.name:<10} {state}, {answer}{extra}")
-    lines.append(f"{'bootstrap':<10} {kafka_broker.bootstrap_servers(config)}")
+    nodes = msgspec.structs.replace(config, kafka_brokers=1 + len(status.more_kafka))
+    lines.append(f"{'bootstrap':<10} {kafka_broker.bootstrap_servers(nodes)}")
     lines.append(f"{'control':<10} {config.control_dsn}")
     for index, dsn in enumerate(config.cup_dsns):
         kind = "postgres" if index < config.postgres_cups else "mariadb"

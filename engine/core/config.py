@@ -92,6 +92,12 @@ def _check_bounds(bounds: dict[str, Any], value: Any) -> str:
     return f"{' and '.join(failed)}, got {value!r}" if failed else ""
 
 
+KAFKA_BROKERS_MAX: Final = 5
+KAFKA_NODE_PORT_STEP: Final = 100
+"""The local stack's Kafka node n listens on the first node's ports + this x (n - 1)."""
+KAFKA_HEAP_MIN_MB: Final = 256
+
+
 class StackConfig(Section, frozen=True):
     """The local development stack started by ``smallcups dev up`` (a tool's settings: no
     product setting is taken from here)."""
@@ -110,9 +116,25 @@ class StackConfig(Section, frozen=True):
     kafka_controller_port: Annotated[
         int, Meta(ge=1024, le=65535, description="the KRaft controller's listener")
     ] = 19093
-    kafka_heap_mb: Annotated[int, Meta(ge=256, le=65536, description="the broker's JVM heap")] = (
-        1024
-    )
+    kafka_brokers: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=KAFKA_BROKERS_MAX,
+            description=(
+                "KRaft nodes (broker and controller each) on 127.0.0.1; node n > 1 listens on "
+                "the first node's ports + 100 x (n - 1)"
+            ),
+        ),
+    ] = 1
+    kafka_heap_mb: Annotated[
+        int,
+        Meta(
+            ge=256,
+            le=65536,
+            description="the brokers' JVM heap, shared equally among them (at least 256 MB each)",
+        ),
+    ] = 1024
     postgres_port: Annotated[
         int, Meta(ge=1024, le=65535, description="the Postgres cluster on 127.0.0.1")
     ] = 15432
@@ -179,12 +201,37 @@ class StackConfig(Section, frozen=True):
     ] = True
 
     def check(self) -> None:
+        if self.kafka_brokers > 1 and self.kafka_proxied_port:
+            raise ConfigError(
+                "stack.kafka_proxied_port needs stack.kafka_brokers = 1: one proxy cannot "
+                "stand for several brokers"
+            )
         proxied = (self.kafka_proxied_port, self.kafka_proxied_advertised_port)
         if any(proxied) and not all(1024 <= port <= 65535 for port in proxied):
             raise ConfigError(
                 "stack.kafka_proxied_port and kafka_proxied_advertised_port are set together, "
                 f"each in 1024..65535, got {proxied}"
             )
+
+    @property
+    def kafka_ports(self) -> list[int]:
+        """Each Kafka node's client listener, node 1 first."""
+        return [self.kafka_port + KAFKA_NODE_PORT_STEP * n for n in range(self.kafka_brokers)]
+
+    @property
+    def kafka_controller_ports(self) -> list[int]:
+        """Each Kafka node's controller listener, node 1 first."""
+        step = KAFKA_NODE_PORT_STEP
+        return [self.kafka_controller_port + step * n for n in range(self.kafka_brokers)]
+
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        """Every node of the stack's Kafka, so a client finds the cluster with any one down."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.kafka_ports)
+
+    @property
+    def kafka_heap_per_broker_mb(self) -> int:
+        return max(KAFKA_HEAP_MIN_MB, self.kafka_heap_mb // self.kafka_brokers)
 
     @property
     def state_path(self) -> Path:

@@ -8,10 +8,16 @@ one MariaDB cup. Workers reach the stack only through three fault proxies
 (``tests.chaos.proxy``): the broker's proxied listener, the Postgres cluster and the
 MariaDB server. The tests' own clients, reconcile and the checks talk to the broker
 directly and to the databases through the proxies while they pass everything.
+
+The broker failover scenario (test_brokers.py) has a stack of its own, for its module
+only: three brokers (``<state_dir>/chaos-brokers``, the shared stack's ports + 20), which
+the workers reach directly (one proxy cannot stand for three brokers), and the same two
+database proxies.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +36,12 @@ from tests.chaos.proxy import FaultProxy
 
 PORT_SHIFT = 10
 """The chaos stack listens on the shared stack's ports plus this."""
+BROKERS_PORT_SHIFT = 20
+"""The three-broker chaos stack listens on the shared stack's ports plus this (its nodes 2
+and 3 a further 100 and 200 up: stack.kafka_brokers)."""
+BROKERS = 3
+BROKERS_HEAP_MB = 960
+"""320 MB for each of the three brokers."""
 PARTITIONS = 8
 
 
@@ -37,13 +49,10 @@ PARTITIONS = 8
 class ChaosStack:
     config: Config
     """Direct addresses of the chaos stack (the tests' clients)."""
-    kafka_proxy: FaultProxy
+    kafka_proxy: FaultProxy | None
+    """None on the three-broker stack."""
     postgres_proxy: FaultProxy
     mariadb_proxy: FaultProxy
-
-    @property
-    def proxied_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_proxy.listen_port}"
 
 
 def chaos_stack_config(shared: StackConfig) -> StackConfig:
@@ -64,23 +73,31 @@ def chaos_stack_config(shared: StackConfig) -> StackConfig:
     )
 
 
-@pytest.fixture(scope="session")
-def chaos_stack() -> Iterator[ChaosStack]:
-    """Start the dedicated stack (after stopping one an interrupted run left behind)."""
-    shared = load_config()
-    stack = chaos_stack_config(shared.stack)
-    if stack.security:
-        ensure_stack_secrets(stack)
-    kafka_proxy = FaultProxy(
-        "kafka",
-        stack.kafka_proxied_advertised_port,
-        stack.kafka_proxied_port,
-        kafka=True,
-        tls=tls_files(stack.secrets_path) if stack.security else None,
+def brokers_stack_config(shared: StackConfig) -> StackConfig:
+    return msgspec.structs.replace(
+        shared,
+        state_dir=str(shared.state_path / "chaos-brokers"),
+        kafka_port=shared.kafka_port + BROKERS_PORT_SHIFT,
+        kafka_controller_port=shared.kafka_controller_port + BROKERS_PORT_SHIFT,
+        postgres_port=shared.postgres_port + BROKERS_PORT_SHIFT,
+        mariadb_port=shared.mariadb_port + BROKERS_PORT_SHIFT,
+        kafka_proxied_port=0,
+        kafka_proxied_advertised_port=0,
+        kafka_brokers=BROKERS,
+        kafka_heap_mb=BROKERS_HEAP_MB,
+        postgres_cups=1,
+        mysql_cups=1,
+        prometheus=False,
     )
+
+
+@contextlib.contextmanager
+def _running(stack: StackConfig, kafka_proxy: FaultProxy | None) -> Iterator[ChaosStack]:
+    """Start ``stack`` (after stopping one an interrupted run left behind) and the proxies;
+    stop them all at the end."""
     postgres_proxy = FaultProxy("postgres", stack.postgres_port + 1, stack.postgres_port)
     mariadb_proxy = FaultProxy("mariadb", stack.mariadb_port + 1, stack.mariadb_port)
-    proxies = (kafka_proxy, postgres_proxy, mariadb_proxy)
+    proxies = [p for p in (kafka_proxy, postgres_proxy, mariadb_proxy) if p is not None]
     for proxy in proxies:
         proxy.start()
     try:
@@ -94,10 +111,47 @@ def chaos_stack() -> Iterator[ChaosStack]:
         stack_down(stack)
 
 
+@pytest.fixture(scope="session")
+def chaos_stack() -> Iterator[ChaosStack]:
+    """The dedicated single-broker stack, for the whole session."""
+    stack = chaos_stack_config(load_config().stack)
+    if stack.security:
+        ensure_stack_secrets(stack)
+    kafka_proxy = FaultProxy(
+        "kafka",
+        stack.kafka_proxied_advertised_port,
+        stack.kafka_proxied_port,
+        kafka=True,
+        tls=tls_files(stack.secrets_path) if stack.security else None,
+    )
+    with _running(stack, kafka_proxy) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def brokers_stack() -> Iterator[ChaosStack]:
+    """The three-broker stack, for one module (its JVMs are not kept for the others)."""
+    with _running(brokers_stack_config(load_config().stack), None) as running:
+        yield running
+
+
 @pytest.fixture
 async def chaos(chaos_stack: ChaosStack, tmp_path: Path) -> AsyncIterator[ChaosSystem]:
     """A fresh system (databases, topics, group) whose two cups, one Postgres and one
     MariaDB, are reached through the proxies."""
+    async with _system(chaos_stack, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+async def chaos_brokers(brokers_stack: ChaosStack, tmp_path: Path) -> AsyncIterator[ChaosSystem]:
+    """The same on the three-broker stack: its topics replicated three times, two in sync."""
+    async with _system(brokers_stack, tmp_path) as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def _system(chaos_stack: ChaosStack, tmp_path: Path) -> AsyncIterator[ChaosSystem]:
     stack = chaos_stack.config.stack
     through_proxies = msgspec.structs.replace(
         stack,

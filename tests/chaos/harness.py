@@ -148,7 +148,9 @@ class Worker:
 class ChaosSystem:
     system: System
     direct: Config
-    kafka_proxy: FaultProxy
+    kafka_proxy: FaultProxy | None
+    """In front of the one broker's proxied listener; None on a several-broker stack,
+    whose workers bootstrap from every broker directly."""
     postgres_proxy: FaultProxy
     mariadb_proxy: FaultProxy
     faults: int = 0
@@ -158,11 +160,24 @@ class ChaosSystem:
     def config(self) -> Config:
         return self.system.config
 
+    @property
+    def kafka_faults(self) -> FaultProxy:
+        """The broker's proxy, for the scenarios that break the workers' Kafka traffic."""
+        assert self.kafka_proxy is not None, "this chaos stack has no Kafka proxy"
+        return self.kafka_proxy
+
+    @property
+    def worker_bootstrap(self) -> str:
+        if self.kafka_proxy is None:
+            return self.direct.kafka.bootstrap_servers
+        return f"127.0.0.1:{self.kafka_proxy.listen_port}"
+
     def start_worker(self, request_timeout_ms: int = WORKER_REQUEST_TIMEOUT_MS) -> Worker:
-        """A ``smallcups worker`` reaching the broker and the cups through the proxies."""
+        """A ``smallcups worker`` reaching the broker (or every broker, when there is no
+        Kafka proxy) and the cups through the proxies."""
         port = free_port()
         env = {
-            "SMALLCUPS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.kafka_proxy.listen_port}",
+            "SMALLCUPS_KAFKA_BOOTSTRAP_SERVERS": self.worker_bootstrap,
             "SMALLCUPS_WORKER_METRICS_PORT": str(port),
             "SMALLCUPS_KAFKA_REQUEST_TIMEOUT_MS": str(request_timeout_ms),
         }
@@ -176,7 +191,8 @@ class ChaosSystem:
     def clear_faults(self) -> None:
         """Every proxy passes everything again."""
         for proxy in (self.kafka_proxy, self.postgres_proxy, self.mariadb_proxy):
-            proxy.clear()
+            if proxy is not None:
+                proxy.clear()
 
     def fault(self, count: int = 1) -> None:
         self.faults += count

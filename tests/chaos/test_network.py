@@ -22,7 +22,7 @@ Step = tuple[str, FaultProxy, Callable[[FaultProxy], None], float]
 
 def _faults(chaos: ChaosSystem) -> list[Step]:
     """(name, proxy, how to start the fault, seconds it lasts) in the order played."""
-    kafka, postgres, mariadb = chaos.kafka_proxy, chaos.postgres_proxy, chaos.mariadb_proxy
+    kafka, postgres, mariadb = chaos.kafka_faults, chaos.postgres_proxy, chaos.mariadb_proxy
 
     def reset_all(proxy: FaultProxy) -> None:
         for each in (proxy, postgres, mariadb):

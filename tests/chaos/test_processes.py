@@ -203,7 +203,7 @@ async def test_relay_killed_with_unsent_outbox_rows(chaos: ChaosSystem) -> None:
         await _wait_owning(worker, 60)
         load.start(run.load_seconds / 4)
         await load.wait()
-        chaos.kafka_proxy.set_fault(Fault.HOLD_PRODUCE)
+        chaos.kafka_faults.set_fault(Fault.HOLD_PRODUCE)
         chaos.fault()
         burst = [load.workload.next_command() for _ in range(run.rate_per_second)]
         await load.publish(burst)
@@ -222,7 +222,7 @@ async def test_relay_killed_with_unsent_outbox_rows(chaos: ChaosSystem) -> None:
         answered = {r.command_id for r in await _results(chaos)}
         assert unsent, "the burst's results wait in the outbox"
         assert not answered & unsent, "none of them was published before the kill"
-        chaos.kafka_proxy.clear()
+        chaos.kafka_faults.clear()
         chaos.start_worker()
         load.start(run.load_seconds / 4)
         await load.wait()

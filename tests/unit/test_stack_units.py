@@ -15,7 +15,8 @@ import msgspec
 import pytest
 
 from deploy.local import kafka_jars, mariadb_server, ports, processes
-from deploy.local.kafka_broker import new_cluster_id, render_server_properties
+from deploy.local.kafka_broker import render_server_properties
+from deploy.local.kafka_quorum import new_cluster_id
 from deploy.local.mariadb_databases import create_mysql_databases
 from deploy.local.postgres_auth import render_hba, scram_verifier
 from deploy.local.postgres_cluster import ClusterPaths, find_bin_dir, render_settings
