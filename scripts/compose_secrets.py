@@ -22,8 +22,6 @@ other users out. ``ca-key.pem`` and ``risk-private-key`` are mounted nowhere and
 from __future__ import annotations
 
 import argparse
-import datetime
-import ipaddress
 import os
 import secrets
 import sys
@@ -31,12 +29,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from deploy.local import tls
 from engine.core.keyfiles import new_leg_key_line, new_risk_key_lines
 
 FOLDER: Final = Path(__file__).parents[1] / "deploy" / "compose" / "secrets"
@@ -65,9 +60,7 @@ PRIVATE: Final = frozenset({"ca-key.pem", "risk-private-key"})
 """Never mounted into a container: mode 0600."""
 PASSWORD_BYTES: Final = 24
 KEY_ID: Final = "compose-1"
-RSA_KEY_BITS: Final = 2048
-CA_VALID_DAYS: Final = 3650
-SERVER_VALID_DAYS: Final = 397
+CA_NAME: Final = "smallcups compose CA"
 
 
 def make_secrets(folder: Path) -> list[str]:
@@ -107,94 +100,22 @@ def _write(folder: Path, files: Mapping[str, str | bytes], *, replace: bool = Fa
 
 
 def _certificates() -> dict[str, str | bytes]:
-    """A CA, and one server certificate signed by it (PEM, and PKCS#12 for the JVM)."""
-    ca_key, server_key = _new_key(), _new_key()
-    ca = _ca_certificate(ca_key)
-    server = _server_certificate(server_key, ca, ca_key)
+    """A CA, and one server certificate signed by it for every service (server and client
+    authentication), as PEM and as PKCS#12 for the JVM: the local stack's (deploy.local.tls),
+    named for the cluster."""
+    ca_key, server_key = tls.new_key(), tls.new_key()
+    ca = tls.ca_certificate(ca_key, CA_NAME)
+    usages = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+    server = tls.server_certificate(server_key, ca, ca_key, SERVER_NAMES, SERVER_ADDRESSES, usages)
     password = secrets.token_urlsafe(PASSWORD_BYTES)
-    keystore = pkcs12.serialize_key_and_certificates(
-        b"smallcups",
-        server_key,
-        server,
-        [ca],
-        serialization.BestAvailableEncryption(password.encode()),
-    )
     return {
-        "ca-key.pem": _key_pem(ca_key),
-        "server-key.pem": _key_pem(server_key),
-        "server.pem": server.public_bytes(serialization.Encoding.PEM),
-        "kafka-keystore.p12": keystore,
+        "ca-key.pem": tls.key_pem(ca_key),
+        "server-key.pem": tls.key_pem(server_key),
+        "server.pem": tls.pem(server),
+        "kafka-keystore.p12": tls.keystore(server_key, server, ca, password),
         "kafka-keystore-password": password,
-        "ca.pem": ca.public_bytes(serialization.Encoding.PEM),
+        "ca.pem": tls.pem(ca),
     }
-
-
-def _new_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
-
-
-def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _ca_certificate(key: rsa.RSAPrivateKey) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smallcups compose CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CA_VALID_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_usage(cert_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-
-
-def _server_certificate(
-    key: rsa.RSAPrivateKey, ca: x509.Certificate, ca_key: rsa.RSAPrivateKey
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    names: list[x509.GeneralName] = [x509.DNSName(name) for name in SERVER_NAMES]
-    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in SERVER_ADDRESSES]
-    usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAMES[0])]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=SERVER_VALID_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-
-def _usage(cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=not cert_sign,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import ipaddress
 import os
 import pwd
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -37,6 +38,7 @@ SERVER_VALID_DAYS: Final = 397
 RENEW_BEFORE_DAYS: Final = 30
 SERVER_NAMES: Final = ("localhost",)
 SERVER_ADDRESSES: Final = ("127.0.0.1",)
+CA_NAME: Final = "smallcups local CA"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +80,9 @@ def ensure_certificates(secrets_folder: Path) -> TlsFiles:
     files.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(files.folder, 0o700)
     if not _valid(files.ca) or not files.ca_key.exists():
-        ca_key = _new_key()
-        write_secret(files.ca_key, _key_pem(ca_key), replace=True)
-        write_secret(files.ca, _pem(_ca_certificate(ca_key)), replace=True)
+        ca_key = new_key()
+        write_secret(files.ca_key, key_pem(ca_key), replace=True)
+        write_secret(files.ca, pem(ca_certificate(ca_key)), replace=True)
         files.server_cert.unlink(missing_ok=True)
     if not _valid(files.server_cert) or not files.keystore.exists():
         _make_server(files)
@@ -111,20 +113,26 @@ def _make_server(files: TlsFiles) -> None:
     if not isinstance(ca_key, rsa.RSAPrivateKey):
         raise ValueError(f"{files.ca_key} is not an RSA key")
     ca = x509.load_pem_x509_certificate(files.ca.read_bytes())
-    key = _new_key()
-    certificate = _server_certificate(key, ca, ca_key)
-    write_secret(files.server_key, _key_pem(key), replace=True)
-    write_secret(files.server_cert, _pem(certificate), replace=True)
+    key = new_key()
+    certificate = server_certificate(key, ca, ca_key)
+    write_secret(files.server_key, key_pem(key), replace=True)
+    write_secret(files.server_cert, pem(certificate), replace=True)
     password = secrets.token_urlsafe(24)
-    keystore = pkcs12.serialize_key_and_certificates(
+    write_secret(files.keystore, keystore(key, certificate, ca, password), replace=True)
+    write_secret(files.keystore_password, password, replace=True)
+
+
+def keystore(
+    key: rsa.RSAPrivateKey, certificate: x509.Certificate, ca: x509.Certificate, password: str
+) -> bytes:
+    """The key, its certificate and the CA's as a PKCS#12 keystore (for a JVM)."""
+    return pkcs12.serialize_key_and_certificates(
         b"smallcups",
         key,
         certificate,
         [ca],
         serialization.BestAvailableEncryption(password.encode()),
     )
-    write_secret(files.keystore, keystore, replace=True)
-    write_secret(files.keystore_password, password, replace=True)
 
 
 def _valid(path: Path) -> bool:
@@ -135,15 +143,15 @@ def _valid(path: Path) -> bool:
     return datetime.datetime.now(datetime.UTC) < renew_at
 
 
-def _pem(certificate: x509.Certificate) -> bytes:
+def pem(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
-def _new_key() -> rsa.RSAPrivateKey:
+def new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
 
 
-def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+def key_pem(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -151,8 +159,9 @@ def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _ca_certificate(key: rsa.RSAPrivateKey) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smallcups local CA")])
+def ca_certificate(key: rsa.RSAPrivateKey, common_name: str = CA_NAME) -> x509.Certificate:
+    """A self-signed CA certificate of ``key``, valid CA_VALID_DAYS."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -169,13 +178,20 @@ def _ca_certificate(key: rsa.RSAPrivateKey) -> x509.Certificate:
     )
 
 
-def _server_certificate(
-    key: rsa.RSAPrivateKey, ca: x509.Certificate, ca_key: rsa.RSAPrivateKey
+def server_certificate(
+    key: rsa.RSAPrivateKey,
+    ca: x509.Certificate,
+    ca_key: rsa.RSAPrivateKey,
+    server_names: Sequence[str] = SERVER_NAMES,
+    addresses: Sequence[str] = SERVER_ADDRESSES,
+    usages: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.SERVER_AUTH,),
 ) -> x509.Certificate:
+    """A certificate of ``key`` signed by the CA, for ``server_names`` (the first one is
+    its subject) and ``addresses``, valid SERVER_VALID_DAYS."""
     now = datetime.datetime.now(datetime.UTC)
-    names: list[x509.GeneralName] = [x509.DNSName(name) for name in SERVER_NAMES]
-    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in SERVER_ADDRESSES]
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAMES[0])])
+    names: list[x509.GeneralName] = [x509.DNSName(name) for name in server_names]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_names[0])])
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -186,7 +202,7 @@ def _server_certificate(
         .not_valid_after(now + datetime.timedelta(days=SERVER_VALID_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from engine.admin.risk import risk_signer, whole_number
-from engine.admin.scheduler import close_day, parse_day
+from engine.admin.scheduler import parse_day, publish_per_partition
 from engine.admin.statement import (
     DIFFERENCES_SHOWN_MAX,
     KIND_NAMES,
@@ -125,7 +125,7 @@ def run_register_partner(config: Config, args: argparse.Namespace) -> int:
         async with Client(config.require_kafka(), client_id="smallcups-clearing") as client:
             commands = registrations(args, routing_customers(client.partitions))
             signed = [signer.sign(command) for command in commands]
-            return len(signed), await close_day(client, signed, args.timeout)
+            return len(signed), await publish_per_partition(client, signed, args.timeout)
 
     partitions, results = asyncio.run(register())
     head, *problems = registered_lines(partner_number(args.partner), partitions, results)

@@ -220,11 +220,12 @@ def tally(day: dt.date, partitions: int, results: Mapping[int, Result]) -> DayRe
     return DayReport(day, partitions, accepted, already_closed, tuple(rejected), tuple(unanswered))
 
 
-async def close_day(
+async def publish_per_partition(
     client: Client, commands: Sequence[Privileged], timeout_seconds: float
 ) -> dict[int, Result]:
-    """Publish one day's signed closes (element p: partition p's) and wait for their
-    results, ``timeout_seconds`` at most; the results that came, by partition."""
+    """Publish signed commands, one per partition (element p: partition p's: a day's
+    closes, a partner's registrations), and wait for their results, ``timeout_seconds``
+    at most; the results that came, by partition."""
     futures = [client.expect(command) for command in commands]
     try:
         delivered = [await client.publish(command) for command in commands]
@@ -249,7 +250,7 @@ async def close_days(
         customers = routing_customers(client.partitions)
         for day in days:
             commands = [signer.sign(c) for c in close_commands(day, customers)]
-            results = await close_day(client, commands, timeout_seconds)
+            results = await publish_per_partition(client, commands, timeout_seconds)
             report = tally(day, len(customers), results)
             print(report.line(), flush=True)
             if not report.closed:
