@@ -195,9 +195,14 @@ def _authentic_result(
     return None
 
 
-_NOTHING_CHANGED: Final = INPUT_REASONS | {Reason.WRONG_PARTITION}
+_NOTHING_CHANGED: Final = INPUT_REASONS | {
+    Reason.WRONG_PARTITION,
+    Reason.ID_EXPIRED,
+    Reason.ISSUED_AT,
+}
 """Rejections that changed nothing and recorded nothing that a later record of the same
-id could disagree with."""
+id could disagree with (``id_expired`` answers a re-send of a command whose window has
+passed: the first answer stands)."""
 _NOTHING_CHANGED_PREFIX: Final = b"nothing changed:"
 
 

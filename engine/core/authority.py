@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -138,7 +139,14 @@ class RiskSigner:
             raise ConfigError(f"risk key id {self.key_id[:40]!r} is not 1..32 of [A-Za-z0-9_.-]")
 
     def sign(self, command: Privileged) -> Privileged:
-        unsigned = msgspec.structs.replace(command, key_id=self.key_id, signature=b"")
+        """The command signed, stamped with the time now if it names no issue time (the
+        signature covers it)."""
+        unsigned = msgspec.structs.replace(
+            command,
+            key_id=self.key_id,
+            signature=b"",
+            issued_at_ms=command.issued_at_ms or time.time_ns() // 1_000_000,
+        )
         signature = self.key.sign(privileged_message(unsigned, self.deployment.encode()))
         return msgspec.structs.replace(unsigned, signature=signature)
 

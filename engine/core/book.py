@@ -222,6 +222,9 @@ class Applied(msgspec.Struct, frozen=True, gc=False):
     fingerprint: int
     result: Result
     seq: int
+    issued_at_ms: int = 0
+    """When the command was issued (its record's time when it names none): the record is
+    kept until the partition's idempotency horizon passes it."""
 
 
 class InFlight(msgspec.Struct, frozen=True, gc=False):
@@ -295,6 +298,9 @@ class Outcome:
     """The credit book's entities the batch changed, by kind and key (the last state)."""
     clearing: list[ClearingEntry] = field(default_factory=list)
     """Movements with partner banks, for their clearing statements."""
+    horizon_ms: int = 0
+    """The partition's idempotency horizon when the batch was decided: the commit records
+    it, and commands issued before it are expired (engine.core.ledger)."""
 
 
 class Decision(msgspec.Struct, frozen=True, gc=False):

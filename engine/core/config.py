@@ -623,6 +623,45 @@ class WorkerConfig(Section, frozen=True):
             ),
         ),
     ] = 300.0
+    idempotency_window_seconds: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=10 * 366 * 86_400,
+            description=(
+                "how long after a command's issued_at_ms its idempotency record is kept; a "
+                "command issued earlier is answered id_expired, never applied "
+                "(docs/messages.md, Idempotency window)"
+            ),
+        ),
+    ] = 7 * 86_400
+    issued_at_skew_max_seconds: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=86_400,
+            description="how far in the future of its record's time a command may be issued",
+        ),
+    ] = 300
+    prune_interval_seconds: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=3600,
+            description="how often a worker deletes the expired idempotency records of its cups",
+        ),
+    ] = 1.0
+    prune_rows_max: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=100_000,
+            description=(
+                "expired idempotency records one delete statement removes (small: a delete "
+                "never holds a commit back for long); a pass runs a few per partition"
+            ),
+        ),
+    ] = 1000
 
 
 class SecurityConfig(Section, frozen=True):

@@ -29,7 +29,7 @@ Rules (docs/design.md §4):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 from engine.core.book import (
     MOVABLE,
@@ -86,20 +86,51 @@ MOVEMENT_TYPES: Final = (Deposit, Withdraw, Transfer)
 """Commands that move money: their result always shows the payer's balance."""
 
 
-class PartitionLedger:
-    """Decides the commands of one partition against its account book."""
+class IdempotencyWindow(NamedTuple):
+    """How long a partition keeps idempotency records (engine.core.config.WorkerConfig)."""
 
-    def __init__(self, partition: int, partitions: int, accounts: dict[AccountKey, Account]):
+    window_ms: int
+    skew_max_ms: int
+    """How far past the worker's clock a command's ``issued_at_ms`` may be."""
+
+
+class PartitionLedger:
+    """Decides the commands of one partition against its account book.
+
+    With an idempotency ``window``, the partition's horizon (``horizon_ms``) follows the
+    clock, ``window_ms`` behind it, and never goes back: a command issued before it is
+    answered ``id_expired`` and not recorded, and the records of commands issued before it
+    may be deleted (engine.worker.housekeeping). Since the horizon is committed with every
+    batch and loaded at each claim, a record is deleted only after every owner of the
+    partition refuses its command, whatever their clocks say. Without a window (tests,
+    benchmarks of the ledger alone) nothing expires."""
+
+    def __init__(
+        self,
+        partition: int,
+        partitions: int,
+        accounts: dict[AccountKey, Account],
+        window: IdempotencyWindow | None = None,
+    ):
         self.book = AccountBook(partition, partitions, accounts)
         self.credit = CreditBook(self.book)
         self.partition = partition
         self.partitions = partitions
+        self.window = window
+        self.horizon_ms = 0
+        """Commands issued before this (ms since the epoch) are expired here."""
+
+    def raise_horizon(self, horizon_ms: int) -> None:
+        """Move the horizon forward (the claim's, or a count limit's); never back."""
+        self.horizon_ms = max(self.horizon_ms, horizon_ms)
 
     def decide_batch(
         self, batch: Sequence[Incoming], known: Mapping[str, Known], now_us: int
     ) -> Outcome:
         """Decide ``batch`` in order. ``known`` holds earlier results of its command ids."""
-        outcome = Outcome()
+        if self.window is not None:
+            self.raise_horizon(now_us // 1000 - self.window.window_ms)
+        outcome = Outcome(horizon_ms=self.horizon_ms)
         seen: dict[str, Known] = {}
         for incoming in batch:
             result = self._decide_one(incoming, known, seen, outcome, now_us)
@@ -121,6 +152,11 @@ class PartitionLedger:
             result = self._result(incoming, now_us, Decision(command.reason, command.detail))
             outcome.published.append(Publish(incoming.seq, command.customer, result, incoming.json))
             return result
+        late = None if isinstance(command, LEG_TYPES) else self._issued_problem(command, now_us)
+        if late is not None:
+            result = self._result(incoming, now_us, late)
+            outcome.published.append(Publish(incoming.seq, command.customer, result, incoming.json))
+            return result
         previous = seen.get(command.id) or known.get(command.id)
         if previous is not None:
             return self._repeated(incoming, command, previous, outcome, now_us)
@@ -136,8 +172,40 @@ class PartitionLedger:
         if not (decision.pending or decision.internal):
             outcome.published.append(Publish(incoming.seq, command.customer, result, incoming.json))
         seen[command.id] = Known(incoming.fingerprint, result)
-        outcome.applied.append(Applied(command.id, incoming.fingerprint, result, incoming.seq))
+        issued_at_ms = command.issued_at_ms or incoming.published_at_ms
+        outcome.applied.append(
+            Applied(command.id, incoming.fingerprint, result, incoming.seq, issued_at_ms)
+        )
         return result
+
+    def _issued_problem(self, command: Command, now_us: int) -> Decision | None:
+        """Why a client or privileged command cannot be decided at this time, if it cannot:
+        no issue time, one too far ahead of the clock, or one before the window (its
+        record may be gone, so it could be a re-send of a command applied long ago).
+        Checked before its id is looked up: the answer does not depend on whether the
+        pruner has reached the record yet."""
+        window = self.window
+        if window is None:
+            return None
+        issued_at_ms = command.issued_at_ms
+        if issued_at_ms <= 0:
+            detail = (
+                "issued_at_ms is required: the time the command was first issued, in ms since "
+                "the epoch, the same on every re-send"
+            )
+            return Decision(Reason.ISSUED_AT, detail)
+        latest_ms = now_us // 1000 + window.skew_max_ms
+        if issued_at_ms > latest_ms:
+            detail = f"issued_at_ms {issued_at_ms} is ahead of the engine's clock ({latest_ms})"
+            return Decision(Reason.ISSUED_AT, detail)
+        if issued_at_ms < self.horizon_ms:
+            detail = (
+                f"issued at {issued_at_ms} ms, before this partition's idempotency window "
+                f"(from {self.horizon_ms} ms): never applied; issue it again under a new id "
+                "if it is still wanted"
+            )
+            return Decision(Reason.ID_EXPIRED, detail)
+        return None
 
     def _repeated(
         self,
@@ -222,7 +290,7 @@ class PartitionLedger:
             case Transfer():
                 return self._transfer(command, incoming, outcome)
             case CreditLeg():
-                return credit_in(self.book, command, incoming, outcome)
+                return credit_in(self.book, command, incoming, outcome, self.horizon_ms)
             case SettleLeg():
                 return settle_in(self.book, command, incoming, outcome, now_us)
             case FreezeAccount():

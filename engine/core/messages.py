@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -158,6 +158,12 @@ class Reason(enum.StrEnum):
     PARTNER_EXISTS = "partner_exists"
     PARTNER_TERMS = "partner_terms"
     """A partner's currency other than the line's, or a line rate below its partner's."""
+    ID_EXPIRED = "id_expired"
+    """A command issued before its partition's idempotency window: its record may be gone,
+    so it is never applied (a re-send of a command applied long ago, or a command held back
+    longer than the window). Not recorded."""
+    ISSUED_AT = "issued_at"
+    """``issued_at_ms`` missing, or further in the future than the clock skew allowed."""
     FORGED_LEG = "forged_leg"
     """Never in a published result: a forged leg goes to the DLQ with this reason."""
 
@@ -196,8 +202,23 @@ class Status(enum.StrEnum):
     """A cross-partition transfer whose credit leg is in flight: recorded, never published."""
 
 
-class _Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
-    """Fields every command has: the idempotency key and the routing customer."""
+class _Issued(msgspec.Struct, frozen=True, kw_only=True):
+    """When a command was first issued: it bounds how long its idempotency key is kept.
+
+    Keyword-only, so that it comes after every command's own fields (it has a default)."""
+
+    issued_at_ms: int = 0
+    """Milliseconds since the Unix epoch at which the sender first issued the command; the
+    same on every re-send (stamp it once and keep it with the command). A worker keeps a
+    command's idempotency record for the configured window after this time, answers a
+    command issued before its partition's window with ``id_expired`` and never applies it
+    (docs/messages.md, "Idempotency window"). Required on the wire; 0 only reaches the
+    ledger from inside the engine (legs, tests), which counts from the record's time."""
+
+
+class _Command(_Issued, frozen=True, forbid_unknown_fields=True, tag_field="type"):
+    """Fields every command has: the idempotency key and the routing customer, and when the
+    command was issued."""
 
     id: str
     customer: int
@@ -467,6 +488,7 @@ COMMAND_TYPES: Final = (
     CreditLeg,
     SettleLeg,
 )
+AnyCommand = TypeVar("AnyCommand", bound=_Command)
 Leg = CreditLeg | SettleLeg
 LEG_TYPES: Final = (CreditLeg, SettleLeg)
 Privileged = (
@@ -600,6 +622,14 @@ def encode(message: msgspec.Struct) -> bytes:
 
 def encode_json(message: msgspec.Struct) -> bytes:
     return _json_encoder.encode(message)
+
+
+def issued(command: AnyCommand, now_ms: int) -> AnyCommand:
+    """``command`` with ``issued_at_ms`` set to ``now_ms`` when it names no issue time yet
+    (what a sender does once, before the first send: a re-send keeps the first time)."""
+    if command.issued_at_ms:
+        return command
+    return msgspec.structs.replace(command, issued_at_ms=now_ms)
 
 
 def fingerprint(command: Command) -> int:

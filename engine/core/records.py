@@ -73,10 +73,17 @@ class Claim(NamedTuple):
     epoch: int
     next_offset: int
     internal_offset: int
+    expired_before_ms: int = 0
+    """The partition's idempotency horizon (engine.core.ledger.PartitionLedger)."""
 
     @property
     def position(self) -> Position:
         return Position(self.next_offset, self.internal_offset)
+
+    @property
+    def fence(self) -> tuple[int, int, int]:
+        """What a commit's compare-and-set checks: the epoch and both offsets."""
+        return (self.epoch, self.next_offset, self.internal_offset)
 
 
 class InFlightFigures(NamedTuple):

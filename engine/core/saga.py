@@ -58,6 +58,7 @@ def credit_leg(transfer: Transfer, offset: int, published_at_ms: int) -> CreditL
         from_account=transfer.account,
         origin_offset=offset,
         published_at_ms=published_at_ms,
+        issued_at_ms=transfer.issued_at_ms or published_at_ms,
     )
 
 
@@ -131,15 +132,25 @@ def transfer_out(
     return decision.as_pending()
 
 
-def credit_in(book: AccountBook, leg: CreditLeg, incoming: Incoming, outcome: Outcome) -> Decision:
+def credit_in(
+    book: AccountBook, leg: CreditLeg, incoming: Incoming, outcome: Outcome, horizon_ms: int
+) -> Decision:
     """Step 2: credit the payee out of clearing, or refuse; answer with a settle leg.
 
     A leg for a customer of another partition is forged: a worker addresses every leg
-    to its customer's partition (and its MAC covers that partition)."""
+    to its customer's partition (and its MAC covers that partition). A leg issued (with
+    its transfer) before the partition's idempotency window (``horizon_ms``) is refused
+    as expired: its record could be gone, so it could be a copy of a leg applied long
+    ago; the payer refunds the transfer."""
     if partition_of(leg.customer, book.partitions) != book.partition:
         return _forged(f"credit leg for customer {leg.customer} of another partition")
     payee, decision = book.movable(leg.customer, leg.account, leg.currency)
     balance = 0
+    issued_at_ms = leg.issued_at_ms or leg.published_at_ms
+    if issued_at_ms < horizon_ms:
+        payee = None
+        detail = f"transfer issued at {issued_at_ms} ms, before the payee's window ({horizon_ms})"
+        decision = Decision(Reason.ID_EXPIRED, detail)
     if payee is not None:
         clearing = book.system_account(SystemAccount.CLEARING, leg.currency)
         decision = book.move(leg.id, incoming.seq, clearing, payee, leg.amount, outcome)

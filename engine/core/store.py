@@ -80,6 +80,19 @@ class CupStore(Protocol):
         which a busy outbox piles up faster than vacuum removes them."""
         ...
 
+    async def advance_horizon(self, partition: int, epoch: int, horizon_ms: int) -> None:
+        """Raise the partition's committed idempotency horizon to ``horizon_ms`` (never
+        lower it), while ``epoch`` still owns the partition: an idle partition's horizon
+        moves too. The owner refuses what is below ``horizon_ms`` before it calls this."""
+        ...
+
+    async def prune_expired(self, partition: int, rows_max: int) -> int:
+        """Delete up to ``rows_max`` idempotency records of ``partition`` whose commands were
+        issued before its committed horizon (``expired_before_ms``), except the PENDING
+        records of transfers still in flight; returns how many went. Safe whoever runs it:
+        the horizon is the committed one, and every owner refuses what it has passed."""
+        ...
+
     async def renew_connections(self) -> None:
         """After a fault: replace every pooled connection at its next use."""
         ...

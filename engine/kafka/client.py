@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
@@ -39,17 +40,26 @@ from engine.core.messages import (
     Result,
     Undecodable,
     encode,
+    issued,
 )
 from engine.core.routing import customer_key, partition_of
 from engine.kafka.connection import connection
 
 log = logging.getLogger(__name__)
 
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 WAITING_MAX: Final = 1_000_000
 """Most results one client awaits at once; submit() refuses more."""
 SKIPS_LOGGED_MAX: Final = 20
 """Skipped result records logged one by one; past that, only counted."""
 ERROR_LENGTH_MAX: Final = 300
+STAMPS_MAX: Final = 200_000
+"""Issue times a client remembers (by customer and command id) for commands it stamped:
+a re-send through the same client of a command sent without one gets the first time."""
 
 
 class Client:
@@ -77,6 +87,9 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._reader_error: InfrastructureError | None = None
         self._waiting: dict[tuple[int, str], asyncio.Future[Result]] = {}
+        self._stamps: dict[tuple[int, str], int] = {}
+        """The issue time given to each command id stamped here (the oldest forgotten
+        first, past STAMPS_MAX)."""
         self.skipped_results = 0
         """Records of the results topic that were not well-formed results, or not from
         the partition they name."""
@@ -151,12 +164,30 @@ class Client:
     async def publish(self, command: Command) -> asyncio.Future[object]:
         """Queue a command; the returned future resolves when the broker has it.
 
+        A command that names no ``issued_at_ms`` is stamped with the time it was first sent
+        through this client (the last STAMPS_MAX ids are remembered): a re-send through
+        another client, or much later, must carry the first stamp (messages.issued).
+
         A privileged command goes to the internal topic, which only the risk authority's
         user may write (anyone else's publish fails with Kafka's authorization error)."""
         _refuse_legs([command])
+        value = encode(self._issued(command, now_ms()))
         return await self._producer.send(  # type: ignore[no-any-return]
-            self._topic_of(command), encode(command), key=customer_key(command.customer)
+            self._topic_of(command), value, key=customer_key(command.customer)
         )
+
+    def _issued(self, command: Command, now_ms: int) -> Command:
+        """``command`` with its issue time: its own, or the one this client gave its id
+        before, or ``now_ms`` (messages.issued)."""
+        if command.issued_at_ms:
+            return command
+        key = (command.customer, command.id)
+        issued_at_ms = self._stamps.get(key)
+        if issued_at_ms is None:
+            if len(self._stamps) >= STAMPS_MAX:
+                del self._stamps[next(iter(self._stamps))]
+            issued_at_ms = self._stamps[key] = now_ms
+        return issued(command, issued_at_ms)
 
     def _topic_of(self, command: Command) -> str:
         if isinstance(command, PRIVILEGED_TYPES):
@@ -185,10 +216,12 @@ class Client:
             )
             groups.setdefault((self._topic_of(command), partition), []).append(command)
         futures: list[asyncio.Future[object]] = []
+        issued_at_ms = now_ms()
         for (topic, partition), group in groups.items():
             batch = self._producer.create_batch()
             for command in group:
-                key, value = customer_key(command.customer), encode(command)
+                key = customer_key(command.customer)
+                value = encode(self._issued(command, issued_at_ms))
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     futures.append(
                         await self._producer.send_batch(batch, topic, partition=partition)

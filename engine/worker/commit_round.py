@@ -34,7 +34,7 @@ from engine.core.batch import Decoded, decode_records
 from engine.core.book import Known
 from engine.core.config import WorkerConfig
 from engine.core.errors import CupUnavailableError, invariant
-from engine.core.records import Claim, CommitBatch, CommitStatus
+from engine.core.records import CommitBatch, CommitStatus
 from engine.core.store import CupStore
 from engine.worker.metrics import WorkerMetrics
 from engine.worker.partition import PartitionState
@@ -187,9 +187,10 @@ async def _read_back(
     unclear = []
     for batch in pending:
         state = states.get(batch.partition)
-        if state == Claim(batch.epoch, batch.next_offset, batch.next_internal):
+        fence = None if state is None else state.fence
+        if fence == (batch.epoch, batch.next_offset, batch.next_internal):
             statuses[batch.partition] = CommitStatus.COMMITTED
-        elif state != Claim(batch.epoch, batch.expected_offset, batch.expected_internal):
+        elif fence != (batch.epoch, batch.expected_offset, batch.expected_internal):
             statuses[batch.partition] = CommitStatus.FENCED
         else:
             unclear.append(batch)

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS: Final = 0.1
 """How often housekeeping looks whether one of its intervals is due."""
+PRUNE_STATEMENTS_PER_PARTITION_MAX: Final = 10
+"""Delete statements one prune pass runs for one partition at most (each removes up to
+``prune_rows_max`` records): a partition with a backlog catches up over several passes."""
 
 
 class Housekeeper:
@@ -53,6 +56,7 @@ class Housekeeper:
         self._metrics = metrics
         self._limits = limits
         self._trimmed_at = 0.0
+        self._pruned_at = 0.0
         self._offsets_committed_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -67,6 +71,9 @@ class Housekeeper:
             await self.trim_outboxes(idle_only=True)
             self._export_positions()
             await self._export_in_flight()
+        if now - self._pruned_at >= self._limits.prune_interval_seconds:
+            self._pruned_at = now
+            await self.prune_expired()
         if now - self._offsets_committed_at >= self._limits.kafka_offsets_commit_interval_seconds:
             self._offsets_committed_at = now
             await self.commit_kafka_offsets()
@@ -95,9 +102,39 @@ class Housekeeper:
                 except CupUnavailableError as error:
                     log.warning("partition %d: outbox trim failed: %s", state.partition, error)
 
+    async def prune_expired(self) -> None:
+        """Move each owned partition's idempotency horizon with the clock (in the ledger
+        first, so it refuses what the horizon passed, then in the cup: an idle partition
+        commits nothing that would carry it), then delete the records the committed horizon
+        has passed, in statements of ``prune_rows_max`` rows: each is short, and commits of
+        the partition go on between them (engine.core.ledger has the window's rules)."""
+        window_ms = self._limits.idempotency_window_seconds * 1000
+        for partition, lane in list(self._lanes().items()):
+            state = lane.state
+            state.ledger.raise_horizon(time.time_ns() // 1_000_000 - window_ms)
+            horizon_ms = state.ledger.horizon_ms
+            self._metrics.idempotency_horizon.labels(str(partition)).set(horizon_ms / 1000)
+            try:
+                await state.store.advance_horizon(partition, state.epoch, horizon_ms)
+                await self._prune_partition(state.store, partition)
+            except CupUnavailableError as error:
+                log.warning("partition %d: pruning failed: %s", partition, error)
+
+    async def _prune_partition(self, store: CupStore, partition: int) -> None:
+        rows_max = self._limits.prune_rows_max
+        for _ in range(PRUNE_STATEMENTS_PER_PARTITION_MAX):
+            pruned = await store.prune_expired(partition, rows_max)
+            self._metrics.records_pruned.inc(pruned)
+            if pruned < rows_max:
+                return
+
     def forget(self, partition: int) -> None:
         """The partition's gauges go with it."""
-        for gauge in (self._metrics.lag, self._metrics.committed_offset):
+        for gauge in (
+            self._metrics.lag,
+            self._metrics.committed_offset,
+            self._metrics.idempotency_horizon,
+        ):
             with contextlib.suppress(KeyError):
                 gauge.remove(str(partition))
 

@@ -124,6 +124,18 @@ class WorkerMetrics:
             ["partition"],
             registry=r,
         )
+        self.records_pruned = Counter(
+            "smallcups_idempotency_records_pruned",
+            "Idempotency records deleted because their partition's window passed them.",
+            registry=r,
+        )
+        self.idempotency_horizon = Gauge(
+            "smallcups_idempotency_horizon_timestamp_seconds",
+            "Each owned partition's idempotency horizon: commands issued before it are "
+            "answered id_expired.",
+            ["partition"],
+            registry=r,
+        )
         self.partitions_owned = Gauge(
             "smallcups_partitions_owned", "Partitions this worker owns now.", registry=r
         )

@@ -17,7 +17,7 @@ from engine.core.book import AccountKey, Incoming, Known
 from engine.core.config import WorkerConfig
 from engine.core.credit import CreditBook
 from engine.core.errors import invariant
-from engine.core.ledger import PartitionLedger
+from engine.core.ledger import IdempotencyWindow, PartitionLedger
 from engine.core.messages import (
     ChangeCreditLine,
     CloseBusinessDay,
@@ -69,7 +69,11 @@ class PartitionState:
         self.position_at_last_pass = self.position
         """The position at the worker's last housekeeping pass (an idle partition's
         outbox is trimmed there)."""
-        self.ledger = PartitionLedger(partition, partitions, {})
+        window = IdempotencyWindow(
+            config.idempotency_window_seconds * 1000, config.issued_at_skew_max_seconds * 1000
+        )
+        self.ledger = PartitionLedger(partition, partitions, {}, window)
+        self.ledger.raise_horizon(claim.expired_before_ms)
 
     async def load(self) -> None:
         """Bulk-load the partition's accounts (if they all fit, the book is complete) and

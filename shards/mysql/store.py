@@ -113,12 +113,11 @@ class MysqlCupStore:
             f" VALUES ({p}, 1, {text(owner)})"
             " ON DUPLICATE KEY UPDATE epoch = epoch + 1, owner = VALUES(owner),"
             " updated_at = CURRENT_TIMESTAMP(6);"
-            "SELECT epoch, next_offset, internal_offset FROM partition_state"
+            "SELECT epoch, next_offset, internal_offset, expired_before_ms FROM partition_state"
             f" WHERE `partition` = {p};"
             "COMMIT"
         )
-        epoch, next_offset, internal_offset = results[0][0]
-        return Claim(epoch, next_offset, internal_offset)
+        return Claim(*results[0][0])
 
     @_cup_faults
     async def state(self, partition: int) -> Claim | None:
@@ -130,10 +129,10 @@ class MysqlCupStore:
         if not partitions:
             return {}
         rows = await self._rows(
-            "SELECT `partition`, epoch, next_offset, internal_offset FROM partition_state"
-            f" WHERE `partition` IN ({ints(partitions)})"
+            "SELECT `partition`, epoch, next_offset, internal_offset, expired_before_ms"
+            f" FROM partition_state WHERE `partition` IN ({ints(partitions)})"
         )
-        return {p: Claim(epoch, offset, internal) for p, epoch, offset, internal in rows}
+        return {row[0]: Claim(*row[1:]) for row in rows}
 
     @_cup_faults
     async def next_offsets(self) -> dict[int, int]:
@@ -274,6 +273,28 @@ class MysqlCupStore:
             f" WHERE `partition` = {p} AND epoch = {int(epoch)})"
         )
 
+    @_cup_faults
+    async def advance_horizon(self, partition: int, epoch: int, horizon_ms: int) -> None:
+        await self._run(
+            f"UPDATE partition_state SET expired_before_ms = {int(horizon_ms)}"
+            f" WHERE `partition` = {int(partition)} AND epoch = {int(epoch)}"
+            f" AND expired_before_ms < {int(horizon_ms)}"
+        )
+
+    @_cup_faults
+    async def prune_expired(self, partition: int, rows_max: int) -> int:
+        """See engine.core.store.CupStore.prune_expired (oldest first, by the issue-time
+        index)."""
+        p = int(partition)
+        rows = await self._rows(
+            f"DELETE FROM command_results WHERE `partition` = {p} AND issued_at_ms <"
+            f" (SELECT expired_before_ms FROM partition_state WHERE `partition` = {p})"
+            " AND command_id NOT IN"
+            f" (SELECT transfer_id FROM transfers_in_flight WHERE `partition` = {p})"
+            f" ORDER BY issued_at_ms LIMIT {int(rows_max)}; SELECT ROW_COUNT()"
+        )
+        return int(rows[0][0])
+
 
 def _account(row: tuple[Any, ...]) -> Account:
     customer, number, currency, balance, credit_limit, status = row
@@ -317,6 +338,7 @@ def _writes_sql(batches: Sequence[CommitBatch]) -> str:
         fences.append(
             f"UPDATE partition_state SET next_offset = {int(batch.next_offset)},"
             f" internal_offset = {int(batch.next_internal)},"
+            f" expired_before_ms = GREATEST(expired_before_ms, {int(outcome.horizon_ms)}),"
             f" updated_at = CURRENT_TIMESTAMP(6) WHERE `partition` = {p};"
         )
         if batch.trim_below_offset > batch.trim_from_offset:
@@ -336,7 +358,8 @@ def _writes_sql(batches: Sequence[CommitBatch]) -> str:
             for j in outcome.journal
         ]
         results += [
-            f"({p},{text(a.command_id)},{int(a.fingerprint)},{int(a.seq)},{blob(r)})"
+            f"({p},{text(a.command_id)},{int(a.fingerprint)},{int(a.seq)},{blob(r)},"
+            f"{int(a.issued_at_ms)})"
             for a, r in zip(outcome.applied, batch.applied_results, strict=True)
         ]
         outbox += [
@@ -380,7 +403,9 @@ def _writes_sql(batches: Sequence[CommitBatch]) -> str:
         ),
         *finals,
         *_insert(
-            "command_results (`partition`, command_id, fingerprint, src_offset, result)", results
+            "command_results (`partition`, command_id, fingerprint, src_offset, result,"
+            " issued_at_ms)",
+            results,
         ),
         *trims,
         *_insert(

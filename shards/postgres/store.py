@@ -62,9 +62,9 @@ _COMMIT: Final = """
 WITH batch AS (
     SELECT * FROM unnest($1::text::integer[], $2::text::bigint[], $3::text::bigint[],
                          $4::text::bigint[], $5::text::bigint[], $50::text::bigint[],
-                         $51::text::bigint[], $52::text::bigint[])
+                         $51::text::bigint[], $52::text::bigint[], $73::text::bigint[])
                   AS b (partition, epoch, expected_offset, next_offset, trim_below,
-                        expected_internal, next_internal, trim_from)
+                        expected_internal, next_internal, trim_from, horizon)
 ), seen AS (
     SELECT DISTINCT n.partition
     FROM (SELECT * FROM unnest($6::text::integer[], $7::text::text[])
@@ -76,7 +76,8 @@ WITH batch AS (
                         LIMIT 1) AS found
 ), fence AS (
     UPDATE partition_state AS s
-    SET next_offset = b.next_offset, internal_offset = b.next_internal, updated_at = now()
+    SET next_offset = b.next_offset, internal_offset = b.next_internal, updated_at = now(),
+        expired_before_ms = greatest(s.expired_before_ms, b.horizon)
     FROM batch AS b
     WHERE s.partition = b.partition AND s.epoch = b.epoch
       AND s.next_offset = b.expected_offset AND s.internal_offset = b.expected_internal
@@ -104,10 +105,11 @@ WITH batch AS (
                           currency, amount)
     WHERE j.partition IN (SELECT partition FROM fence)
 ), recorded AS (
-    INSERT INTO command_results (partition, command_id, fingerprint, src_offset, result)
+    INSERT INTO command_results (partition, command_id, fingerprint, src_offset, result,
+                                 issued_at_ms)
     SELECT r.* FROM unnest($6::text::integer[], $7::text::text[], $8::text::bigint[],
-                           $9::text::bigint[], $10::bytea[])
-                    AS r (partition, command_id, fingerprint, src_offset, result)
+                           $9::text::bigint[], $10::bytea[], $72::text::bigint[])
+                    AS r (partition, command_id, fingerprint, src_offset, result, issued_at_ms)
     WHERE r.partition IN (SELECT partition FROM fence)
 ), queued AS (
     INSERT INTO outbox (partition, src_offset, seq, kind, key, value, target_partition)
@@ -174,8 +176,8 @@ WITH batch AS (
 SELECT coalesce(array_agg(partition), '{}') FROM fence
 """
 
-_COMMIT_PARAMETERS: Final = 71
-"""$1 to $71 of ``_COMMIT``. Checked before the statement is sent: asyncpg reports a
+_COMMIT_PARAMETERS: Final = 73
+"""$1 to $73 of ``_COMMIT``. Checked before the statement is sent: asyncpg reports a
 count that does not match as an InterfaceError, which would pass as a cup fault."""
 
 _ACCOUNT_COLUMNS: Final = "customer_id, account_no, currency, balance, credit_limit, status"
@@ -231,11 +233,13 @@ class PostgresCupStore:
             "INSERT INTO partition_state (partition, epoch, owner) VALUES ($1, 1, $2)"
             " ON CONFLICT (partition) DO UPDATE"
             " SET epoch = partition_state.epoch + 1, owner = $2, updated_at = now()"
-            " RETURNING epoch, next_offset, internal_offset",
+            " RETURNING epoch, next_offset, internal_offset, expired_before_ms",
             partition,
             owner,
         )
-        return Claim(row["epoch"], row["next_offset"], row["internal_offset"])
+        return Claim(
+            row["epoch"], row["next_offset"], row["internal_offset"], row["expired_before_ms"]
+        )
 
     @_cup_faults
     async def state(self, partition: int) -> Claim | None:
@@ -245,12 +249,15 @@ class PostgresCupStore:
     async def states(self, partitions: Sequence[int]) -> dict[int, Claim]:
         """The claim of each partition that has a state row here."""
         rows = await self.pool.fetch(
-            "SELECT partition, epoch, next_offset, internal_offset FROM partition_state"
-            " WHERE partition = ANY($1::integer[])",
+            "SELECT partition, epoch, next_offset, internal_offset, expired_before_ms"
+            " FROM partition_state WHERE partition = ANY($1::integer[])",
             list(partitions),
         )
         return {
-            r["partition"]: Claim(r["epoch"], r["next_offset"], r["internal_offset"]) for r in rows
+            r["partition"]: Claim(
+                r["epoch"], r["next_offset"], r["internal_offset"], r["expired_before_ms"]
+            )
+            for r in rows
         }
 
     @_cup_faults
@@ -313,8 +320,9 @@ class PostgresCupStore:
         if refused:
             states = await self.states([b.partition for b in refused])
             for batch in refused:
-                expected = Claim(batch.epoch, batch.expected_offset, batch.expected_internal)
-                held = states.get(batch.partition) == expected
+                expected = (batch.epoch, batch.expected_offset, batch.expected_internal)
+                state = states.get(batch.partition)
+                held = state is not None and state.fence == expected
                 statuses[batch.partition] = CommitStatus.DUPLICATES if held else CommitStatus.FENCED
         return statuses
 
@@ -416,6 +424,35 @@ class PostgresCupStore:
             below_offset,
         )
 
+    @_cup_faults
+    async def advance_horizon(self, partition: int, epoch: int, horizon_ms: int) -> None:
+        await self.pool.execute(
+            "UPDATE partition_state SET expired_before_ms = $3"
+            " WHERE partition = $1 AND epoch = $2 AND expired_before_ms < $3",
+            partition,
+            epoch,
+            horizon_ms,
+        )
+
+    @_cup_faults
+    async def prune_expired(self, partition: int, rows_max: int) -> int:
+        """See engine.core.store.CupStore.prune_expired: one probe of the issue-time index,
+        then a delete by row address."""
+        status = await self.pool.execute(_PRUNE, partition, rows_max)
+        return int(status.rsplit(" ", 1)[1])
+
+
+_PRUNE: Final = """
+DELETE FROM command_results WHERE ctid = ANY(ARRAY(
+    SELECT r.ctid FROM partition_state AS s
+    JOIN command_results AS r
+      ON r.partition = s.partition AND r.issued_at_ms < s.expired_before_ms
+    WHERE s.partition = $1
+      AND NOT EXISTS (SELECT 1 FROM transfers_in_flight AS t
+                      WHERE t.partition = r.partition AND t.transfer_id = r.command_id)
+    LIMIT $2))
+"""
+
 
 _ints_json: Final = msgspec.json.Encoder()
 """Writes an integer list as JSON, ``[1,-2]``: the array literal between its brackets."""
@@ -433,9 +470,10 @@ def _account(row: asyncpg.Record) -> Account:
 
 
 def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
-    """The statement's parameters: $1 to $5 and $50 to $52 one element per batch (the
-    positions in both topics, the trim's bounds); every other one a column of ``_rows``,
-    the concatenation of every batch's rows (each row naming its partition)."""
+    """The statement's parameters: $1 to $5, $50 to $52 and $73 one element per batch (the
+    positions in both topics, the trim's bounds, the idempotency horizon); every other one
+    a column of ``_rows``, the concatenation of every batch's rows (each row naming its
+    partition)."""
     invariant(len({b.partition for b in batches}) == len(batches), "one batch per partition")
     arguments: dict[int, object] = {
         1: ints_literal([b.partition for b in batches]),
@@ -446,6 +484,7 @@ def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
         50: ints_literal([b.expected_internal for b in batches]),
         51: ints_literal([b.next_internal for b in batches]),
         52: ints_literal([b.trim_from_offset for b in batches]),
+        73: ints_literal([b.outcome.horizon_ms for b in batches]),
     }
     by_batch = [_rows(batch) for batch in batches]
     for position, (number, kind) in enumerate(zip(_ROW_PARAMETERS, _ROW_KINDS, strict=True)):
@@ -462,7 +501,7 @@ def _commit_arguments(batches: Sequence[CommitBatch]) -> list[object]:
 
 
 def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
-    """One batch's columns for $6 to $49 and $53 to $71, in the statement's order."""
+    """One batch's columns for $6 to $49 and $53 to $72, in the statement's order."""
     outcome = batch.outcome
     partition = batch.partition
     applied = outcome.applied
@@ -538,6 +577,7 @@ def _rows(batch: CommitBatch) -> tuple[Sequence[object], ...]:
         [e.kind for e in clearing],
         [e.amount for e in clearing],
         [e.command_id for e in clearing],
+        [a.issued_at_ms for a in applied],
     )
 
 
@@ -552,11 +592,12 @@ _ROW_KINDS: Final = (
     *(int, str),
     *(int, int, str, int, str, int, bool, bytes),
     *(int, int, int, int, int, str, str, int, int, int, str),
+    int,
 )
 """The element type of each column of ``_rows``: ints, booleans and texts go as array
 literals, bytes as lists."""
 
-_ROW_PARAMETERS: Final = (*range(6, 50), *range(53, _COMMIT_PARAMETERS + 1))
+_ROW_PARAMETERS: Final = (*range(6, 50), *range(53, _COMMIT_PARAMETERS))
 """The parameter of ``_COMMIT`` that takes each column of ``_rows``."""
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -54,6 +55,7 @@ from engine.core.messages import (
     Transfer,
     Withdraw,
     encode,
+    issued,
     result_decoder,
 )
 from engine.core.records import (
@@ -101,6 +103,7 @@ class SimulatedCup:
         self.accounts: dict[AccountKey, Account] = {}
         self.journal: list[tuple[AccountKey, int]] = []
         self.known: dict[str, tuple[int, bytes]] = {}
+        self.issued_at_ms: dict[str, int] = {}
         self.outbox: dict[tuple[int, int], OutboxRow] = {}
         self.flights: dict[str, InFlight] = {}
         self.credit: dict[tuple[CreditKind, str], CreditRow] = {}
@@ -108,7 +111,7 @@ class SimulatedCup:
 
     async def claim(self, partition: int, owner: str) -> Claim:
         state = self.claim_state
-        self.claim_state = Claim(state.epoch + 1, state.next_offset, state.internal_offset)
+        self.claim_state = state._replace(epoch=state.epoch + 1)
         return self.claim_state
 
     async def states(self, partitions: Sequence[int]) -> dict[int, Claim]:
@@ -116,6 +119,22 @@ class SimulatedCup:
 
     async def renew_connections(self) -> None:
         """A simulated cup has no pooled connections to replace."""
+
+    async def advance_horizon(self, partition: int, epoch: int, horizon_ms: int) -> None:
+        state = self.claim_state
+        if state.epoch == epoch and state.expired_before_ms < horizon_ms:
+            self.claim_state = state._replace(expired_before_ms=horizon_ms)
+
+    async def prune_expired(self, partition: int, rows_max: int) -> int:
+        horizon_ms = self.claim_state.expired_before_ms
+        expired = [
+            command_id
+            for command_id, issued_at_ms in self.issued_at_ms.items()
+            if issued_at_ms < horizon_ms and command_id not in self.flights
+        ][:rows_max]
+        for command_id in expired:
+            del self.known[command_id], self.issued_at_ms[command_id]
+        return len(expired)
 
     async def close(self) -> None:
         """Nothing to close."""
@@ -148,19 +167,21 @@ class SimulatedCup:
         return {batch.partition: self._commit(batch) for batch in batches}
 
     def _commit(self, batch: CommitBatch) -> CommitStatus:
-        expected = Claim(batch.epoch, batch.expected_offset, batch.expected_internal)
-        if self.claim_state != expected:
+        expected = (batch.epoch, batch.expected_offset, batch.expected_internal)
+        if self.claim_state.fence != expected:
             return CommitStatus.FENCED
         probed = [a.command_id for a in batch.outcome.applied]
         probed += [f.leg_id for f in batch.outcome.forged]
         if any(command_id in self.known for command_id in probed):
             return CommitStatus.DUPLICATES
-        self.claim_state = Claim(batch.epoch, batch.next_offset, batch.next_internal)
+        horizon_ms = max(self.claim_state.expired_before_ms, batch.outcome.horizon_ms)
+        self.claim_state = Claim(batch.epoch, batch.next_offset, batch.next_internal, horizon_ms)
         for account in batch.outcome.changed.values():
             self.accounts[account.key] = dataclasses.replace(account)
         self.journal += [((j.customer, j.account), j.amount) for j in batch.outcome.journal]
         for applied, raw in zip(batch.outcome.applied, batch.applied_results, strict=True):
             self.known[applied.command_id] = (applied.fingerprint, raw)
+            self.issued_at_ms[applied.command_id] = applied.issued_at_ms
         for final, raw in zip(batch.outcome.finals, batch.final_results, strict=True):
             self.known[final.command_id] = (self.known[final.command_id][0], raw)
         self.flights.update((t.transfer_id, t) for t in batch.outcome.opened)
@@ -207,6 +228,7 @@ class WorkerProtocol(RuleBasedStateMachine):
         self.loop.close()
 
     def _append(self, command: Command) -> None:
+        command = issued(command, time.time_ns() // 1_000_000)
         self.commands.append(command)
         value = encode(command)
         self.log.append(Record(TOPIC, PARTITION, len(self.log), b"k", value, 0))
@@ -273,7 +295,9 @@ class WorkerProtocol(RuleBasedStateMachine):
         before = (self.cup.claim_state, dict(self.cup.known), len(self.cup.journal))
         self.cup.lose_next_reply = lose and not stale
         round_input = RoundInput(state, records, 0)
-        (result,) = self._run(commit_round([round_input], LIMITS, self.metrics, 1))
+        (result,) = self._run(
+            commit_round([round_input], LIMITS, self.metrics, time.time_ns() // 1000)
+        )
         if result.verdict is Verdict.FENCED:
             assert stale, "only a stale owner is fenced"
             assert before == (self.cup.claim_state, dict(self.cup.known), len(self.cup.journal))
