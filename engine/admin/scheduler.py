@@ -202,7 +202,9 @@ class DayReport:
 
 
 def tally(day: dt.date, partitions: int, results: Mapping[int, Result]) -> DayReport:
-    """The report of ``day`` from the results received, by partition."""
+    """The report of ``day`` from the results received, by partition. A close's id is the
+    scheduler's for that day and partition: ``duplicate_conflict`` says a close of the day
+    was recorded under it already (by an earlier run, signed at another time)."""
     invariant(all(0 <= p < partitions for p in results), "results of known partitions")
     accepted = already_closed = 0
     rejected: list[tuple[int, Result]] = []
@@ -213,7 +215,7 @@ def tally(day: dt.date, partitions: int, results: Mapping[int, Result]) -> DayRe
             unanswered.append(partition)
         elif result.accepted:
             accepted += 1
-        elif result.reason is Reason.DAY_ALREADY_CLOSED:
+        elif result.reason in (Reason.DAY_ALREADY_CLOSED, Reason.DUPLICATE_CONFLICT):
             already_closed += 1
         else:
             rejected.append((partition, result))
