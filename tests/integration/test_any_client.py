@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from engine.core.messages import (
     Withdraw,
     encode,
     encode_json,
+    issued,
 )
 from engine.core.routing import customer_key, partition_of
 from loadtest.system import System, drop_system, make_system
@@ -64,15 +66,17 @@ def _phases(prefix: str) -> tuple[list[Command], list[Command]]:
     """Accounts opened and funded; then each customer pays the next 100 (mostly across
     partitions) and withdraws 50: every balance ends at 950."""
     customers = [1_000 + n for n in range(CUSTOMERS)]
+    now_ms = time.time_ns() // 1_000_000
     opening: list[Command] = []
     for customer in customers:
-        opening.append(OpenAccount(f"{prefix}-o-{customer}", customer, 1, "EUR"))
-        opening.append(Deposit(f"{prefix}-d-{customer}", customer, 1, 1_000, "EUR"))
+        opening.append(issued(OpenAccount(f"{prefix}-o-{customer}", customer, 1, "EUR"), now_ms))
+        opening.append(issued(Deposit(f"{prefix}-d-{customer}", customer, 1, 1_000, "EUR"), now_ms))
     moving: list[Command] = []
     for index, customer in enumerate(customers):
         payee = customers[(index + 1) % len(customers)]
-        moving.append(Transfer(f"{prefix}-t-{customer}", customer, 1, payee, 1, 100, "EUR"))
-        moving.append(Withdraw(f"{prefix}-w-{customer}", customer, 1, 50, "EUR"))
+        transfer = Transfer(f"{prefix}-t-{customer}", customer, 1, payee, 1, 100, "EUR")
+        moving.append(issued(transfer, now_ms))
+        moving.append(issued(Withdraw(f"{prefix}-w-{customer}", customer, 1, 50, "EUR"), now_ms))
     return opening, moving
 
 
@@ -201,7 +205,8 @@ async def test_a_command_corrected_after_a_rejection_is_one_command(system: Syst
     customer = 77
     bad = {"type": "deposit", "id": "fix-1", "customer": customer, "account": 1, "amount": 0}
     publish = _librdkafka(system, encode, partitioner="murmur2_random")
-    publish([OpenAccount("fix-o", customer, 1, "EUR")])
+    now_ms = time.time_ns() // 1_000_000
+    publish([issued(OpenAccount("fix-o", customer, 1, "EUR"), now_ms)])
     await _results(system, {"fix-o"})
     producer = Producer({**librdkafka_settings(system.config), "partitioner": "murmur2_random"})
     producer.produce(
@@ -210,7 +215,7 @@ async def test_a_command_corrected_after_a_rejection_is_one_command(system: Syst
         key=customer_key(customer),
     )
     assert producer.flush(30) == 0
-    publish([Deposit("fix-1", customer, 1, 5, "EUR")])
+    publish([issued(Deposit("fix-1", customer, 1, 5, "EUR"), now_ms)])
     results = (await _results(system, {"fix-1"}))["fix-1"]
     for _ in range(int(WAIT_SECONDS)):
         if len(results) == 2:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from engine.core.messages import (
     UnfreezeAccount,
     Withdraw,
     encode,
+    issued,
 )
 from engine.core.routing import customer_key, partition_of
 from engine.core.saga import credit_leg, settle_leg
@@ -113,7 +115,8 @@ class Wire:
         return Sent(self.topic, sent.partition, sent.offset, command_id)
 
     async def command(self, command: Any) -> Sent:
-        return await self.send(encode(command), command.customer)
+        """Send a command as the Python client would: stamped with its issue time."""
+        return await self.send(encode(issued(command, time.time_ns() // 10**6)), command.customer)
 
     async def outcomes(self, wanted: list[Sent]) -> dict[Sent, Outcome]:
         """The outcome of each record sent, waiting for all of them: its dead letter (by
