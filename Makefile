@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install: the venv is rebuilt only when pyproject.toml changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv up down status demo bench test chaos lint prometheus-tools k8s-tools docs clearing-scale
+.PHONY: venv up down status demo bench test chaos lint prometheus-tools k8s-tools docs clearing-scale soak
 
 venv: $(INSTALLED)
 
@@ -75,3 +75,11 @@ chaos: venv lint
 # its time and peak memory (issue 22). Not part of `make test`.
 clearing-scale: venv up
 	SMALLCUPS_CONFIG=.smallcups/local.toml $(BIN)/python -m scripts.clearing_scale
+
+# Half an hour of steady load on a throwaway system (issue 24): the idempotency window
+# pruning, the journal archived, two partitions moved; minute by minute latency, commit
+# time and table sizes, the move pauses, reconcile at the end (.smallcups/soak.json).
+# Not part of `make test`. Shorter: make soak SOAK_SECONDS=600.
+SOAK_SECONDS ?= 1800
+soak: venv up
+	SMALLCUPS_CONFIG=.smallcups/local.toml $(BIN)/python -m loadtest.soak --seconds $(SOAK_SECONDS)
