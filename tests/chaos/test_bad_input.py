@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from engine.core.authority import fresh_authority
 from engine.core.messages import (
     AMOUNT_MAX,
     BALANCE_MAX,
+    Command,
     DeadLetter,
     Deposit,
     OpenAccount,
@@ -34,6 +36,7 @@ from engine.core.messages import (
     Transfer,
     UnfreezeAccount,
     encode,
+    issued,
     result_decoder,
 )
 from engine.core.routing import customer_key, partition_of
@@ -56,6 +59,11 @@ Expected = tuple[str, str]
 """("dlq", dead letter reason) or ("rejected", Reason value)."""
 
 
+def _stamped(command: Command) -> bytes:
+    """A command as the Python client sends it: stamped with its issue time."""
+    return encode(issued(command, time.time_ns() // 1_000_000))
+
+
 def _deposit(**fields: Any) -> bytes:
     command = {"type": "deposit", "id": "d", "customer": CUSTOMER, "account": 1}
     return msgspec.msgpack.encode({**command, "amount": 5, "currency": "EUR", **fields})
@@ -69,7 +77,7 @@ def _hostile() -> Iterator[tuple[str, bytes | None, Expected]]:
     yield "empty value", b"", (dlq, "undecodable")
     yield "tombstone", None, (dlq, "undecodable")
     yield "JSON, not msgpack", b'{"type":"deposit","id":"j1"}', (dlq, "undecodable")
-    truncated = encode(Deposit("trunc-1", CUSTOMER, 1, 5, "EUR"))[:-4]
+    truncated = _stamped(Deposit("trunc-1", CUSTOMER, 1, 5, "EUR"))[:-4]
     yield "truncated msgpack", truncated, (dlq, "undecodable")
     yield "msgpack array", pack([1, 2, 3]), (dlq, "undecodable")
     yield "nested 5,000 deep", b"\x91" * 5_000 + b"\x01", (dlq, "undecodable")
@@ -211,18 +219,18 @@ async def _send_all(chaos: ChaosSystem) -> dict[tuple[int, int], tuple[str, Expe
     owed: dict[tuple[int, int], tuple[str, Expected]] = {}
     key = customer_key(CUSTOMER)
     try:
-        opening = encode(OpenAccount("open-target", CUSTOMER, 1, "EUR"))
+        opening = _stamped(OpenAccount("open-target", CUSTOMER, 1, "EUR"))
         sent = await producer.send_and_wait(kafka.commands_topic, opening, key=key)
         owed[(sent.partition, sent.offset)] = ("opening", ("accepted", ""))
         for index, (name, value, expected) in enumerate(_hostile()):
             sent = await producer.send_and_wait(kafka.commands_topic, value, key=key)
             owed[(sent.partition, sent.offset)] = (name, expected)
-            marker = encode(Deposit(f"marker-{index}", CUSTOMER, 1, MARKER_AMOUNT, "EUR"))
+            marker = _stamped(Deposit(f"marker-{index}", CUSTOMER, 1, MARKER_AMOUNT, "EUR"))
             sent = await producer.send_and_wait(kafka.commands_topic, marker, key=key)
             owed[(sent.partition, sent.offset)] = (f"marker {index}", ("accepted", ""))
         owed.update(await _overflow(producer, kafka.commands_topic))
         home = partition_of(CUSTOMER, kafka.partitions)
-        stray = encode(Deposit(STRAY, CUSTOMER, 1, 5, "EUR"))
+        stray = _stamped(Deposit(STRAY, CUSTOMER, 1, 5, "EUR"))
         await producer.send_and_wait(kafka.commands_topic, stray, partition=_elsewhere(home))
     finally:
         await producer.stop()
@@ -234,13 +242,13 @@ async def _overflow(
 ) -> dict[tuple[int, int], tuple[str, Expected]]:
     """Fill an account with the largest deposits until its balance would overflow int64."""
     key = customer_key(CUSTOMER)
-    opened = encode(OpenAccount("open-full", CUSTOMER, OVERFLOW_ACCOUNT, "EUR"))
+    opened = _stamped(OpenAccount("open-full", CUSTOMER, OVERFLOW_ACCOUNT, "EUR"))
     await producer.send_and_wait(topic, opened, key=key)
     fitting = BALANCE_MAX // AMOUNT_MAX
     sends = []
     for index in range(fitting + 1):
         deposit = Deposit(f"full-{index}", CUSTOMER, OVERFLOW_ACCOUNT, AMOUNT_MAX, "EUR")
-        sends.append(await producer.send(topic, encode(deposit), key=key))
+        sends.append(await producer.send(topic, _stamped(deposit), key=key))
     last_fitting, overflowing = await asyncio.gather(sends[-2], sends[-1])
     return {
         (last_fitting.partition, last_fitting.offset): ("last that fits", ("accepted", "")),
