@@ -15,7 +15,7 @@ import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.admin.topic_checks import check_topics
+from engine.admin.topic_checks import KafkaSource, check_topics
 from engine.core.config import Config
 from engine.core.credit import day_text
 from engine.core.messages import CURRENCIES
@@ -59,13 +59,16 @@ async def _reconcile_topics(
     *,
     full: bool,
 ) -> None:
+    """The topic checks (engine.admin.topic_checks). The results topic's end is read
+    before the positions: a result is published after its command's commit, so every
+    result read answers a command before its partition's position."""
+    kafka = config.require_kafka()
+    results_end = await end_offsets(kafka, kafka.results_topic)
     stores = await open_cups(shard_map, config.shards)
     try:
         positions = await _positions(stores, shard_map.cup_of)
     finally:
         await close_cups(stores)
-    kafka = config.require_kafka()
-    results_end = await end_offsets(kafka, kafka.results_topic)
     since: Checkpoint = {} if full else await load_checkpoint(control, kafka.topic_prefix)
     ends = {
         "commands": {p: position.commands for p, position in positions.items()},
@@ -78,8 +81,9 @@ async def _reconcile_topics(
     else:
         report.checkpoint = "continued" if since else "none"
     bytes_max = config.worker.message_bytes_max
+    source = KafkaSource(kafka)
     following = await check_topics(
-        kafka, positions, bytes_max, shard_map, cups, report, since, results_end
+        source, source.topics, positions, results_end, bytes_max, shard_map, cups, report, since
     )
     if report.ok and following is not None:
         await save_checkpoint(control, kafka.topic_prefix, following)

@@ -6,18 +6,21 @@ are read partition by partition in chunks of ``RECORDS_PER_CHUNK`` and matched o
 Every consumed command has its result; results of an id agree (at most one of them
 changed something: a rejection decided from the record alone is ``retried_after_rejection``
 when the id came again right); a result record answers the command at the partition and
-offset it names, else it is a notice (``results_well_formed``). A result naming an offset
-before the run's start (a re-send of an older command, a transfer settled after the
-checkpoint) is checked against its cup's record instead: equal, it is authentic; other, a
-notice; no record (pruned below the idempotency horizon, or a rejection that records
-nothing), it cannot be checked to name its command nor compared with the result the
-command first got (counted as ``results_unverified``, not reported).
+offset it names, else it is a notice (``results_well_formed``).
+
+A result naming an offset before the run's start (a re-send of an older command, a
+transfer settled after the checkpoint) is checked against its cup's record instead:
+equal, it is authentic; other, two different results (what a full run, which reads both,
+finds). With no record (pruned below the idempotency horizon, or a rejection that records
+nothing) it can be checked to be well-formed and of its own partition, but not to name
+its command, nor against the result the command first got: counted as
+``results_unverified``, not reported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Final, NamedTuple, Protocol
 
 from engine.admin.answers import NOTHING_CHANGED_PREFIX, answer_of
 from engine.admin.result_match import ResultMatcher, ResultRow, Unmatched
@@ -27,50 +30,75 @@ from engine.core.decoding import decode_command, decode_result, forwarded_partit
 from engine.core.messages import LEG_TYPES, Invalid, Reason, Status, Undecodable, result_decoder
 from engine.core.records import Position, ShardMap
 from engine.core.routing import partition_of
-from engine.kafka.topics import end_offsets, read_chunks
+from engine.kafka.topics import read_chunks
 from shards.audit import Report
-from shards.cup_admin import CupAdmin
 from shards.reconcile_checkpoint import CARRIED_IDS_MAX, Checkpoint, Mark
 
 RECORDS_PER_CHUNK: Final = 5_000
 """Records read from a topic at a time."""
 
 
+class Topics(NamedTuple):
+    commands: str
+    internal: str
+    results: str
+
+
+class TopicSource(Protocol):
+    """Where the records come from: Kafka (``KafkaSource``), or a test's lists."""
+
+    def chunks(self, topic: str, spans: dict[int, tuple[int, int]]) -> AsyncIterator[list[Any]]:
+        """The records of ``topic`` in ``spans`` (partition: [start, end)), in chunks."""
+        ...
+
+
+class RecordReads(Protocol):
+    """What the topic checks read of a cup (shards.cup_admin.CupAdmin has it)."""
+
+    async def results_of(self, ids: Sequence[tuple[int, str]]) -> list[tuple[int, str, bytes]]: ...
+
+
+class KafkaSource:
+    def __init__(self, kafka: KafkaConfig) -> None:
+        self.kafka = kafka
+        self.topics = Topics(kafka.commands_topic, kafka.internal_topic, kafka.results_topic)
+
+    def chunks(self, topic: str, spans: dict[int, tuple[int, int]]) -> AsyncIterator[list[Any]]:
+        return read_chunks(self.kafka, topic, spans, RECORDS_PER_CHUNK)
+
+
 async def check_topics(
-    kafka: KafkaConfig,
+    source: TopicSource,
+    topics: Topics,
     positions: dict[int, Position],
+    results_end: dict[int, int],
     bytes_max: int,
     shard_map: ShardMap,
-    cups: Mapping[int, CupAdmin],
+    cups: Mapping[int, RecordReads],
     report: Report,
     since: Checkpoint,
-    results_end: dict[int, int] | None = None,
 ) -> Checkpoint | None:
-    """Checks 6 and 10 over the records after ``since`` (empty: all); the checkpoint that
-    continues from here, or None when a partition would carry more than CARRIED_IDS_MAX."""
+    """Checks 6 and 10 over the records after ``since`` (empty: all) up to ``positions``
+    (commands and internal topic) and ``results_end``; the checkpoint that continues from
+    here, or None when a partition would carry more than CARRIED_IDS_MAX."""
     starts = {p: since.get(p, Mark(0, 0, 0)) for p in positions}
-    if results_end is None:
-        results_end = await end_offsets(kafka, kafka.results_topic)
     read = 0
     with ResultMatcher() as matcher:
-        for topic in (kafka.commands_topic, kafka.internal_topic):
-            internal = topic == kafka.internal_topic
+        for topic in (topics.commands, topics.internal):
+            internal = topic == topics.internal
             spans = {
                 p: (_start(starts[p], internal), pos.of(internal)) for p, pos in positions.items()
             }
-            async for chunk in read_chunks(kafka, topic, spans, RECORDS_PER_CHUNK):
+            async for chunk in source.chunks(topic, spans):
                 read += len(chunk)
                 _commands(matcher, chunk, bytes_max, shard_map.partitions, internal)
         matcher.consumed((p, c, -1) for p, mark in starts.items() for c in mark.unanswered)
         spans = {p: (starts[p].results_offset, end) for p, end in results_end.items()}
-        async for chunk in read_chunks(kafka, kafka.results_topic, spans, RECORDS_PER_CHUNK):
+        async for chunk in source.chunks(topics.results, spans):
             read += len(chunk)
             matcher.results(_results(chunk, report))
-        deferred: dict[int, int] = {}
         for unmatched in matcher.unmatched():
-            await _unmatched(
-                matcher, unmatched, positions, starts, shard_map, cups, report, deferred
-            )
+            await _unmatched(matcher, unmatched, starts, shard_map, cups, report)
         carried = _unanswered(matcher, report)
         for partition, command_id, count in (row for c in matcher.disagreeing() for row in c):
             report.add(
@@ -85,7 +113,7 @@ async def check_topics(
         p: Mark(
             pos.commands,
             pos.internal,
-            min(deferred.get(p, results_end.get(p, 0)), results_end.get(p, 0)),
+            results_end.get(p, 0),
             tuple(sorted(carried.get(p, ()))),
         )
         for p, pos in positions.items()
@@ -161,23 +189,17 @@ def _results(records: list[Any], report: Report) -> list[ResultRow]:
 async def _unmatched(
     matcher: ResultMatcher,
     rows: list[Unmatched],
-    positions: dict[int, Position],
     starts: dict[int, Mark],
     shard_map: ShardMap,
-    cups: Mapping[int, CupAdmin],
+    cups: Mapping[int, RecordReads],
     report: Report,
-    deferred: dict[int, int],
 ) -> None:
-    """Results naming no record read: past the position (a command consumed after the
-    positions were read: left for the next run), before the run's start (checked against
-    the cup's record), else a notice."""
+    """Results naming no record read: before the run's start (checked against the cup's
+    record), else a notice."""
     old: list[Unmatched] = []
     for row in rows:
-        if row.offset >= min(positions.get(row.partition, Position(0, 0))):
-            deferred.setdefault(row.partition, row.result_offset)
-        elif row.offset < max(
-            starts[row.partition].commands_offset, starts[row.partition].internal_offset
-        ):
+        start = starts[row.partition]
+        if row.offset < max(start.commands_offset, start.internal_offset):
             old.append(row)
         else:
             report.notice(
@@ -201,10 +223,10 @@ async def _unmatched(
             )
             accepted.append(row.row_id)
             continue
-        report.notice(
-            "results_well_formed",
-            f"results partition {row.partition} offset {row.result_offset}: answers "
-            f"{row.command_id[:80]!r} otherwise than its record in the cup",
+        report.add(
+            "one_result",
+            f"command {row.command_id} (partition {row.partition}): the result at results "
+            f"offset {row.result_offset} is not the one recorded",
         )
     matcher.accept(accepted)
 
