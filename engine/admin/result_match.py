@@ -28,13 +28,16 @@ MATCH_ROWS_PER_FETCH: Final = 2_000
 
 _SCHEMA: Final = """
 CREATE TABLE consumed (partition INTEGER, id TEXT, offset INTEGER);
-CREATE INDEX consumed_key ON consumed (partition, id);
 CREATE TABLE ids_at (partition INTEGER, offset INTEGER, id TEXT);
-CREATE INDEX ids_at_key ON ids_at (partition, offset, id);
 CREATE TABLE results (partition INTEGER, result_offset INTEGER, id TEXT, offset INTEGER,
                       answer BLOB, real INTEGER, authentic INTEGER DEFAULT 0);
+"""
+_INDEXES: Final = """
+CREATE INDEX consumed_key ON consumed (partition, id);
+CREATE INDEX ids_at_key ON ids_at (partition, offset, id);
 CREATE INDEX results_key ON results (partition, id);
 """
+"""Made once every record is in (faster than growing them row by row)."""
 
 
 class ResultRow(NamedTuple):
@@ -100,7 +103,9 @@ class ResultMatcher:
         self.db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, 0)", rows)
 
     def unmatched(self) -> Iterator[list[Unmatched]]:
-        """Results naming no record read, in chunks (after marking the others authentic)."""
+        """Results naming no record read, in chunks (after marking the others authentic).
+        Called once, after every record is in."""
+        self.db.executescript(_INDEXES)
         self.db.execute(
             "UPDATE results SET authentic = 1 WHERE EXISTS (SELECT 1 FROM ids_at i"
             " WHERE i.partition = results.partition AND i.offset = results.offset"
