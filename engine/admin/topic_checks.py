@@ -198,7 +198,7 @@ async def _unmatched(
     record), else a notice."""
     old: list[Unmatched] = []
     for row in rows:
-        start = starts[row.partition]
+        start = starts.get(row.partition, Mark(0, 0, 0))
         if row.offset < max(start.commands_offset, start.internal_offset):
             old.append(row)
         else:
