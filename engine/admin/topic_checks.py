@@ -215,12 +215,11 @@ async def _unmatched(
         for partition, command_id, result in await cups[cup_id].results_of(wanted):
             records[(partition, command_id)] = answer_of(result_decoder.decode(result))
     accepted: list[int] = []
+    unverified = 0
     for row in old:
         record = records.get((row.partition, row.command_id))
         if record is None or record == row.answer or not row.real:
-            report.counts["results_unverified"] = report.counts.get("results_unverified", 0) + (
-                record is None
-            )
+            unverified += record is None
             accepted.append(row.row_id)
             continue
         report.add(
@@ -229,6 +228,7 @@ async def _unmatched(
             f"offset {row.result_offset} is not the one recorded",
         )
     matcher.accept(accepted)
+    report.counts["results_unverified"] = report.counts.get("results_unverified", 0) + unverified
 
 
 def _unanswered(matcher: ResultMatcher, report: Report) -> dict[int, list[str]]:

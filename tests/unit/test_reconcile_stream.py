@@ -222,3 +222,18 @@ def _play(history: History, command_id: str, customer: int, fate: int, flying: l
         history.answer(partition, command_id, offset, amount=5 if fate == 2 else 7)
     if fate == 5:
         history.answer(partition, "forged", offset)
+
+
+async def test_a_pruned_record_is_not_missed_and_its_result_not_checked() -> None:
+    history = History()
+    partition, offset = history.command(5, "old")
+    history.answer(partition, "old", offset)
+    first, following = await run(history, {}, history.ends())
+    assert first.ok and following is not None
+    history.command(5, "old")  # re-sent: answered with the first result, naming offset 0
+    history.answer(partition, "old", offset, amount=8)  # (not the first: nothing can tell)
+    del history.records[(partition, "old")]  # pruned below the idempotency horizon
+    second, _ = await run(history, following, history.ends())
+    assert second.ok, second.problems
+    assert second.counts["results_unverified"] == 1
+    assert not second.notices
