@@ -99,7 +99,3 @@ async def save_checkpoint(control: asyncpg.Connection, topics: str, checkpoint: 
                 for p, m in sorted(checkpoint.items())
             ],
         )
-
-
-async def forget_checkpoint(control: asyncpg.Connection, topics: str) -> None:
-    await control.execute("DELETE FROM reconcile_checkpoints WHERE topics = $1", topics)

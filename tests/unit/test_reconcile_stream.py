@@ -237,3 +237,14 @@ async def test_a_pruned_record_is_not_missed_and_its_result_not_checked() -> Non
     assert second.ok, second.problems
     assert second.counts["results_unverified"] == 1
     assert not second.notices
+
+
+async def test_no_checkpoint_when_a_partition_carries_too_many(monkeypatch: Any) -> None:
+    monkeypatch.setattr("engine.admin.topic_checks.CARRIED_IDS_MAX", 1)
+    history = History()
+    for n in range(2):
+        partition, _ = history.command(7, f"flight{n}")
+        history.pending.add((partition, f"flight{n}"))
+    report, following = await run(history, {}, history.ends())
+    assert report.ok
+    assert following is None
