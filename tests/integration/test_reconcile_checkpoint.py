@@ -1,7 +1,8 @@
 """Reconcile from a checkpoint on the real stack: a full run saves where it stopped; after
 more load, the next run reads only the records that came after (counted); a second result
 planted after the checkpoint, for a command answered before it, is found by the
-incremental run as by a full one; --full ignores the checkpoint."""
+incremental run as by a full one; --full ignores the checkpoint, and so does a run whose
+checkpoint is past a partition's position."""
 
 from __future__ import annotations
 
@@ -81,3 +82,16 @@ async def test_an_incremental_run_reads_only_what_came_after_the_checkpoint(
     assert again.checkpoint == "none"
     assert again.counts["topic_records_read"] == 6 * CUSTOMERS + 1
     assert [victim.command_id in f for f in again.problems["one_result"]] == [True]
+    control = await connect(config.control_dsn, config.shards)
+    try:
+        await control.execute(
+            "UPDATE reconcile_checkpoints SET commands_offset = commands_offset + 1000"
+            " WHERE partition = 0"
+        )
+    finally:
+        await control.close()
+    behind = await reconcile(config, topics=True)
+    assert behind.checkpoint.startswith("ignored: the commands topic's partition 0"), (
+        behind.checkpoint
+    )
+    assert behind.counts["topic_records_read"] == 6 * CUSTOMERS + 1
