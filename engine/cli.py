@@ -118,6 +118,11 @@ def _reconcile_command(commands: Subcommands) -> None:
         "--no-topics", action="store_true", help="skip reading the topics (check 6)"
     )
     reconcile.add_argument(
+        "--full",
+        action="store_true",
+        help="read the topics from the start, ignoring the checkpoint of the last clean run",
+    )
+    reconcile.add_argument(
         "--metrics-file", help="also write the outcome as Prometheus text (textfile collector)"
     )
     reconcile.set_defaults(run=_reconcile)
@@ -127,7 +132,11 @@ def _reconcile(args: argparse.Namespace, config: Config) -> int:
     from engine.admin.reconcile import run_reconcile
 
     return run_reconcile(
-        config, as_json=args.json, topics=not args.no_topics, metrics_file=args.metrics_file
+        config,
+        as_json=args.json,
+        topics=not args.no_topics,
+        full=args.full,
+        metrics_file=args.metrics_file,
     )
 
 

@@ -93,6 +93,9 @@ class Report:
     calendars: dict[int, int] = field(default_factory=dict)
     """Each partition's last closed business day (a ``date.toordinal`` day number), for
     the partitions whose calendar has started."""
+    checkpoint: str = "not used"
+    """How the topic checks started: from a checkpoint ("continued"), from the start
+    ("none", or "ignored: why" when the saved one no longer matches the topics)."""
 
     @property
     def ok(self) -> bool:

@@ -9,59 +9,84 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
 
+import asyncpg
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.core.batch import routed
-from engine.core.config import Config, KafkaConfig
+from engine.admin.topic_checks import KafkaSource, check_topics
+from engine.core.config import Config
 from engine.core.credit import day_text
-from engine.core.decoding import decode_command, decode_result, forwarded_partition, says_json
-from engine.core.messages import (
-    CURRENCIES,
-    INPUT_REASONS,
-    LEG_TYPES,
-    Invalid,
-    Reason,
-    Result,
-    Status,
-    Undecodable,
-)
-from engine.core.records import Position
-from engine.core.routing import partition_of
+from engine.core.messages import CURRENCIES
+from engine.core.records import Position, ShardMap
 from engine.core.store import CupStore
-from engine.kafka.topics import end_offsets, read_range
+from engine.kafka.topics import end_offsets
 from shards.audit import Report, reconcile_cups
 from shards.control import connect, load_shard_map
+from shards.cup_admin import CupAdmin
 from shards.cups import close_cups, connect_cups, open_cups
 from shards.moves import open_moves
+from shards.reconcile_checkpoint import Checkpoint, load_checkpoint, save_checkpoint, why_unusable
 
 
-async def reconcile(config: Config, *, topics: bool) -> Report:
+async def reconcile(config: Config, *, topics: bool, full: bool = False) -> Report:
+    """The cups' checks, then (with ``topics``) the topics' from the saved checkpoint
+    (unless ``full`` or none usable); a clean run with the topics saves the next one."""
     control = await connect(config.control_dsn, config.shards)
     try:
         shard_map = await load_shard_map(control)
         moving = frozenset(move.partition for move in await open_moves(control))
+        cups = await connect_cups(shard_map, config.shards)
+        try:
+            stuck = config.worker.transfer_stuck_seconds
+            report = await reconcile_cups(cups, shard_map, CURRENCIES, moving, stuck)
+            if topics:
+                await _reconcile_topics(config, control, shard_map, cups, report, full=full)
+        finally:
+            await close_cups(cups)
     finally:
         await control.close()
-    cups = await connect_cups(shard_map, config.shards)
-    try:
-        stuck = config.worker.transfer_stuck_seconds
-        report = await reconcile_cups(cups, shard_map, CURRENCIES, moving, stuck)
-    finally:
-        await close_cups(cups)
-    if topics:
-        stores = await open_cups(shard_map, config.shards)
-        try:
-            positions = await _positions(stores, shard_map.cup_of)
-        finally:
-            await close_cups(stores)
-        kafka = config.require_kafka()
-        bytes_max = config.worker.message_bytes_max
-        await _check_results(kafka, positions, bytes_max, shard_map.partitions, report)
     return report
+
+
+async def _reconcile_topics(
+    config: Config,
+    control: asyncpg.Connection,
+    shard_map: ShardMap,
+    cups: Mapping[int, CupAdmin],
+    report: Report,
+    *,
+    full: bool,
+) -> None:
+    """The topic checks (engine.admin.topic_checks). The results topic's end is read
+    before the positions: a result is published after its command's commit, so every
+    result read answers a command before its partition's position."""
+    kafka = config.require_kafka()
+    results_end = await end_offsets(kafka, kafka.results_topic)
+    stores = await open_cups(shard_map, config.shards)
+    try:
+        positions = await _positions(stores, shard_map.cup_of)
+    finally:
+        await close_cups(stores)
+    since: Checkpoint = {} if full else await load_checkpoint(control, kafka.topic_prefix)
+    ends = {
+        "commands": {p: position.commands for p, position in positions.items()},
+        "internal": {p: position.internal for p, position in positions.items()},
+        "results": results_end,
+    }
+    if since and (why := why_unusable(since, shard_map.partitions, ends)):
+        report.checkpoint = f"ignored: {why}"
+        since = {}
+    else:
+        report.checkpoint = "continued" if since else "none"
+    bytes_max = config.worker.message_bytes_max
+    source = KafkaSource(kafka)
+    following = await check_topics(
+        source, source.topics, positions, results_end, bytes_max, shard_map, cups, report, since
+    )
+    if report.ok and following is not None:
+        await save_checkpoint(control, kafka.topic_prefix, following)
 
 
 async def _positions(stores: Mapping[int, CupStore], cup_of: dict[int, int]) -> dict[int, Position]:
@@ -77,142 +102,6 @@ async def _positions(stores: Mapping[int, CupStore], cup_of: dict[int, int]) -> 
         partition: claim.position if (claim := by_cup[cup].get(partition)) else start
         for partition, cup in cup_of.items()
     }
-
-
-async def _check_results(
-    kafka: KafkaConfig,
-    positions: dict[int, Position],
-    bytes_max: int,
-    partitions: int,
-    report: Report,
-) -> None:
-    """Checks 6 and 10: every consumed command has its result, results of an id agree,
-    and every result record is one the engine could have written. Command ids are unique
-    per partition (two customers of two partitions may share one), so results are told
-    apart by partition and id; a command published to another partition than its
-    customer's was forwarded there, and is answered there.
-
-    Results of one id agree when at most one of them changed something: a rejection
-    decided from the record alone (a decode rejection, a bad signature, a record
-    forwarded twice) changed nothing, so the same id sent again, right this time, is one
-    command (counted as ``retried_after_rejection``).
-
-    Commands come from the commands topic and the internal topic (privileged commands);
-    a result names the offset of its command in either, so ``ids_at`` holds the ids of
-    both by (partition, offset), and a result is authentic when one of them is its id.
-
-    A record over ``bytes_max`` went to the DLQ undecoded (as the worker does), so it
-    owes no result whatever it holds. A result for an offset past the cup's position
-    answers a command consumed after the positions were read: it is left for the next run.
-    """
-    consumed: dict[tuple[int, str], int] = defaultdict(int)
-    ids_at: dict[tuple[int, int], set[str]] = defaultdict(set)
-    for topic in (kafka.commands_topic, kafka.internal_topic):
-        internal = topic == kafka.internal_topic
-        ends = {p: position.of(internal) for p, position in positions.items()}
-        for record in await read_range(kafka, topic, ends):
-            answered_in = _answered_in(record, bytes_max, partitions, internal)
-            if answered_in is None:
-                continue
-            command_id, partition, forward = answered_in
-            if not forward:  # a forward is the second hop of a command counted already
-                consumed[(partition, command_id)] += 1
-            if partition == record.partition:
-                ids_at[(record.partition, record.offset)].add(command_id)
-    results_end = await end_offsets(kafka, kafka.results_topic)
-    answers: dict[tuple[int, str], set[bytes]] = defaultdict(set)
-    for record in await read_range(kafka, kafka.results_topic, results_end):
-        result = _authentic_result(record, positions, ids_at, report)
-        if result is None:
-            continue
-        if result.status is Status.PENDING:
-            report.add("one_result", f"command {result.command_id}: a pending result was published")
-        if result.reason is not Reason.DUPLICATE_CONFLICT:
-            answers[(result.partition, result.command_id)].add(answer_of(result))
-    for key in consumed:
-        if key not in answers and key not in report.pending_ids:
-            report.add("one_result", f"command {key[1]} (partition {key[0]}): consumed, no result")
-    retried = 0
-    for (partition, command_id), variants in answers.items():
-        real = [v for v in variants if not v.startswith(_NOTHING_CHANGED_PREFIX)]
-        if len(real) > 1:
-            report.add(
-                "one_result",
-                f"command {command_id} (partition {partition}): {len(real)} different results",
-            )
-        retried += len(variants) > len(real) and bool(real)
-    report.counts["commands_consumed"] = sum(consumed.values())
-    report.counts["command_ids_answered"] = len(answers)
-    report.counts["retried_after_rejection"] = retried
-
-
-def _answered_in(
-    record: Any, bytes_max: int, partitions: int, internal: bool
-) -> tuple[str, int, bool] | None:
-    """(id, partition whose result answers it, whether the record is a worker's forward)
-    of a command record of the commands or the ``internal`` topic; None when it owes no
-    result (a dead letter, a leg)."""
-    value = record.value or b""
-    if len(value) > bytes_max:
-        return None
-    headers = record.headers or ()
-    command = routed(decode_command(value, json=says_json(headers) or None), internal)
-    if isinstance(command, (Undecodable, *LEG_TYPES)):
-        return None
-    forward = forwarded_partition(headers, partitions) >= 0
-    if isinstance(command, Invalid) or forward:
-        return command.id, record.partition, forward
-    return command.id, partition_of(command.customer, partitions), False
-
-
-def _authentic_result(
-    record: Any,
-    positions: dict[int, Position],
-    ids_at: dict[tuple[int, int], set[str]],
-    report: Report,
-) -> Result | None:
-    """The record's result if it is one the engine could have published (check 10), else
-    None with a finding; None without one for a result of a command not consumed yet."""
-    where = f"results partition {record.partition} offset {record.offset}"
-    result = decode_result(record.value)
-    if isinstance(result, Undecodable):
-        report.notice("results_well_formed", f"{where}: not a result ({result.detail[:80]})")
-        return None
-    if result.partition != record.partition:
-        report.notice(
-            "results_well_formed", f"{where}: names partition {result.partition}, not its own"
-        )
-        return None
-    if result.command_id in ids_at.get((result.partition, result.offset), ()):
-        return result
-    if result.offset >= min(positions.get(result.partition, Position(0, 0))):
-        return None
-    report.notice(
-        "results_well_formed",
-        f"{where}: answers {result.command_id[:80]!r}, but offset {result.offset} "
-        "holds another command",
-    )
-    return None
-
-
-_NOTHING_CHANGED: Final = INPUT_REASONS | {
-    Reason.WRONG_PARTITION,
-    Reason.ID_EXPIRED,
-    Reason.ISSUED_AT,
-}
-"""Rejections that changed nothing and recorded nothing that a later record of the same
-id could disagree with (``id_expired`` answers a re-send of a command whose window has
-passed: the first answer stands)."""
-_NOTHING_CHANGED_PREFIX: Final = b"nothing changed:"
-
-
-def answer_of(result: Result) -> bytes:
-    """What must agree between the results of one command id: all of a recorded result
-    (re-sends are identical, whatever their encoding), only the reason of a rejection
-    that changed nothing (a re-sent bad record is answered again, at another offset)."""
-    if result.status is Status.REJECTED and result.reason in _NOTHING_CHANGED:
-        return _NOTHING_CHANGED_PREFIX + result.reason.encode()
-    return msgspec.msgpack.encode(result)
 
 
 CHECKS = (
@@ -239,10 +128,15 @@ NOTICES = ("results_well_formed",)
 
 
 def run_reconcile(
-    config: Config, *, as_json: bool, topics: bool, metrics_file: str | None = None
+    config: Config,
+    *,
+    as_json: bool,
+    topics: bool,
+    full: bool = False,
+    metrics_file: str | None = None,
 ) -> int:
     """Print the reconciliation report; exit 1 on any discrepancy."""
-    report = asyncio.run(reconcile(config, topics=topics))
+    report = asyncio.run(reconcile(config, topics=topics, full=full))
     if metrics_file:
         write_reconcile_metrics(Path(metrics_file), ok=report.ok)
     checks = {name: report.problems.get(name, []) for name in CHECKS}
@@ -261,6 +155,7 @@ def run_reconcile(
             },
             "notices": notices,
             "counts": report.counts,
+            "checkpoint": report.checkpoint,
             "credit": {c: dataclasses.asdict(f) for c, f in sorted(report.credit.items())},
             "partners": [
                 {"partner": partner, "currency": currency, **dataclasses.asdict(f)}
@@ -283,6 +178,9 @@ def run_reconcile(
     )
     for line in credit_book_text(report):
         print(line)
+    if topics:
+        read = report.counts.get("topic_records_read", 0)
+        print(f"topics: {read:,} records read (checkpoint: {report.checkpoint})")
     for name, found in checks.items():
         print(f"  {name:<28} {'ok' if not found else f'FAILED ({len(found)})'}")
         for finding in found:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Final, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -184,5 +185,46 @@ async def read_range(
                     del wanted[tp]
                     consumer.pause(tp)
         return records
+    finally:
+        await consumer.stop()
+
+
+async def read_chunks(
+    kafka: KafkaConfig,
+    topic: str,
+    spans: dict[int, tuple[int, int]],
+    records_max: int,
+    timeout_seconds: float = 120.0,
+) -> AsyncIterator[list[Any]]:
+    """Records of ``topic`` in ``spans`` (partition: [start, end)), one partition after the
+    other, in chunks of at most ``records_max``: memory holds one chunk, whatever the
+    history. Bounded in time as read_range."""
+    wanted = {p: span for p, span in sorted(spans.items()) if span[1] > span[0]}
+    if not wanted:
+        return
+    consumer = AIOKafkaConsumer(
+        **connection(kafka), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        for partition, (start, end) in wanted.items():
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            deadline = time.monotonic() + timeout_seconds
+            position = start
+            while position < end:
+                if time.monotonic() > deadline:
+                    raise InfrastructureError(f"{topic}: records missing after {timeout_seconds} s")
+                fetched = await consumer.getmany(
+                    tp, timeout_ms=_FETCH_TIMEOUT_MS, max_records=records_max
+                )
+                batch = fetched.get(tp, [])
+                chunk = [r for r in batch if r.offset < end]
+                if batch:
+                    deadline = time.monotonic() + timeout_seconds
+                position = await consumer.position(tp)
+                if chunk:
+                    yield chunk
     finally:
         await consumer.stop()

@@ -30,7 +30,7 @@ from typing import Any, Final
 import msgspec
 from aiokafka.errors import KafkaError
 
-from engine.admin.reconcile import answer_of
+from engine.admin.answers import answer_of
 from engine.core.batch import routed
 from engine.core.config import Config, to_environ
 from engine.core.decoding import decode_command

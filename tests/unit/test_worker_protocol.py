@@ -33,7 +33,7 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from engine.admin.reconcile import answer_of
+from engine.admin.answers import answer_of
 from engine.core.authority import fresh_authority
 from engine.core.book import (
     SYSTEM_CUSTOMER,

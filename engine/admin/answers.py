@@ -1,0 +1,28 @@
+"""What must agree between the results of one command id (reconcile's check 6)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from engine.core.messages import INPUT_REASONS, Reason, Result, Status
+
+NOTHING_CHANGED: Final = INPUT_REASONS | {
+    Reason.WRONG_PARTITION,
+    Reason.ID_EXPIRED,
+    Reason.ISSUED_AT,
+}
+"""Rejections that changed nothing and recorded nothing that a later record of the same
+id could disagree with (``id_expired`` answers a re-send of a command whose window has
+passed: the first answer stands)."""
+NOTHING_CHANGED_PREFIX: Final = b"nothing changed:"
+
+
+def answer_of(result: Result) -> bytes:
+    """What must agree between the results of one command id: all of a recorded result
+    (re-sends are identical, whatever their encoding), only the reason of a rejection
+    that changed nothing (a re-sent bad record is answered again, at another offset)."""
+    if result.status is Status.REJECTED and result.reason in NOTHING_CHANGED:
+        return NOTHING_CHANGED_PREFIX + result.reason.encode()
+    return msgspec.msgpack.encode(result)
