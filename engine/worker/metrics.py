@@ -11,6 +11,7 @@ partition that went takes its series with it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 from bisect import bisect_left
@@ -218,6 +219,13 @@ class WorkerMetrics:
             self.cups_down.discard(label)
         else:
             self.cups_down.add(label)
+
+    def forget_cup(self, cup: int) -> None:
+        """A cup removed from the map: no gauge, and not down."""
+        label = str(cup)
+        self.cups_down.discard(label)
+        with contextlib.suppress(KeyError):
+            self.cup_up.remove(label)
 
     def precreate(
         self,
