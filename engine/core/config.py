@@ -623,6 +623,29 @@ class WorkerConfig(Section, frozen=True):
             ),
         ),
     ] = 300.0
+    relay_stall_max_seconds: Annotated[
+        float,
+        Meta(
+            ge=1,
+            le=3600,
+            description=(
+                "/readyz fails when the relay has had results to publish this long without "
+                "getting any through (its oldest unacknowledged send, or failing sends with "
+                "no acknowledgement since); longer than kafka.request_timeout_ms, so one slow "
+                "request does not flip it"
+            ),
+        ),
+    ] = 60.0
+    rebalance_on_flip: Annotated[
+        bool,
+        Meta(
+            description=(
+                "the worker that owned a moved partition asks the consumer group to rebalance "
+                "when the move flips it, so cup affinity is restored at once instead of at the "
+                "next membership change (docs/operations.md: what it costs the others)"
+            ),
+        ),
+    ] = True
 
 
 class SecurityConfig(Section, frozen=True):

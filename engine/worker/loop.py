@@ -317,6 +317,21 @@ class Worker:
             return False, f"partitions {waiting} wait to be claimed again"
         if self.metrics.cups_down:
             return False, f"cups {sorted(self.metrics.cups_down)} unreachable"
+        return self._relay_readiness()
+
+    def _relay_readiness(self) -> tuple[bool, str]:
+        """Ready when the relay runs and gets results through: not when a hand-over task
+        died, nor when it has had rows to send for relay_stall_max_seconds without an
+        acknowledgement."""
+        failure = self.relay.failure()
+        if failure is not None:
+            return False, f"the relay stopped: {type(failure).__name__}"
+        stalled = self.relay.stalled_seconds(time.monotonic())
+        if stalled > self.limits.relay_stall_max_seconds:
+            return False, (
+                f"the relay has not published for {stalled:.0f} s "
+                f"(worker.relay_stall_max_seconds {self.limits.relay_stall_max_seconds:.0f})"
+            )
         return True, f"owns {len(self.lanes)} partitions"
 
     def abandon(self) -> None:
