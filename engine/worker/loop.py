@@ -29,7 +29,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -40,6 +40,7 @@ from engine.core.config import Config
 from engine.core.errors import CupUnavailableError, InvariantError
 from engine.core.records import InputTopics, ShardMap
 from engine.core.store import CupStore
+from engine.kafka.clients import request_rebalance
 from engine.kafka.connection import ACCESS_ERRORS, access_denied
 from engine.kafka.relay import Relay
 from engine.worker.commit_round import RoundInput, Verdict, commit_round
@@ -284,6 +285,7 @@ class Worker:
         async with self._lock:
             if shard_map.version <= self.shard_map.version:
                 return
+            flipped = _flipped(self.shard_map, shard_map, self.phases.assigned())
             self.shard_map = shard_map
             claims = []
             for partition in sorted(self.phases.assigned()):
@@ -300,6 +302,9 @@ class Worker:
                     claims.append(partition)
             await asyncio.gather(*(self._claim(p) for p in claims))
             self.metrics.partitions_owned.set(len(self.lanes))
+        if flipped and self.limits.rebalance_on_flip and self.joined:
+            log.info("partitions %s moved to another cup: asking for a rebalance", flipped)
+            request_rebalance(self.consumer)
 
     def _park(self, partition: int) -> None:
         """Leave a paused partition alone: no claim, no fetching, until the map resumes it."""
@@ -346,3 +351,8 @@ class Worker:
             await self.relay.flush(self.limits.handover_flush_seconds)
             await self.housekeeper.trim_outboxes()
             await self.housekeeper.commit_kafka_offsets()
+
+
+def _flipped(old: ShardMap, new: ShardMap, assigned: Iterable[int]) -> list[int]:
+    """The assigned partitions the new map routes to another cup: a move's flip."""
+    return sorted(p for p in assigned if old.cup_of.get(p) != new.cup_of.get(p))
