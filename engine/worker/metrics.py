@@ -221,11 +221,12 @@ class WorkerMetrics:
             self.cups_down.add(label)
 
     def forget_cup(self, cup: int) -> None:
-        """A cup removed from the map: no gauge, and not down."""
+        """A cup removed from the map: none of its per-cup gauges, and not down."""
         label = str(cup)
         self.cups_down.discard(label)
-        with contextlib.suppress(KeyError):
-            self.cup_up.remove(label)
+        for gauge in (self.cup_up, self.legs_in_flight, self.transfers_stuck):
+            with contextlib.suppress(KeyError):
+                gauge.remove(label)
 
     def precreate(
         self,

@@ -141,7 +141,8 @@ async def phase(system: System, trigger: bool, seed: int) -> tuple[list[float], 
     for _ in range(2):
         system.start_worker({"SMALLCUPS_WORKER_REBALANCE_ON_FLIP": str(trigger).lower()})
     assert await wait_affine(system, SETTLE_SECONDS) is not None, system.worker_logs()
-    workload = Workload(WorkloadShape(customers=200, partitions=PARTITIONS, seed=seed))
+    shape = WorkloadShape(customers=200, partitions=PARTITIONS, seed=seed, run=f"flip{seed}")
+    workload = Workload(shape)
     watch = CommitWatch(system)
     watcher = asyncio.create_task(watch.run())
     try:

@@ -1,8 +1,11 @@
 """/readyz follows the relay: a worker whose results cannot be published is not ready.
 
-The results topic is made unwritable the way a broker outage looks to a producer with
-acks=all: more in-sync replicas required than exist (NotEnoughReplicas, retried until the
-request times out). The worker keeps consuming and committing; its relay holds the rows.
+The results topic is made to refuse every batch (its max.message.bytes below any
+batch: MessageSizeTooLarge, on each re-send too). The worker keeps consuming and
+committing; its relay keeps the rows in the outbox and retries; /readyz turns 503 once
+that has lasted worker.relay_stall_max_seconds, and 200 again once the topic takes them.
+Changing a topic's min.insync.replicas above its replicas does not do it: the broker
+caps it at the replication factor.
 """
 
 from __future__ import annotations
@@ -36,13 +39,12 @@ async def system(stack: Config, tmp_path: Path) -> AsyncIterator[System]:
     await drop_system(stack, made)
 
 
-async def set_min_insync(kafka: KafkaConfig, topic: str, replicas: int) -> None:
+async def set_topic_configs(kafka: KafkaConfig, topic: str, configs: dict[str, str]) -> None:
+    """Replace the topic's configuration (AlterConfigs: what is not named is the default)."""
     admin = AIOKafkaAdminClient(**connection(kafka), request_timeout_ms=kafka.request_timeout_ms)
     await admin.start()
     try:
-        resource = ConfigResource(
-            ConfigResourceType.TOPIC, topic, configs={"min.insync.replicas": str(replicas)}
-        )
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)
         answer = await admin.alter_configs([resource])
         assert all(error == 0 for error, *_ in answer[0].resources), answer
     finally:
@@ -64,13 +66,13 @@ async def test_readiness_fails_while_the_relay_cannot_publish(system: System) ->
         driver = Driver(client, window=2_000)
         await driver.send_all(workload.opening())
         assert await driver.wait_all(60), system.worker_logs()
-        await set_min_insync(kafka, kafka.results_topic, 99)
+        await set_topic_configs(kafka, kafka.results_topic, {"max.message.bytes": "16"})
         try:
             await driver.send_all(workload.next_command() for _ in range(200))
             reason = await _wait_ready(port, 503)
             assert "relay has not published" in reason, reason
         finally:
-            await set_min_insync(kafka, kafka.results_topic, 1)
+            await set_topic_configs(kafka, kafka.results_topic, {})
         await _wait_ready(port, 200)
         assert await driver.wait_all(120), system.worker_logs()
     print(f"\nwhile results could not be published, /readyz said: {reason.strip()}")
