@@ -213,9 +213,12 @@ class Relay:
         """How long the relay has had rows to send without getting any of them through: the
         age of its oldest unacknowledged send, or the time since sends began failing
         (without an acknowledgement since), whichever is longer; 0 with nothing to send.
-        ``now`` is a time.monotonic() reading."""
+        ``now`` is a time.monotonic() reading.
+
+        Only an acknowledgement ends a run of failures: between a failure and the re-send
+        after the partition's claim the relay holds nothing, and that gap must not hide
+        that nothing got through."""
         if not self._failed and not any(self._pending.values()):
-            self._failing_since = None
             return 0.0
         oldest = min((queue[0].queued_at for queue in self._pending.values() if queue), default=now)
         failing = now if self._failing_since is None else self._failing_since

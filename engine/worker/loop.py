@@ -314,30 +314,35 @@ class Worker:
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: joined the group, owns what it was assigned (or nothing, by design),
-        and every cup answered its last statement."""
+        every cup answered its last statement, and the relay publishes. Not ready: every
+        reason, the relay's first (a relay that cannot publish also makes partitions wait
+        to be claimed again)."""
         if not self.joined:
             return False, "not joined to the consumer group yet"
+        reasons = [self._relay_trouble()]
         waiting = self.phases.in_phase(Phase.WAITING)
         if waiting:
-            return False, f"partitions {waiting} wait to be claimed again"
+            reasons.append(f"partitions {waiting} wait to be claimed again")
         if self.metrics.cups_down:
-            return False, f"cups {sorted(self.metrics.cups_down)} unreachable"
-        return self._relay_readiness()
+            reasons.append(f"cups {sorted(self.metrics.cups_down)} unreachable")
+        trouble = [reason for reason in reasons if reason]
+        if trouble:
+            return False, "; ".join(trouble)
+        return True, f"owns {len(self.lanes)} partitions"
 
-    def _relay_readiness(self) -> tuple[bool, str]:
-        """Ready when the relay runs and gets results through: not when a hand-over task
-        died, nor when it has had rows to send for relay_stall_max_seconds without an
-        acknowledgement."""
+    def _relay_trouble(self) -> str:
+        """Why the relay does not publish ("" when it does): a hand-over task died, or it
+        has had rows to send for relay_stall_max_seconds without an acknowledgement."""
         failure = self.relay.failure()
         if failure is not None:
-            return False, f"the relay stopped: {type(failure).__name__}"
+            return f"the relay stopped: {type(failure).__name__}"
         stalled = self.relay.stalled_seconds(time.monotonic())
         if stalled > self.limits.relay_stall_max_seconds:
-            return False, (
+            return (
                 f"the relay has not published for {stalled:.0f} s "
                 f"(worker.relay_stall_max_seconds {self.limits.relay_stall_max_seconds:.0f})"
             )
-        return True, f"owns {len(self.lanes)} partitions"
+        return ""
 
     def abandon(self) -> None:
         """The worker is failing: cancel every lane (each cup keeps what it committed)."""

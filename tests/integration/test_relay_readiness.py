@@ -10,6 +10,7 @@ caps it at the replication factor.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from engine.kafka.connection import connection
 from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
-from tests.integration.test_worker_metrics import _wait_ready
+from tests.integration.test_worker_metrics import _readyz, _wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +71,11 @@ async def test_readiness_fails_while_the_relay_cannot_publish(system: System) ->
         try:
             await driver.send_all(workload.next_command() for _ in range(200))
             reason = await _wait_ready(port, 503)
+            for _ in range(40):
+                if "relay has not published" in reason:
+                    break
+                await asyncio.sleep(0.25)
+                reason = (await asyncio.to_thread(_readyz, port))[1]
             assert "relay has not published" in reason, reason
         finally:
             await set_topic_configs(kafka, kafka.results_topic, {})

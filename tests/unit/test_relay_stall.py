@@ -40,6 +40,7 @@ async def test_failing_sends_stall_the_relay_across_claims() -> None:
     assert relay.failed(0)
     assert relay.stalled_seconds(failed_at + 70) >= 69.9
     relay.forget(0)
+    assert relay.stalled_seconds(failed_at + 70) == 0.0, "nothing to send while it waits"
     await relay.publish(0, rows(0, 0))
     await settle()
     assert relay.stalled_seconds(failed_at + 70) >= 69.9
