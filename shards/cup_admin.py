@@ -197,8 +197,9 @@ class CupAdmin(ClearingReads, Protocol):
     async def footprint(self) -> Footprint: ...
 
     async def live_partitions(self) -> list[int]:
-        """Partitions with a row here that is not a tombstone: a state row not frozen, or a
-        row in any table a move copies. An empty cup has none."""
+        """Partitions with a row here that is not a tombstone: every one whose state row is
+        not frozen, and the partition of one row of each table a move copies that has
+        any (a sample, not a scan: cheap on a full cup). An empty cup has none."""
         ...
 
     async def table_columns(self) -> dict[str, list[str]]:

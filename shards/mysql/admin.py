@@ -161,7 +161,7 @@ class MysqlCupAdmin:
         return Footprint(int(rows[0][0]), int(rows[0][1]))
 
     async def live_partitions(self) -> list[int]:
-        held = " UNION ".join(f"SELECT DISTINCT `partition` FROM {table}" for table in TABLES)
+        held = " UNION ".join(f"(SELECT `partition` FROM {table} LIMIT 1)" for table in TABLES)
         rows = await self._rows(
             f"SELECT `partition` FROM partition_state WHERE NOT frozen UNION {held} ORDER BY 1"
         )

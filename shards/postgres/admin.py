@@ -124,7 +124,7 @@ class PostgresCupAdmin:
         return Footprint(int(row["size_bytes"]), int(row["rows_estimated"]))
 
     async def live_partitions(self) -> list[int]:
-        held = " UNION ".join(f"SELECT DISTINCT partition FROM {table}" for table in TABLES)
+        held = " UNION ".join(f"(SELECT partition FROM {table} LIMIT 1)" for table in TABLES)
         rows = await self.connection.fetch(
             f"SELECT partition FROM partition_state WHERE NOT frozen UNION {held}"
             " ORDER BY partition"
