@@ -641,11 +641,23 @@ class WorkerConfig(Section, frozen=True):
         Meta(
             description=(
                 "the worker that owned a moved partition asks the consumer group to rebalance "
-                "when the move flips it, so cup affinity is restored at once instead of at the "
-                "next membership change (docs/operations.md: what it costs the others)"
+                "after the move's flip, so cup affinity is restored within seconds instead of "
+                "at the next membership change (docs/operations.md: what it costs the others)"
             ),
         ),
     ] = True
+    rebalance_on_flip_quiet_seconds: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=600,
+            description=(
+                "after a flip, the rebalance is asked once the shard map has not changed for "
+                "this long, so a series of moves (shards rebalance, shards drain) costs one "
+                "rebalance at its end, not one inside every later move's pause"
+            ),
+        ),
+    ] = 3.0
 
 
 class SecurityConfig(Section, frozen=True):

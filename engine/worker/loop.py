@@ -43,6 +43,7 @@ from engine.core.store import CupStore
 from engine.kafka.clients import request_rebalance
 from engine.kafka.connection import ACCESS_ERRORS, access_denied
 from engine.kafka.relay import Relay
+from engine.worker.affinity import FlipRebalance
 from engine.worker.commit_round import RoundInput, Verdict, commit_round
 from engine.worker.housekeeping import Housekeeper
 from engine.worker.lane import CupCommits, Lane
@@ -93,6 +94,15 @@ class Worker:
             lambda: self.lanes, stores, relay, consumer, self.topics, metrics, self.limits
         )
         self._housekeeping: asyncio.Task[None] | None = None
+        self.flip_rebalance = FlipRebalance(
+            self._request_rebalance,
+            enabled=self.limits.rebalance_on_flip,
+            quiet_seconds=self.limits.rebalance_on_flip_quiet_seconds,
+        )
+
+    def _request_rebalance(self) -> None:
+        if self.joined:
+            request_rebalance(self.consumer)
 
     async def run(self, stop: asyncio.Event) -> None:
         """The worker loop, until ``stop`` is set. The loop itself only fetches:
@@ -302,9 +312,7 @@ class Worker:
                     claims.append(partition)
             await asyncio.gather(*(self._claim(p) for p in claims))
             self.metrics.partitions_owned.set(len(self.lanes))
-        if flipped and self.limits.rebalance_on_flip and self.joined:
-            log.info("partitions %s moved to another cup: asking for a rebalance", flipped)
-            request_rebalance(self.consumer)
+        self.flip_rebalance.map_changed(flipped)
 
     def _park(self, partition: int) -> None:
         """Leave a paused partition alone: no claim, no fetching, until the map resumes it."""
@@ -346,6 +354,7 @@ class Worker:
 
     def abandon(self) -> None:
         """The worker is failing: cancel every lane (each cup keeps what it committed)."""
+        self.flip_rebalance.cancel()
         for lane in self.lanes.values():
             lane.cancel()
 
