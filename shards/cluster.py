@@ -127,6 +127,12 @@ async def drain(
             await move_partition(control, partition, target, config, None, resume_wait_seconds)
         )
         on_move(done[-1])
+    arrived = (await load_shard_map(control)).partitions_of(cup_id)
+    if arrived:
+        raise ConfigError(
+            f"partitions {arrived} were moved to cup {cup_id} while it drained (a tool that"
+            " read the cups before it was marked): run the drain again"
+        )
     return done
 
 
