@@ -654,10 +654,11 @@ class WorkerConfig(Section, frozen=True):
             description=(
                 "after a flip, the rebalance is asked once the shard map has not changed for "
                 "this long, so a series of moves (shards rebalance, shards drain) costs one "
-                "rebalance at its end, not one inside every later move's pause"
+                "rebalance at its end, not one inside every later move's pause (moves further "
+                "apart than this each get one)"
             ),
         ),
-    ] = 3.0
+    ] = 5.0
 
 
 class SecurityConfig(Section, frozen=True):

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 8
 MOVES = 3
-WINDOW_SECONDS = 10.0
+WINDOW_SECONDS = 12.0
 """After a flip: how long the other partitions' commits are watched."""
 POLL_SECONDS = 0.02
 SETTLE_SECONDS = 60.0
