@@ -141,7 +141,9 @@ def _reconcile(args: argparse.Namespace, config: Config) -> int:
 
 
 def _shards_command(commands: Subcommands) -> None:
-    shards = commands.add_parser("shards", help="cups and the shard map: list, add, move")
+    shards = commands.add_parser(
+        "shards", help="cups and the shard map: list, add, move, drain, remove"
+    )
     shards.add_argument(
         "--resume-wait",
         type=float,
@@ -164,6 +166,14 @@ def _shards_command(commands: Subcommands) -> None:
     move.add_argument("partition", type=int, metavar="PARTITION")
     move.add_argument("--to", type=int, required=True, metavar="CUP", help="target cup id")
     actions.add_parser("rebalance", help="move partitions until cups hold even shares")
+    drain = actions.add_parser(
+        "drain", help="take no more partitions in CUP and move all it holds away, online"
+    )
+    drain.add_argument("cup", type=int, metavar="CUP", help="cup id (`shards list`)")
+    undrain = actions.add_parser("undrain", help="let a drained cup take partitions again")
+    undrain.add_argument("cup", type=int, metavar="CUP", help="cup id")
+    remove = actions.add_parser("remove", help="unregister an empty cup (drain it first)")
+    remove.add_argument("cup", type=int, metavar="CUP", help="cup id")
     recover = actions.add_parser("recover", help="finish interrupted moves (or roll back)")
     recover.add_argument(
         "--abort", action="store_true", help="roll back moves not flipped yet instead"

@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,6 +18,7 @@ import msgspec
 import uvloop
 
 from engine.core.config import Config
+from engine.core.errors import InfrastructureError
 from engine.core.keyfiles import load_authority
 from engine.core.messages import COMMAND_TYPES, DEAD_LETTER_REASONS, LEG_TYPES, Reason, type_tag
 from engine.core.records import ShardMap
@@ -128,22 +129,45 @@ def _follower(
     """The shard map follower of a worker: the control database watched, the stores of new
     cups opened into ``stores``, each new map handed to the assignor and the worker."""
     shards = config.shards
+    opened = dict(shard_map.cups)
+    """The DSN each store was opened with: a removed cup's id may be given to a new cup."""
 
     async def watch() -> ShardMapWatch:
         return await PostgresMapWatch.open(config.control_dsn, shards)
 
     async def open_new(new_map: ShardMap) -> None:
-        new_cups = {c: d for c, d in new_map.cups.items() if c not in stores}
+        new_cups = {c: d for c, d in new_map.cups.items() if opened.get(c) != d}
+        await _close_removed(stores, worker, new_cups)
         if new_cups:
             subset = ShardMap(new_map.version, new_map.partitions, "", new_cups, {})
             stores.update(await open_cups(subset, shards))
+            opened.update(new_cups)
             log.info("opened new cups %s", sorted(new_cups))
 
     async def adopt(new_map: ShardMap) -> None:
         assignor.follow(new_map)
         await worker.follow(new_map)
+        await _close_removed(stores, worker, {c: "" for c in stores if c not in new_map.cups})
+        for cup_id in [c for c in opened if c not in new_map.cups]:
+            del opened[cup_id]
 
     return MapFollower(watch, shard_map, open_new, adopt, config.worker.shard_map_poll_seconds)
+
+
+async def _close_removed(
+    stores: dict[int, CupStore], worker: Worker, removed: Mapping[int, object]
+) -> None:
+    """Close the pools of cups the map no longer has (`shards remove` refuses a cup that
+    holds a partition, so no lane uses them). Bounded, and quiet about the DSN: the
+    cup's database may be gone already."""
+    for cup_id in sorted(c for c in removed if c in stores):
+        store = stores.pop(cup_id)
+        try:
+            await asyncio.wait_for(store.close(), CLIENT_CLOSE_SECONDS)
+        except (TimeoutError, OSError, InfrastructureError) as error:
+            log.warning("closing removed cup %d: %s", cup_id, type(error).__name__)
+        worker.metrics.forget_cup(cup_id)
+        log.info("closed removed cup %d", cup_id)
 
 
 def _stop_on_crash(task: asyncio.Task[None], stop: asyncio.Event) -> None:

@@ -124,6 +124,46 @@ async def register_cup(connection: asyncpg.Connection, dsn: str) -> int:
     return cup_id
 
 
+async def draining_cups(connection: asyncpg.Connection) -> frozenset[int]:
+    """The cups marked draining: no partition may be placed on them."""
+    rows = await connection.fetch("SELECT cup_id FROM cups WHERE draining")
+    return frozenset(r["cup_id"] for r in rows)
+
+
+async def set_draining(connection: asyncpg.Connection, cup_id: int, *, draining: bool) -> bool:
+    """Mark a cup draining (or not); False when there is no such cup. The map's version
+    does not change: draining decides where partitions go, not where they are."""
+    status: str = await connection.execute(
+        "UPDATE cups SET draining = $2 WHERE cup_id = $1", cup_id, draining
+    )
+    return status != "UPDATE 0"
+
+
+async def unregister_cup(connection: asyncpg.Connection, cup_id: int) -> None:
+    """Delete an empty cup's row and publish a new map version, in one transaction; the
+    caller checked the cup is empty. Refuses a cup that a partition or an unfinished move
+    still names (checked again here, under the row locks, against a concurrent move)."""
+    async with connection.transaction():
+        await connection.execute("LOCK TABLE shard_map, moves IN SHARE MODE")
+        mapped = await connection.fetchval(
+            "SELECT count(*) FROM shard_map WHERE cup_id = $1", cup_id
+        )
+        moving = await connection.fetchval(
+            "SELECT count(*) FROM moves WHERE (source_cup = $1 OR target_cup = $1)"
+            " AND step NOT IN ('done', 'aborted')",
+            cup_id,
+        )
+        if mapped or moving:
+            raise ConfigError(
+                f"cup {cup_id} still holds {mapped} partitions and is named by {moving}"
+                " unfinished moves"
+            )
+        deleted = await connection.execute("DELETE FROM cups WHERE cup_id = $1", cup_id)
+        if deleted == "DELETE 0":
+            raise ConfigError(f"no cup {cup_id}")
+        await publish_version(connection)
+
+
 def login(dsn: str, config: ShardsConfig) -> DatabaseLogin:
     """``dsn``'s login with this process's secrets: the environment, then
     ``shards.credentials_dir``."""

@@ -53,6 +53,16 @@ class Holdings(NamedTuple):
     transfers_in_flight: int
 
 
+class Footprint(NamedTuple):
+    """How full a cup is: what ``shards list`` prints."""
+
+    size_bytes: int
+    """On disk: the cup's tables with their indexes (Postgres: pg_total_relation_size of
+    every table of the schema; MariaDB: data_length + index_length)."""
+    rows_estimated: int
+    """The planner's row estimate over all the cup's tables (as of the last ANALYZE)."""
+
+
 class CurrencyTotals(NamedTuple):
     currency: str
     customers: int
@@ -183,6 +193,14 @@ class CupAdmin(ClearingReads, Protocol):
         ...
 
     async def holdings(self, partitions: Sequence[int]) -> Holdings: ...
+
+    async def footprint(self) -> Footprint: ...
+
+    async def live_partitions(self) -> list[int]:
+        """Partitions with a row here that is not a tombstone: every one whose state row is
+        not frozen, and the partition of one row of each table a move copies that has
+        any (a sample, not a scan: cheap on a full cup). An empty cup has none."""
+        ...
 
     async def table_columns(self) -> dict[str, list[str]]:
         """The columns of every table a move copies; refuses a cup with a table keyed by

@@ -1,5 +1,5 @@
-"""``smallcups shards``: list, add, move, rebalance, recover. Printing only; the logic
-is in shards.cluster and shards.moves."""
+"""``smallcups shards``: list, add, move, rebalance, drain, undrain, remove, recover.
+Printing only; the logic is in shards.cluster and shards.moves."""
 
 from __future__ import annotations
 
@@ -39,17 +39,29 @@ def list_cups(config: Config) -> int:
     cups, moves = _with_control(config, read)
     print(
         f"{'cup':>4} {'kind':<8} {'partitions':>10} {'accounts':>10} {'journal':>10} "
-        f"{'in flight':>9}  dsn"
+        f"{'in flight':>9} {'size':>9} {'rows (est.)':>12}  dsn"
     )
     for cup in cups:
         paused = f"  paused: {cup.paused}" if cup.paused else ""
+        draining = "  draining" if cup.draining else ""
         print(
             f"{cup.cup_id:>4} {cup.kind:<8} {len(cup.partitions):>10} {cup.accounts:>10,} "
-            f"{cup.journal_rows:>10,} {cup.transfers_in_flight:>9,}  {cup.dsn}{paused}"
+            f"{cup.journal_rows:>10,} {cup.transfers_in_flight:>9,} "
+            f"{_size(cup.size_bytes):>9} {cup.rows_estimated:>12,}  {cup.dsn}{draining}{paused}"
         )
     for move in moves:
         print(f"unfinished {move.summary()}")
     return 1 if moves else 0
+
+
+def _size(size_bytes: int) -> str:
+    """A size on disk for a person: 812 B, 1.5 MiB, 12.0 GiB."""
+    size = float(size_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def add(config: Config, dsn: str, then_rebalance: bool, resume_wait_seconds: float) -> int:
@@ -87,6 +99,35 @@ def rebalance(config: Config, resume_wait_seconds: float) -> int:
     return 0
 
 
+def drain(config: Config, cup_id: int, resume_wait_seconds: float) -> int:
+    moves = _with_control(
+        config,
+        lambda c: cluster.drain(
+            c, cup_id, config.shards, lambda m: print(m.summary()), resume_wait_seconds
+        ),
+    )
+    unfinished = [m for m in moves if m.step is not Step.DONE]
+    print(
+        f"cup {cup_id} drained: {len(moves)} partitions moved away; it takes none until "
+        f"`smallcups shards undrain {cup_id}`"
+        if not unfinished
+        else f"cup {cup_id} not drained: {len(unfinished)} moves unfinished"
+    )
+    return 1 if unfinished else 0
+
+
+def undrain(config: Config, cup_id: int) -> int:
+    _with_control(config, lambda c: cluster.undrain(c, cup_id))
+    print(f"cup {cup_id} takes partitions again (`smallcups shards rebalance` gives it its share)")
+    return 0
+
+
+def remove(config: Config, cup_id: int) -> int:
+    _with_control(config, lambda c: cluster.remove(c, cup_id, config.shards))
+    print(f"cup {cup_id} removed from the shard map; its database is left as it is")
+    return 0
+
+
 def recover(config: Config, abort: bool, resume_wait_seconds: float) -> int:
     moves = _with_control(
         config,
@@ -111,6 +152,12 @@ def run_shards(config: Config, args: argparse.Namespace) -> int:
             return move(config, args.partition, args.to, args.resume_wait)
         case "rebalance":
             return rebalance(config, args.resume_wait)
+        case "drain":
+            return drain(config, args.cup, args.resume_wait)
+        case "undrain":
+            return undrain(config, args.cup)
+        case "remove":
+            return remove(config, args.cup)
         case "recover":
             return recover(config, args.abort, args.resume_wait)
     raise ConfigError(f"unknown shards action {args.action!r}")

@@ -662,6 +662,42 @@ class WorkerConfig(Section, frozen=True):
             ),
         ),
     ] = 1000
+    relay_stall_max_seconds: Annotated[
+        float,
+        Meta(
+            ge=1,
+            le=3600,
+            description=(
+                "/readyz fails when the relay has had results to publish this long without "
+                "getting any through (its oldest unacknowledged send, or failing sends with "
+                "no acknowledgement since); longer than kafka.request_timeout_ms, so one slow "
+                "request does not flip it"
+            ),
+        ),
+    ] = 60.0
+    rebalance_on_flip: Annotated[
+        bool,
+        Meta(
+            description=(
+                "the worker that owned a moved partition asks the consumer group to rebalance "
+                "after the move's flip, so cup affinity is restored within seconds instead of "
+                "at the next membership change (docs/operations.md: what it costs the others)"
+            ),
+        ),
+    ] = True
+    rebalance_on_flip_quiet_seconds: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=600,
+            description=(
+                "after a flip, the rebalance is asked once the shard map has not changed for "
+                "this long, so a series of moves (shards rebalance, shards drain) costs one "
+                "rebalance at its end, not one inside every later move's pause (moves further "
+                "apart than this each get one)"
+            ),
+        ),
+    ] = 5.0
 
 
 class SecurityConfig(Section, frozen=True):

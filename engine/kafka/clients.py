@@ -51,6 +51,15 @@ def make_consumer(kafka: KafkaConfig, assignor: AbstractPartitionAssignor) -> AI
     )
 
 
+def request_rebalance(consumer: AIOKafkaConsumer) -> None:
+    """Ask the group to rebalance: the member rejoins at once, the others at their next
+    heartbeat, and the leader assigns again. aiokafka has no public call for it; this is
+    the call its coordinator makes itself when the subscribed topics' metadata change
+    (GroupCoordinator.request_rejoin). Re-subscribing would also rejoin, but forgets the
+    assignment, so the revoke callback would miss the partitions held."""
+    consumer._coordinator.request_rejoin()
+
+
 Rebalanced = Callable[[Sequence[int]], Awaitable[None]]
 
 

@@ -81,6 +81,8 @@ class _Pending(NamedTuple):
     futures: list[asyncio.Future[object]]
     published_ms: Sequence[int]
     rows: int
+    queued_at: float
+    """time.monotonic() when publish() took the rows."""
 
 
 class _Queued(NamedTuple):
@@ -125,6 +127,8 @@ class Relay:
         self._queued = 0
         self._room = asyncio.Event()
         self._crash: BaseException | None = None
+        self._failing_since: float | None = None
+        """time.monotonic() of the first failed send since the last acknowledgement."""
 
     async def publish(
         self, partition: int, rows: Sequence[OutboxRow], published_ms: Sequence[int] = ()
@@ -151,7 +155,7 @@ class Relay:
         futures: list[asyncio.Future[object]] = []
         for (kind, target), chosen in groups.items():
             futures.extend(self._enqueue(partition, (self._topics[kind], target), chosen))
-        pending = _Pending(rows[-1].src_offset, futures, published_ms, len(rows))
+        pending = _Pending(rows[-1].src_offset, futures, published_ms, len(rows), time.monotonic())
         self._pending.setdefault(partition, deque()).append(pending)
         self._metrics.outbox_changed(len(rows))
         while self._queued > QUEUED_BATCHES_MAX:
@@ -205,6 +209,21 @@ class Relay:
         finally:
             del self._feeders[target]
 
+    def stalled_seconds(self, now: float) -> float:
+        """How long the relay has had rows to send without getting any of them through: the
+        age of its oldest unacknowledged send, or the time since sends began failing
+        (without an acknowledgement since), whichever is longer; 0 with nothing to send.
+        ``now`` is a time.monotonic() reading.
+
+        Only an acknowledgement ends a run of failures: between a failure and the re-send
+        after the partition's claim the relay holds nothing, and that gap must not hide
+        that nothing got through."""
+        if not self._failed and not any(self._pending.values()):
+            return 0.0
+        oldest = min((queue[0].queued_at for queue in self._pending.values() if queue), default=now)
+        failing = now if self._failing_since is None else self._failing_since
+        return max(0.0, now - min(oldest, failing))
+
     def failure(self) -> BaseException | None:
         """The error that stopped a queue's hand-over (a bug), or the broker's refusal of
         this worker's rights; the worker must stop."""
@@ -241,6 +260,8 @@ class Relay:
         past its request timeout for room, or a new one could not start yet)."""
         if isinstance(error, ACCESS_ERRORS) and self._crash is None:
             self._crash = access_denied(self._kafka, error)  # re-sending cannot help
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
         if error is not None:
             log.warning("publishing partition %d failed (%r); will re-send", partition, error)
             self._renew_needed = self._new_producer is not None
@@ -285,6 +306,7 @@ class Relay:
                 log.warning("stopping a replaced producer failed: %s", error)
 
     def _acked(self, head: _Pending) -> None:
+        self._failing_since = None
         self._metrics.outbox_changed(-head.rows)
         now_ms = time.time_ns() // 1_000_000
         self._metrics.results_acked(

@@ -29,7 +29,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -40,8 +40,10 @@ from engine.core.config import Config
 from engine.core.errors import CupUnavailableError, InvariantError
 from engine.core.records import InputTopics, ShardMap
 from engine.core.store import CupStore
+from engine.kafka.clients import request_rebalance
 from engine.kafka.connection import ACCESS_ERRORS, access_denied
 from engine.kafka.relay import Relay
+from engine.worker.affinity import FlipRebalance
 from engine.worker.commit_round import RoundInput, Verdict, commit_round
 from engine.worker.housekeeping import Housekeeper
 from engine.worker.lane import CupCommits, Lane
@@ -92,6 +94,15 @@ class Worker:
             lambda: self.lanes, stores, relay, consumer, self.topics, metrics, self.limits
         )
         self._housekeeping: asyncio.Task[None] | None = None
+        self.flip_rebalance = FlipRebalance(
+            self._request_rebalance,
+            enabled=self.limits.rebalance_on_flip,
+            quiet_seconds=self.limits.rebalance_on_flip_quiet_seconds,
+        )
+
+    def _request_rebalance(self) -> None:
+        if self.joined:
+            request_rebalance(self.consumer)
 
     async def run(self, stop: asyncio.Event) -> None:
         """The worker loop, until ``stop`` is set. The loop itself only fetches:
@@ -284,6 +295,7 @@ class Worker:
         async with self._lock:
             if shard_map.version <= self.shard_map.version:
                 return
+            flipped = _flipped(self.shard_map, shard_map, self.phases.assigned())
             self.shard_map = shard_map
             claims = []
             for partition in sorted(self.phases.assigned()):
@@ -300,6 +312,7 @@ class Worker:
                     claims.append(partition)
             await asyncio.gather(*(self._claim(p) for p in claims))
             self.metrics.partitions_owned.set(len(self.lanes))
+        self.flip_rebalance.map_changed(flipped)
 
     def _park(self, partition: int) -> None:
         """Leave a paused partition alone: no claim, no fetching, until the map resumes it."""
@@ -309,18 +322,39 @@ class Worker:
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: joined the group, owns what it was assigned (or nothing, by design),
-        and every cup answered its last statement."""
+        every cup answered its last statement, and the relay publishes. Not ready: every
+        reason, the relay's first (a relay that cannot publish also makes partitions wait
+        to be claimed again)."""
         if not self.joined:
             return False, "not joined to the consumer group yet"
+        reasons = [self._relay_trouble()]
         waiting = self.phases.in_phase(Phase.WAITING)
         if waiting:
-            return False, f"partitions {waiting} wait to be claimed again"
+            reasons.append(f"partitions {waiting} wait to be claimed again")
         if self.metrics.cups_down:
-            return False, f"cups {sorted(self.metrics.cups_down)} unreachable"
+            reasons.append(f"cups {sorted(self.metrics.cups_down)} unreachable")
+        trouble = [reason for reason in reasons if reason]
+        if trouble:
+            return False, "; ".join(trouble)
         return True, f"owns {len(self.lanes)} partitions"
+
+    def _relay_trouble(self) -> str:
+        """Why the relay does not publish ("" when it does): a hand-over task died, or it
+        has had rows to send for relay_stall_max_seconds without an acknowledgement."""
+        failure = self.relay.failure()
+        if failure is not None:
+            return f"the relay stopped: {type(failure).__name__}"
+        stalled = self.relay.stalled_seconds(time.monotonic())
+        if stalled > self.limits.relay_stall_max_seconds:
+            return (
+                f"the relay has not published for {stalled:.0f} s "
+                f"(worker.relay_stall_max_seconds {self.limits.relay_stall_max_seconds:.0f})"
+            )
+        return ""
 
     def abandon(self) -> None:
         """The worker is failing: cancel every lane (each cup keeps what it committed)."""
+        self.flip_rebalance.cancel()
         for lane in self.lanes.values():
             lane.cancel()
 
@@ -331,3 +365,8 @@ class Worker:
             await self.relay.flush(self.limits.handover_flush_seconds)
             await self.housekeeper.trim_outboxes()
             await self.housekeeper.commit_kafka_offsets()
+
+
+def _flipped(old: ShardMap, new: ShardMap, assigned: Iterable[int]) -> list[int]:
+    """The assigned partitions the new map routes to another cup: a move's flip."""
+    return sorted(p for p in assigned if old.cup_of.get(p) != new.cup_of.get(p))

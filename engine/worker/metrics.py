@@ -11,6 +11,7 @@ partition that went takes its series with it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 from bisect import bisect_left
@@ -230,6 +231,14 @@ class WorkerMetrics:
             self.cups_down.discard(label)
         else:
             self.cups_down.add(label)
+
+    def forget_cup(self, cup: int) -> None:
+        """A cup removed from the map: none of its per-cup gauges, and not down."""
+        label = str(cup)
+        self.cups_down.discard(label)
+        for gauge in (self.cup_up, self.legs_in_flight, self.transfers_stuck):
+            with contextlib.suppress(KeyError):
+                gauge.remove(label)
 
     def precreate(
         self,

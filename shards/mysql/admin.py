@@ -21,6 +21,7 @@ from shards.cup_admin import (
     CupKind,
     CurrencyTotals,
     FlightRow,
+    Footprint,
     Holdings,
     OffJournal,
     Row,
@@ -150,6 +151,21 @@ class MysqlCupAdmin:
             f" (SELECT COUNT(*) FROM transfers_in_flight WHERE {owned})"
         )
         return Holdings(*rows[0])
+
+    async def footprint(self) -> Footprint:
+        rows = await self._rows(
+            "SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0), COALESCE(SUM(TABLE_ROWS), 0)"
+            " FROM information_schema.TABLES"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'"
+        )
+        return Footprint(int(rows[0][0]), int(rows[0][1]))
+
+    async def live_partitions(self) -> list[int]:
+        held = " UNION ".join(f"(SELECT `partition` FROM {table} LIMIT 1)" for table in TABLES)
+        rows = await self._rows(
+            f"SELECT `partition` FROM partition_state WHERE NOT frozen UNION {held} ORDER BY 1"
+        )
+        return [row[0] for row in rows]
 
     async def _column_types(self) -> dict[str, list[tuple[str, str]]]:
         rows = await self._rows(

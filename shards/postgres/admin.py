@@ -19,6 +19,7 @@ from shards.cup_admin import (
     CupKind,
     CurrencyTotals,
     FlightRow,
+    Footprint,
     Holdings,
     OffJournal,
     Row,
@@ -60,6 +61,15 @@ FROM transfers_in_flight
 WHERE partition = ANY($1::integer[]) AND opened_at < now() - make_interval(secs => $2)
 ORDER BY opened_at LIMIT 1000
 """
+
+_FOOTPRINT: Final = """
+SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint AS size_bytes,
+       coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS rows_estimated
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind = 'r'
+"""
+"""Every ordinary table of the cup's schema, the partitions of a partitioned table too
+(whose parent has no storage of its own)."""
 
 _STRAY: Final = """
 SELECT DISTINCT partition FROM (
@@ -108,6 +118,18 @@ class PostgresCupAdmin:
             list(partitions),
         )
         return Holdings(*row.values())
+
+    async def footprint(self) -> Footprint:
+        row = await self.connection.fetchrow(_FOOTPRINT)
+        return Footprint(int(row["size_bytes"]), int(row["rows_estimated"]))
+
+    async def live_partitions(self) -> list[int]:
+        held = " UNION ".join(f"(SELECT partition FROM {table} LIMIT 1)" for table in TABLES)
+        rows = await self.connection.fetch(
+            f"SELECT partition FROM partition_state WHERE NOT frozen UNION {held}"
+            " ORDER BY partition"
+        )
+        return [r["partition"] for r in rows]
 
     async def table_columns(self) -> dict[str, list[str]]:
         rows = await self.connection.fetch(
