@@ -47,9 +47,10 @@ class History:
         log.append(Record(partition, len(log), value))
         return len(log) - 1
 
-    def command(self, customer: int, command_id: str) -> tuple[int, int]:
+    def command(self, customer: int, command_id: str, issued_at_ms: int = 1) -> tuple[int, int]:
         partition = partition_of(customer, PARTITIONS)
-        value = msgspec.msgpack.encode(Deposit(command_id, customer, 1, 5, "EUR"))
+        deposit = Deposit(command_id, customer, 1, 5, "EUR", issued_at_ms=issued_at_ms)
+        value = msgspec.msgpack.encode(deposit)
         return partition, self.append("c", partition, value)
 
     def answer(self, partition: int, command_id: str, offset: int, amount: int = 5) -> None:
@@ -149,6 +150,22 @@ async def test_a_missing_and_a_second_result_are_found() -> None:
     report, following = await run(history, {}, history.ends())
     assert findings(report) == {("one_result", "lost"), ("one_result", "twice")}
     assert following is not None
+
+
+async def test_an_id_used_again_after_its_window_is_another_command() -> None:
+    """Two answers of one id agree when their commands were issued at one time: an id
+    issued again (its first record expired) is answered on its own."""
+    history = History()
+    partition, first = history.command(2, "again", issued_at_ms=1)
+    history.answer(partition, "again", first)
+    partition, second = history.command(2, "again", issued_at_ms=2)
+    history.answer(partition, "again", second, amount=6)
+    report, _ = await run(history, {}, history.ends())
+    assert report.ok, report.problems
+    partition, third = history.command(2, "again", issued_at_ms=2)
+    history.answer(partition, "again", third, amount=7)
+    report, _ = await run(history, {}, history.ends())
+    assert findings(report) == {("one_result", "again")}
 
 
 async def test_a_transfer_in_flight_is_carried_then_answered() -> None:
