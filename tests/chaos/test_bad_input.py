@@ -66,6 +66,7 @@ def _stamped(command: Command) -> bytes:
 
 def _deposit(**fields: Any) -> bytes:
     command = {"type": "deposit", "id": "d", "customer": CUSTOMER, "account": 1}
+    command["issued_at_ms"] = time.time_ns() // 1_000_000
     return msgspec.msgpack.encode({**command, "amount": 5, "currency": "EUR", **fields})
 
 
