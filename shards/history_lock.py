@@ -31,6 +31,16 @@ async def try_lock_history(control: asyncpg.Connection, cup_id: int) -> bool:
     return taken
 
 
+async def held_histories(control: asyncpg.Connection) -> set[int]:
+    """The cups whose history lock this session holds already."""
+    rows = await control.fetch(
+        "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        " AND granted AND objsubid = 2 AND classid = $1",
+        HISTORY_LOCK_CLASS,
+    )
+    return {int(r["objid"]) for r in rows}
+
+
 async def unlock_history(control: asyncpg.Connection, cups: Sequence[int]) -> None:
     for cup_id in reversed(cups):
         await control.execute("SELECT pg_advisory_unlock($1, $2)", HISTORY_LOCK_CLASS, cup_id)
@@ -41,9 +51,17 @@ async def lock_histories(
 ) -> list[int]:
     """Lock the history of each of ``cups``, the lowest id first, waiting up to
     ``wait_seconds`` for each; the cups locked, in order. Refuses (releasing what it
-    took) when one stays taken: another move or an archive is on that cup."""
+    took) when one stays taken: another move or an archive is on that cup.
+
+    A lock this session holds already (a mover of this connection left a move
+    unfinished, as a crash would) is taken over, not taken twice: releasing it once
+    frees the cup."""
+    held = await held_histories(control)
     locked: list[int] = []
     for cup_id in sorted(set(cups)):
+        if cup_id in held:
+            locked.append(cup_id)
+            continue
         deadline = time.monotonic() + wait_seconds
         while not await try_lock_history(control, cup_id):
             if time.monotonic() >= deadline:

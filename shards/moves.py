@@ -211,8 +211,9 @@ async def plan_move(control: asyncpg.Connection, partition: int, target_cup: int
 class Mover:
     """Drives moves through their steps, with the control database and the cups' DSNs.
 
-    A call of ``finish`` or ``abort`` is a mover session: it holds the move's lock and its
-    cups' history locks, and trusts only the pre-copies it made itself."""
+    A Mover is a mover session: it holds the history locks of the cups of the moves it
+    drives, from their pre-copy until they are done or aborted (or ``close``, or its
+    control connection ends), and trusts only the pre-copies it made itself."""
 
     def __init__(
         self,
@@ -229,10 +230,16 @@ class Mover:
         self.history_lock_wait_seconds = history_lock_wait_seconds
         self._cups: dict[int, CupAdmin] = {}
         """One connection per cup while a move is driven: connecting costs more than a step."""
-        self._histories: list[int] = []
-        """The cups whose history lock this session holds."""
+        self._histories: dict[int, list[int]] = {}
+        """The cups whose history lock this session holds, by move."""
         self._precopied: dict[int, int] = {}
         """The watermark of each move pre-copied in this session."""
+
+    async def close(self) -> None:
+        """End the session: release the history locks, forget the pre-copies."""
+        held, self._histories, self._precopied = self._histories, {}, {}
+        for cups in held.values():
+            await unlock_history(self.control, cups)
 
     async def _cup(self, shard_map: ShardMap, cup_id: int) -> CupAdmin:
         cup = self._cups.get(cup_id)
@@ -242,32 +249,35 @@ class Mover:
         return cup
 
     async def _locked(self, move_id: int) -> Move:
-        """The move, locked for this session, with its cups' histories once it is open."""
+        """The move, locked for this call, with its cups' histories once it is open."""
         taken = await self.control.fetchval(
             "SELECT pg_try_advisory_lock($1, $2)", _MOVE_LOCK, move_id
         )
         if not taken:
             raise ConfigError(f"move {move_id} is being driven by another tool right now")
+        move = await read_move(self.control, move_id)
         try:
-            move = await read_move(self.control, move_id)
-            if move.step in OPEN_STEPS:
-                self._histories = await lock_histories(
-                    self.control, (move.source_cup, move.target_cup), self.history_lock_wait_seconds
+            if move.step in OPEN_STEPS and move_id not in self._histories:
+                self._histories[move_id] = await lock_histories(
+                    self.control,
+                    (move.source_cup, move.target_cup),
+                    self.history_lock_wait_seconds,
                 )
         except BaseException:
-            await self._unlock(move_id)
+            await self._unlock(move)
             raise
         return move
 
-    async def _unlock(self, move_id: int) -> None:
-        """Release the move, its histories and the cup connections (a later move may use
-        other cups); the session's pre-copies are not trusted any more."""
+    async def _unlock(self, move: Move) -> None:
+        """Release the move and the cup connections (a later move may use other cups);
+        once the move has ended, its histories too."""
         cups, self._cups = list(self._cups.values()), {}
         await asyncio.gather(*(c.close() for c in cups), return_exceptions=True)
-        histories, self._histories = self._histories, []
-        self._precopied.pop(move_id, None)
-        await unlock_history(self.control, histories)
-        await self.control.execute("SELECT pg_advisory_unlock($1, $2)", _MOVE_LOCK, move_id)
+        ended = await read_move(self.control, move.move_id)
+        if ended.step not in OPEN_STEPS:
+            self._precopied.pop(move.move_id, None)
+            await unlock_history(self.control, self._histories.pop(move.move_id, []))
+        await self.control.execute("SELECT pg_advisory_unlock($1, $2)", _MOVE_LOCK, move.move_id)
 
     async def finish(self, move_id: int, stop_after: Step | None = None) -> Move:
         """Run the remaining steps of a move (all of them, or up to ``stop_after``)."""
@@ -285,7 +295,7 @@ class Mover:
                 )
             return move
         finally:
-            await self._unlock(move_id)
+            await self._unlock(move)
 
     async def abort(self, move_id: int) -> Move:
         """Roll a move back (before the flip only): drop the copy, thaw, unpause.
@@ -313,7 +323,7 @@ class Mover:
                 await self._advance(move, Step.ABORTED, "finished_at")
             return await read_move(self.control, move_id)
         finally:
-            await self._unlock(move_id)
+            await self._unlock(move)
 
     async def _next_step(self, move: Move) -> Move:
         shard_map = await load_shard_map(self.control)
