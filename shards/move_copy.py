@@ -4,7 +4,7 @@ there. shards.partition_copy says which rows each takes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from engine.core.errors import InfrastructureError, InvariantError, invariant
 from shards.cup_admin import CupAdmin, PartitionSink, PartitionSnapshot, StateRow
@@ -13,18 +13,46 @@ from shards.partition_copy import catch_up_pass, copy_partition, precopy_pass
 if TYPE_CHECKING:
     from shards.moves import Move
 
+PRECOPY_ROUNDS_MAX: Final = 6
+PRECOPY_SETTLED_ROWS: Final = 5_000
+"""A pre-copy round that copied at most this many rows is the last: what the partition
+writes during such a round is what the catch-up copies, paused."""
+
 
 async def precopy(source: CupAdmin, target: CupAdmin, move: Move) -> tuple[int, int]:
-    """p's history below the watermark of one source snapshot, and its transfers in
-    flight, into the target with p's state row frozen there; (watermark, rows)."""
-    target_columns = await target.table_columns()
+    """p's history and its transfers in flight into the target, in rounds, each from one
+    source snapshot in one target transaction, p's state row frozen there: the first
+    round copies the history, each next one what p wrote during the last, until a round
+    is small (or PRECOPY_ROUNDS_MAX); (the last round's watermark, rows)."""
+    columns = await target.table_columns()
+    watermark, rows = await _precopy_round(source, target, move, columns, None)
+    total = rows
+    for _ in range(PRECOPY_ROUNDS_MAX - 1):
+        if rows <= PRECOPY_SETTLED_ROWS:
+            break
+        watermark, rows = await _precopy_round(source, target, move, columns, watermark)
+        total += rows
+    return watermark, total
+
+
+async def _precopy_round(
+    source: CupAdmin,
+    target: CupAdmin,
+    move: Move,
+    target_columns: dict[str, list[str]],
+    since: int | None,
+) -> tuple[int, int]:
+    """One round after the one at watermark ``since`` (None: the first); (watermark,
+    rows)."""
     async with (
         source.snapshot(move.partition) as snapshot,
         target.receive(move.partition) as sink,
     ):
         state = _state_of(snapshot, move, fenced=False)
         watermark = state.next_offset + state.internal_offset
-        rows = await copy_partition(snapshot, sink, target_columns, precopy_pass(watermark))
+        pending = await sink.pending_transfers() if since is not None else []
+        copy = precopy_pass(watermark, since, pending)
+        rows = await copy_partition(snapshot, sink, target_columns, copy)
         await _write_state(sink, state, f"move {move.move_id} pre-copy")
     return watermark, rows
 

@@ -17,7 +17,12 @@ far, and every later commit writes places at or above it.
 - The pre-copy takes the history rows below the watermark, and the transfers in flight
   at that snapshot: the command results of those transfers are PENDING, the only history
   rows ever changed (replaced in place by their final result when the transfer
-  settles, in the same commit that deletes the transfer in flight).
+  settles, in the same commit that deletes the transfer in flight). It goes in rounds:
+  each later round takes, from a newer snapshot, the history from the last round's
+  watermark to its own and the results of the transfers the target holds in flight
+  (whatever they became), and replaces the transfers in flight. After each round the
+  target holds the source's history below the round's watermark, but for the results of
+  the transfers it holds in flight.
 - The catch-up takes the history rows at or above the watermark, the command results of
   the transfers the pre-copy saw in flight (again, whatever they became), and every
   other table whole: those are state (accounts, outbox, transfers in flight, the credit
@@ -59,17 +64,30 @@ class Pass:
     """What one pass of a copy takes: per table, the rows it deletes first in the target
     and the rows it copies from the source (None: none)."""
 
-    tables: dict[str, tuple[Selection, Selection | None]] = field(default_factory=dict)
+    tables: dict[str, tuple[Selection | None, Selection | None]] = field(default_factory=dict)
 
 
-def precopy_pass(watermark: int) -> Pass:
-    """Everything of the partition in the target is deleted first (an earlier pre-copy
-    cut short, an aborted move's copy); then the history below ``watermark`` and the
-    transfers in flight (the PENDING results the catch-up takes again)."""
+def precopy_pass(watermark: int, since: int | None = None, pending: Sequence[str] = ()) -> Pass:
+    """A round of the pre-copy at ``watermark``. The first (``since`` None) deletes first
+    everything of the partition in the target (an earlier pre-copy cut short, an aborted
+    move's copy), then takes the history below ``watermark``; a later one replaces the
+    history from ``since`` (the last round's watermark) and the results of ``pending``
+    (the transfers in flight the target holds). Both replace the transfers in flight
+    (the PENDING results the next round or the catch-up takes again)."""
     invariant(watermark >= 0, "a watermark is an input place")
-    below = Selection(below=watermark)
-    copied = {table: below for table in HISTORY} | {IN_FLIGHT: Selection()}
-    return Pass({table: (Selection(), copied.get(table)) for table in TABLES})
+    if since is None:
+        first = {table: Selection(below=watermark) for table in HISTORY}
+        copied = first | {IN_FLIGHT: Selection()}
+        return Pass({table: (Selection(), copied.get(table)) for table in TABLES})
+    invariant(0 <= since <= watermark, "a round's watermark does not go back")
+    rows = Selection(below=watermark, since=since)
+    results = Selection(below=watermark, since=since, ids=tuple(pending))
+    tables: dict[str, tuple[Selection | None, Selection | None]] = {
+        table: (None, None) for table in TABLES
+    }
+    tables |= {table: (rows, rows) for table in HISTORY}
+    tables |= {RESULTS: (results, results), IN_FLIGHT: (Selection(), Selection())}
+    return Pass(tables)
 
 
 def catch_up_pass(watermark: int, pending: Sequence[str]) -> Pass:
@@ -80,7 +98,7 @@ def catch_up_pass(watermark: int, pending: Sequence[str]) -> Pass:
     invariant(watermark >= 0, "a watermark is an input place")
     since = Selection(since=watermark) if watermark else Selection()
     results = Selection(since=watermark, ids=tuple(pending)) if watermark else Selection()
-    tables: dict[str, tuple[Selection, Selection | None]] = {}
+    tables: dict[str, tuple[Selection | None, Selection | None]] = {}
     for table in TABLES:
         selection = results if table == RESULTS else since if table in HISTORY else Selection()
         tables[table] = (selection, selection)
@@ -120,7 +138,8 @@ async def copy_partition(
             "target: migrate both cups first",
         )
         replaced, selected = tables[table]
-        await target.delete(table, replaced)
+        if replaced is not None:
+            await target.delete(table, replaced)
         if selected is None:
             continue
         async for chunk in source.selected(table, columns, selected):

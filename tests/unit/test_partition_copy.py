@@ -28,6 +28,22 @@ def test_a_precopy_clears_the_target_then_takes_the_history_below_the_watermark(
     }
 
 
+def test_a_later_precopy_round_takes_what_the_last_one_left() -> None:
+    """From the last round's watermark to its own, the results of the transfers the
+    target holds in flight again, the transfers in flight replaced; no state table."""
+    tables = precopy_pass(1_500, 1_000, ["t-1"]).tables
+    rows = Selection(below=1_500, since=1_000)
+    assert tables["journal"] == (rows, rows)
+    assert tables["clearing_entries"] == (rows, rows)
+    results = Selection(below=1_500, since=1_000, ids=("t-1",))
+    assert tables["command_results"] == (results, results)
+    assert tables["transfers_in_flight"] == (WHOLE, WHOLE)
+    for table in ("accounts", "outbox", "credit_book"):
+        assert tables[table] == (None, None)
+    with pytest.raises(InvariantError):
+        precopy_pass(999, 1_000)
+
+
 def test_a_catch_up_takes_the_history_from_the_watermark_and_the_state_whole() -> None:
     tables = catch_up_pass(1_000, ["t-1", "t-2"]).tables
     assert tables["journal"] == (Selection(since=1_000),) * 2
