@@ -106,8 +106,18 @@ async def history(dsn: str, shards: ShardsConfig, partition: int, rows_min: int 
         await cup.close()
 
 
-async def move(system: System, partition: int, target: int, *, whole: bool) -> Move:
-    """Move under the load; ``whole``: as a mover resumed past the pause does."""
+_SPLIT: Final = """
+SELECT extract(epoch FROM flipped_at - paused_at)::float8,
+       extract(epoch FROM resumed_at - flipped_at)::float8
+FROM moves WHERE move_id = $1
+"""
+"""The pause's two parts: the mover's (fence, catch-up, flip) and the worker's (its turn
+ends, it sees the new map and claims the partition in the target)."""
+
+
+async def move(system: System, partition: int, target: int, *, whole: bool) -> tuple[Move, str]:
+    """Move under the load (``whole``: as a mover resumed past the pause does); the move
+    and the pause's split."""
     control = await connect(system.config.control_dsn, system.config.shards)
     try:
         planned = await plan_move(control, partition, target)
@@ -117,9 +127,11 @@ async def move(system: System, partition: int, target: int, *, whole: bool) -> M
             await mover.close()
             mover = Mover(control, system.config.shards, RESUME_WAIT_SECONDS)
         try:
-            return await mover.finish(planned.move_id)
+            moved = await mover.finish(planned.move_id)
         finally:
             await mover.close()
+        mover_part, worker_part = await control.fetchrow(_SPLIT, planned.move_id)
+        return moved, f"(mover {mover_part:.3f} s + worker {worker_part:.3f} s)"
     finally:
         await control.close()
 
@@ -155,9 +167,9 @@ async def measure(system: System) -> list[str]:
                 runs.append((f"{route}, no pre-copy", SIZES[-1], True))
             for (name, size, whole), partition in zip(runs, partitions, strict=False):
                 rows = await history(cups[source], shards, partition, size * unit)
-                moved = await move(system, partition, target, whole=whole)
+                moved, split = await move(system, partition, target, whole=whole)
                 assert moved.step is Step.DONE, moved.summary()
-                lines.append(line(name, size, rows, moved))
+                lines.append(f"{line(name, size, rows, moved)} {split}")
                 print(lines[-1], flush=True)
         lines.append(f"{len(driver.score.results):,} commands answered during the moves")
     return lines

@@ -8,12 +8,14 @@ step in the control database, and each step can run again after a crash:
 2. ``precopied``: while p keeps running in the source, its history (journal, clearing
    entries and idempotency records below the *watermark*, the input place of one
    REPEATABLE READ snapshot of the source) and its transfers in flight are written to
-   the target, with p's state row there frozen: nothing can claim p in the target. The
-   move row records the watermark (shards.partition_copy says why it splits the history
-   exactly). The mover holds the history lock of both cups from here to the end
-   (shards.history_lock). A pre-copy is trusted only by the mover session that made it:
-   a move resumed at this step makes it again, one resumed at a later step makes a
-   whole copy at step 5 (its pause then grows with the history, as before pre-copies);
+   the target, with p's state row there frozen: nothing can claim p in the target. Then
+   again what p wrote meanwhile, in rounds, until a round is small
+   (shards.move_copy). The move row records the last watermark (shards.partition_copy
+   says why it splits the history exactly). The mover holds the history lock of both
+   cups from here to the end (shards.history_lock). A pre-copy is trusted only by the
+   mover session that made it: a move resumed at this step makes it again, one resumed
+   at a later step makes a whole copy at step 5 (its pause then grows with the
+   history, as before pre-copies);
 3. ``paused``: the map marks p paused (new version, NOTIFY). Workers following the map
    hand p over at their next batch boundary (publish what is committed, trim, forget)
    and do not claim it while it is paused;
