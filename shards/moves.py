@@ -28,8 +28,8 @@ step in the control database, and each step can run again after a crash:
    holds: the history at or above the watermark, the idempotency records of the
    transfers that were in flight at the pre-copy (PENDING then, final now), every other
    table whole (accounts, outbox, transfers in flight, the credit book: state), and the
-   state row with both offsets, still frozen. Its cost is the traffic of the pre-copy
-   and the pause, not the partition's age. The journal moves with the accounts: "a
+   state row with both offsets, still frozen. Its cost is what p wrote during the last
+   pre-copy round and the hand-over, not the partition's age. The journal moves with the accounts: "a
    balance equals the sum of its journal rows" is checked per cup, and the journal is
    the audit trail of the accounts it explains;
 6. ``flipped``: the target's state row is thawed, then the map points p at the target
@@ -41,8 +41,8 @@ step in the control database, and each step can run again after a crash:
    missing row would insert a fresh one, at offset 0). Moving p back replaces it.
 
 Why p is never writable in two cups: before the flip the map routes p to the source,
-whose row is frozen from step 3; the target is reachable only through the map, and the
-flip happens after the copy. After the flip the source stays frozen for good. Rolling
+whose row is frozen from step 4; the target is reachable only through the map, and the
+flip happens after the catch-up. After the flip the source stays frozen for good. Rolling
 back (``abort``) is allowed only before the flip: it deletes the target's copy (pre-copied
 or caught up), thaws the source and unpauses p. After the flip a move only goes forward.
 
