@@ -398,6 +398,7 @@ class Mover:
         source = await self._cup(shard_map, move.source_cup)
         target = await self._cup(shard_map, move.target_cup)
         watermark, rows = await precopy(source, target, move)
+        await target.analyze()  # the catch-up's plans see the rows that just arrived
         self._precopied[move.move_id] = watermark
         await self._advance(
             move, Step.PRECOPIED, "precopied_at", precopy_watermark=watermark, precopy_rows=rows
