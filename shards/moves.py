@@ -29,9 +29,9 @@ step in the control database, and each step can run again after a crash:
    transfers that were in flight at the pre-copy (PENDING then, final now), every other
    table whole (accounts, outbox, transfers in flight, the credit book: state), and the
    state row with both offsets, still frozen. Its cost is what p wrote during the last
-   pre-copy round and the hand-over, not the partition's age. The journal moves with the accounts: "a
-   balance equals the sum of its journal rows" is checked per cup, and the journal is
-   the audit trail of the accounts it explains;
+   pre-copy round and the hand-over, not the partition's age. The journal moves with
+   the accounts: "a balance equals the sum of its journal rows" is checked per cup, and
+   the journal is the audit trail of the accounts it explains;
 6. ``flipped``: the target's state row is thawed, then the map points p at the target
    and unpauses it (new version, NOTIFY). The owner of p re-claims it in the target
    (bumping the epoch) and seeks Kafka to the copied ``next_offset`` (commands topic)
