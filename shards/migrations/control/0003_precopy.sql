@@ -1,8 +1,8 @@
 -- Moves with a pre-copy (shards/moves.py): a move copies the partition's history while
 -- the partition keeps running (step 'precopied', before 'paused'), then copies only what
 -- changed since while it is paused (the catch-up). precopy_watermark is the input place
--- (the source state row's next_offset + internal_offset) the pre-copy's snapshot stood
--- at: history rows below it were pre-copied; catch_up_watermark is the one the catch-up
+-- (the source state row's next_offset + internal_offset) the snapshot of the pre-copy's
+-- last round stood at: history rows below it were pre-copied; catch_up_watermark is the one the catch-up
 -- used (0: a whole copy, when the pre-copy was made by an earlier mover session).
 
 ALTER TABLE moves DROP CONSTRAINT moves_step_check;
