@@ -2,8 +2,9 @@
 -- the partition keeps running (step 'precopied', before 'paused'), then copies only what
 -- changed since while it is paused (the catch-up). precopy_watermark is the input place
 -- (the source state row's next_offset + internal_offset) the snapshot of the pre-copy's
--- last round stood at: history rows below it were pre-copied; catch_up_watermark is the one the catch-up
--- used (0: a whole copy, when the pre-copy was made by an earlier mover session).
+-- last round stood at: history rows below it were pre-copied; catch_up_watermark is
+-- the one the catch-up used (0: a whole copy, when the pre-copy was made by an earlier
+-- mover session).
 
 ALTER TABLE moves DROP CONSTRAINT moves_step_check;
 ALTER TABLE moves ADD CONSTRAINT moves_step_check CHECK (step IN
