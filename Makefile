@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install: the venv is rebuilt only when pyproject.toml changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv up down status demo bench test chaos lint prometheus-tools k8s-tools docs clearing-scale soak
+.PHONY: venv up down status demo bench test chaos lint prometheus-tools k8s-tools docs clearing-scale soak move-pause
 
 venv: $(INSTALLED)
 
@@ -70,6 +70,12 @@ test: venv prometheus-tools k8s-tools up lint
 # each scenario's figure is printed at the end. `make test` runs the short version.
 chaos: venv lint
 	SMALLCUPS_CHAOS_SCALE=long $(BIN)/pytest tests/chaos -m chaos --basetemp=.smallcups/chaos-tmp
+
+# The pause of a move with a pre-copy against the moved partition's history: 1x, 10x and
+# 100x the integration tests', under load, Postgres to Postgres and to MariaDB (issue 24).
+# Not part of `make test`.
+move-pause: venv up
+	SMALLCUPS_CONFIG=.smallcups/local.toml $(BIN)/python -m scripts.move_pause
 
 # One partner's clearing statement out of a day of 1,000,000 loans on 4 throwaway cups:
 # its time and peak memory (issue 22). Not part of `make test`.

@@ -15,8 +15,9 @@ Rows cross between the two kinds in one canonical shape (``Row``): integers, ``s
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
@@ -36,13 +37,15 @@ class CupKind(enum.StrEnum):
 
 class StateRow(NamedTuple):
     """A partition's state row: its epoch, where its worker resumes in the commands topic
-    (``next_offset``) and in the internal topic (``internal_offset``), and whether it is
-    frozen by a move."""
+    (``next_offset``) and in the internal topic (``internal_offset``), whether it is
+    frozen by a move, and its idempotency horizon (a move carries it, so the new owner
+    refuses what the old one expired)."""
 
     epoch: int
     next_offset: int
     internal_offset: int
     frozen: bool
+    expired_before_ms: int = 0
 
 
 class Holdings(NamedTuple):
@@ -125,6 +128,28 @@ class ClearingRow(NamedTuple):
     currency: str
 
 
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which of a partition's rows of a table a copy takes (shards.partition_copy): those
+    with an input place (``src_offset``) below ``below`` and at or above ``since``, or
+    (command results) whose command id is one of ``ids``. The default: every row."""
+
+    below: int | None = None
+    since: int | None = None
+    ids: tuple[str, ...] = ()
+
+    def condition(self, in_ids: Callable[[tuple[str, ...]], str]) -> str:
+        """The SQL condition, ``in_ids`` writing "command_id is one of these" for the
+        cup's dialect. Offsets are integers, written as literals."""
+        places = []
+        if self.below is not None:
+            places.append(f"src_offset < {int(self.below)}")
+        if self.since is not None:
+            places.append(f"src_offset >= {int(self.since)}")
+        where = " AND ".join(places) or "TRUE"
+        return f"({where} OR {in_ids(self.ids)})" if self.ids else where
+
+
 class PartitionSnapshot(Protocol):
     """One partition of a source cup, read from one consistent snapshot."""
 
@@ -137,16 +162,35 @@ class PartitionSnapshot(Protocol):
         ...
 
 
+class CopySnapshot(PartitionSnapshot, Protocol):
+    """A snapshot a move copies from: its rows, or some of them."""
+
+    def selected(
+        self, table: str, columns: Sequence[str], selection: Selection
+    ) -> AsyncIterator[list[Row]]:
+        """The partition's rows of ``table`` that ``selection`` takes, in chunks of at
+        most COPY_ROWS_PER_CHUNK."""
+        ...
+
+
 class PartitionSink(Protocol):
     """The target side of a copy: one open transaction, committed on a clean exit."""
+
+    async def pending_transfers(self) -> list[str]:
+        """The ids of the partition's transfers in flight here (a pre-copy's)."""
+        ...
+
+    async def delete(self, table: str, selection: Selection) -> None:
+        """The partition's rows of ``table`` that ``selection`` takes, here."""
+        ...
 
     async def write(self, table: str, columns: Sequence[str], rows: list[Row]) -> None: ...
 
     async def write_state(
-        self, epoch: int, next_offset: int, internal_offset: int, owner: str
+        self, epoch: int, next_offset: int, internal_offset: int, owner: str, expired_before_ms: int
     ) -> None:
-        """The partition's state row, frozen (the flip thaws it), both offsets as the
-        source's."""
+        """The partition's state row, replacing any, frozen (the flip thaws it), both
+        offsets and the idempotency horizon as the source's."""
         ...
 
 
@@ -223,13 +267,13 @@ class CupAdmin(ClearingReads, Protocol):
         row here)."""
         ...
 
-    def snapshot(self, partition: int) -> AbstractAsyncContextManager[PartitionSnapshot]:
+    def snapshot(self, partition: int) -> AbstractAsyncContextManager[CopySnapshot]:
         """A read-only transaction on one consistent snapshot of the cup."""
         ...
 
     def receive(self, partition: int) -> AbstractAsyncContextManager[PartitionSink]:
-        """A transaction that first deletes every row of the partition here (a copy
-        that a crash cut short), then takes the new rows."""
+        """A transaction that replaces rows of the partition here (shards.partition_copy
+        deletes what it replaces first)."""
         ...
 
     async def delete_partition(self, partition: int, *, keep_tombstone: bool) -> None:

@@ -5,35 +5,49 @@ got. Each step is one transaction in one database, followed by the bookkeeping o
 step in the control database, and each step can run again after a crash:
 
 1. ``planned``: the row exists (one unfinished move per partition, by a unique index);
-2. ``paused``: the map marks p paused (new version, NOTIFY). Workers following the map
+2. ``precopied``: while p keeps running in the source, its history (journal, clearing
+   entries and idempotency records below the *watermark*, the input place of one
+   REPEATABLE READ snapshot of the source) and its transfers in flight are written to
+   the target, with p's state row there frozen: nothing can claim p in the target. Then
+   again what p wrote meanwhile, in rounds, until a round is small
+   (shards.move_copy). The move row records the last watermark (shards.partition_copy
+   says why it splits the history exactly). The mover holds the history lock of both
+   cups from here to the end (shards.history_lock). A pre-copy is trusted only by the
+   mover session that made it: a move resumed at this step makes it again, one resumed
+   at a later step makes a whole copy at step 5 (its pause then grows with the
+   history, as before pre-copies);
+3. ``paused``: the map marks p paused (new version, NOTIFY). Workers following the map
    hand p over at their next batch boundary (publish what is committed, trim, forget)
    and do not claim it while it is paused;
-3. ``fenced``: the source's state row of p gets a new epoch and ``frozen``. A commit
+4. ``fenced``: the source's state row of p gets a new epoch and ``frozen``. A commit
    still in flight from the old owner either committed before this (row lock) or fails
    the epoch compare-and-set; a claim from a worker holding an older map is refused by
    the frozen row's trigger. From here the source is read-only for p;
-4. ``copied``: p's rows (state row with both offsets, accounts, journal, idempotency
-   records, transfers in flight, unsent outbox) are read in one REPEATABLE READ
-   snapshot of the source and written to the target in one transaction, the target's
-   state row frozen too. The journal moves with the accounts: "a balance equals the sum
-   of its journal rows" is checked per cup, and the journal is the audit trail of the
-   accounts it explains;
-5. ``flipped``: the target's state row is thawed, then the map points p at the target
+5. ``copied`` (the catch-up): from one REPEATABLE READ snapshot of the source, in one
+   transaction of the target, what changed since the pre-copy replaces what the target
+   holds: the history at or above the watermark, the idempotency records of the
+   transfers that were in flight at the pre-copy (PENDING then, final now), every other
+   table whole (accounts, outbox, transfers in flight, the credit book: state), and the
+   state row with both offsets, still frozen. Its cost is what p wrote during the last
+   pre-copy round and the hand-over, not the partition's age. The journal moves with
+   the accounts: "a balance equals the sum of its journal rows" is checked per cup, and
+   the journal is the audit trail of the accounts it explains;
+6. ``flipped``: the target's state row is thawed, then the map points p at the target
    and unpauses it (new version, NOTIFY). The owner of p re-claims it in the target
    (bumping the epoch) and seeks Kafka to the copied ``next_offset`` (commands topic)
    and ``internal_offset`` (internal topic);
-6. ``done``: p's rows are deleted from the source, all but its frozen state row: that
+7. ``done``: p's rows are deleted from the source, all but its frozen state row: that
    tombstone refuses a claim from a worker still holding an older map (a claim of a
    missing row would insert a fresh one, at offset 0). Moving p back replaces it.
 
 Why p is never writable in two cups: before the flip the map routes p to the source,
-whose row is frozen from step 3; the target is reachable only through the map, and the
-flip happens after the copy. After the flip the source stays frozen for good. Rolling
-back (``abort``) is allowed only before the flip: it deletes the target's copy, thaws
-the source and unpauses p. After the flip a move only goes forward.
+whose row is frozen from step 4; the target is reachable only through the map, and the
+flip happens after the catch-up. After the flip the source stays frozen for good. Rolling
+back (``abort``) is allowed only before the flip: it deletes the target's copy (pre-copied
+or caught up), thaws the source and unpauses p. After the flip a move only goes forward.
 
-The pause a move causes is from step 2 to the first claim in the target, which the mover
-waits for (bounded) and records as ``resumed_at``.
+The pause a move causes is from step 3 to the first claim in the target, which the mover
+waits for (bounded) and records as ``resumed_at``; the pre-copy's time is recorded too.
 """
 
 from __future__ import annotations
@@ -48,12 +62,13 @@ from typing import Final
 import asyncpg
 
 from engine.core.config import ShardsConfig
-from engine.core.errors import ConfigError, InfrastructureError, InvariantError, invariant
+from engine.core.errors import ConfigError, InfrastructureError, invariant
 from engine.core.records import ShardMap
 from shards.backends import connect_cup
 from shards.control import load_shard_map, publish_version
 from shards.cup_admin import CupAdmin
-from shards.partition_copy import copy_partition
+from shards.history_lock import lock_histories, unlock_history
+from shards.move_copy import catch_up, precopy
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +81,13 @@ RESUME_POLL_SECONDS: Final = 0.01
 _MOVE_LOCK: Final = 0x5C0FF00
 """Advisory lock namespace (with the move id): one tool drives a given move at a time."""
 
+HISTORY_LOCK_WAIT_SECONDS: Final = 60.0
+"""How long a move waits for its cups' history locks (another move or an archive)."""
+
 
 class Step(enum.StrEnum):
     PLANNED = "planned"
+    PRECOPIED = "precopied"
     PAUSED = "paused"
     FENCED = "fenced"
     COPIED = "copied"
@@ -77,8 +96,17 @@ class Step(enum.StrEnum):
     ABORTED = "aborted"
 
 
-OPEN_STEPS: Final = (Step.PLANNED, Step.PAUSED, Step.FENCED, Step.COPIED, Step.FLIPPED)
-ABORTABLE_STEPS: Final = (Step.PLANNED, Step.PAUSED, Step.FENCED, Step.COPIED)
+OPEN_STEPS: Final = (
+    Step.PLANNED,
+    Step.PRECOPIED,
+    Step.PAUSED,
+    Step.FENCED,
+    Step.COPIED,
+    Step.FLIPPED,
+)
+ABORTABLE_STEPS: Final = (Step.PLANNED, Step.PRECOPIED, Step.PAUSED, Step.FENCED, Step.COPIED)
+UNFENCED_STEPS: Final = (Step.PLANNED, Step.PRECOPIED)
+"""Steps before the source's state row may have been frozen."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,21 +121,34 @@ class Move:
     rows_copied: int | None
     pause_seconds: float | None
     """From the pause to the first claim in the target (None: not measured)."""
+    precopy_rows: int | None = None
+    precopy_seconds: float | None = None
+    """The last pre-copy's time (None: not made)."""
+    precopy_watermark: int | None = None
+    catch_up_watermark: int | None = None
+    """The watermark the catch-up copied from (0: a whole copy)."""
 
     def summary(self) -> str:
         """One line for an operator: where from and to, how far, how long it paused."""
         pause = "not measured" if self.pause_seconds is None else f"{self.pause_seconds:.3f} s"
         rows = "-" if self.rows_copied is None else f"{self.rows_copied:,}"
+        precopy = (
+            "no pre-copy"
+            if self.precopy_rows is None or self.precopy_seconds is None
+            else f"{self.precopy_rows:,} rows pre-copied in {self.precopy_seconds:.3f} s"
+        )
         return (
             f"move {self.move_id}: partition {self.partition} cup {self.source_cup} -> "
-            f"cup {self.target_cup}: {self.step}, {rows} rows copied, "
+            f"cup {self.target_cup}: {self.step}, {precopy}, {rows} rows copied paused, "
             f"offset {self.copied_offset}, pause {pause}"
         )
 
 
 _MOVE_COLUMNS: Final = (
     "move_id, partition, source_cup, target_cup, step, fence_epoch, copied_offset,"
-    " rows_copied, extract(epoch FROM resumed_at - paused_at)::float8 AS pause_seconds"
+    " rows_copied, extract(epoch FROM resumed_at - paused_at)::float8 AS pause_seconds,"
+    " precopy_rows, extract(epoch FROM precopied_at - precopy_started_at)::float8"
+    " AS precopy_seconds, precopy_watermark, catch_up_watermark"
 )
 
 
@@ -122,6 +163,10 @@ def _move(row: asyncpg.Record) -> Move:
         row["copied_offset"],
         row["rows_copied"],
         row["pause_seconds"],
+        row["precopy_rows"],
+        row["precopy_seconds"],
+        row["precopy_watermark"],
+        row["catch_up_watermark"],
     )
 
 
@@ -166,21 +211,37 @@ async def plan_move(control: asyncpg.Connection, partition: int, target_cup: int
 
 
 class Mover:
-    """Drives moves through their steps, with the control database and the cups' DSNs."""
+    """Drives moves through their steps, with the control database and the cups' DSNs.
+
+    A Mover is a mover session: it holds the history locks of the cups of the moves it
+    drives, from their pre-copy until they are done or aborted (or ``close``, or its
+    control connection ends), and trusts only the pre-copies it made itself."""
 
     def __init__(
         self,
         control: asyncpg.Connection,
         config: ShardsConfig,
         resume_wait_seconds: float = RESUME_WAIT_SECONDS,
+        history_lock_wait_seconds: float = HISTORY_LOCK_WAIT_SECONDS,
     ):
         if not 0 <= resume_wait_seconds <= 600:
             raise ConfigError(f"resume wait must be in 0..600 s, got {resume_wait_seconds}")
         self.control = control
         self.config = config
         self.resume_wait_seconds = resume_wait_seconds
+        self.history_lock_wait_seconds = history_lock_wait_seconds
         self._cups: dict[int, CupAdmin] = {}
         """One connection per cup while a move is driven: connecting costs more than a step."""
+        self._histories: dict[int, list[int]] = {}
+        """The cups whose history lock this session holds, by move."""
+        self._precopied: dict[int, int] = {}
+        """The watermark of each move pre-copied in this session."""
+
+    async def close(self) -> None:
+        """End the session: release the history locks, forget the pre-copies."""
+        held, self._histories, self._precopied = self._histories, {}, {}
+        for cups in held.values():
+            await unlock_history(self.control, cups)
 
     async def _cup(self, shard_map: ShardMap, cup_id: int) -> CupAdmin:
         cup = self._cups.get(cup_id)
@@ -189,24 +250,41 @@ class Mover:
             self._cups[cup_id] = cup
         return cup
 
-    async def _locked(self, move_id: int) -> None:
+    async def _locked(self, move_id: int) -> Move:
+        """The move, locked for this call, with its cups' histories once it is open."""
         taken = await self.control.fetchval(
             "SELECT pg_try_advisory_lock($1, $2)", _MOVE_LOCK, move_id
         )
         if not taken:
             raise ConfigError(f"move {move_id} is being driven by another tool right now")
+        move = await read_move(self.control, move_id)
+        try:
+            if move.step in OPEN_STEPS and move_id not in self._histories:
+                self._histories[move_id] = await lock_histories(
+                    self.control,
+                    (move.source_cup, move.target_cup),
+                    self.history_lock_wait_seconds,
+                )
+        except BaseException:
+            await self._unlock(move)
+            raise
+        return move
 
-    async def _unlock(self, move_id: int) -> None:
-        """Release the move and the cup connections (a later move may use other cups)."""
+    async def _unlock(self, move: Move) -> None:
+        """Release the move and the cup connections (a later move may use other cups);
+        once the move has ended, its histories too."""
         cups, self._cups = list(self._cups.values()), {}
         await asyncio.gather(*(c.close() for c in cups), return_exceptions=True)
-        await self.control.execute("SELECT pg_advisory_unlock($1, $2)", _MOVE_LOCK, move_id)
+        ended = await read_move(self.control, move.move_id)
+        if ended.step not in OPEN_STEPS:
+            self._precopied.pop(move.move_id, None)
+            await unlock_history(self.control, self._histories.pop(move.move_id, []))
+        await self.control.execute("SELECT pg_advisory_unlock($1, $2)", _MOVE_LOCK, move.move_id)
 
     async def finish(self, move_id: int, stop_after: Step | None = None) -> Move:
         """Run the remaining steps of a move (all of them, or up to ``stop_after``)."""
-        await self._locked(move_id)
+        move = await self._locked(move_id)
         try:
-            move = await read_move(self.control, move_id)
             while move.step in OPEN_STEPS and move.step != stop_after:
                 started = time.monotonic()
                 move = await self._next_step(move)
@@ -219,17 +297,17 @@ class Mover:
                 )
             return move
         finally:
-            await self._unlock(move_id)
+            await self._unlock(move)
 
     async def abort(self, move_id: int) -> Move:
         """Roll a move back (before the flip only): drop the copy, thaw, unpause.
 
         The target keeps p's state row, frozen: it may be the tombstone of an earlier move
-        out of that cup, which a worker on an old map could otherwise claim past.
+        out of that cup, which a worker on an old map could otherwise claim past. Before
+        the pause, the source was never fenced: it is left as it runs.
         """
-        await self._locked(move_id)
+        move = await self._locked(move_id)
         try:
-            move = await read_move(self.control, move_id)
             if move.step not in ABORTABLE_STEPS:
                 raise ConfigError(
                     f"move {move_id} is {move.step}: after the flip a move only goes forward"
@@ -239,19 +317,24 @@ class Mover:
             target = await self._cup(shard_map, move.target_cup)
             await target.delete_partition(move.partition, keep_tombstone=True)
             await target.freeze(move.partition)
-            source = await self._cup(shard_map, move.source_cup)
-            await source.thaw(move.partition, forget_owner=True)
+            if move.step not in UNFENCED_STEPS:
+                source = await self._cup(shard_map, move.source_cup)
+                await source.thaw(move.partition, forget_owner=True)
             async with self.control.transaction():
                 await self._set_paused(move.partition, paused=False)
                 await self._advance(move, Step.ABORTED, "finished_at")
             return await read_move(self.control, move_id)
         finally:
-            await self._unlock(move_id)
+            await self._unlock(move)
 
     async def _next_step(self, move: Move) -> Move:
         shard_map = await load_shard_map(self.control)
         match move.step:
             case Step.PLANNED:
+                await self._precopy(shard_map, move)
+            case Step.PRECOPIED if move.move_id not in self._precopied:
+                await self._precopy(shard_map, move)  # made by an earlier session: again
+            case Step.PRECOPIED:
                 for cup in (move.source_cup, move.target_cup):
                     await self._cup(shard_map, cup)  # connect before the pause, not in it
                 async with self.control.transaction():
@@ -261,8 +344,14 @@ class Mover:
                 epoch = await self._fence(shard_map, move)
                 await self._advance(move, Step.FENCED, fence_epoch=epoch)
             case Step.FENCED:
-                offset, rows = await self._copy(shard_map, move)
-                await self._advance(move, Step.COPIED, copied_offset=offset, rows_copied=rows)
+                offset, rows, watermark = await self._catch_up(shard_map, move)
+                await self._advance(
+                    move,
+                    Step.COPIED,
+                    copied_offset=offset,
+                    rows_copied=rows,
+                    catch_up_watermark=watermark,
+                )
             case Step.COPIED:
                 await self._flip(shard_map, move)
                 await self._await_resume(shard_map, move)
@@ -274,29 +363,21 @@ class Mover:
         return await read_move(self.control, move.move_id)
 
     async def _advance(
-        self,
-        move: Move,
-        step: Step,
-        stamp: str = "",
-        *,
-        fence_epoch: int | None = None,
-        copied_offset: int | None = None,
-        rows_copied: int | None = None,
+        self, move: Move, step: Step, stamp: str = "", **figures: int | None
     ) -> None:
-        """Record the step reached, only from the step it was at (a rerun changes nothing)."""
+        """Record the step reached, only from the step it was at (a rerun changes nothing),
+        with the figures given (columns of ``moves``; None keeps a column as it is)."""
         stamped = f", {stamp} = clock_timestamp()" if stamp else ""
+        recorded = "".join(
+            f", {column} = coalesce(${index}, {column})"
+            for index, column in enumerate(figures, start=4)
+        )
         await self.control.execute(
-            f"UPDATE moves SET step = $2{stamped},"
-            " fence_epoch = coalesce($4, fence_epoch),"
-            " copied_offset = coalesce($5, copied_offset),"
-            " rows_copied = coalesce($6, rows_copied)"
-            " WHERE move_id = $1 AND step = $3",
+            f"UPDATE moves SET step = $2{stamped}{recorded} WHERE move_id = $1 AND step = $3",
             move.move_id,
             str(step),
             str(move.step),
-            fence_epoch,
-            copied_offset,
-            rows_copied,
+            *figures.values(),
         )
 
     async def _set_paused(self, partition: int, *, paused: bool) -> None:
@@ -308,8 +389,23 @@ class Mover:
             version,
         )
 
+    async def _precopy(self, shard_map: ShardMap, move: Move) -> None:
+        """Step 2: p's history below the snapshot's watermark into the target, p running."""
+        await self.control.execute(
+            "UPDATE moves SET precopy_started_at = clock_timestamp() WHERE move_id = $1",
+            move.move_id,
+        )
+        source = await self._cup(shard_map, move.source_cup)
+        target = await self._cup(shard_map, move.target_cup)
+        watermark, rows = await precopy(source, target, move)
+        await target.analyze()  # the catch-up's plans see the rows that just arrived
+        self._precopied[move.move_id] = watermark
+        await self._advance(
+            move, Step.PRECOPIED, "precopied_at", precopy_watermark=watermark, precopy_rows=rows
+        )
+
     async def _fence(self, shard_map: ShardMap, move: Move) -> int:
-        """Step 3: a new epoch, frozen, in the source; a rerun finds it frozen already."""
+        """Step 4: a new epoch, frozen, in the source; a rerun finds it frozen already."""
         source = await self._cup(shard_map, move.source_cup)
         epoch = await source.fence(move.partition, f"move {move.move_id} to cup {move.target_cup}")
         if epoch is None:
@@ -318,30 +414,17 @@ class Mover:
             )
         return epoch
 
-    async def _copy(self, shard_map: ShardMap, move: Move) -> tuple[int, int]:
-        """Step 4: p's rows from one source snapshot into the target, in one transaction."""
+    async def _catch_up(self, shard_map: ShardMap, move: Move) -> tuple[int, int, int]:
+        """Step 5: what changed since this session's pre-copy (or, without one, every row);
+        (next offset, rows, watermark copied from)."""
         source = await self._cup(shard_map, move.source_cup)
         target = await self._cup(shard_map, move.target_cup)
-        target_columns = await target.table_columns()
-        async with (
-            source.snapshot(move.partition) as snapshot,
-            target.receive(move.partition) as sink,
-        ):
-            state = snapshot.state
-            if state is None or not state.frozen:
-                raise InvariantError(f"partition {move.partition} is not fenced in its source")
-            invariant(state.epoch == move.fence_epoch, "no claim after the fence")
-            rows = await copy_partition(snapshot, sink, target_columns)
-            await sink.write_state(
-                state.epoch,
-                next_offset=state.next_offset,
-                internal_offset=state.internal_offset,
-                owner=f"move {move.move_id} from cup {move.source_cup}",
-            )
-        return state.next_offset, rows
+        watermark = self._precopied.get(move.move_id, 0)
+        offset, rows = await catch_up(source, target, move, watermark)
+        return offset, rows, watermark
 
     async def _flip(self, shard_map: ShardMap, move: Move) -> None:
-        """Step 5: thaw the target's copy, then route p there (one control transaction)."""
+        """Step 6: thaw the target's copy, then route p there (one control transaction)."""
         target = await self._cup(shard_map, move.target_cup)
         offset = await target.thaw(move.partition, forget_owner=False)
         invariant(offset == move.copied_offset, "the target holds the copied offset")

@@ -25,6 +25,7 @@ from shards.cup_admin import (
     Holdings,
     OffJournal,
     Row,
+    Selection,
     StateRow,
     StuckTransfer,
     Value,
@@ -183,13 +184,13 @@ class MysqlCupAdmin:
 
     async def state_row(self, partition: int) -> StateRow | None:
         rows = await self._rows(
-            "SELECT epoch, next_offset, internal_offset, frozen FROM partition_state"
-            f" WHERE `partition` = {int(partition)}"
+            "SELECT epoch, next_offset, internal_offset, frozen, expired_before_ms"
+            f" FROM partition_state WHERE `partition` = {int(partition)}"
         )
         if not rows:
             return None
-        epoch, next_offset, internal_offset, frozen = rows[0]
-        return StateRow(epoch, next_offset, internal_offset, bool(frozen))
+        epoch, next_offset, internal_offset, frozen, expired_before_ms = rows[0]
+        return StateRow(epoch, next_offset, internal_offset, bool(frozen), expired_before_ms)
 
     async def fence(self, partition: int, owner: str) -> int | None:
         p = int(partition)
@@ -247,7 +248,7 @@ class MysqlCupAdmin:
 
     @contextlib.asynccontextmanager
     async def receive(self, partition: int) -> AsyncIterator[_Sink]:
-        await run(self.connection, "START TRANSACTION;" + _deletes(partition, keep_tombstone=False))
+        await run(self.connection, "START TRANSACTION")
         try:
             yield _Sink(self.connection, partition)
             await run(self.connection, "COMMIT")
@@ -410,6 +411,12 @@ class MysqlCupAdmin:
         return {partition: day for partition, day in rows}
 
 
+def _selected(partition: int, selection: Selection) -> str:
+    """The WHERE clause of a partition's rows that ``selection`` takes."""
+    condition = selection.condition(lambda ids: f"command_id IN ({texts(ids)})")
+    return f"`partition` = {int(partition)} AND {condition}"
+
+
 def _deletes(partition: int, *, keep_tombstone: bool) -> str:
     tables = TABLES if keep_tombstone else (*TABLES, "partition_state")
     return "".join(f"DELETE FROM {t} WHERE `partition` = {int(partition)};" for t in tables)
@@ -430,14 +437,18 @@ class _Snapshot:
         self.columns = columns
         self.converters = converters
 
-    async def rows(self, table: str, columns: Sequence[str]) -> AsyncIterator[list[Row]]:
+    def rows(self, table: str, columns: Sequence[str]) -> AsyncIterator[list[Row]]:
+        return self.selected(table, columns, Selection())
+
+    async def selected(
+        self, table: str, columns: Sequence[str], selection: Selection
+    ) -> AsyncIterator[list[Row]]:
         invariant(table in TABLES, f"{table} is a partition table")
         convert = [self.converters.get((table, column)) for column in columns]
         quoted = ", ".join(f"`{column}`" for column in columns)
+        where = _selected(self.partition, selection)
         async with self.connection.cursor(SSCursor) as cursor:
-            await cursor.execute(
-                f"SELECT {quoted} FROM {table} WHERE `partition` = {int(self.partition)}"
-            )
+            await cursor.execute(f"SELECT {quoted} FROM {table} WHERE {where}")
             while chunk := await cursor.fetchmany(COPY_ROWS_PER_CHUNK):
                 yield [
                     tuple(
@@ -452,6 +463,22 @@ class _Sink:
     def __init__(self, connection: asyncmy.Connection, partition: int):
         self.connection = connection
         self.partition = partition
+
+    async def pending_transfers(self) -> list[str]:
+        rows = (
+            await run(
+                self.connection,
+                "SELECT transfer_id FROM transfers_in_flight"
+                f" WHERE `partition` = {int(self.partition)}",
+            )
+        )[0]
+        return [row[0] for row in rows]
+
+    async def delete(self, table: str, selection: Selection) -> None:
+        invariant(table in TABLES, f"{table} is a partition table")
+        await run(
+            self.connection, f"DELETE FROM {table} WHERE {_selected(self.partition, selection)}"
+        )
 
     async def write(self, table: str, columns: Sequence[str], rows: list[Row]) -> None:
         invariant(table in TABLES, f"{table} is a partition table")
@@ -469,12 +496,14 @@ class _Sink:
             await run(self.connection, head + ",".join(values))
 
     async def write_state(
-        self, epoch: int, next_offset: int, internal_offset: int, owner: str
+        self, epoch: int, next_offset: int, internal_offset: int, owner: str, expired_before_ms: int
     ) -> None:
+        p = int(self.partition)
         await run(
             self.connection,
+            f"DELETE FROM partition_state WHERE `partition` = {p};"
             "INSERT INTO partition_state"
-            " (`partition`, epoch, next_offset, internal_offset, owner, frozen)"
-            f" VALUES ({int(self.partition)}, {int(epoch)}, {int(next_offset)},"
-            f" {int(internal_offset)}, {text(owner)}, TRUE)",
+            " (`partition`, epoch, next_offset, internal_offset, owner, frozen, expired_before_ms)"
+            f" VALUES ({p}, {int(epoch)}, {int(next_offset)},"
+            f" {int(internal_offset)}, {text(owner)}, TRUE, {int(expired_before_ms)})",
         )

@@ -23,6 +23,7 @@ from shards.cup_admin import (
     Holdings,
     OffJournal,
     Row,
+    Selection,
     StateRow,
     StuckTransfer,
 )
@@ -146,8 +147,8 @@ class PostgresCupAdmin:
 
     async def state_row(self, partition: int) -> StateRow | None:
         row = await self.connection.fetchrow(
-            "SELECT epoch, next_offset, internal_offset, frozen FROM partition_state"
-            " WHERE partition = $1",
+            "SELECT epoch, next_offset, internal_offset, frozen, expired_before_ms"
+            " FROM partition_state WHERE partition = $1",
             partition,
         )
         return None if row is None else StateRow(*row.values())
@@ -189,7 +190,6 @@ class PostgresCupAdmin:
     @contextlib.asynccontextmanager
     async def receive(self, partition: int) -> AsyncIterator[_Sink]:
         async with self.connection.transaction():
-            await self._delete(partition, keep_tombstone=False)
             yield _Sink(self.connection, partition)
 
     async def delete_partition(self, partition: int, *, keep_tombstone: bool) -> None:
@@ -334,12 +334,25 @@ class _Snapshot:
         self.state = state
         self.columns = columns
 
-    async def rows(self, table: str, columns: Sequence[str]) -> AsyncIterator[list[Row]]:
+    def rows(self, table: str, columns: Sequence[str]) -> AsyncIterator[list[Row]]:
+        return self.selected(table, columns, Selection())
+
+    async def selected(
+        self, table: str, columns: Sequence[str], selection: Selection
+    ) -> AsyncIterator[list[Row]]:
         invariant(table in TABLES, f"{table} is a partition table")
-        query = f"SELECT {', '.join(columns)} FROM {table} WHERE partition = $1"
-        cursor = await self.connection.cursor(query, self.partition)
+        where, arguments = _selected(self.partition, selection)
+        query = f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
+        cursor = await self.connection.cursor(query, *arguments)
         while chunk := await cursor.fetch(COPY_ROWS_PER_CHUNK):
             yield [tuple(record.values()) for record in chunk]
+
+
+def _selected(partition: int, selection: Selection) -> tuple[str, list[object]]:
+    """The WHERE clause of a partition's rows that ``selection`` takes, its arguments."""
+    condition = selection.condition(lambda _: "command_id = ANY($2::text[])")
+    ids: list[object] = [list(selection.ids)] if selection.ids else []
+    return f"partition = $1 AND {condition}", [partition, *ids]
 
 
 class _Sink:
@@ -347,20 +360,35 @@ class _Sink:
         self.connection = connection
         self.partition = partition
 
+    async def pending_transfers(self) -> list[str]:
+        rows = await self.connection.fetch(
+            "SELECT transfer_id FROM transfers_in_flight WHERE partition = $1", self.partition
+        )
+        return [r["transfer_id"] for r in rows]
+
+    async def delete(self, table: str, selection: Selection) -> None:
+        invariant(table in TABLES, f"{table} is a partition table")
+        where, arguments = _selected(self.partition, selection)
+        await self.connection.execute(f"DELETE FROM {table} WHERE {where}", *arguments)
+
     async def write(self, table: str, columns: Sequence[str], rows: list[Row]) -> None:
         invariant(table in TABLES, f"{table} is a partition table")
         await self.connection.copy_records_to_table(table, records=rows, columns=list(columns))
 
     async def write_state(
-        self, epoch: int, next_offset: int, internal_offset: int, owner: str
+        self, epoch: int, next_offset: int, internal_offset: int, owner: str, expired_before_ms: int
     ) -> None:
         await self.connection.execute(
+            "DELETE FROM partition_state WHERE partition = $1", self.partition
+        )
+        await self.connection.execute(
             "INSERT INTO partition_state"
-            " (partition, epoch, next_offset, internal_offset, owner, frozen)"
-            " VALUES ($1, $2, $3, $4, $5, true)",
+            " (partition, epoch, next_offset, internal_offset, owner, frozen, expired_before_ms)"
+            " VALUES ($1, $2, $3, $4, $5, true, $6)",
             self.partition,
             epoch,
             next_offset,
             internal_offset,
             owner,
+            expired_before_ms,
         )

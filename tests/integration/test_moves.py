@@ -189,10 +189,23 @@ async def owner_of(system: System, partition: int) -> int | None:
     return None
 
 
+async def live_owner_of(system: System, partition: int) -> int:
+    """The pid of the live worker that claimed ``partition`` (waits out a rebalance that
+    an earlier kill started)."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        owner = await owner_of(system, partition)
+        if owner in {w.pid for w in system.workers if w.alive()}:
+            assert owner is not None
+            return owner
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no live worker claimed partition {partition}")
+
+
 def kill_worker(system: System, pid: int | None) -> None:
     """SIGKILL the worker ``pid`` (the owner of a partition) and start a replacement."""
     victims = [w for w in system.workers if w.alive() and w.pid == pid]
-    assert victims, f"no live worker has pid {pid}"
+    assert victims, f"no live worker has pid {pid}: {system.worker_logs()}"
     victims[0].kill()
     system.start_worker()
 
@@ -207,6 +220,7 @@ async def test_moves_interrupted_at_each_step_recover(stack: Config, three_cups:
     cases = [
         (Step.PLANNED, True, False),
         (Step.PAUSED, False, True),
+        (Step.PRECOPIED, True, False),
         (Step.FENCED, True, False),
         (Step.COPIED, False, False),
         (Step.COPIED, True, True),
@@ -214,13 +228,14 @@ async def test_moves_interrupted_at_each_step_recover(stack: Config, three_cups:
         (Step.FLIPPED, True, True),
         (Step.PAUSED, True, False),
         (Step.FENCED, False, False),
+        (Step.PRECOPIED, False, True),
     ]
     async with steady_load(system, workload), control_database(system) as control:
         for index, (step, abort, kill) in enumerate(cases):
             shard_map = await read_shard_map(system.config)
             partition = index % 12
             target = (shard_map.cup_of[partition] + 1) % 3
-            owner = await owner_of(system, partition)
+            owner = await live_owner_of(system, partition) if kill else None
             cut = await cluster.move_partition(
                 control, partition, target, system.config.shards, step
             )
