@@ -40,6 +40,7 @@ class CupInventory:
     accounts: int
     journal_rows: int
     transfers_in_flight: int
+    idempotency_records: int
     paused: list[int]
     size_bytes: int
     rows_estimated: int
@@ -227,6 +228,7 @@ async def _cup_inventory(
         held.accounts,
         held.journal_rows,
         held.transfers_in_flight,
+        held.idempotency_records,
         sorted(set(owned) & shard_map.paused),
         footprint.size_bytes,
         footprint.rows_estimated,

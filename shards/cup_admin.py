@@ -54,6 +54,7 @@ class Holdings(NamedTuple):
     accounts: int
     journal_rows: int
     transfers_in_flight: int
+    idempotency_records: int
 
 
 class Footprint(NamedTuple):

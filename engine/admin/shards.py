@@ -39,7 +39,7 @@ def list_cups(config: Config) -> int:
     cups, moves = _with_control(config, read)
     print(
         f"{'cup':>4} {'kind':<8} {'partitions':>10} {'accounts':>10} {'journal':>10} "
-        f"{'in flight':>9} {'size':>9} {'rows (est.)':>12}  dsn"
+        f"{'in flight':>9} {'records':>10} {'size':>9} {'rows (est.)':>12}  dsn"
     )
     for cup in cups:
         paused = f"  paused: {cup.paused}" if cup.paused else ""
@@ -47,6 +47,7 @@ def list_cups(config: Config) -> int:
         print(
             f"{cup.cup_id:>4} {cup.kind:<8} {len(cup.partitions):>10} {cup.accounts:>10,} "
             f"{cup.journal_rows:>10,} {cup.transfers_in_flight:>9,} "
+            f"{cup.idempotency_records:>10,} "
             f"{_size(cup.size_bytes):>9} {cup.rows_estimated:>12,}  {cup.dsn}{draining}{paused}"
         )
     for move in moves:

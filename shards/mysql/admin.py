@@ -149,7 +149,8 @@ class MysqlCupAdmin:
         rows = await self._rows(
             f"SELECT (SELECT COUNT(*) FROM accounts WHERE {owned}),"
             f" (SELECT COUNT(*) FROM journal WHERE {owned}),"
-            f" (SELECT COUNT(*) FROM transfers_in_flight WHERE {owned})"
+            f" (SELECT COUNT(*) FROM transfers_in_flight WHERE {owned}),"
+            f" (SELECT COUNT(*) FROM command_results WHERE {owned})"
         )
         return Holdings(*rows[0])
 

@@ -115,7 +115,8 @@ class PostgresCupAdmin:
         row = await self.connection.fetchrow(
             "SELECT (SELECT count(*) FROM accounts WHERE partition = ANY($1)),"
             " (SELECT count(*) FROM journal WHERE partition = ANY($1)),"
-            " (SELECT count(*) FROM transfers_in_flight WHERE partition = ANY($1))",
+            " (SELECT count(*) FROM transfers_in_flight WHERE partition = ANY($1)),"
+            " (SELECT count(*) FROM command_results WHERE partition = ANY($1))",
             list(partitions),
         )
         return Holdings(*row.values())
