@@ -13,6 +13,7 @@ from shards.cup_admin import PartitionSink, PartitionSnapshot
 TABLES: Final = (
     "accounts",
     "journal",
+    "journal_openings",
     "command_results",
     "outbox",
     "transfers_in_flight",
