@@ -39,6 +39,7 @@ from engine.core.config import ArchiveConfig, Config
 from engine.core.periods import (
     Manifest,
     PeriodTotals,
+    check_bound,
     closed_ends,
     file_sha256,
     iso,
@@ -75,7 +76,7 @@ async def archive(
 ) -> int:
     """Archive every cup's periods ending at or before ``before_s``; 0, or 1 when a cup
     was skipped (its history lock taken)."""
-    closed_ends([], before_s, now_s, config.archive.period_seconds)
+    check_bound(before_s, now_s, config.archive.period_seconds)
     control = await connect(config.control_dsn, config.shards)
     status = 0
     try:
@@ -131,8 +132,10 @@ async def _archive_cup(
     if strays:
         print(f"cup {cup_id}: {strays:,} rows of archived periods (a move's) given a partition")
     ends = await periods.partition_ends()
-    period_seconds = config.archive.period_seconds
-    for end in closed_ends(ends, before_s, now_s, period_seconds):
+    closed = closed_ends(ends, before_s, now_s, config.archive.period_seconds)
+    if not closed:
+        print(f"cup {cup_id}: no period ends at or before {iso(before_s)}")
+    for end in closed:
         manifest = await export(cup_id, periods, end, directory)
         step(cup_id, "exported", end)
         await periods.carry_and_drop(

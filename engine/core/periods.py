@@ -40,20 +40,26 @@ def ends_to_make(existing_ends: Sequence[int], now_s: int, period_seconds: int) 
     return made
 
 
-def closed_ends(
-    existing_ends: Sequence[int], before_s: int, now_s: int, period_seconds: int
-) -> list[int]:
-    """The ends of the partitions to archive for ``--before before_s``: every partition
-    that ends at or before the bound, all of whose rows are of a closed period (it ends
-    at or before the current period's start). A bound after the current period's start
-    is refused: its period is open."""
+def check_bound(before_s: int, now_s: int, period_seconds: int) -> None:
+    """Refuse an archive bound after the current period's start: its period is open."""
     current_start = period_start(now_s, period_seconds)
     if before_s > current_start:
         raise ConfigError(
             f"--before {iso(before_s)} is in the current period (which started "
             f"{iso(current_start)}) or later: only closed periods are archived"
         )
-    return sorted(end for end in existing_ends if end <= before_s)
+
+
+def closed_ends(
+    existing_ends: Sequence[int], before_s: int, now_s: int, period_seconds: int
+) -> list[int]:
+    """The ends of the partitions to archive for ``--before before_s``: every partition
+    that ends at or before the bound, which is at or before the current period's start
+    (``check_bound``), so all their rows are of closed periods."""
+    check_bound(before_s, now_s, period_seconds)
+    closed = sorted(end for end in existing_ends if end <= before_s)
+    invariant(all(end <= now_s for end in closed), "a closed partition ends in the past")
+    return closed
 
 
 def iso(at_s: int) -> str:

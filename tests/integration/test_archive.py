@@ -22,7 +22,7 @@ import msgspec
 import pytest
 
 from deploy.local.mariadb_databases import admin_account
-from engine.admin.archive import archive
+from engine.admin.archive import HISTORY_LOCK_CLASS, archive
 from engine.admin.reconcile import reconcile
 from engine.core.book import SystemAccount, system_account_number
 from engine.core.config import MARIADB_ADMIN_CREDENTIALS, ArchiveConfig, Config
@@ -33,6 +33,7 @@ from loadtest.driver import Driver
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
 from shards.backends import connect_cup, journal_periods
+from shards.control import connect
 from shards.cup_admin import CupKind
 from shards.cups import close_cups, connect_cups
 from tests.integration.system import RawCup, cup_balances
@@ -229,6 +230,13 @@ async def test_rows_booked_in_an_archived_period_are_archived_later(
         await asyncio.sleep(max(0.0, made[0] - time.time() + 0.5))
         now = int(time.time())
         bound = period_start(now, PERIOD_SECONDS)
+        control = await connect(system.config.control_dsn, system.config.shards)
+        try:
+            await control.execute("SELECT pg_advisory_lock($1, 0)", HISTORY_LOCK_CLASS)
+            assert await archive(system.config, bound, tmp_path, now) == 1, "a move holds it"
+            assert await periods.partition_ends() == [first_end, *made]
+        finally:
+            await control.close()
         assert await archive(system.config, bound, tmp_path, now) == 0
         assert await periods.partition_ends() == [e for e in made if e > bound]
         assert (
