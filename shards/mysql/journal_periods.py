@@ -74,9 +74,9 @@ class MysqlJournalPeriods:
         return sorted(int(m[1]) for (name,) in rows if (m := _PARTITION.fullmatch(name or "")))
 
     async def make_partitions(self, now_s: int, period_seconds: int) -> list[int]:
-        locked = await self._rows(f"SELECT GET_LOCK({text(_MAKE_LOCK)}, 0)")
+        locked = await self._rows(f"SELECT GET_LOCK({text(_MAKE_LOCK)}, {DDL_LOCK_WAIT_SECONDS})")
         if locked != [(1,)]:
-            return []
+            return []  # another worker is making them: its next pass checks again
         try:
             made = ends_to_make(await self.partition_ends(), now_s, period_seconds)
             if made:
