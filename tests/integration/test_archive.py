@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,7 +22,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from deploy.local.mariadb_databases import admin_account
+from deploy.local.mariadb_databases import (
+    admin_account,
+    create_mysql_databases,
+    drop_mysql_databases,
+)
 from engine.admin.archive import HISTORY_LOCK_CLASS, archive
 from engine.admin.reconcile import reconcile
 from engine.core.book import SystemAccount, system_account_number
@@ -30,12 +35,14 @@ from engine.core.errors import ConfigError
 from engine.core.periods import Manifest, period_start
 from engine.kafka.client import Client
 from loadtest.driver import Driver
-from loadtest.system import System, drop_system, make_system
+from loadtest.system import System, create_databases, drop_databases, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
 from shards.backends import connect_cup, journal_periods
 from shards.control import connect
 from shards.cup_admin import CupKind
 from shards.cups import close_cups, connect_cups
+from shards.migrate import migration_files
+from shards.mysql.driver import run
 from tests.integration.system import RawCup, cup_balances
 
 pytestmark = pytest.mark.integration
@@ -257,3 +264,51 @@ async def test_rows_booked_in_an_archived_period_are_archived_later(
     finally:
         await admin.close()
         await cup.close()
+
+
+PERIODS_MIGRATION = {CupKind.POSTGRES: 10, CupKind.MYSQL: 7}
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[str(k) for k in KINDS])
+async def test_rows_from_before_the_migration_are_booked_at_its_time(
+    stack: Config, kind: CupKind
+) -> None:
+    """The migration that partitions the journal keeps its rows, booked at the migration's
+    time, in the first partition (which ends at the next whole second)."""
+    name = f"t{uuid.uuid4().hex[:10]}_legacy"
+    if kind is CupKind.POSTGRES:
+        await create_databases(stack, [name])
+        dsn = stack.stack.database_dsn(name)
+    else:
+        await asyncio.to_thread(create_mysql_databases, stack.stack, [name])
+        dsn = stack.stack.mysql_dsn(name)
+    cup = await RawCup.open(dsn, stack.shards)
+    try:
+        for version, _, sql in migration_files(str(kind)):
+            if version == PERIODS_MIGRATION[kind]:
+                await cup.execute(
+                    "INSERT INTO journal VALUES (0, 1, 'd-1', 7, 1, 'EUR', 100),"
+                    f" (0, 1, 'd-1', 0, {CASH}, 'EUR', -100)"
+                )
+                started = time.time()
+            if kind is CupKind.POSTGRES:
+                async with cup.connection.transaction():
+                    await cup.connection.execute(sql)
+            else:
+                await run(cup.connection, sql)
+        booked = await cup.values("SELECT booked_at FROM journal")
+        assert len(booked) == 2 and booked[0] == booked[1]
+        booked_s = booked[0].replace(tzinfo=dt.UTC).timestamp()  # MariaDB's: naive UTC
+        assert started - 1 <= booked_s <= time.time()
+        admin = await connect_cup(dsn, stack.shards)
+        try:
+            (end,) = await journal_periods(admin).partition_ends()
+        finally:
+            await admin.close()
+        assert booked_s < end <= booked_s + 1
+    finally:
+        await cup.close()
+        if kind is CupKind.POSTGRES:
+            await drop_databases(stack, [name])
+        else:
+            await asyncio.to_thread(drop_mysql_databases, stack.stack, [name])
