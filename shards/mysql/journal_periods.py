@@ -2,13 +2,13 @@
 COLUMNS partitions ``p<end>`` and the catch-all ``p_max`` (migration 0007).
 
 MySQL commits each DDL statement on its own, so archiving a period is two steps, each
-safe to repeat: (1) one transaction adds the period's sums to journal_openings, a sum
-recorded already kept as it is (and checked equal); (2) DROP PARTITION. A crash between
-them leaves the partition with its rows and their sums: the balance checks count a row
-booked before its account's last opening in the opening, not twice, and the next
-archive exports the same rows again (the same file), finds the sums recorded and drops
-the partition. The first partition also holds any row booked before it (a move's rows
-of a period archived here already): they are archived with it.
+safe to repeat: (1) statements add the period's sums to journal_openings (a sum recorded
+already is kept, and checked equal); (2) DROP PARTITION. A crash between them leaves the
+partition with its rows and their sums: the balance checks count a row booked before
+its account's last opening in the opening, not twice, and the next archive exports the
+same rows again (the same file), finds the sums recorded and drops the partition. The
+first partition also holds any row booked before it (a move's rows of a period archived
+here already): they are archived with it.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class MysqlJournalPeriods:
             await run(
                 self.connection,
                 "INSERT INTO journal_openings (`partition`, customer_id, account_no, currency,"
-                f" period_end, amount, `rows`) VALUES {values}"
+                f" period_end, amount, row_count) VALUES {values}"
                 " ON DUPLICATE KEY UPDATE amount = amount",
             )
             wanted = {
@@ -135,7 +135,7 @@ class MysqlJournalPeriods:
                 for s in chunk
             )
             recorded = await self._rows(
-                "SELECT `partition`, customer_id, account_no, currency, amount, `rows`"
+                "SELECT `partition`, customer_id, account_no, currency, amount, row_count"
                 f" FROM journal_openings WHERE period_end = {moment} AND ({keys})"
             )
             found = {(p_, c, a, cur): (amount, n) for p_, c, a, cur, amount, n in recorded}

@@ -40,7 +40,7 @@ WHERE i.inhparent = 'journal'::regclass
 
 _CARRY: Final = """
 INSERT INTO journal_openings
-    (partition, customer_id, account_no, currency, period_end, amount, rows)
+    (partition, customer_id, account_no, currency, period_end, amount, row_count)
 SELECT p, c, a, cur, to_timestamp($1), amount, n
 FROM unnest($2::integer[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[])
     AS s(p, c, a, cur, amount, n)
@@ -52,7 +52,7 @@ SELECT count(*) FROM unnest($2::integer[], $3::bigint[], $4::bigint[], $5::text[
                             $6::bigint[], $7::bigint[]) AS s(p, c, a, cur, amount, n)
 LEFT JOIN journal_openings o ON o.partition = s.p AND o.customer_id = s.c
     AND o.account_no = s.a AND o.currency = s.cur AND o.period_end = to_timestamp($1)
-WHERE o.amount IS DISTINCT FROM s.amount OR o.rows IS DISTINCT FROM s.n
+WHERE o.amount IS DISTINCT FROM s.amount OR o.row_count IS DISTINCT FROM s.n
 """
 
 

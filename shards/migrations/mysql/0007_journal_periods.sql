@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS journal_openings (
     currency     CHAR(3)     CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     period_end   DATETIME(6) NOT NULL,
     amount       BIGINT      NOT NULL,
-    `rows`       BIGINT      NOT NULL,
+    row_count    BIGINT      NOT NULL,
     PRIMARY KEY (`partition`, customer_id, account_no, currency, period_end),
-    CONSTRAINT opening_rows_positive CHECK (`rows` > 0)
+    CONSTRAINT opening_rows_positive CHECK (row_count > 0)
 ) ENGINE = InnoDB;

@@ -104,6 +104,6 @@ CREATE TABLE journal_openings (
     currency    char(3)     NOT NULL,
     period_end  timestamptz NOT NULL,
     amount      bigint      NOT NULL,
-    rows        bigint      NOT NULL CHECK (rows > 0),
+    row_count   bigint      NOT NULL CHECK (row_count > 0),
     PRIMARY KEY (partition, customer_id, account_no, currency, period_end)
 );
