@@ -130,7 +130,10 @@ async def test_archive_exports_carries_and_drops_closed_periods(
     system.start_worker()
     started = time.time()
     # Two period boundaries pass under load: at least two whole periods close.
-    await _load_until(system, period_start(int(started), PERIOD_SECONDS) + 2 * PERIOD_SECONDS + 5)
+    deadline_s = period_start(int(started), PERIOD_SECONDS) + 2 * PERIOD_SECONDS + 5
+    await asyncio.wait_for(
+        _load_until(system, deadline_s), deadline_s - started + RESULTS_TIMEOUT_SECONDS
+    )
     now = int(time.time())
     bound = period_start(now, PERIOD_SECONDS)
     with pytest.raises(ConfigError, match="current period"):

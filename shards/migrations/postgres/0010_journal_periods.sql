@@ -52,7 +52,9 @@ END;
 $$;
 
 -- The partition of the rows booked in [start_s, end_s) (start_s NULL: from MINVALUE),
--- named journal_<end_s>; rows of that range in journal_default move into it.
+-- named journal_<end_s>; rows of that range in journal_default move into it. The
+-- journal is locked first (the DDL would lock it anyway): a commit between the look
+-- into journal_default and the DDL could put a row there that the DDL refuses.
 CREATE FUNCTION journal_add_partition(start_s bigint, end_s bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -61,6 +63,7 @@ DECLARE
                       ELSE format('(%L)', to_timestamp(start_s)) END;
     moving boolean;
 BEGIN
+    LOCK TABLE journal IN ACCESS EXCLUSIVE MODE;
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM journal_default WHERE booked_at < %L%s)',
                    to_timestamp(end_s),
                    CASE WHEN start_s IS NULL THEN ''
