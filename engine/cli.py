@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
         _system_commands,
         _account_commands,
         _reconcile_command,
+        _archive_command,
         _shards_command,
         _security_commands,
         _credit_command,
@@ -138,6 +139,29 @@ def _reconcile(args: argparse.Namespace, config: Config) -> int:
         full=args.full,
         metrics_file=args.metrics_file,
     )
+
+
+def _archive_command(commands: Subcommands) -> None:
+    archive = commands.add_parser(
+        "archive", help="export closed journal periods to files, carry their sums, drop them"
+    )
+    archive.add_argument(
+        "--before",
+        required=True,
+        metavar="DATE",
+        help="archive the periods that end at or before this date (2026-12-01, midnight UTC) "
+        "or time (2026-12-01T12:00:00Z); never the current period",
+    )
+    archive.add_argument(
+        "--dir", default=".", metavar="PATH", help="where the files and manifests go"
+    )
+    archive.set_defaults(run=_archive)
+
+
+def _archive(args: argparse.Namespace, config: Config) -> int:
+    from engine.admin.archive import run_archive
+
+    return run_archive(config, args.before, args.dir)
 
 
 def _shards_command(commands: Subcommands) -> None:

@@ -17,10 +17,13 @@ from engine.core.errors import ConfigError, InfrastructureError
 from engine.core.store import CupStore
 from shards.control import CONNECT_ERRORS, connect, login, safe_detail
 from shards.cup_admin import CupAdmin, CupKind
+from shards.journal_periods import JournalPeriods
 from shards.mysql import driver
 from shards.mysql.admin import MysqlCupAdmin
+from shards.mysql.journal_periods import MysqlJournalPeriods
 from shards.mysql.store import MysqlCupStore
 from shards.postgres.admin import PostgresCupAdmin
+from shards.postgres.journal_periods import PostgresJournalPeriods
 from shards.postgres.store import PostgresCupStore
 
 _SCHEMES: Final = {
@@ -59,6 +62,15 @@ async def connect_cup(dsn: str, config: ShardsConfig) -> CupAdmin:
             f"cannot connect to {redact(dsn)}: {type(error).__name__}: {error}"
         ) from None
     return MysqlCupAdmin(connection)
+
+
+def journal_periods(admin: CupAdmin) -> JournalPeriods:
+    """The journal periods of the cup ``admin`` is connected to, on its connection."""
+    if isinstance(admin, PostgresCupAdmin):
+        return PostgresJournalPeriods(admin.connection)
+    if isinstance(admin, MysqlCupAdmin):
+        return MysqlJournalPeriods(admin.connection)
+    raise ConfigError(f"no journal periods for a {admin.kind} cup")
 
 
 async def open_store(cup_id: int, dsn: str, config: ShardsConfig) -> CupStore:

@@ -43,6 +43,7 @@ from shards.cup_admin import CopySnapshot, PartitionSink, Selection
 TABLES: Final = (
     "accounts",
     "journal",
+    "journal_openings",
     "command_results",
     "outbox",
     "transfers_in_flight",

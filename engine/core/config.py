@@ -700,6 +700,42 @@ class WorkerConfig(Section, frozen=True):
     ] = 5.0
 
 
+class ArchiveConfig(Section, frozen=True):
+    """The journal's periods and ``smallcups archive`` (docs/operations.md, archiving)."""
+
+    NAME: ClassVar[str] = "archive"
+
+    period_seconds: Annotated[
+        int,
+        Meta(
+            ge=60,
+            le=366 * 86_400,
+            description=(
+                "length of a journal period (a partition of each cup's journal), aligned on "
+                "multiples of it since the epoch; workers make the current and the next "
+                "period's partitions; archive exports and drops whole closed periods"
+            ),
+        ),
+    ] = 86_400
+    mysql_user: Annotated[
+        str,
+        Meta(
+            description=(
+                "MariaDB cups: the account archive connects as instead of the DSN's, one with "
+                "the DROP privilege on the journal (DROP PARTITION needs it; the cups' account "
+                "has none); empty: the DSN's account"
+            )
+        ),
+    ] = ""
+    mysql_credentials: Annotated[
+        str, Meta(description="the credentials name of archive.mysql_user's password")
+    ] = ""
+
+    def check(self) -> None:
+        if bool(self.mysql_user) != bool(self.mysql_credentials):
+            raise ConfigError("archive.mysql_user and archive.mysql_credentials go together")
+
+
 class SecurityConfig(Section, frozen=True):
     """Where the keys are: files, never the keys themselves (docs/security.md: formats,
     who holds which key, how to rotate)."""
@@ -734,6 +770,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shards: ShardsConfig = msgspec.field(default_factory=ShardsConfig)
     worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    archive: ArchiveConfig = msgspec.field(default_factory=ArchiveConfig)
 
     @property
     def control_dsn(self) -> str:
@@ -794,6 +831,7 @@ SECTIONS: dict[str, type[Section]] = {
     "shards": ShardsConfig,
     "worker": WorkerConfig,
     "security": SecurityConfig,
+    "archive": ArchiveConfig,
 }
 
 

@@ -93,6 +93,11 @@ class CupStore(Protocol):
         the horizon is the committed one, and every owner refuses what it has passed."""
         ...
 
+    async def make_journal_partitions(self, now_s: int, period_seconds: int) -> list[int]:
+        """Make the journal's partitions of the current and the next period if missing
+        (engine.core.periods); the ends made."""
+        ...
+
     async def renew_connections(self) -> None:
         """After a fault: replace every pooled connection at its next use."""
         ...

@@ -1,6 +1,8 @@
 """What a worker does beside its loop, every so often: trim the outboxes of idle
-partitions, export the gauges, and hand Kafka its committed offsets (for lag dashboards
-only: the cups' next_offset is the truth).
+partitions, export the gauges, make the journal partitions of the current and the next
+period in the cups of its partitions (once a period: DDL locks a cup's commits for a
+moment), and hand Kafka its committed offsets (for lag dashboards only: the cups'
+next_offset is the truth).
 
 It runs beside the fetch loop, not in it: its queries wait on each cup, and a cup that
 hangs must not hold back the records of the others.
@@ -21,6 +23,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from engine.core.config import WorkerConfig
 from engine.core.errors import CupUnavailableError
+from engine.core.periods import PERIODS_AHEAD, period_start
 from engine.core.records import InputTopics
 from engine.core.store import CupStore
 from engine.kafka.relay import Relay
@@ -46,6 +49,7 @@ class Housekeeper:
         topics: InputTopics,
         metrics: WorkerMetrics,
         limits: WorkerConfig,
+        period_seconds: int,
     ):
         self._lanes = lanes
         """The worker's lanes of the partitions it owns, read at each pass."""
@@ -55,6 +59,9 @@ class Housekeeper:
         self._topics = topics
         self._metrics = metrics
         self._limits = limits
+        self._period_seconds = period_seconds
+        self._journal_ready_until: dict[int, int] = {}
+        """Per cup: the end of the last journal partition this worker knows is made."""
         self._trimmed_at = 0.0
         self._pruned_at = 0.0
         self._offsets_committed_at = 0.0
@@ -71,6 +78,7 @@ class Housekeeper:
             await self.trim_outboxes(idle_only=True)
             self._export_positions()
             await self._export_in_flight()
+            await self.make_journal_partitions(int(time.time()))
         if now - self._pruned_at >= self._limits.prune_interval_seconds:
             self._pruned_at = now
             await self.prune_expired()
@@ -127,6 +135,23 @@ class Housekeeper:
             self._metrics.records_pruned.inc(pruned)
             if pruned < rows_max:
                 return
+
+    async def make_journal_partitions(self, now_s: int) -> None:
+        """In each cup of this worker's partitions, once it enters the last period made:
+        the partitions of the current and the next period."""
+        period = self._period_seconds
+        cups = {lane.state.store.cup_id for lane in self._lanes().values()}
+        for cup_id in sorted(cups):
+            if now_s < self._journal_ready_until.get(cup_id, 0) - period:
+                continue
+            try:
+                made = await self._stores[cup_id].make_journal_partitions(now_s, period)
+            except CupUnavailableError as error:
+                log.warning("cup %d: journal partitions not made: %s", cup_id, error)
+                continue
+            if made:
+                log.info("cup %d: journal partitions made, ending %s", cup_id, made)
+            self._journal_ready_until[cup_id] = period_start(now_s, period) + PERIODS_AHEAD * period
 
     def forget(self, partition: int) -> None:
         """The partition's gauges go with it."""

@@ -91,7 +91,14 @@ class Worker:
         self._cups: dict[int, CupCommits] = {}
         """Per cup: the rounds that commit this worker's lanes there (engine.worker.lane)."""
         self.housekeeper = Housekeeper(
-            lambda: self.lanes, stores, relay, consumer, self.topics, metrics, self.limits
+            lambda: self.lanes,
+            stores,
+            relay,
+            consumer,
+            self.topics,
+            metrics,
+            self.limits,
+            config.archive.period_seconds,
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self.flip_rebalance = FlipRebalance(

@@ -298,15 +298,12 @@ class MysqlCupAdmin:
 
     async def off_journal(self, partitions: Sequence[int]) -> list[OffJournal]:
         rows = await self._rows(
-            "WITH sums AS (SELECT `partition`, customer_id, account_no, SUM(amount) AS total"
-            f" FROM journal WHERE {_owned('`partition`', partitions)}"
-            " GROUP BY `partition`, customer_id, account_no)"
-            " SELECT a.`partition`, a.customer_id, a.account_no, a.balance,"
+            _books(partitions) + " SELECT a.`partition`, a.customer_id, a.account_no, a.balance,"
             " COALESCE(s.total, 0) FROM accounts a"
-            " LEFT JOIN sums s USING (`partition`, customer_id, account_no)"
+            " LEFT JOIN books s USING (`partition`, customer_id, account_no)"
             f" WHERE {_owned('a.`partition`', partitions)} AND a.balance <> COALESCE(s.total, 0)"
             " UNION ALL"
-            " SELECT s.`partition`, s.customer_id, s.account_no, NULL, s.total FROM sums s"
+            " SELECT s.`partition`, s.customer_id, s.account_no, NULL, s.total FROM books s"
             " LEFT JOIN accounts a USING (`partition`, customer_id, account_no)"
             " WHERE a.`partition` IS NULL LIMIT 1000"
         )
@@ -314,9 +311,8 @@ class MysqlCupAdmin:
 
     async def unbalanced_journal(self, partitions: Sequence[int]) -> list[tuple[str, int]]:
         rows = await self._rows(
-            "SELECT currency, SUM(amount) FROM journal"
-            f" WHERE {_owned('`partition`', partitions)}"
-            " GROUP BY currency HAVING SUM(amount) <> 0"
+            _books(partitions) + " SELECT currency, SUM(total) FROM books"
+            " GROUP BY currency HAVING SUM(total) <> 0"
         )
         return [(currency, int(total)) for currency, total in rows]
 
@@ -416,6 +412,25 @@ def _selected(partition: int, selection: Selection) -> str:
     """The WHERE clause of a partition's rows that ``selection`` takes."""
     condition = selection.condition(lambda ids: f"command_id IN ({texts(ids)})")
     return f"`partition` = {int(partition)} AND {condition}"
+
+
+def _books(partitions: Sequence[int]) -> str:
+    """Each account's books: its openings (the sums of its archived periods) and its
+    journal rows booked since the last of them (a row booked before is counted in an
+    opening: it is archived, or being archived)."""
+    owned = _owned("`partition`", partitions)
+    key = "`partition`, customer_id, account_no, currency"
+    return (
+        f"WITH opened AS (SELECT {key}, SUM(amount) AS opening,"
+        f" MAX(period_end) AS opened_until FROM journal_openings WHERE {owned} GROUP BY {key}),"
+        " kept AS (SELECT j.`partition`, j.customer_id, j.account_no, j.currency,"
+        f" SUM(j.amount) AS total FROM journal j LEFT JOIN opened o USING ({key})"
+        f" WHERE {_owned('j.`partition`', partitions)}"
+        " AND (o.opened_until IS NULL OR j.booked_at >= o.opened_until)"
+        " GROUP BY j.`partition`, j.customer_id, j.account_no, j.currency),"
+        f" books AS (SELECT {key}, SUM(total) AS total FROM (SELECT {key}, opening AS total"
+        f" FROM opened UNION ALL SELECT {key}, total FROM kept) AS both_parts GROUP BY {key})"
+    )
 
 
 def _deletes(partition: int, *, keep_tombstone: bool) -> str:

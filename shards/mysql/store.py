@@ -56,6 +56,7 @@ from engine.core.records import (
 )
 from shards.faults import cup_faults
 from shards.mysql.driver import blob, ints, is_passing, run, text, texts
+from shards.mysql.journal_periods import MysqlJournalPeriods
 
 _ACCOUNT_COLUMNS: Final = "customer_id, account_no, currency, balance, credit_limit, status"
 
@@ -102,6 +103,12 @@ class MysqlCupStore:
 
     async def _rows(self, sql: str) -> list[tuple[Any, ...]]:
         return (await self._run(sql))[0]
+
+    @_cup_faults
+    async def make_journal_partitions(self, now_s: int, period_seconds: int) -> list[int]:
+        async with self._session() as connection:
+            periods = MysqlJournalPeriods(connection)
+            return await periods.make_partitions(now_s, period_seconds)
 
     @_cup_faults
     async def claim(self, partition: int, owner: str) -> Claim:

@@ -41,19 +41,38 @@ SELECT currency,
 FROM accounts WHERE partition = ANY($3::integer[]) GROUP BY currency
 """
 
-_OFF_JOURNAL: Final = """
-WITH sums AS (SELECT partition, customer_id, account_no, sum(amount) AS total
-              FROM journal WHERE partition = ANY($1::integer[])
-              GROUP BY partition, customer_id, account_no)
+_BOOKS: Final = """
+WITH opened AS (SELECT partition, customer_id, account_no, currency,
+                       sum(amount) AS opening, max(period_end) AS opened_until
+                FROM journal_openings WHERE partition = ANY($1::integer[])
+                GROUP BY partition, customer_id, account_no, currency),
+     kept AS (SELECT j.partition, j.customer_id, j.account_no, j.currency, sum(j.amount) AS total
+              FROM journal j LEFT JOIN opened o USING (partition, customer_id, account_no, currency)
+              WHERE j.partition = ANY($1::integer[])
+                AND (o.opened_until IS NULL OR j.booked_at >= o.opened_until)
+              GROUP BY j.partition, j.customer_id, j.account_no, j.currency),
+     books AS (SELECT partition, customer_id, account_no, currency, sum(total) AS total
+               FROM (SELECT partition, customer_id, account_no, currency, opening AS total
+                     FROM opened UNION ALL SELECT * FROM kept) AS both_parts
+               GROUP BY partition, customer_id, account_no, currency)
+"""
+"""Each account's books: its openings (the sums of its archived periods) and its journal
+rows booked since the last of them (a row booked before is counted in an opening: it is
+archived, or being archived)."""
+
+_OFF_JOURNAL: Final = (
+    _BOOKS
+    + """
 SELECT a.partition, a.customer_id, a.account_no, a.balance, coalesce(s.total, 0) AS total
-FROM accounts a LEFT JOIN sums s USING (partition, customer_id, account_no)
+FROM accounts a LEFT JOIN books s USING (partition, customer_id, account_no)
 WHERE a.partition = ANY($1::integer[]) AND a.balance <> coalesce(s.total, 0)
 UNION ALL
 SELECT s.partition, s.customer_id, s.account_no, NULL, s.total
-FROM sums s LEFT JOIN accounts a USING (partition, customer_id, account_no)
+FROM books s LEFT JOIN accounts a USING (partition, customer_id, account_no)
 WHERE a.partition IS NULL
 LIMIT 1000
 """
+)
 
 _STUCK: Final = """
 SELECT partition, transfer_id, amount, currency,
@@ -138,7 +157,8 @@ class PostgresCupAdmin:
             "SELECT c.relname AS table_name, a.attname AS column_name"
             " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+            " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+            " AND NOT c.relispartition"
             " AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum"
         )
         columns: dict[str, list[str]] = {}
@@ -241,8 +261,8 @@ class PostgresCupAdmin:
 
     async def unbalanced_journal(self, partitions: Sequence[int]) -> list[tuple[str, int]]:
         rows = await self.connection.fetch(
-            "SELECT currency, sum(amount) AS total FROM journal"
-            " WHERE partition = ANY($1::integer[]) GROUP BY currency HAVING sum(amount) <> 0",
+            _BOOKS + "SELECT currency, sum(total) AS total FROM books"
+            " GROUP BY currency HAVING sum(total) <> 0",
             list(partitions),
         )
         return [(r["currency"], int(r["total"])) for r in rows]

@@ -57,6 +57,7 @@ from engine.core.records import (
     OutboxRow,
 )
 from shards.faults import cup_faults
+from shards.postgres.journal_periods import PostgresJournalPeriods
 
 _COMMIT: Final = """
 WITH batch AS (
@@ -225,6 +226,12 @@ class PostgresCupStore:
         """After a fault of this cup: replace every pooled connection at its next use (one
         the server left mid-protocol would fail every statement given to it)."""
         await self.pool.expire_connections()
+
+    @_cup_faults
+    async def make_journal_partitions(self, now_s: int, period_seconds: int) -> list[int]:
+        async with self.pool.acquire() as connection:
+            periods = PostgresJournalPeriods(connection)
+            return await periods.make_partitions(now_s, period_seconds)
 
     @_cup_faults
     async def claim(self, partition: int, owner: str) -> Claim:

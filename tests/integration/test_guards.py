@@ -45,7 +45,8 @@ async def _book(cup: RawCup) -> None:
     await cup.execute(
         "INSERT INTO accounts VALUES (0, 7, 1, 'EUR', 100, 0, 0),"
         " (0, 0, 100004, 'EUR', -100, 0, 0);"
-        "INSERT INTO journal VALUES (0, 0, 'd-1', 7, 1, 'EUR', 100),"
+        "INSERT INTO journal ({p}, src_offset, command_id, customer_id, account_no, currency,"
+        " amount) VALUES (0, 0, 'd-1', 7, 1, 'EUR', 100),"
         " (0, 0, 'd-1', 0, 100004, 'EUR', -100)"
     )
 

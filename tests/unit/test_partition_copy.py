@@ -51,7 +51,7 @@ def test_a_catch_up_takes_the_history_from_the_watermark_and_the_state_whole() -
     results = Selection(since=1_000, ids=("t-1", "t-2"))
     assert tables["command_results"] == (results, results)
     state = set(TABLES) - set(HISTORY)
-    assert state == {"accounts", "outbox", "transfers_in_flight", "credit_book"}
+    assert state == {"accounts", "outbox", "transfers_in_flight", "credit_book", "journal_openings"}
     assert all(tables[table] == (WHOLE, WHOLE) for table in state)
 
 

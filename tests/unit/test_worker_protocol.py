@@ -206,6 +206,9 @@ class SimulatedCup:
             trimmed = range(from_offset, below_offset)
             self.outbox = {k: r for k, r in self.outbox.items() if k[0] not in trimmed}
 
+    async def make_journal_partitions(self, now_s: int, period_seconds: int) -> list[int]:
+        return []
+
 
 class WorkerProtocol(RuleBasedStateMachine):
     workers = Bundle("workers")
