@@ -32,17 +32,19 @@ from typing import Final
 
 import msgspec
 
+from deploy.local.mariadb_databases import admin_account
 from deploy.local.prometheus_throwaway import free_port
+from engine.admin.archive import archive
 from engine.admin.reconcile import reconcile
-from engine.core.config import Config, load_config
+from engine.core.config import MARIADB_ADMIN_CREDENTIALS, ArchiveConfig, Config, load_config
 from engine.core.messages import Command, Result, issued
+from engine.core.periods import iso, period_start
 from engine.kafka.client import Client, now_ms
 from loadtest.bench.scrape import totals, wait_owning
 from loadtest.system import System, drop_system, make_system
 from loadtest.workload import Workload, WorkloadShape
-from shards.cluster import move_partition
+from shards.cluster import inventory, move_partition
 from shards.control import connect
-from tests.integration.system import RawCup
 
 COMMANDS_MAX: Final = 5_000_000
 AWAITED_MAX: Final = 5_000
@@ -66,8 +68,8 @@ class SoakOptions:
     window_seconds: int = 120
     """The workers' idempotency window."""
     period_seconds: int = 120
-    """The workers' journal period."""
-    archive_every_seconds: float = 300.0
+    """The journal's period (archive.period_seconds)."""
+    archive_every_seconds: float = 240.0
     sample_seconds: float = 60.0
 
 
@@ -116,15 +118,13 @@ def _worker_env(options: SoakOptions, port: int) -> dict[str, str]:
 
 async def _table_rows(system: System) -> tuple[int, int]:
     """(idempotency records, journal rows) over every cup of the system."""
-    records = journal = 0
-    for dsn in system.config.shards.cup_dsns:
-        cup = await RawCup.open(dsn, system.config.shards)
-        try:
-            records += int(await cup.value("SELECT count(*) FROM command_results"))
-            journal += int(await cup.value("SELECT count(*) FROM journal"))
-        finally:
-            await cup.close()
-    return records, journal
+    config = system.config
+    control = await connect(config.control_dsn, config.shards)
+    try:
+        cups = await inventory(control, config.shards)
+    finally:
+        await control.close()
+    return sum(c.idempotency_records for c in cups), sum(c.journal_rows for c in cups)
 
 
 async def _sample(soak: Soak, started: float) -> None:
@@ -209,8 +209,31 @@ async def _moves(soak: Soak, started: float) -> None:
             soak.pauses_seconds.append(move.pause_seconds)
 
 
+async def _archives(soak: Soak, started: float, directory: Path) -> None:
+    """Every ``archive_every_seconds``: archive the periods that closed a period ago."""
+    options = soak.options
+    period = options.period_seconds
+    rounds = int(options.seconds // options.archive_every_seconds)
+    for number in range(1, rounds + 1):
+        await asyncio.sleep(
+            max(0.0, started + number * options.archive_every_seconds - time.monotonic())
+        )
+        now_s = int(time.time())
+        before_s = period_start(now_s, period) - period
+        status = await archive(soak.system.config, before_s, directory, now_s)
+        line = f"archive --before {iso(before_s)}: exit {status}"
+        print(f"soak: {line}", flush=True)
+        soak.archives.append(line)
+
+
 async def run_soak(base: Config, options: SoakOptions, log_dir: Path) -> Soak:
     system = await make_system(base, log_dir, partitions=PARTITIONS, cups=2, mysql_cups=1)
+    settings = ArchiveConfig(
+        period_seconds=options.period_seconds,
+        mysql_user=admin_account(base.stack),
+        mysql_credentials=MARIADB_ADMIN_CREDENTIALS,
+    )
+    system.config = msgspec.structs.replace(system.config, archive=settings)
     ports = [free_port(), free_port()]
     soak = Soak(options, system, ports)
     try:
@@ -238,7 +261,12 @@ async def _drive(soak: Soak) -> None:
         await _send(soak, client, [issued(c, now_ms()) for c in workload.opening()])
         started = time.monotonic()
         deadline = started + options.seconds
-        background = [asyncio.create_task(_moves(soak, started))]
+        archived = soak.system.log_dir / "archive"
+        archived.mkdir(exist_ok=True)
+        background = [
+            asyncio.create_task(_moves(soak, started)),
+            asyncio.create_task(_archives(soak, started, archived)),
+        ]
         publisher = asyncio.create_task(_publish(soak, client, workload, deadline))
         while True:
             await asyncio.wait({publisher}, timeout=options.sample_seconds)
@@ -269,6 +297,9 @@ def verdicts(soak: Soak) -> dict[str, bool]:
         "p99_flat": flat([s.p99_ms for s in first], [s.p99_ms for s in last]),
         "commit_flat": flat([s.commit_mean_ms for s in first], [s.commit_mean_ms for s in last]),
         "records_flat": flat([float(s.records) for s in first], [float(s.records) for s in last]),
+        "journal_flat": flat(
+            [float(s.journal_rows) for s in first], [float(s.journal_rows) for s in last]
+        ),
         "pauses_flat": len(soak.pauses_seconds) == 2
         and soak.pauses_seconds[1] <= 2 * soak.pauses_seconds[0] + PAUSE_NOISE_SECONDS,
         "all_answered": not soak.awaited,
