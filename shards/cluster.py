@@ -70,8 +70,8 @@ async def move_partition(
     if target_cup in await draining_cups(control):
         raise ConfigError(f"cup {target_cup} is draining: `smallcups shards undrain` it first")
     move = await plan_move(control, partition, target_cup)
-    mover = Mover(control, config, resume_wait_seconds)
-    return await mover.finish(move.move_id, stop_after)
+    async with Mover(control, config, resume_wait_seconds) as mover:
+        return await mover.finish(move.move_id, stop_after)
 
 
 async def rebalance(
@@ -117,11 +117,11 @@ async def drain(
         if move not in resumable:
             raise ConfigError(f"unfinished {move.summary()}: `smallcups shards recover` first")
     await set_draining(control, cup_id, draining=True)
-    mover = Mover(control, config, resume_wait_seconds)
     done = []
-    for move in resumable:
-        done.append(await mover.finish(move.move_id))
-        on_move(done[-1])
+    async with Mover(control, config, resume_wait_seconds) as mover:
+        for move in resumable:
+            done.append(await mover.finish(move.move_id))
+            on_move(done[-1])
     shard_map = await load_shard_map(control)
     for partition, target in plan_drain(shard_map.cup_of, shard_map.cups, draining, cup_id):
         done.append(
@@ -189,13 +189,13 @@ async def recover(
     resume_wait_seconds: float = RESUME_WAIT_SECONDS,
 ) -> list[Move]:
     """Finish every unfinished move; with ``abort``, roll back those not flipped yet."""
-    mover = Mover(control, config, resume_wait_seconds)
     recovered = []
-    for move in await open_moves(control):
-        if abort and move.step is not Step.FLIPPED:
-            recovered.append(await mover.abort(move.move_id))
-        else:
-            recovered.append(await mover.finish(move.move_id))
+    async with Mover(control, config, resume_wait_seconds) as mover:
+        for move in await open_moves(control):
+            if abort and move.step is not Step.FLIPPED:
+                recovered.append(await mover.abort(move.move_id))
+            else:
+                recovered.append(await mover.finish(move.move_id))
     return recovered
 
 

@@ -237,8 +237,15 @@ class Mover:
         self._precopied: dict[int, int] = {}
         """The watermark of each move pre-copied in this session."""
 
+    async def __aenter__(self) -> Mover:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
-        """End the session: release the history locks, forget the pre-copies."""
+        """End the session: release the history locks, forget the pre-copies (a move left
+        unfinished is pre-copied again by the next session)."""
         held, self._histories, self._precopied = self._histories, {}, {}
         for cups in held.values():
             await unlock_history(self.control, cups)
