@@ -10,12 +10,15 @@ from engine.core.messages import INPUT_REASONS, Reason, Result, Status
 
 NOTHING_CHANGED: Final = INPUT_REASONS | {
     Reason.WRONG_PARTITION,
+    Reason.DUPLICATE_CONFLICT,
     Reason.ID_EXPIRED,
     Reason.ISSUED_AT,
 }
 """Rejections that changed nothing and recorded nothing that a later record of the same
-id could disagree with (``id_expired`` answers a re-send of a command whose window has
-passed: the first answer stands)."""
+id could disagree with: ``duplicate_conflict`` and ``id_expired`` answer a record that
+came after the id's command (other content; a window passed), whose own answer stands.
+Each still answers its record: a record answered only so (its id's command before an
+incremental run's checkpoint) is not unanswered."""
 NOTHING_CHANGED_PREFIX: Final = b"nothing changed:"
 
 

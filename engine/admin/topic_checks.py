@@ -27,7 +27,7 @@ from engine.admin.result_match import ResultMatcher, ResultRow, Unmatched
 from engine.core.batch import routed
 from engine.core.config import KafkaConfig
 from engine.core.decoding import decode_command, decode_result, forwarded_partition, says_json
-from engine.core.messages import LEG_TYPES, Invalid, Reason, Status, Undecodable, result_decoder
+from engine.core.messages import LEG_TYPES, Invalid, Status, Undecodable, result_decoder
 from engine.core.records import Position, ShardMap
 from engine.core.routing import partition_of
 from engine.kafka.topics import read_chunks
@@ -177,8 +177,6 @@ def _results(records: list[Any], report: Report) -> list[ResultRow]:
             continue
         if result.status is Status.PENDING:
             report.add("one_result", f"command {result.command_id}: a pending result was published")
-        if result.reason is Reason.DUPLICATE_CONFLICT:
-            continue
         answer = answer_of(result)
         real = not answer.startswith(NOTHING_CHANGED_PREFIX)
         rows.append(

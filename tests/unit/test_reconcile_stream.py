@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.admin.topic_checks import Topics, check_topics
-from engine.core.messages import Balance, Deposit, Result, Status
+from engine.core.messages import Balance, Deposit, Reason, Result, Status
 from engine.core.records import Position, ShardMap
 from engine.core.routing import partition_of
 from shards.audit import Report
@@ -166,6 +166,29 @@ async def test_an_id_used_again_after_its_window_is_another_command() -> None:
     history.answer(partition, "again", third, amount=7)
     report, _ = await run(history, {}, history.ends())
     assert findings(report) == {("one_result", "again")}
+
+
+async def test_a_conflict_after_the_checkpoint_answers_its_record() -> None:
+    """The id's command answered before the checkpoint, a record with other content after
+    it answered ``duplicate_conflict`` only: answered, no finding."""
+    history = History()
+    partition, offset = history.command(2, "grant")
+    history.answer(partition, "grant", offset)
+    _, following = await run(history, {}, history.ends())
+    assert following is not None
+    partition, again = history.command(2, "grant", issued_at_ms=2)
+    conflict = Result(
+        "grant",
+        Status.REJECTED,
+        Reason.DUPLICATE_CONFLICT,
+        "command id grant was used before for another command",
+        partition=partition,
+        offset=again,
+    )
+    history.append("r", partition, msgspec.msgpack.encode(conflict))
+    report, _ = await run(history, following, history.ends())
+    assert report.ok, report.problems
+    assert report.counts["topic_records_read"] == 2
 
 
 async def test_a_transfer_in_flight_is_carried_then_answered() -> None:
