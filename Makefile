@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install: the venv is rebuilt only when pyproject.toml changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv up down status demo bench test chaos lint prometheus-tools k8s-tools docs clearing-scale soak move-pause
+.PHONY: venv up down status demo bench test test-slow chaos lint prometheus-tools k8s-tools docs clearing-scale soak move-pause
 
 venv: $(INSTALLED)
 
@@ -65,6 +65,12 @@ docs: venv
 test: venv prometheus-tools k8s-tools up lint
 	set -o pipefail; $(BIN)/pytest -m 'not slow' --basetemp=.smallcups/test-tmp 2>&1 | tee .smallcups/test-output.log
 	$(BIN)/python -m scripts.scan_secrets .smallcups/test-output.log
+
+# The integration tests marked slow (make test skips them; the chaos suite's long ones
+# run with `make chaos`): edge cases of archiving and of the migration that partitions
+# the journal.
+test-slow: venv up
+	$(BIN)/pytest tests/integration -m slow --basetemp=.smallcups/slow-tmp
 
 # The chaos suite at full length (issue 7) on its own stack: longer loads, 30 SIGKILLs;
 # each scenario's figure is printed at the end. `make test` runs the short version.

@@ -218,6 +218,7 @@ async def _deposit(cup: RawCup, command_id: str, amount: int, booked_s: int) -> 
     )
 
 
+@pytest.mark.slow
 async def test_rows_booked_in_an_archived_period_are_archived_later(
     idle_system: System, tmp_path: Path
 ) -> None:
@@ -272,6 +273,7 @@ async def test_rows_booked_in_an_archived_period_are_archived_later(
 PERIODS_MIGRATION = {CupKind.POSTGRES: 10, CupKind.MYSQL: 7}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS, ids=[str(k) for k in KINDS])
 async def test_rows_from_before_the_migration_are_booked_at_its_time(
     stack: Config, kind: CupKind
