@@ -2,7 +2,8 @@
 
 Checks (each failure names the account, transfer or command):
 
-1. every balance equals the sum of its journal rows;
+1. every balance equals its openings (the sums of its archived journal periods) plus
+   the journal rows booked since;
 2. every cup's journal sums to zero per currency (double entry);
 3. the clearing accounts of all cups net to the money in flight: transfers debited on
    the payer's side whose credit leg has not been applied on the payee's side yet

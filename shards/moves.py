@@ -13,7 +13,8 @@ step in the control database, and each step can run again after a crash:
    (shards.move_copy). The move row records the last watermark (shards.partition_copy
    says why it splits the history exactly). The mover holds the history lock of both
    cups from here to the end (shards.history_lock). A pre-copy is trusted only by the
-   mover session that made it: a move resumed at this step makes it again, one resumed
+   mover session that made it (a session ends with the tool call that opened it: Mover
+   is an async context manager): a move resumed at this step makes it again, one resumed
    at a later step makes a whole copy at step 5 (its pause then grows with the
    history, as before pre-copies);
 3. ``paused``: the map marks p paused (new version, NOTIFY). Workers following the map
