@@ -32,16 +32,15 @@ from typing import Final
 
 import msgspec
 
-from deploy.local.mariadb_databases import admin_account
 from deploy.local.prometheus_throwaway import free_port
 from engine.admin.archive import archive
 from engine.admin.reconcile import reconcile
-from engine.core.config import MARIADB_ADMIN_CREDENTIALS, ArchiveConfig, Config, load_config
+from engine.core.config import Config, load_config
 from engine.core.messages import Command, Result, issued
 from engine.core.periods import iso, period_start
 from engine.kafka.client import Client, now_ms
 from loadtest.bench.scrape import totals, wait_owning
-from loadtest.system import System, drop_system, make_system
+from loadtest.system import System, drop_system, make_system, with_archive_periods
 from loadtest.workload import Workload, WorkloadShape
 from shards.cluster import inventory, move_partition
 from shards.control import connect
@@ -228,12 +227,7 @@ async def _archives(soak: Soak, started: float, directory: Path) -> None:
 
 async def run_soak(base: Config, options: SoakOptions, log_dir: Path) -> Soak:
     system = await make_system(base, log_dir, partitions=PARTITIONS, cups=2, mysql_cups=1)
-    settings = ArchiveConfig(
-        period_seconds=options.period_seconds,
-        mysql_user=admin_account(base.stack),
-        mysql_credentials=MARIADB_ADMIN_CREDENTIALS,
-    )
-    system.config = msgspec.structs.replace(system.config, archive=settings)
+    with_archive_periods(base, system, options.period_seconds)
     ports = [free_port(), free_port()]
     soak = Soak(options, system, ports)
     try:

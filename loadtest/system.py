@@ -17,10 +17,14 @@ import msgspec
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from deploy.local.mariadb_databases import create_mysql_databases, drop_mysql_databases
+from deploy.local.mariadb_databases import (
+    admin_account,
+    create_mysql_databases,
+    drop_mysql_databases,
+)
 from deploy.local.roles import Role, as_role
 from engine.admin.setup import initialize
-from engine.core.config import Config, to_environ
+from engine.core.config import MARIADB_ADMIN_CREDENTIALS, ArchiveConfig, Config, to_environ
 from engine.core.records import ShardMap
 from engine.kafka.acls import deployment_grants, revoke
 from engine.kafka.connection import connection
@@ -75,6 +79,17 @@ async def make_system(
     config = msgspec.structs.replace(base, kafka=kafka, shards=shards)
     report = await initialize(config)
     return System(config, report.shard_map, log_dir, names, mysql_names)
+
+
+def with_archive_periods(base: Config, system: System, period_seconds: int) -> None:
+    """Give ``system`` journal periods of ``period_seconds`` (its workers make them) and
+    the local stack's MariaDB admin account for ``smallcups archive`` (DROP PARTITION)."""
+    settings = ArchiveConfig(
+        period_seconds=period_seconds,
+        mysql_user=admin_account(base.stack),
+        mysql_credentials=MARIADB_ADMIN_CREDENTIALS,
+    )
+    system.config = msgspec.structs.replace(system.config, archive=settings)
 
 
 async def add_cup_database(base: Config, system: System, kind: CupKind = CupKind.POSTGRES) -> str:

@@ -116,10 +116,12 @@ class Housekeeper:
         commits nothing that would carry it), then delete the records the committed horizon
         has passed, in statements of ``prune_rows_max`` rows: each is short, and commits of
         the partition go on between them (engine.core.ledger has the window's rules)."""
-        window_ms = self._limits.idempotency_window_seconds * 1000
+        window_start_ms = (
+            time.time_ns() // 1_000_000 - self._limits.idempotency_window_seconds * 1000
+        )
         for partition, lane in list(self._lanes().items()):
             state = lane.state
-            state.ledger.raise_horizon(time.time_ns() // 1_000_000 - window_ms)
+            state.ledger.raise_horizon(window_start_ms)
             horizon_ms = state.ledger.horizon_ms
             self._metrics.idempotency_horizon.labels(str(partition)).set(horizon_ms / 1000)
             try:

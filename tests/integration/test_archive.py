@@ -19,23 +19,28 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from deploy.local.mariadb_databases import (
-    admin_account,
     create_mysql_databases,
     drop_mysql_databases,
 )
 from engine.admin.archive import HISTORY_LOCK_CLASS, archive
 from engine.admin.reconcile import reconcile
 from engine.core.book import SystemAccount, system_account_number
-from engine.core.config import MARIADB_ADMIN_CREDENTIALS, ArchiveConfig, Config
+from engine.core.config import Config
 from engine.core.errors import ConfigError
 from engine.core.periods import Manifest, period_start
 from engine.kafka.client import Client
 from loadtest.driver import Driver
-from loadtest.system import System, create_databases, drop_databases, drop_system, make_system
+from loadtest.system import (
+    System,
+    create_databases,
+    drop_databases,
+    drop_system,
+    make_system,
+    with_archive_periods,
+)
 from loadtest.workload import Workload, WorkloadShape
 from shards.backends import connect_cup, journal_periods
 from shards.control import connect
@@ -63,12 +68,7 @@ class CrashError(Exception):
 @pytest.fixture
 async def system(stack: Config, tmp_path: Path) -> AsyncIterator[System]:
     made = await make_system(stack, tmp_path, partitions=PARTITIONS, cups=1, mysql_cups=1)
-    settings = ArchiveConfig(
-        period_seconds=PERIOD_SECONDS,
-        mysql_user=admin_account(stack.stack),
-        mysql_credentials=MARIADB_ADMIN_CREDENTIALS,
-    )
-    made.config = msgspec.structs.replace(made.config, archive=settings)
+    with_archive_periods(stack, made, PERIOD_SECONDS)
     yield made
     made.stop_all()
     await drop_system(stack, made)
@@ -191,12 +191,7 @@ async def idle_system(
     made = await make_system(
         stack, tmp_path, partitions=1, cups=int(not mysql), mysql_cups=int(mysql)
     )
-    settings = ArchiveConfig(
-        period_seconds=PERIOD_SECONDS,
-        mysql_user=admin_account(stack.stack),
-        mysql_credentials=MARIADB_ADMIN_CREDENTIALS,
-    )
-    made.config = msgspec.structs.replace(made.config, archive=settings)
+    with_archive_periods(stack, made, PERIOD_SECONDS)
     yield made
     await drop_system(stack, made)
 
